@@ -1,0 +1,333 @@
+"""One typed configuration for every command, loaded from YAML with ``key=value`` overrides.
+
+Every section is a frozen pydantic model that forbids unknown keys, so a typo, a wrong type or
+an impossible value is rejected before any work starts, with a message that names the key, the
+file and what is allowed. The resolved config is written next to every artifact a command
+produces (``EchoPrimeConfig.save``).
+
+Example::
+
+    cfg = EchoPrimeConfig.from_yaml("configs/tiny-cpu.yaml", ["train.epochs=3", "seed=1"])
+    cfg.train.epochs  # 3
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from echoprime.taxonomy import RELEASE_MEAN, RELEASE_STD
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message says which key, where, and what is allowed."""
+
+
+class _Cfg(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class RayCfg(_Cfg):
+    """How a command starts or joins Ray."""
+
+    address: str | None = None
+    """``None``/``"local"`` starts a local Ray owned by the command; ``"auto"`` or ``ray://...`` joins one."""
+    num_cpus: int | None = Field(default=None, ge=1)
+    """Logical CPUs of a local Ray (more than the cores is fine; Ray Data + Train need headroom)."""
+    object_store_mb: int = Field(default=512, ge=64)
+    data_no_progress_timeout_s: int = Field(default=180, ge=10)
+    """Ray Data fails a stalled pipeline after this long instead of hanging."""
+    resource_wait_s: int = Field(default=120, ge=1)
+    """How long a job waits for the CPUs/GPUs it asked for before failing with a clear message."""
+
+
+class SynthCfg(_Cfg):
+    """The synthetic cohort (``echoprime synth`` and the quickstart's first stage)."""
+
+    studies: int = Field(default=120, ge=1)
+    min_videos: int = Field(default=6, ge=1)
+    max_videos: int = Field(default=20, ge=1)
+    frames: int = Field(default=32, ge=2)
+    size: int = Field(default=112, ge=16, le=1024)
+    format: Literal["mp4", "dicom", "both"] = "mp4"
+
+    @model_validator(mode="after")
+    def _videos(self) -> SynthCfg:
+        if self.min_videos > self.max_videos:
+            raise ValueError(f"min_videos ({self.min_videos}) must be <= max_videos ({self.max_videos})")
+        return self
+
+
+class DataCfg(_Cfg):
+    """The preprocessing spec; it travels with the weights (bundle manifest)."""
+
+    size: int = Field(default=224, ge=8, le=1024)
+    """Side of the square model input, in pixels."""
+    frames: int = Field(default=16, ge=1, le=256)
+    """Frames per clip given to the video encoder."""
+    stride: int = Field(default=2, ge=1, le=16)
+    """Take every ``stride``-th frame of the first ``frames * stride``."""
+    mean: tuple[float, float, float] = RELEASE_MEAN
+    std: tuple[float, float, float] = RELEASE_STD
+    crop_fraction: float = Field(default=0.1, ge=0.0, lt=0.5)
+    mask_sector: bool = True
+
+    @field_validator("std")
+    @classmethod
+    def _std_positive(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(s <= 0 for s in v):
+            raise ValueError(f"every std must be > 0, got {list(v)}")
+        return v
+
+
+class IngestCfg(_Cfg):
+    """``echoprime ingest``: archive -> Parquet study shards."""
+
+    shard_rows: int = Field(default=256, ge=1)
+    """Upper bound on rows per Parquet shard file."""
+    clips_per_video: int = Field(default=1, ge=1)
+    max_frames: int = Field(default=512, ge=1)
+    """Frames read per file at most (a longer cine is cut, a header claiming more is not trusted)."""
+    max_pixels: int = Field(default=4096 * 4096, ge=1)
+    """Refuse frames larger than this (rows x columns) before decoding."""
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    decode_actors: int = Field(default=2, ge=1)
+
+    @field_validator("split_fractions")
+    @classmethod
+    def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f < 0 for f in v) or not math.isclose(sum(v), 1.0, abs_tol=1e-6):
+            raise ValueError(f"train/val/test fractions must be >= 0 and sum to 1, got {list(v)}")
+        return v
+
+
+class ModelCfg(_Cfg):
+    """Which towers to build (names from ``echoprime.models.list_models()``)."""
+
+    video_encoder: str = "echoprime_mvit_v2_s"
+    text_encoder: str = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
+    """A registry name (``tiny_bert``) or a BERT-family name / local path (loaded offline only)."""
+    view_classifier: str = "echoprime_convnext_base_views"
+    embed_dim: int = Field(default=512, ge=8)
+    max_tokens: int = Field(default=512, ge=16, le=8192)
+    section_type_ids: bool = False
+    """Feed each token's report section as token_type_ids (needs type_vocab_size >= 17)."""
+    tokenizer_vocab: int = Field(default=2000, ge=100)
+    """Vocabulary size when a tokenizer is trained on the report corpus (tiny text encoder)."""
+    init_logit_scale: float = Field(default=math.log(1 / 0.07))
+    max_logit_scale: float = Field(default=math.log(100.0))
+
+
+class TrainCfg(_Cfg):
+    """Contrastive pretraining on Ray Train."""
+
+    num_workers: int = Field(default=2, ge=1)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(default=1.0, gt=0)
+    batch_size: int = Field(default=32, ge=2)
+    """Per-worker batch size (clips)."""
+    epochs: int = Field(default=10, ge=1)
+    max_steps: int | None = Field(default=None, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    min_lr: float = Field(default=1e-5, ge=0)
+    weight_decay: float = Field(default=0.05, ge=0)
+    warmup_steps: int = Field(default=20, ge=0)
+    precision: Literal["fp32", "bf16"] = "fp32"
+    channels_last: bool = False
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    checkpoint_every_steps: int = Field(default=200, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1)
+    max_failures: int = Field(default=1, ge=0)
+    storage_path: str = "./runs"
+    """Local folder or ``s3://bucket/prefix`` for checkpoints."""
+    run_name: str = "pretrain"
+    time_budget_s: float | None = Field(default=None, gt=0)
+    """Stop training after this many seconds (epoch granularity), for bounded demos."""
+
+
+class ViewsCfg(_Cfg):
+    """View classifier training (``echoprime train-views``)."""
+
+    epochs: int = Field(default=5, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    lr: float = Field(default=2e-3, gt=0)
+    num_workers: int = Field(default=1, ge=1)
+
+
+class MilCfg(_Cfg):
+    """Anatomical attention fitting (``echoprime fit-mil``)."""
+
+    mode: Literal["learned", "table"] = "learned"
+    epochs: int = Field(default=30, ge=1)
+    lr: float = Field(default=3e-3, gt=0)
+    hidden: int = Field(default=128, ge=4)
+
+
+class BankCfg(_Cfg):
+    """The candidate report bank (``echoprime build-bank``)."""
+
+    index: Literal["auto", "flat", "ivfpq"] = "auto"
+    ivf_threshold: int = Field(default=500_000, ge=1)
+    """Above this many reports ``auto`` builds an IVF/PQ index instead of exact search."""
+    batch_size: int = Field(default=64, ge=1)
+    encode_actors: int = Field(default=1, ge=1)
+
+
+class InterpretCfg(_Cfg):
+    k: int = Field(default=50, ge=1)
+    batch_size: int = Field(default=50, ge=1)
+
+
+class ServeCfg(_Cfg):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_upload_mb: int = Field(default=512, ge=1)
+    max_files: int = Field(default=100, ge=1)
+    max_frames_per_file: int = Field(default=1024, ge=1)
+    request_timeout_s: float = Field(default=120.0, gt=0)
+
+
+class EchoPrimeConfig(_Cfg):
+    """The whole configuration. Each command reads the sections it needs."""
+
+    name: str = "echoprime"
+    seed: int = 0
+    ray: RayCfg = RayCfg()
+    synth: SynthCfg = SynthCfg()
+    data: DataCfg = DataCfg()
+    ingest: IngestCfg = IngestCfg()
+    model: ModelCfg = ModelCfg()
+    train: TrainCfg = TrainCfg()
+    views: ViewsCfg = ViewsCfg()
+    mil: MilCfg = MilCfg()
+    bank: BankCfg = BankCfg()
+    interpret: InterpretCfg = InterpretCfg()
+    serve: ServeCfg = ServeCfg()
+
+    # ----------------------------------------------------------------------------- loading
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> EchoPrimeConfig:
+        """Validate a plain dict; errors name each bad key, the source and what is allowed."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+        try:
+            return cls.model_validate(data)
+        except ValidationError as e:
+            raise ConfigError(_explain(e, source)) from None
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()) -> EchoPrimeConfig:
+        """Load ``path`` (or the defaults when ``None``) and apply ``key=value`` overrides.
+
+        Raises:
+            ConfigError: missing/unreadable file, bad YAML, unknown key, wrong type, impossible value.
+        """
+        data: dict[str, Any] = {}
+        source = "<defaults>"
+        if path is not None:
+            p = Path(path)
+            source = str(p)
+            if not p.is_file():
+                raise ConfigError(f"config file not found: {p} (pass an existing YAML file, e.g. configs/tiny-cpu.yaml)")
+            try:
+                loaded = yaml.safe_load(p.read_text())
+            except (OSError, yaml.YAMLError) as e:
+                raise ConfigError(f"{p}: cannot read YAML: {e}") from None
+            if loaded is None:
+                loaded = {}
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+            data = loaded
+        for ov in overrides:
+            apply_override(data, ov)
+        if overrides:
+            source = f"{source} with overrides {list(overrides)}"
+        return cls.from_dict(data, source)
+
+    # ----------------------------------------------------------------------------- saving
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(self.model_dump_json())
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def save(self, directory: str | os.PathLike, name: str = "config.yaml") -> Path:
+        """Write the resolved config next to an artifact; returns the file written."""
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        out = d / name
+        tmp = out.with_suffix(out.suffix + ".tmp")
+        tmp.write_text(self.to_yaml())
+        tmp.replace(out)
+        return out
+
+    def replace(self, **sections: Any) -> EchoPrimeConfig:
+        """A copy with whole sections or top-level values replaced (validated again)."""
+        d = self.to_dict()
+        for k, v in sections.items():
+            d[k] = v.to_dict() if isinstance(v, EchoPrimeConfig) else (json.loads(v.model_dump_json()) if isinstance(v, BaseModel) else v)
+        return EchoPrimeConfig.from_dict(d, "<replace>")
+
+
+def apply_override(data: dict[str, Any], override: str) -> None:
+    """Apply one ``a.b.c=value`` override in place; the value is parsed as a YAML scalar/list.
+
+    Raises:
+        ConfigError: the override is not of the ``key=value`` form.
+    """
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} is not of the form key=value (e.g. train.epochs=3)")
+    key, raw = override.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {override!r} has an empty key (e.g. train.epochs=3)")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    node = data
+    parts = key.split(".")
+    for part in parts[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        elif not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {part!r} is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: type[BaseModel] = EchoPrimeConfig
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return sorted(model.model_fields)
+
+
+def _explain(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        key = ".".join(str(x) for x in loc) or "<top level>"
+        if e["type"] == "extra_forbidden":
+            allowed = _allowed_keys(loc)
+            lines.append(f"unknown key {key!r}; allowed here: {', '.join(allowed)}")
+        else:
+            got = e.get("input")
+            got_s = "" if isinstance(got, dict) or e["type"] == "value_error" else f" (got {got!r})"
+            lines.append(f"{key}: {e['msg']}{got_s}")
+    return f"invalid configuration in {source}:\n  " + "\n  ".join(lines)
+
+
+def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()) -> EchoPrimeConfig:
+    """Shorthand for :meth:`EchoPrimeConfig.from_yaml`."""
+    return EchoPrimeConfig.from_yaml(path, overrides)

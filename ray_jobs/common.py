@@ -1,0 +1,125 @@
+"""What every Ray job shares: starting or joining Ray, config arguments, progress over futures.
+
+Jobs import Ray inside functions so that ``echoprime --help`` and the library never pay for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from echoprime.config import EchoPrimeConfig, RayCfg, load_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def default_config_path(name: str = "tiny-cpu.yaml") -> str:
+    """``configs/<name>`` in the working directory, else in the source tree beside this package."""
+    here = Path("configs") / name
+    return str(here if here.is_file() else REPO_ROOT / "configs" / name)
+
+
+def resolve_config(args: Any, default: str | None = None) -> EchoPrimeConfig:
+    """The config named by ``args.config`` (or ``default``) with ``args.overrides`` applied."""
+    path = getattr(args, "config", None) or default
+    return load_config(path, list(getattr(args, "overrides", []) or []))
+
+
+def _quiet_ray_env(cfg: RayCfg, local: bool) -> None:
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+    # A stalled Data pipeline becomes an error instead of a 30-minute hang (ray-facts.md 3).
+    os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", str(cfg.data_no_progress_timeout_s))
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if local:
+        # A local Ray owned by this command needs no token; without this, Ray 2.60 writes
+        # ~/.ray/auth_token, which changes what a later `ray start` does (ray-facts.md 1, 5).
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+
+
+@contextmanager
+def ray_session(cfg: RayCfg) -> Iterator[None]:
+    """Join the configured Ray cluster, or start a local one for the duration of the block.
+
+    Inside an already initialised Ray (a test session, a submitted job) the block runs there and
+    nothing is shut down afterwards.
+    """
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    local = cfg.address in (None, "local")
+    _quiet_ray_env(cfg, local)
+    if local:
+        ray.init(
+            address="local",
+            num_cpus=cfg.num_cpus,
+            include_dashboard=False,
+            object_store_memory=cfg.object_store_mb << 20,
+            logging_level=logging.WARNING,
+            log_to_driver=True,
+            runtime_env={"env_vars": _worker_env()},
+        )
+    else:
+        ray.init(address=cfg.address, logging_level=logging.WARNING, runtime_env={"env_vars": _worker_env()})
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _worker_env() -> dict[str, str]:
+    # One intra-op thread per worker process: on a small box, N workers x N threads thrash.
+    keep = ("OMP_NUM_THREADS", "TOKENIZERS_PARALLELISM", "ECHOPRIME_DEBUG")
+    env = {k: os.environ[k] for k in keep if k in os.environ}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return env
+
+
+def wait_with_progress(refs: list[Any], desc: str, unit: str = "it", total: int | None = None) -> Iterable[Any]:
+    """Yield results of Ray object refs as they finish, with a progress bar on the driver."""
+    import ray
+    from tqdm import tqdm
+
+    pending = list(refs)
+    with tqdm(total=total or len(pending), desc=desc, unit=unit, dynamic_ncols=True, leave=False) as bar:
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            for r in done:
+                res = ray.get(r)
+                bar.update(1)
+                yield res
+
+
+def require_resources(cpus: float, gpus: float, wait_s: float, what: str) -> None:
+    """Fail with a clear message when the cluster cannot ever give ``what`` its resources.
+
+    Waits up to ``wait_s`` for an autoscaling cluster to grow before giving up.
+
+    Raises:
+        RuntimeError: naming the resources asked for and those the cluster has.
+    """
+    import ray
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        total = ray.cluster_resources()
+        have_cpu, have_gpu = total.get("CPU", 0.0), total.get("GPU", 0.0)
+        if have_cpu >= cpus and have_gpu >= gpus:
+            return
+        if time.monotonic() >= deadline:
+            raise RuntimeError(
+                f"{what} asks for {cpus:g} CPU and {gpus:g} GPU but the cluster has {have_cpu:g} CPU and "
+                f"{have_gpu:g} GPU (waited {wait_s:g} s for it to grow); lower train.num_workers / "
+                f"set train.use_gpu=false, or add nodes"
+            )
+        time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
