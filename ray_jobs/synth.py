@@ -67,9 +67,10 @@ def generate(cfg: EchoPrimeConfig, out: str | Path, use_ray: bool = True, chunk:
     manifest is written by the driver once every study is on disk.
     """
     from echoprime.runlog import ensure_writable_dir
-    from echoprime.synth.cohort import write_manifest
 
     out_dir = ensure_writable_dir(out)
+    from echoprime.synth.cohort import write_manifest
+
     synth = cfg.synth.model_dump()
     n = cfg.synth.studies
     chunks = [list(range(s, min(n, s + chunk))) for s in range(0, n, chunk)]

@@ -1,0 +1,1 @@
+"""Study shards: the Parquet contract between ingestion and every later stage."""

@@ -1,0 +1,177 @@
+"""Study shards: one Parquet row per video clip, committed by a manifest written last.
+
+Layout of an ingest output (local folder or ``s3://`` prefix)::
+
+    OUT/_manifest.json                 written last: the commit point (files per split, counts, spec)
+    OUT/data-<run_id>/split=train/*.parquet
+    OUT/data-<run_id>/split=val/*.parquet
+    OUT/data-<run_id>/split=test/*.parquet
+    OUT/data-<run_id>/rejects.parquet  (file, reason) for every file that could not be used
+
+A run that dies before the manifest leaves only an unreferenced ``data-<run_id>`` folder, which
+no reader ever sees. Row columns (see docs/ingestion.md):
+
+    study_id, video_id, patient_key, source_uri, view (nullable), clip (uint8 T x S x S x 3),
+    fps, n_frames_src, report, labels (JSON phenotype -> value), hidden_labels (JSON), split
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from echoprime import storage
+
+MANIFEST_NAME = "_manifest.json"
+SPLITS = ("train", "val", "test")
+REQUIRED_COLUMNS = (
+    "study_id",
+    "video_id",
+    "source_uri",
+    "view",
+    "clip",
+    "fps",
+    "n_frames_src",
+    "report",
+    "labels",
+)
+
+
+class ShardError(ValueError):
+    """A shard set that cannot be used: names the shard (file) and the column at fault."""
+
+
+@dataclass
+class ShardManifest:
+    """The commit record of one ingest run."""
+
+    run_id: str
+    files: dict[str, list[str]]
+    """split -> shard file URIs."""
+    rows: dict[str, int]
+    """split -> rows (video clips)."""
+    studies: dict[str, int]
+    """split -> studies."""
+    rejects: int
+    rejects_file: str | None
+    spec: dict[str, Any]
+    """Preprocessing spec of the clips (size, frames, stride, mean, std, ...)."""
+    fingerprint: str
+    """Hash of the inputs and settings; a re-run with the same one has nothing to do."""
+    source: str
+    created: float = field(default_factory=time.time)
+    format_version: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def clip_shape(self) -> tuple[int, int, int, int]:
+        s = self.spec
+        return (int(s["frames"]), int(s["size"]), int(s["size"]), 3)
+
+
+def write_manifest(out_uri: str, manifest: ShardManifest) -> None:
+    storage.write_bytes(storage.locate(out_uri).join(MANIFEST_NAME).uri, json.dumps(asdict(manifest), indent=2).encode())
+
+
+def read_manifest(out_uri: str) -> ShardManifest:
+    """Read the commit record of a shard set.
+
+    Raises:
+        ShardError: no committed shards there (never ingested, or the run did not finish).
+    """
+    loc = storage.locate(out_uri).join(MANIFEST_NAME)
+    if not storage.exists(loc.uri):
+        raise ShardError(
+            f"no committed shards at {out_uri!r}: {MANIFEST_NAME} is missing (run `echoprime ingest` first, "
+            f"or the last ingest did not finish)"
+        )
+    try:
+        d = json.loads(storage.read_bytes(loc.uri))
+        return ShardManifest(**d)
+    except (json.JSONDecodeError, TypeError) as e:
+        raise ShardError(f"{loc.uri}: not a valid shard manifest ({e})") from None
+
+
+def split_files(out_uri: str, split: str) -> list[str]:
+    """Shard files of one split.
+
+    Raises:
+        ShardError: the split does not exist or is empty.
+    """
+    m = read_manifest(out_uri)
+    files = m.files.get(split, [])
+    if not files or m.rows.get(split, 0) == 0:
+        raise ShardError(f"split {split!r} of {out_uri!r} is empty (splits: {dict(m.rows)}); ingest more studies or change ingest.split_fractions")
+    return files
+
+
+def validate_schema(schema: pa.Schema, file: str, clip_shape: tuple[int, ...] | None = None) -> None:
+    """Check one shard file's columns (and clip shape) before any training starts.
+
+    Raises:
+        ShardError: naming the file and the missing or malformed column.
+    """
+    names = set(schema.names)
+    missing = [c for c in REQUIRED_COLUMNS if c not in names]
+    if missing:
+        raise ShardError(f"shard {file}: missing column(s) {missing}; expected columns {list(REQUIRED_COLUMNS)}")
+    if clip_shape is not None:
+        fld = schema.field("clip")
+        meta = fld.metadata or {}
+        raw = meta.get(b"ARROW:extension:metadata")
+        shape = tuple(json.loads(raw)) if raw else None
+        if shape is None and hasattr(fld.type, "shape"):
+            shape = tuple(fld.type.shape)
+        if shape is None or tuple(shape) != tuple(clip_shape):
+            raise ShardError(f"shard {file}: column 'clip' has shape {shape}, expected {tuple(clip_shape)} (T x S x S x 3 uint8)")
+
+
+def validate_split(out_uri: str, split: str) -> list[str]:
+    """Validate every file of a split against the manifest's clip shape; returns the files."""
+    m = read_manifest(out_uri)
+    files = split_files(out_uri, split)
+    for f in files:
+        loc = storage.locate(f)
+        try:
+            schema = pq.read_schema(loc.path, filesystem=loc.fs)
+        except (OSError, pa.ArrowInvalid) as e:
+            raise ShardError(f"shard {f}: cannot be read ({e})") from None
+        validate_schema(schema, f, m.clip_shape)
+    return files
+
+
+def clips_to_numpy(col: pa.ChunkedArray | pa.Array, shape: tuple[int, ...]) -> np.ndarray:
+    """A ``clip`` column (Ray tensor extension or its large_list storage) -> uint8 N x T x S x S x 3."""
+    if isinstance(col, pa.ChunkedArray):
+        col = col.combine_chunks()
+    storage_arr = col.storage if isinstance(col, pa.ExtensionArray) else col
+    flat = np.asarray(storage_arr.flatten().to_numpy(zero_copy_only=False), dtype=np.uint8)
+    return flat.reshape(len(storage_arr), *shape)  # N x T x S x S x 3
+
+
+def read_split(out_uri: str, split: str, columns: list[str] | None = None) -> pa.Table:
+    """Read one split as a pyarrow table (no Ray), e.g. for evaluation or building a bank."""
+    files = split_files(out_uri, split)
+    tables = []
+    for f in files:
+        loc = storage.locate(f)
+        tables.append(pq.read_table(loc.path, filesystem=loc.fs, columns=columns))
+    return pa.concat_tables(tables, promote_options="permissive") if len(tables) > 1 else tables[0]
+
+
+def parse_labels(text: str | None) -> dict[str, float]:
+    """A ``labels`` JSON cell -> {phenotype: value} (``null`` -> NaN)."""
+    if not text:
+        return {}
+    return {k: (float("nan") if v is None else float(v)) for k, v in json.loads(text).items()}
+
+
+def dump_labels(labels: dict[str, float]) -> str:
+    """{phenotype: value} -> JSON (NaN written as ``null`` so any JSON reader accepts it)."""
+    return json.dumps({k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)) for k, v in labels.items()}, sort_keys=False)
