@@ -1,1 +1,48 @@
-"""echoprime.reports."""
+"""echoprime.reports: phrase vocabulary, structured reports, synthetic report writing,
+label extraction and section-aware windowing of tokenised reports.
+
+See docs/reports.md for the vocabulary layout, the text format and the label rules.
+"""
+
+from __future__ import annotations
+
+from echoprime.reports.compose import (
+    WORDINGS,
+    compose_report,
+    lv_function_grade,
+    pulmonary_hypertension_grade,
+)
+from echoprime.reports.labels import SECTION_ALIASES, extract_labels, labels_from_sections, split_sections
+from echoprime.reports.structured import SEP, Phrase, ReportParseError, StructuredReport, decode_triples
+from echoprime.reports.vocabulary import (
+    NUMERICAL_SLOT,
+    STRING_SLOT,
+    Vocabulary,
+    VocabularyError,
+    default_vocabulary,
+    slot_count,
+)
+from echoprime.reports.windowing import window_token_ids
+
+__all__ = [
+    "NUMERICAL_SLOT",
+    "SECTION_ALIASES",
+    "SEP",
+    "STRING_SLOT",
+    "WORDINGS",
+    "Phrase",
+    "ReportParseError",
+    "StructuredReport",
+    "Vocabulary",
+    "VocabularyError",
+    "compose_report",
+    "decode_triples",
+    "default_vocabulary",
+    "extract_labels",
+    "labels_from_sections",
+    "lv_function_grade",
+    "pulmonary_hypertension_grade",
+    "slot_count",
+    "split_sections",
+    "window_token_ids",
+]
