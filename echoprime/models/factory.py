@@ -1,0 +1,64 @@
+"""``create_model(name, **overrides)``: build any registered model; ``create_clip`` builds both towers.
+
+Example::
+
+    enc = create_model("echoprime_tiny", frames=16, size=32)
+    clip = create_clip("echoprime_tiny", "tiny_bert", text_overrides={"vocab_size": len(tok)})
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import torch.nn as nn
+
+from echoprime.models.registry import get_entry
+
+
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build the registered model ``name`` with its builder's defaults, changed by ``overrides``.
+
+    Raises:
+        ValueError: unknown name (with close matches), or an override the builder does not take
+            (with the ones it does).
+    """
+    entry = get_entry(name)
+    params = inspect.signature(entry.builder).parameters
+    accepts_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+    unknown = [k for k in overrides if k not in params]
+    if unknown and not accepts_any:
+        raise ValueError(f"model {name!r} does not take {unknown}; it takes {list(params)}")
+    return entry.builder(**overrides)
+
+
+def create_clip(
+    video_encoder: str,
+    text_encoder: str,
+    *,
+    embed_dim: int = 512,
+    video_overrides: dict[str, Any] | None = None,
+    text_overrides: dict[str, Any] | None = None,
+    init_logit_scale: float = math.log(1 / 0.07),
+    max_logit_scale: float = math.log(100.0),
+) -> nn.Module:
+    """Build an :class:`~echoprime.models.clip.EchoClip` from a video and a text model name.
+
+    Args:
+        video_encoder: a registered video model (``echoprime_mvit_v2_s``, ``echoprime_tiny``).
+        text_encoder: a registered text model (``tiny_bert``) or a BERT name/path (offline).
+        embed_dim: joint-space width, passed to both towers.
+        video_overrides: more builder arguments for the video tower (``frames``, ``size``).
+        text_overrides: more arguments for the text tower (``vocab_size``, ``section_type_ids``).
+        init_logit_scale: initial log temperature scale.
+        max_logit_scale: clamp of the log scale.
+    """
+    from echoprime.models.clip import EchoClip
+    from echoprime.models.text import create_text_encoder
+
+    if get_entry(video_encoder).kind != "video":
+        raise ValueError(f"{video_encoder!r} is a {get_entry(video_encoder).kind} model, not a video encoder")
+    video = create_model(video_encoder, embed_dim=embed_dim, **(video_overrides or {}))
+    text = create_text_encoder(text_encoder, embed_dim=embed_dim, **(text_overrides or {}))
+    return EchoClip(video, text, init_logit_scale=init_logit_scale, max_logit_scale=max_logit_scale)
