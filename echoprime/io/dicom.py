@@ -1,0 +1,422 @@
+"""DICOM echo clips to ``F x H x W x 3`` uint8 RGB, with typed errors for everything else.
+
+Decoding goes through pydicom 3's pixel decoders (pylibjpeg plugins for JPEG Baseline/Extended,
+JPEG Lossless, JPEG-LS, JPEG 2000; pydicom or pylibjpeg-rle for RLE; numpy for uncompressed
+little/big endian, implicit/explicit VR). MPEG-2 / H.264 / HEVC encapsulated clips are handed to
+PyAV. The header is checked (object type, modality, frame count, frame size) before any pixel
+buffer is allocated.
+
+Example::
+
+    clip = read_dicom("study/IM0001.dcm", max_frames=512)
+    clip.frames.shape  # (F, H, W, 3), uint8 RGB
+    clip.fps, clip.meta["StudyInstanceUID"]
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import warnings
+from collections.abc import Iterable
+from typing import Any, BinaryIO
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
+from pydicom.uid import (
+    UID,
+    ExplicitVRBigEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    MPEGTransferSyntaxes,
+)
+
+from echoprime.io.dicom_pixels import to_rgb
+from echoprime.io.errors import (
+    DicomDecodeError,
+    EchoIOError,
+    NotUltrasoundError,
+    UnsupportedTransferSyntax,
+)
+from echoprime.io.types import (
+    DEFAULT_MAX_BYTES,
+    DEFAULT_MAX_PIXELS,
+    FileReport,
+    Source,
+    VideoData,
+    check_frame_limits,
+    is_bytes,
+    source_name,
+)
+
+# SOP classes that can never hold an ultrasound clip: reports, waveforms, directories,
+# presentation states, encapsulated documents, raw data. Checked by UID prefix.
+_NON_IMAGE_SOP_PREFIXES = {
+    "1.2.840.10008.5.1.4.1.1.88.": "a structured report",
+    "1.2.840.10008.5.1.4.1.1.9.": "a waveform (ECG, audio, ...)",
+    "1.2.840.10008.5.1.4.1.1.11.": "a presentation state",
+    "1.2.840.10008.5.1.4.1.1.104.": "an encapsulated document",
+    "1.2.840.10008.5.1.4.1.1.66": "raw data",
+    "1.2.840.10008.1.3.10": "a DICOMDIR (media storage directory)",
+    "1.2.840.10008.5.1.4.1.1.481.": "a radiotherapy object",
+}
+_META_STR = (
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SOPInstanceUID",
+    "SOPClassUID",
+    "Modality",
+    "Manufacturer",
+    "ManufacturerModelName",
+    "PhotometricInterpretation",
+)
+_META_INT = (
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+    "SamplesPerPixel",
+    "BitsStored",
+    "SeriesNumber",
+    "InstanceNumber",
+)
+# Errors pydicom raises on malformed input while parsing; turned into DicomDecodeError with the cause.
+_PARSE_ERRORS = (
+    InvalidDicomError,
+    EOFError,
+    ValueError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    NotImplementedError,
+    OverflowError,
+    struct.error,
+)
+
+
+def _sniff(head: bytes) -> str:
+    """A hint for errors about what a non-DICOM file seems to be."""
+    if len(head) >= 12 and head[4:8] == b"ftyp":
+        return " (its content looks like an MP4/MOV video)"
+    if head[:4] == b"RIFF" and head[8:12] == b"AVI ":
+        return " (its content looks like an AVI video)"
+    if head[:3] == b"\xff\xd8\xff":
+        return " (its content looks like a JPEG image)"
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        return " (its content looks like a PNG image)"
+    return ""
+
+
+def _read_dataset(src: Source, name: str | None, *, stop_before_pixels: bool) -> Dataset:
+    """Parse a DICOM data set from a path or bytes, with or without the 128-byte preamble."""
+    path = source_name(src, name)
+    try:
+        # Paths are parsed from the open file (no extra copy of a large cine in memory).
+        fh: BinaryIO = io.BytesIO(bytes(src)) if is_bytes(src) else open(src, "rb")  # type: ignore[arg-type]  # noqa: SIM115
+    except OSError as e:
+        raise DicomDecodeError(path, f"cannot read the file: {e.strerror or e}") from e
+    with fh:
+        try:
+            head = fh.read(132)
+            size = fh.seek(0, io.SEEK_END)
+            fh.seek(0)
+        except OSError as e:
+            raise DicomDecodeError(path, f"cannot read the file: {e.strerror or e}") from e
+        if size == 0:
+            raise DicomDecodeError(path, "the file is empty (0 bytes)")
+        # pydicom reports a file cut inside an element only as a warning and returns what it
+        # has; record warnings so that truncation becomes an error that says so.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                if head[128:132] == b"DICM":
+                    ds = pydicom.dcmread(fh, stop_before_pixels=stop_before_pixels)
+                else:
+                    ds = _read_without_preamble(fh, head, path, stop_before_pixels)
+            except EchoIOError:
+                raise
+            except OSError as e:
+                raise DicomDecodeError(path, f"cannot read the file: {e.strerror or e}") from e
+            except _PARSE_ERRORS as e:
+                raise DicomDecodeError(path, f"not a readable DICOM file: {type(e).__name__}: {e}") from e
+    for w in caught:
+        msg = str(w.message)
+        if "End of file reached" in msg or "truncated" in msg.lower():
+            raise DicomDecodeError(path, f"the file is truncated ({size} bytes): {msg}")
+    if "TransferSyntaxUID" not in ds.file_meta:
+        # Raw data sets (no file meta) carry their encoding only implicitly; the pixel decoders
+        # need it spelled out.
+        implicit, little = ds.original_encoding
+        ts = (
+            ImplicitVRLittleEndian
+            if implicit
+            else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+        )
+        ds.file_meta.TransferSyntaxUID = ts
+    return ds
+
+
+def _read_without_preamble(fh: BinaryIO, head: bytes, path: str | None, stop_before_pixels: bool) -> Dataset:
+    """A raw DICOM data set (no preamble, no 'DICM'): force-read, then insist it looks like one."""
+    reason = f"not DICOM: no 'DICM' marker at byte 128 and no DICOM data set at the start{_sniff(head)}"
+    try:
+        ds = pydicom.dcmread(fh, force=True, stop_before_pixels=stop_before_pixels)
+        # Force-reading arbitrary bytes "succeeds" with nonsense elements; a real data set has an
+        # SOP class or image geometry, and its elements parse.
+        plausible = any(k in ds for k in ("SOPClassUID", "Rows", "PixelData", "StudyInstanceUID"))
+        if plausible:
+            for elem in ds:
+                _ = elem.value
+    except _PARSE_ERRORS as e:
+        raise DicomDecodeError(path, reason) from e
+    if not plausible:
+        raise DicomDecodeError(path, reason)
+    return ds
+
+
+def _str(ds: Dataset, key: str) -> str | None:
+    try:
+        v = ds.get(key)
+    except _PARSE_ERRORS:
+        return None
+    return None if v is None or v == "" else str(v).strip()
+
+
+def _int(ds: Dataset, key: str, default: int | None = None) -> int | None:
+    try:
+        v = ds.get(key)
+        return default if v is None or v == "" else int(v)
+    except (*_PARSE_ERRORS, ArithmeticError):
+        return default
+
+
+def _meta(ds: Dataset) -> dict[str, Any]:
+    """Identifying-free facts of the header (UIDs, encoding, geometry); never patient fields."""
+    meta: dict[str, Any] = {"format": "dicom"}
+    for k in _META_STR:
+        meta[k] = _str(ds, k)
+    for k in _META_INT:
+        meta[k] = _int(ds, k)
+    if meta["NumberOfFrames"] is None and meta["Rows"]:
+        meta["NumberOfFrames"] = 1  # an image without the tag is a single frame
+    ts = ds.file_meta.get("TransferSyntaxUID")
+    meta["TransferSyntaxUID"] = None if ts is None else str(ts)
+    meta["n_frames"] = meta["NumberOfFrames"] or 0
+    meta["rows"] = meta["Rows"] or 0
+    meta["cols"] = meta["Columns"] or 0
+    return meta
+
+
+def dicom_fps(ds: Dataset) -> tuple[float | None, str | None]:
+    """Frame rate of a cine, from the first tag that gives a usable one.
+
+    Order: FrameTime (ms per frame), FrameTimeVector (ms between frames; mean of all but the
+    first entry, which is 0 by definition), CineRate, RecommendedDisplayFrameRate.
+
+    Args:
+        ds: The data set.
+
+    Returns:
+        ``(fps, tag keyword)``, or ``(None, None)`` when no tag gives a rate in (0, 1000].
+    """
+
+    def ok(f: float) -> bool:
+        return 0.0 < f <= 1000.0 and np.isfinite(f)
+
+    try:
+        ft = ds.get("FrameTime")
+        if ft is not None and ft != "" and float(ft) > 0 and ok(1000.0 / float(ft)):
+            return 1000.0 / float(ft), "FrameTime"
+    except (*_PARSE_ERRORS, ArithmeticError):
+        pass  # a malformed tag: try the next one
+    try:
+        ftv = ds.get("FrameTimeVector")
+        if ftv is not None and not isinstance(ftv, (str, bytes)):
+            steps = [float(v) for v in list(ftv)[1:] if float(v) > 0]
+            if steps and ok(1000.0 / float(np.mean(steps))):
+                return 1000.0 / float(np.mean(steps)), "FrameTimeVector"
+    except (*_PARSE_ERRORS, ArithmeticError):
+        pass
+    for key in ("CineRate", "RecommendedDisplayFrameRate"):
+        try:
+            v = ds.get(key)
+            if v is not None and v != "" and ok(float(v)):
+                return float(v), key
+        except (*_PARSE_ERRORS, ArithmeticError):
+            pass
+    return None, None
+
+
+def _check_object(ds: Dataset, path: str | None, modalities: tuple[str, ...] | None) -> None:
+    """Refuse objects that are not ultrasound images, from the header alone."""
+    sop = _str(ds, "SOPClassUID") or ""
+    for prefix, what in _NON_IMAGE_SOP_PREFIXES.items():
+        if sop.startswith(prefix):
+            raise NotUltrasoundError(path, f"SOP class {sop} ({UID(sop).name}) is {what}, not an image")
+    modality = _str(ds, "Modality")
+    if modality is not None and modalities is not None and modality.upper() not in modalities:
+        raise NotUltrasoundError(path, f"modality {modality!r}, expected one of {list(modalities)}")
+    if "PixelData" not in ds:
+        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
+            raise NotUltrasoundError(path, "float pixel data (a parametric map), not an ultrasound image")
+        has_geometry = "Rows" in ds and "Columns" in ds
+        hint = " (the file may be truncated)" if has_geometry or len(ds) == 0 else ""
+        raise DicomDecodeError(path, f"no Pixel Data element (7FE0,0010){hint}")
+
+
+def dicom_header(src: Source, *, name: str | None = None) -> dict[str, Any]:
+    """Read a DICOM header without its pixel data (for grouping, listing, rejecting early).
+
+    Args:
+        src: Path or bytes.
+        name: Name for errors when ``src`` is bytes.
+
+    Returns:
+        The same ``meta`` dict :func:`read_dicom` puts in its :class:`VideoData`, plus ``fps`` and
+        ``fps_source``.
+
+    Raises:
+        DicomDecodeError: Not DICOM, unreadable or truncated header.
+    """
+    ds = _read_dataset(src, name, stop_before_pixels=True)
+    meta = _meta(ds)
+    meta["fps"], meta["fps_source"] = dicom_fps(ds)
+    return meta
+
+
+def read_dicom(
+    src: Source,
+    *,
+    name: str | None = None,
+    max_frames: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+    modalities: tuple[str, ...] | None = ("US",),
+) -> VideoData:
+    """Decode a DICOM cine clip to RGB frames.
+
+    Args:
+        src: Path or the file's bytes.
+        name: Name used in errors and reports when ``src`` is bytes.
+        max_frames: Decode at most this many frames from the start (``None``: all).
+        max_pixels: Refuse frames with more than this many pixels (rows x columns).
+        max_bytes: Refuse clips whose decoded RGB frames would exceed this many bytes.
+        modalities: Accepted values of Modality (``None`` accepts any). A missing Modality is accepted.
+
+    Returns:
+        ``VideoData`` with ``frames`` ``F x H x W x 3`` uint8 RGB (``F >= 2`` unless
+        ``max_frames < 2``), ``fps`` from the frame-timing tags and header ``meta``.
+
+    Raises:
+        DicomDecodeError: Not DICOM, truncated, no pixel data, or the pixel data fails to decode.
+        UnsupportedTransferSyntax: No decoder for the transfer syntax.
+        NotUltrasoundError: A report, waveform, directory or an image of another modality.
+        NotAVideoError: A still image (one frame) or no frames.
+        FrameTooLargeError: The header claims frames or a clip larger than the limits.
+    """
+    if max_frames is not None and max_frames < 1:
+        raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
+    path = source_name(src, name)
+    ds = _read_dataset(src, name, stop_before_pixels=False)
+    _check_object(ds, path, modalities)
+    meta = _meta(ds)
+    rows, cols = meta["Rows"] or 0, meta["Columns"] or 0
+    n_src = meta["NumberOfFrames"] or 0
+    n = check_frame_limits(
+        path,
+        n_frames=n_src,
+        rows=rows,
+        cols=cols,
+        max_frames=max_frames,
+        max_pixels=max_pixels,
+        max_bytes=max_bytes,
+    )
+    fps, fps_source = dicom_fps(ds)
+    ts = UID(meta["TransferSyntaxUID"])
+    if ts in MPEGTransferSyntaxes:
+        frames, decoder_name = _decode_mpeg(ds, path, n, max_pixels, max_bytes), "pyav"
+    else:
+        frames, decoder_name = _decode_frames(ds, path, ts, n), "pydicom"
+    meta.update(decoder=decoder_name, fps_source=fps_source)
+    return VideoData(frames=frames, fps=fps, meta=meta)
+
+
+def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray:
+    """Decode the first ``n`` frames with pydicom's decoder for ``ts`` and convert them to RGB."""
+    try:
+        decoder = get_decoder(ts)
+    except NotImplementedError as e:
+        raise UnsupportedTransferSyntax(
+            path, f"transfer syntax {ts} ({ts.name}) has no pixel data decoder in pydicom"
+        ) from e
+    if not decoder.is_available:
+        needs = "; ".join(decoder.missing_dependencies) or "a decoding plugin"
+        raise UnsupportedTransferSyntax(path, f"transfer syntax {ts} ({ts.name}) needs {needs}")
+    n_src = _int(ds, "NumberOfFrames", 1) or 1
+    try:
+        if n >= n_src:
+            arr, info = decoder.as_array(ds, as_rgb=True)
+        else:
+            # Decode only what is kept; pydicom locates frames (offset table or JPEG markers).
+            parts = list(decoder.iter_array(ds, indices=range(n), as_rgb=True))
+            info = parts[0][1]
+            arr = np.stack([p[0] for p in parts])  # n x (H x W [x 3]) -> n x H x W [x 3]
+    except (*_PARSE_ERRORS, RuntimeError) as e:
+        raise DicomDecodeError(path, f"pixel data ({ts.name}) failed to decode: {e}") from e
+    spp = int(info.get("samples_per_pixel", 1))
+    if arr.ndim == (2 if spp == 1 else 3):  # one frame decoded while the header says more
+        arr = arr[None]  # H x W [x 3] -> 1 x H x W [x 3]
+    return np.ascontiguousarray(to_rgb(arr, str(info["photometric_interpretation"]), ds, path))
+
+
+def _decode_mpeg(ds: Dataset, path: str | None, n: int, max_pixels: int, max_bytes: int) -> np.ndarray:
+    """MPEG-2 / H.264 / HEVC in DICOM: the fragments hold one elementary stream; PyAV decodes it."""
+    from pydicom.encaps import generate_fragments
+
+    from echoprime.io.video import read_video  # local: video.py imports this module
+
+    try:
+        stream = b"".join(generate_fragments(ds.PixelData))
+    except _PARSE_ERRORS as e:
+        raise DicomDecodeError(path, f"encapsulated MPEG pixel data is malformed: {e}") from e
+    try:
+        clip = read_video(stream, name=path, max_frames=n, max_pixels=max_pixels, max_bytes=max_bytes)
+    except EchoIOError as e:
+        raise DicomDecodeError(path, f"encapsulated video stream: {e.reason}") from e
+    return clip.frames
+
+
+def group_by_study(
+    paths: Iterable[Source], *, rejects: list[FileReport] | None = None
+) -> dict[str, list[str]]:
+    """Group DICOM files by StudyInstanceUID, reading headers only.
+
+    Args:
+        paths: DICOM file paths.
+        rejects: If given, files whose header cannot be read (or that have no StudyInstanceUID)
+            are appended here as skipped :class:`FileReport` rows and grouping goes on; if
+            ``None``, the first such file raises.
+
+    Returns:
+        ``{StudyInstanceUID: [path, ...]}``; studies and their files keep the input order.
+
+    Raises:
+        DicomDecodeError: A bad header, when ``rejects`` is ``None``.
+    """
+    groups: dict[str, list[str]] = {}
+    for p in paths:
+        try:
+            meta = dicom_header(p)
+            uid = meta["StudyInstanceUID"]
+            if not uid:
+                raise DicomDecodeError(str(p), "no StudyInstanceUID: cannot tell which study it belongs to")
+        except EchoIOError as e:
+            if rejects is None:
+                raise
+            rejects.append(FileReport(path=str(p), status="skipped", reason=e.reason, code=e.code))
+            continue
+        groups.setdefault(uid, []).append(str(p))
+    return groups

@@ -1,0 +1,117 @@
+"""Turning decoded DICOM pixel arrays into ``F x H x W x 3`` uint8 RGB.
+
+pydicom's decoders already undo the JPEG colour transform and, with ``as_rgb=True`` (the default),
+convert YBR_FULL and YBR_FULL_422 to RGB; JPEG 2000's reversible/irreversible component
+transforms (YBR_RCT/YBR_ICT) are undone by openjpeg. The decoder reports the photometric
+interpretation *of the array it returns*, and that, not the header's, decides what is left to do
+here. Converting by the header's value would convert twice (the "green tint" bug).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_color_lut, convert_color_space
+
+from echoprime.io.errors import DicomDecodeError
+
+
+def to_uint8(arr: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:
+    """Scale integer samples of ``bits_stored`` bits to uint8.
+
+    Args:
+        arr: Decoded samples, any integer dtype, any shape.
+        bits_stored: Significant bits per sample (DICOM BitsStored).
+        signed: Whether samples are two's complement (PixelRepresentation 1).
+
+    Returns:
+        uint8 array of the same shape; the full stored range maps linearly onto 0..255 (no
+        windowing: echo is 8-bit in practice, and a fixed mapping keeps clips comparable).
+    """
+    if arr.dtype == np.uint8 and not signed and bits_stored >= 8:
+        return arr
+    if arr.dtype.kind == "f":
+        raise ValueError(f"float pixel data (dtype {arr.dtype}) is not an ultrasound image")
+    x = arr.astype(np.int64)
+    if signed:
+        x += 1 << (bits_stored - 1)
+    top = (1 << bits_stored) - 1
+    np.clip(x, 0, top, out=x)
+    if bits_stored > 8:
+        x >>= bits_stored - 8
+    elif bits_stored < 8:
+        x = (x * 255) // top
+    return x.astype(np.uint8)
+
+
+def palette_table(ds: Dataset, bits_allocated: int) -> np.ndarray:
+    """The palette as a lookup table from stored index to 8-bit RGB.
+
+    Args:
+        ds: Data set with the (possibly segmented) red/green/blue palette LUTs.
+        bits_allocated: Bits per stored index (8 or 16).
+
+    Returns:
+        ``N x 3`` uint8 with ``N = 2 ** bits_allocated``, so that ``table[indices]`` colours a clip
+        in one gather instead of running the LUT per pixel per frame.
+    """
+    domain = np.arange(1 << bits_allocated, dtype=np.uint8 if bits_allocated <= 8 else np.uint16)
+    rgb = apply_color_lut(domain, ds)  # N x 3
+    if rgb.dtype == np.uint8:
+        return rgb
+    # 16-bit LUT entries: take the high byte. Scanners write 8-bit colours as v << 8 (max 0xFF00),
+    # and the high byte maps both that and a true full-range LUT (max 0xFFFF) to 255.
+    # Some writers store 8-bit values in a 16-bit LUT unscaled; a maximum <= 255 can only mean that.
+    if int(rgb.max()) <= 255:
+        return rgb.astype(np.uint8)
+    return (rgb >> 8).astype(np.uint8)
+
+
+def to_rgb(arr: np.ndarray, photometric: str, ds: Dataset, path: str | None) -> np.ndarray:
+    """Decoded frames to RGB uint8.
+
+    Args:
+        arr: ``F x H x W`` (one sample per pixel) or ``F x H x W x 3`` as decoded.
+        photometric: The photometric interpretation of ``arr`` as the decoder reports it.
+        ds: The data set (bit depth, signedness, palette).
+        path: The file, for errors.
+
+    Returns:
+        ``F x H x W x 3`` uint8 RGB.
+
+    Raises:
+        DicomDecodeError: A photometric interpretation with no defined conversion.
+    """
+    bits_stored = int(ds.get("BitsStored", ds.get("BitsAllocated", 8)) or 8)
+    bits_allocated = int(ds.get("BitsAllocated", 8) or 8)
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    pi = str(photometric).strip().upper()
+    if pi == "PALETTE COLOR":
+        if arr.ndim != 3:
+            raise DicomDecodeError(path, f"PALETTE COLOR needs one sample per pixel, got array {arr.shape}")
+        try:
+            table = palette_table(ds, bits_allocated)
+        except (ValueError, AttributeError, KeyError) as e:
+            raise DicomDecodeError(path, f"PALETTE COLOR image with an unusable colour table: {e}") from e
+        return table[arr]  # F x H x W -> F x H x W x 3
+    if arr.ndim == 3:  # F x H x W: greyscale
+        if pi not in ("MONOCHROME1", "MONOCHROME2"):
+            raise DicomDecodeError(path, f"one sample per pixel with photometric interpretation {pi!r}")
+        grey = to_uint8(arr, bits_stored, signed)
+        if pi == "MONOCHROME1":  # 0 is white in MONOCHROME1
+            grey = 255 - grey
+        return np.repeat(grey[..., None], 3, axis=-1)  # F x H x W -> F x H x W x 3
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise DicomDecodeError(path, f"decoded pixel array has shape {arr.shape}, expected F x H x W x 3")
+    rgb = to_uint8(arr, bits_stored, signed)
+    if pi == "RGB":
+        return rgb
+    if pi in ("YBR_FULL", "YBR_FULL_422"):
+        # Reached only when the decoder left YCbCr in place (it converts by default).
+        return convert_color_space(rgb, "YBR_FULL", "RGB")
+    raise DicomDecodeError(
+        path,
+        f"photometric interpretation {pi!r} is not supported here (expected MONOCHROME1/2, RGB, "
+        "YBR_FULL, YBR_FULL_422 or PALETTE COLOR; JPEG 2000 YBR_RCT/YBR_ICT come out of the "
+        "decoder as RGB)",
+    )
