@@ -5,11 +5,13 @@ Reports are written section by section, ``"Left Ventricle: p1 p2 [SEP] Right Ven
 ``[CLS] <section 1 tokens> [SEP] <section 2 tokens> [SEP] ... [PAD]...`` plus ``token_type_ids`` that
 hold each token's section (``SECTION_INDEX + 1``; 0 for [CLS], [SEP] and [PAD]), so a small text
 encoder knows which section a word such as "moderate" belongs to. A report longer than
-``max_len`` is cut at [SEP] boundaries by a pluggable window function.
+``max_len`` is cut at [SEP] boundaries by a pluggable window function (default
+:func:`echoprime.reports.window_token_ids`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -20,10 +22,14 @@ import torch
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from echoprime.taxonomy import SECTIONS
+from echoprime.reports import SECTION_ALIASES, window_token_ids
+from echoprime.taxonomy import SECTION_INDEX, SECTIONS
 
 SPECIAL_TOKENS: tuple[str, ...] = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
-_SECTION_BY_LOWER = {s.lower(): i for i, s in enumerate(SECTIONS)}
+# Section headers, case-insensitive, with the free-text aliases the report parser knows.
+_SECTION_BY_LOWER = {s.lower(): i for i, s in enumerate(SECTIONS)} | {
+    a: SECTION_INDEX[s] for a, s in SECTION_ALIASES.items()
+}
 _CONFIG_NAME = "report_tokenizer.json"
 
 # (token_ids, sep_id, max_len, rng) -> a window of token_ids of at most max_len tokens.
@@ -89,7 +95,7 @@ def _strip_specials(text: str) -> str:
     return text
 
 
-def split_sections(text: str, strict: bool = True) -> list[tuple[int, str]]:
+def report_chunks(text: str, strict: bool = True) -> list[tuple[int, str]]:
     """Split a report into ``(section index or -1, chunk text)`` at literal ``[SEP]`` markers.
 
     A chunk's section is read from its header (``"Left Ventricle: ..."``, case-insensitive).
@@ -115,47 +121,6 @@ def split_sections(text: str, strict: bool = True) -> list[tuple[int, str]]:
             )
         out.append((idx, chunk))
     return out
-
-
-def first_fit_window(
-    token_ids: list[int], sep_id: int, max_len: int, rng: np.random.Generator | None = None
-) -> list[int]:
-    """Cut ``[CLS] s1 [SEP] s2 [SEP] ...`` to ``max_len`` tokens at [SEP] boundaries.
-
-    Without ``rng`` keeps whole sections from the first while they fit (deterministic: eval, bank);
-    with ``rng`` starts at a random section and keeps whole sections from there (a training
-    augmentation that shows every section of long reports over the epochs). A single section
-    longer than the budget is cut and closed with [SEP].
-
-    Args:
-        token_ids: the full sequence, starting with [CLS].
-        sep_id: the [SEP] id.
-        max_len: the token budget (>= 3).
-        rng: random source for the start section, or None.
-    """
-    if max_len < 3:
-        raise ValueError(f"max_len must be >= 3 ([CLS] x [SEP]), got {max_len}")
-    if len(token_ids) <= max_len:
-        return list(token_ids)
-    head, body = token_ids[:1], token_ids[1:]
-    bounds, start = [], 0  # [start, stop) of each section including its [SEP]
-    for i, t in enumerate(body):
-        if t == sep_id:
-            bounds.append((start, i + 1))
-            start = i + 1
-    if start < len(body):
-        bounds.append((start, len(body)))
-    first = int(rng.integers(len(bounds))) if rng is not None else 0
-    budget = max_len - 1
-    a, b = bounds[first]
-    if b - a > budget:
-        return head + body[a : a + budget - 1] + [sep_id]
-    stop = b
-    for _, b2 in bounds[first + 1 :]:
-        if b2 - a > budget:
-            break
-        stop = b2
-    return head + body[a:stop]
 
 
 def _window_positions(original: list[int], windowed: list[int], sep_id: int) -> list[int]:
@@ -192,7 +157,8 @@ class ReportTokenizer:
         section_type_ids: put ``section + 1`` in ``token_type_ids``; when False they are all 0
             (what a 2-type BERT such as BiomedBERT expects).
         window_fn: how a too-long report is cut, ``(token_ids, sep_id, max_len, rng) -> token_ids``;
-            default :func:`first_fit_window`.
+            default :func:`echoprime.reports.window_token_ids` (first window without ``rng``,
+            a random window of whole sections with it).
         strict_sections: reject text chunks without a known section header (free text otherwise).
     """
 
@@ -214,7 +180,9 @@ class ReportTokenizer:
         self.tokenizer = tokenizer
         self.max_len = max_len
         self.section_type_ids = section_type_ids
-        self.window_fn: WindowFn = window_fn or first_fit_window
+        self.window_fn: WindowFn = window_fn or functools.partial(
+            window_token_ids, cls_id=tokenizer.cls_token_id
+        )
         self.strict_sections = strict_sections
         self.cls_id, self.sep_id, self.pad_id = (
             tokenizer.cls_token_id,
@@ -240,7 +208,7 @@ class ReportTokenizer:
         for t in texts:
             if not isinstance(t, str):
                 raise ValueError(f"report texts must be str, got {type(t).__name__}")
-            parsed.append(split_sections(t, strict=self.strict_sections))
+            parsed.append(report_chunks(t, strict=self.strict_sections))
         chunks = [c for p in parsed for _, c in p]
         # One batched call into the Rust tokenizer for all chunks of all reports.
         pieces = self.tokenizer(chunks, add_special_tokens=False)["input_ids"] if chunks else []

@@ -6,12 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from echoprime.models.tokenizer import (
-    ReportTokenizer,
-    first_fit_window,
-    split_sections,
-    train_wordpiece_tokenizer,
-)
+from echoprime.models.tokenizer import ReportTokenizer, report_chunks, train_wordpiece_tokenizer
 from echoprime.taxonomy import SECTION_INDEX
 
 REPORTS = [
@@ -101,8 +96,6 @@ def test_random_window_keeps_whole_sections_with_their_types(tok):
 
 
 def test_single_section_longer_than_budget_is_cut_and_closed(tok):
-    ids = first_fit_window([2, 10, 11, 12, 13, 14, 3, 20, 3], sep_id=3, max_len=5)
-    assert ids == [2, 10, 11, 12, 3]
     enc = ReportTokenizer(tok, max_len=5)(REPORTS[0])
     assert enc["input_ids"][0, -1] == tok.sep_token_id
     assert enc["token_type_ids"][0].tolist()[:4] == [0, 1, 1, 1] and enc["token_type_ids"][0, -1] == 0
@@ -123,10 +116,16 @@ def test_pluggable_window_function(tok):
         rt_bad.encode(REPORTS[1])
 
 
+def test_section_aliases_are_recognised():
+    assert report_chunks("Inferior vena cava: dilated [SEP]") == [
+        (SECTION_INDEX["IVC"], "Inferior vena cava: dilated")
+    ]
+
+
 def test_unknown_section_header_is_an_error_unless_lenient(tok):
     with pytest.raises(ValueError, match="known section header"):
-        split_sections("Heart: fine [SEP]")
-    assert split_sections("free text without sections", strict=False) == [(-1, "free text without sections")]
+        report_chunks("Heart: fine [SEP]")
+    assert report_chunks("free text without sections", strict=False) == [(-1, "free text without sections")]
     enc = ReportTokenizer(tok, max_len=20, strict_sections=False)("moderate effusion")
     assert (enc["token_type_ids"] == 0).all() and int(enc["attention_mask"].sum()) == 4
 

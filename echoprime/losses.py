@@ -1,0 +1,149 @@
+"""Losses. The model's output keys (``video_features``, ``text_features``, ``logit_scale``) are the
+kwargs of the loss, and distributed settings arrive only as constructor arguments (open_clip's
+habit); a training step adds up every ``*_loss`` key of the returned dict.
+
+:class:`ClipLoss` is the symmetric InfoNCE of CLIP over a batch of (clip, report) pairs, with the
+batch gathered across DDP ranks so every rank contrasts against the global batch, and with
+clips of the same study treated as positives of each other (they share one report). See
+docs/models.md for the multi-positive rule and the gradient scaling under DDP.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class _GatherWithGrad(torch.autograd.Function):
+    """All-gather along dim 0 whose backward sums every rank's gradient for the local slice.
+
+    Each rank computes the same global loss from the gathered batch, so the gradient of the
+    local features is the sum over ranks of each rank's copy of it: ``world_size`` times the
+    single-process gradient. DDP then averages parameter gradients over ranks, which divides
+    that factor back out: the update equals single-process training on the global batch.
+    (All-reduce + slice rather than reduce-scatter: gloo has no reduce-scatter.)
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group) -> torch.Tensor:  # type: ignore[override]
+        ctx.group = group
+        ctx.rank = dist.get_rank(group)
+        ctx.n = x.shape[0]
+        parts = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(parts, x.contiguous(), group=group)
+        ctx.sizes = [p.shape[0] for p in parts]
+        return torch.cat(parts, dim=0)  # (world * B) x D, rank-major
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        start = sum(ctx.sizes[: ctx.rank])
+        return grad[start : start + ctx.n], None
+
+
+def gather_features(x: torch.Tensor, rank: int, world_size: int, with_grad: bool, group=None) -> torch.Tensor:
+    """Concatenate every rank's ``B x D`` tensor into ``(world_size * B) x D`` (rank-major).
+
+    Args:
+        x: the local tensor (equal batch size on every rank).
+        rank: this rank.
+        world_size: number of ranks.
+        with_grad: gradients flow back to every rank's copy (see :class:`_GatherWithGrad`);
+            otherwise only the local slice carries gradients (the others are constants).
+        group: process group (default: the world).
+    """
+    if world_size == 1:
+        return x
+    if with_grad:
+        return _GatherWithGrad.apply(x, group)
+    parts = [torch.empty_like(x) for _ in range(world_size)]
+    dist.all_gather(parts, x.detach().contiguous(), group=group)
+    parts[rank] = x  # the local slice keeps its graph
+    return torch.cat(parts, dim=0)
+
+
+def multi_positive_targets(study_ids: torch.Tensor) -> torch.Tensor:
+    """Soft targets ``B x B``: row *i* is uniform over the columns of *i*'s study.
+
+    Clips of one study all pair with the same report, so a clip's report column is no more
+    "its own" than its sibling's: both are correct, and treating the sibling as a negative would
+    push apart two copies of one report. With unique ids this is the identity (plain CLIP).
+    """
+    if study_ids.ndim != 1:
+        raise ValueError(
+            f"study_ids must be a 1-d int tensor of length B, got shape {tuple(study_ids.shape)}"
+        )
+    same = (study_ids[:, None] == study_ids[None, :]).float()  # B x B
+    return same / same.sum(dim=1, keepdim=True)
+
+
+class ClipLoss(nn.Module):
+    """Symmetric InfoNCE between video and text features with a learnable temperature.
+
+    Args:
+        rank: this process's rank (0 without DDP).
+        world_size: number of ranks; > 1 gathers features across ranks (needs an initialised
+            ``torch.distributed`` process group).
+        gather_with_grad: let gradients flow through the gathered copies (exact global-batch
+            gradients after DDP's averaging); False treats other ranks' features as constants,
+            which gives each rank the single-process gradient of its local slice and, after DDP's
+            averaging, the global gradient divided by ``world_size`` for the towers.
+    """
+
+    def __init__(self, rank: int = 0, world_size: int = 1, gather_with_grad: bool = True) -> None:
+        super().__init__()
+        if world_size < 1 or not 0 <= rank < world_size:
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank}, world_size={world_size}")
+        self.rank, self.world_size, self.gather_with_grad = rank, world_size, gather_with_grad
+
+    def forward(
+        self,
+        video_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor,
+        study_ids: torch.Tensor | None = None,
+        **_: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        """Compute the loss on the (gathered) batch.
+
+        Args:
+            video_features: ``B x D`` unit-norm clip embeddings.
+            text_features: ``B x D`` unit-norm report embeddings (row *i* is clip *i*'s study report).
+            logit_scale: exponentiated similarity scale (0-d).
+            study_ids: ``B`` int study index per row; rows of one study are positives of each
+                other. None: every row is its own study.
+
+        Returns:
+            ``{"contrastive_loss": 0-d tensor}`` (the same value on every rank).
+        """
+        if video_features.shape != text_features.shape or video_features.ndim != 2:
+            raise ValueError(
+                f"video_features {tuple(video_features.shape)} and text_features {tuple(text_features.shape)} must both be B x D"
+            )
+        b = video_features.shape[0]
+        if study_ids is not None and study_ids.shape != (b,):
+            raise ValueError(f"study_ids must have shape ({b},), got {tuple(study_ids.shape)}")
+        v = gather_features(video_features, self.rank, self.world_size, self.gather_with_grad)
+        t = gather_features(text_features, self.rank, self.world_size, self.gather_with_grad)
+        if study_ids is not None:
+            ids = gather_features(study_ids.to(v.device).long()[:, None], self.rank, self.world_size, False)[
+                :, 0
+            ]
+        else:
+            ids = None
+        logits = logit_scale * (
+            v.float() @ t.float().T
+        )  # N x N: videos (rows) x reports (cols); fp32 for the softmax
+        n = logits.shape[0]
+        if ids is None:
+            target = torch.arange(n, device=logits.device)
+            loss_v2t = F.cross_entropy(logits, target)
+            loss_t2v = F.cross_entropy(logits.T, target)
+        else:
+            soft = multi_positive_targets(ids)  # symmetric, rows sum to 1
+            loss_v2t = -(soft * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
+            loss_t2v = -(soft * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
+        return {"contrastive_loss": 0.5 * (loss_v2t + loss_t2v)}
