@@ -113,6 +113,8 @@ class PreprocessSpec:
         """
         d = dict(d)
         if "mask_sector" in d:
+            if "mask" in d:
+                raise ValueError("give either 'mask' or its DataCfg name 'mask_sector', not both")
             d["mask"] = d.pop("mask_sector")
         names = {f.name for f in dataclasses.fields(cls)}
         if unknown := sorted(set(d) - names):

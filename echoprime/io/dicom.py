@@ -26,6 +26,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder
+from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import (
     UID,
     ExplicitVRBigEndian,
@@ -356,6 +357,16 @@ def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray
         needs = "; ".join(decoder.missing_dependencies) or "a decoding plugin"
         raise UnsupportedTransferSyntax(path, f"transfer syntax {ts} ({ts.name}) needs {needs}")
     n_src = _int(ds, "NumberOfFrames", 1) or 1
+    if decoder.is_native:
+        try:
+            expected = int(get_expected_length(ds, unit="bytes"))
+        except _PARSE_ERRORS as e:
+            raise DicomDecodeError(path, f"inconsistent image header: {e}") from e
+        have = len(ds.PixelData)
+        if have < expected:
+            raise DicomDecodeError(
+                path, f"the file is truncated: Pixel Data has {have} bytes, the header needs {expected}"
+            )
     try:
         if n >= n_src:
             arr, info = decoder.as_array(ds, as_rgb=True)

@@ -56,11 +56,17 @@ class _Probe:
 
 def _open(src: Source, path: str | None) -> BinaryIO:
     if is_bytes(src):
-        return io.BytesIO(bytes(src))
-    try:
-        return open(src, "rb")  # type: ignore[arg-type]  # noqa: SIM115
-    except OSError as e:
-        raise VideoDecodeError(path, f"cannot read the file: {e.strerror or e}") from e
+        fh: BinaryIO = io.BytesIO(bytes(src))
+    else:
+        try:
+            fh = open(src, "rb")  # type: ignore[arg-type]  # noqa: SIM115
+        except OSError as e:
+            raise VideoDecodeError(path, f"cannot read the file: {e.strerror or e}") from e
+    if fh.seek(0, io.SEEK_END) == 0:
+        fh.close()
+        raise VideoDecodeError(path, "the file is empty (0 bytes)")
+    fh.seek(0)
+    return fh
 
 
 def _probe(src: Source, path: str | None) -> _Probe:
@@ -80,6 +86,8 @@ def _probe(src: Source, path: str | None) -> _Probe:
                     codec=str(s.codec_context.name),
                     container=str(c.format.name),
                 )
+        except EchoIOError:
+            raise
         except (av.FFmpegError, OSError, ValueError) as e:
             raise VideoDecodeError(path, f"not a readable video: {e}") from e
 
@@ -191,7 +199,7 @@ def read_video(
     if fps is None and probe.fps:
         fps = probe.fps
     meta: dict[str, Any] = {
-        "format": probe.container.split(",")[0],
+        "format": "mp4" if "mp4" in probe.container.split(",") else probe.container.split(",")[0],
         "codec": probe.codec,
         "n_frames": max(probe.n_frames, int(frames.shape[0])),
         "rows": int(frames.shape[1]),

@@ -1,0 +1,128 @@
+"""Folder of files -> batch of model clips, with a report per file (the release's helpers, fixed).
+
+The published code prints "corrupt file" and moves on; here every file gets a
+:class:`~echoprime.io.types.FileReport` saying whether it was used and, if not, why (the typed
+error's code and reason), so that a study interpreted from a folder can say which files it left
+out. Independent of any model: the output is what ``StudyInterpreter.encode_study`` takes.
+
+Example::
+
+    clips, reports = process_dicoms("study_0001/")
+    clips.shape                    # N x 3 x 16 x 224 x 224
+    [r for r in reports if r.status == "skipped"]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from echoprime.io.dicom import read_dicom
+from echoprime.io.errors import EchoIOError
+from echoprime.io.types import FileReport, VideoData
+from echoprime.io.video import VIDEO_SUFFIXES, read_video
+from echoprime.preprocess import RELEASE_SPEC, PreprocessSpec, preprocess_video
+
+
+def _files(folder: str | os.PathLike[str], recursive: bool) -> list[Path]:
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"{root}: not a directory (expected a folder of a study's files)")
+    found = root.rglob("*") if recursive else root.iterdir()
+    return sorted(p for p in found if not p.is_dir())
+
+
+def process_files(
+    paths: Iterable[str | os.PathLike[str]],
+    reader: Callable[[Path], VideoData],
+    spec: PreprocessSpec = RELEASE_SPEC,
+    *,
+    accept: Callable[[Path], str | None] | None = None,
+) -> tuple[torch.Tensor, list[FileReport]]:
+    """Read and preprocess files one by one; bad files are reported, never fatal.
+
+    Args:
+        paths: Files, in the order their clips should have.
+        reader: Decodes one file (raises :class:`EchoIOError` for a bad one).
+        spec: Preprocessing spec.
+        accept: Optional pre-filter: returns a reason to skip a file without reading it.
+
+    Returns:
+        ``(clips, reports)``: ``N x 3 x T x S x S`` float32 tensor for the ``N`` used files (in
+        order), and one report per input path.
+    """
+    clips: list[np.ndarray] = []
+    reports: list[FileReport] = []
+    for p in map(Path, paths):
+        if accept is not None and (why := accept(p)) is not None:
+            reports.append(FileReport(str(p), "skipped", why, code="not_selected"))
+            continue
+        try:
+            video = reader(p)
+        except EchoIOError as e:
+            reports.append(FileReport(str(p), "skipped", e.reason, code=e.code))
+            continue
+        clips.append(preprocess_video(video.frames, spec))  # 3 x T x S x S
+        reports.append(FileReport(str(p), "used", "", int(video.meta.get("n_frames", 0)), video.fps))
+    if not clips:
+        return torch.zeros((0, 3, spec.frames, spec.size, spec.size)), reports
+    return torch.from_numpy(np.stack(clips)), reports  # N x (3 x T x S x S) -> N x 3 x T x S x S
+
+
+def process_dicoms(
+    folder: str | os.PathLike[str],
+    spec: PreprocessSpec = RELEASE_SPEC,
+    *,
+    recursive: bool = True,
+    max_frames: int | None = None,
+) -> tuple[torch.Tensor, list[FileReport]]:
+    """Every DICOM cine in a folder as model clips.
+
+    Every regular file is tried (DICOM files often have no suffix); stills, reports, other
+    modalities and non-DICOM files are skipped with their reason.
+
+    Args:
+        folder: The folder (searched recursively unless ``recursive=False``), files in sorted order.
+        spec: Preprocessing spec.
+        recursive: Include sub-folders.
+        max_frames: Decode at most this many frames per file.
+
+    Returns:
+        ``(clips, reports)``: ``N x 3 x T x S x S`` float32 and one :class:`FileReport` per file.
+    """
+    return process_files(_files(folder, recursive), lambda p: read_dicom(p, max_frames=max_frames), spec)
+
+
+def process_mp4s(
+    folder: str | os.PathLike[str],
+    spec: PreprocessSpec = RELEASE_SPEC,
+    *,
+    recursive: bool = True,
+    max_frames: int | None = None,
+) -> tuple[torch.Tensor, list[FileReport]]:
+    """Every video file (MP4, AVI, MOV, ...) in a folder as model clips.
+
+    Files without a video suffix are reported as skipped without being read.
+
+    Args:
+        folder: The folder (searched recursively unless ``recursive=False``), files in sorted order.
+        spec: Preprocessing spec.
+        recursive: Include sub-folders.
+        max_frames: Decode at most this many frames per file.
+
+    Returns:
+        ``(clips, reports)``: ``N x 3 x T x S x S`` float32 and one :class:`FileReport` per file.
+    """
+
+    def accept(p: Path) -> str | None:
+        if p.suffix.lower() in VIDEO_SUFFIXES:
+            return None
+        return f"not a video file name (suffix {p.suffix!r}; expected one of {sorted(VIDEO_SUFFIXES)})"
+
+    return process_files(
+        _files(folder, recursive), lambda p: read_video(p, max_frames=max_frames), spec, accept=accept
+    )
