@@ -79,6 +79,26 @@ def tiny_bert_config(
     )
 
 
+def trim_padding(
+    input_ids: torch.Tensor, attention_mask: torch.Tensor, token_type_ids: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Drop trailing columns that no row attends to (``B x L`` -> ``B x L'``).
+
+    Reports are padded to the tokenizer's ``max_len``, but a batch is often much shorter; the
+    dropped columns are masked out everywhere, so the [CLS] state is unchanged while attention
+    and feed-forward cost shrink with the batch's real length.
+    """
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(
+            f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape {tuple(input_ids.shape)}"
+        )
+    used = attention_mask.bool().any(dim=0).nonzero()
+    n = int(used.max()) + 1 if used.numel() else 1
+    if n == input_ids.shape[1]:
+        return input_ids, attention_mask, token_type_ids
+    return input_ids[:, :n], attention_mask[:, :n], None if token_type_ids is None else token_type_ids[:, :n]
+
+
 class TextEncoder(nn.Module):
     """BERT masked-LM backbone + a linear projection of the [CLS] state into the joint space.
 
@@ -139,6 +159,10 @@ class TextEncoder(nn.Module):
                 )
         else:
             token_type_ids = None
+        if attention_mask is not None:
+            input_ids, attention_mask, token_type_ids = trim_padding(
+                input_ids, attention_mask, token_type_ids
+            )
         out = self.backbone.bert(
             input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids
         )
@@ -279,8 +303,97 @@ def biomedbert(embed_dim: int = 512) -> TextEncoder:
     return TextEncoder.from_config(biomedbert_config(), embed_dim=embed_dim, section_type_ids=False)
 
 
-def create_text_encoder(name_or_path: str, **overrides) -> TextEncoder:
-    """A registry text model (``tiny_bert``, ``biomedbert``) or a pretrained BERT by name/path.
+class SectionBagTextEncoder(nn.Module):
+    """A bag of (token, section) pairs: the fast, section-aware text tower for CPU training.
+
+    Each token is embedded jointly with its section (``token_type_ids``), so "moderate" in the
+    Pericardium section and "moderate" in the Mitral Valve section are different features; the
+    pair embeddings are mean-pooled over the attended tokens, then an MLP and the projection
+    follow. Word order within a section is ignored, which costs little on phrase-built reports
+    and makes the tower far cheaper than a transformer (learning-notes point 2).
+
+    Args:
+        vocab_size: tokenizer vocabulary size.
+        embed_dim: joint-space width.
+        hidden: width of the pair embeddings and the MLP.
+        n_types: token types (17: none + 16 sections).
+    """
+
+    def __init__(
+        self, vocab_size: int, embed_dim: int = 512, hidden: int = 256, n_types: int = SECTION_TYPE_VOCAB
+    ) -> None:
+        super().__init__()
+        if vocab_size < 1 or hidden < 1 or n_types < 1:
+            raise ValueError(
+                f"invalid SectionBagTextEncoder settings: vocab_size={vocab_size}, hidden={hidden}, n_types={n_types}"
+            )
+        self.n_types = n_types
+        self.vocab = vocab_size
+        self.pairs = nn.Embedding(vocab_size * n_types, hidden)
+        nn.init.normal_(self.pairs.weight, std=0.02)
+        self.mlp = nn.Sequential(
+            nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.GELU(), nn.LayerNorm(hidden)
+        )
+        self.text_projection = nn.Linear(hidden, embed_dim)
+        self.embed_dim = embed_dim
+        self.section_type_ids = True
+
+    @property
+    def vocab_size(self) -> int:
+        return self.vocab
+
+    def forward_features(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``B x L`` tokens (+ sections) -> pooled features ``B x hidden``."""
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be B x L, got shape {tuple(input_ids.shape)}")
+        if int(input_ids.max()) >= self.vocab or int(input_ids.min()) < 0:
+            raise ValueError(
+                f"input_ids must lie in [0, {self.vocab}), got [{int(input_ids.min())}, {int(input_ids.max())}]"
+            )
+        types = torch.zeros_like(input_ids) if token_type_ids is None else token_type_ids
+        if types.shape != input_ids.shape or int(types.max()) >= self.n_types or int(types.min()) < 0:
+            raise ValueError(
+                f"token_type_ids must be B x L in [0, {self.n_types}), got shape {tuple(types.shape)}"
+            )
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        e = self.pairs(input_ids * self.n_types + types)  # B x L x hidden: one row per (token, section)
+        m = mask.to(e.dtype).unsqueeze(-1)  # B x L x 1
+        pooled = (e * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        return self.mlp(pooled)
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        """``B x hidden`` -> ``B x D``."""
+        return self.text_projection(features)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``B x L`` -> ``B x D`` (not normalised)."""
+        return self.forward_head(self.forward_features(input_ids, attention_mask, token_type_ids))
+
+
+@register_model("text")
+def tiny_bag(vocab_size: int = 2000, embed_dim: int = 512, hidden: int = 128) -> SectionBagTextEncoder:
+    """A section-aware bag of tokens (no transformer): the fastest text tower for CPU runs.
+
+    Args:
+        vocab_size: size of the tokenizer trained on the report corpus.
+        embed_dim: joint-space width.
+        hidden: pair-embedding width.
+    """
+    return SectionBagTextEncoder(vocab_size=vocab_size, embed_dim=embed_dim, hidden=hidden)
+
+
+def create_text_encoder(name_or_path: str, **overrides) -> nn.Module:
+    """A registry text model (``tiny_bert``, ``tiny_bag``, ``biomedbert``) or a pretrained BERT by name/path.
 
     Args:
         name_or_path: registry name, Hugging Face model name (local cache only) or directory.

@@ -19,6 +19,7 @@ from echoprime.models.text import (
     create_text_encoder,
     load_pretrained_tokenizer,
     tiny_bert_config,
+    trim_padding,
 )
 
 
@@ -139,3 +140,41 @@ def test_create_text_encoder_routes_names():
         create_text_encoder("echoprime_tiny")
     with pytest.raises(ValueError, match="takes only embed_dim/section_type_ids"):
         create_text_encoder("some/bert", vocab_size=3)
+
+
+def test_trailing_padding_is_trimmed_without_changing_the_embedding():
+    enc = create_model("tiny_bert", vocab_size=100).eval()
+    ids, am = _tokens()
+    pad = torch.zeros(2, 20, dtype=torch.long)
+    with torch.no_grad():
+        short = enc(ids, am, torch.zeros_like(ids))
+        long = enc(
+            torch.cat([ids, pad], 1), torch.cat([am, pad], 1), torch.cat([torch.zeros_like(ids), pad], 1)
+        )
+    assert torch.allclose(short, long, atol=1e-5)
+    a, b, c = trim_padding(torch.cat([ids, pad], 1), torch.cat([am, pad], 1), None)
+    assert a.shape == (2, 12) and b.shape == (2, 12) and c is None
+
+
+def test_section_bag_sees_sections_and_ignores_padding():
+    enc = create_model("tiny_bag", vocab_size=100, embed_dim=24).eval()
+    ids, am = _tokens()
+    types = torch.full_like(ids, 3)
+    with torch.no_grad():
+        out = enc(ids, am, types)
+        assert out.shape == (2, 24)
+        assert not torch.allclose(out, enc(ids, am, torch.full_like(ids, 4)))  # same words, other section
+        padded = enc(
+            torch.cat([ids, torch.zeros_like(ids)], 1),
+            torch.cat([am, torch.zeros_like(am)], 1),
+            torch.cat([types, types], 1),
+        )
+        assert torch.allclose(out, padded, atol=1e-6)
+        perm = torch.randperm(8)  # order inside row 1's attended tokens does not matter
+        ids2 = ids.clone()
+        ids2[1, :8] = ids[1, perm]
+        assert torch.allclose(enc(ids2, am, types)[1], out[1], atol=1e-5)
+    with pytest.raises(ValueError, match=r"input_ids must lie in \[0, 100\)"):
+        enc(torch.full_like(ids, 100), am, types)
+    with pytest.raises(ValueError, match="token_type_ids must be B x L in"):
+        enc(ids, am, torch.full_like(ids, 17))

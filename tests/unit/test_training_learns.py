@@ -8,6 +8,7 @@ bit with a word in its own section. Noise is redrawn at every step.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from echoprime.losses import ClipLoss
@@ -43,7 +44,14 @@ def _batches(rng: np.random.Generator, steps: int, enc: dict[str, torch.Tensor])
         }
 
 
-def test_tiny_clip_learns_paired_toy_data():
+TEXT_TOWERS = {
+    "tiny_bert": {"hidden": 32, "layers": 1, "heads": 2, "max_positions": 24},
+    "tiny_bag": {"hidden": 32},
+}
+
+
+@pytest.mark.parametrize("text_encoder", sorted(TEXT_TOWERS))
+def test_tiny_clip_learns_paired_toy_data(text_encoder):
     torch.set_num_threads(1)
     torch.manual_seed(0)
     reports = [_report(s) for s in range(N_STUDIES)]
@@ -51,10 +59,10 @@ def test_tiny_clip_learns_paired_toy_data():
     enc = tok(reports)
     model = create_clip(
         "echoprime_tiny",
-        "tiny_bert",
+        text_encoder,
         embed_dim=32,
         video_overrides={"frames": 4, "size": 16, "width": 8},
-        text_overrides={"vocab_size": len(tok), "hidden": 32, "layers": 1, "heads": 2, "max_positions": 24},
+        text_overrides={"vocab_size": len(tok), **TEXT_TOWERS[text_encoder]},
     )
     before = evaluate_retrieval(model, _batches(np.random.default_rng(1), 2, enc), "cpu", spec=SPEC)
     opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
