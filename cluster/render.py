@@ -50,7 +50,7 @@ PRETRAIN_ARGS = [
     "--shards",
     "s3://echoprime-data/shards",
     "--out",
-    "s3://echoprime-models/pretrain",
+    "s3://echoprime-models/bundles/v1",
 ]
 JOB_ENV = Path("cluster/job-env.yaml")
 # The image's WORKDIR holds the checkout (Dockerfile); shipping it as the job's working_dir makes

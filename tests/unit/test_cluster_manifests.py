@@ -313,7 +313,8 @@ def test_cluster_spec_shape():
             assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory"
             assert {"secretRef": {"name": "echoprime-s3"}} in c["envFrom"]
             env = {e["name"]: e for e in c["env"]}
-            assert env["ECHOPRIME_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "echoprime-api-key"
+            # The key comes as a mounted file (follows a rotated Secret), never as a stale env var.
+            assert "ECHOPRIME_API_KEY" not in env
             key_file = Path(env["ECHOPRIME_API_KEY_FILE"]["value"])
             assert volumes[mounts[str(key_file.parent)]]["secret"]["secretName"] == "echoprime-api-key"
     (image,) = images
