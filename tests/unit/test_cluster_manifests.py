@@ -454,7 +454,7 @@ def _doc_commands() -> list[str]:
     blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", text, re.S)
     joined = "\n".join(blocks).replace("\\\n", " ")
     return [
-        ln[ln.index("python -m ray_jobs.") :].strip()
+        " ".join(ln[ln.index("python -m ray_jobs.") :].split())
         for ln in joined.splitlines()
         if "python -m ray_jobs." in ln
     ]
