@@ -18,6 +18,7 @@ def test_builtin_models_are_listed_by_kind():
     assert list_models(pattern="*tiny*") == [
         "echoprime_mvit_tiny",
         "echoprime_tiny",
+        "tiny_bag",
         "tiny_bert",
         "tiny_views",
     ]
