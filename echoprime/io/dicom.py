@@ -372,9 +372,12 @@ def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray
             arr, info = decoder.as_array(ds, as_rgb=True)
         else:
             # Decode only what is kept; pydicom locates frames (offset table or JPEG markers).
-            parts = list(decoder.iter_array(ds, indices=range(n), as_rgb=True))
-            info = parts[0][1]
-            arr = np.stack([p[0] for p in parts])  # n x (H x W [x 3]) -> n x H x W [x 3]
+            frames = decoder.iter_array(ds, indices=range(n), as_rgb=True)
+            first, info = next(frames)
+            arr = np.empty((n, *first.shape), first.dtype)  # n x H x W [x 3]
+            arr[0] = first
+            for i, (frame, _) in enumerate(frames, start=1):
+                arr[i] = frame
     except (*_PARSE_ERRORS, RuntimeError) as e:
         raise DicomDecodeError(path, f"pixel data ({ts.name}) failed to decode: {e}") from e
     spp = int(info.get("samples_per_pixel", 1))

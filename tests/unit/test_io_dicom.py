@@ -193,6 +193,27 @@ def test_monochrome1_and_monochrome2():
     np.testing.assert_array_equal(m1, m2)  # stored inverted, shown as the same image
 
 
+@pytest.mark.parametrize(
+    ("bits", "word"),
+    [(8, 1), (8, 2), (16, 2)],
+    ids=["8bit-lut-bytes", "8bit-lut-in-16bit-words", "16bit-lut"],
+)
+def test_palette_lut_depths(bits, word):
+    idx = (np.arange(4 * 24 * 32).reshape(4, 24, 32) % 256).astype(np.uint8)  # F x H x W indices
+    table = np.stack([np.arange(256), 255 - np.arange(256), (np.arange(256) * 7) % 256], -1)  # 256 x 3
+    ds = dicom_dataset(idx, transfer_syntax=RLELossless)
+    ds.PhotometricInterpretation = "PALETTE COLOR"
+    for c, colour in enumerate(("Red", "Green", "Blue")):
+        entries = table[:, c] * 257 if bits == 16 else table[:, c]  # 16-bit: full range 0..65535
+        data = entries.astype("<u2" if word == 2 else np.uint8).tobytes()
+        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, bits])
+        setattr(ds, f"{colour}PaletteColorLookupTableData", data)
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    clip = read_dicom(buf.getvalue())
+    np.testing.assert_array_equal(clip.frames, table[idx].astype(np.uint8))
+
+
 def _lossless_jpeg(img: np.ndarray) -> bytes:
     """A minimal ITU T.81 process-14 (lossless, predictor 1) JPEG of an 8-bit greyscale image,
     written here because no Python package encodes it (pylibjpeg only decodes)."""
