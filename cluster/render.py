@@ -35,6 +35,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = Path("cluster/kuberay/cluster-spec.yaml")
 SERVE = Path("configs/serve.yaml")
+JOB_ENV = Path("cluster/job-env.yaml")
 OUTPUTS = {
     "RayCluster": Path("cluster/kuberay/raycluster.yaml"),
     "RayJob": Path("cluster/kuberay/rayjob-pretrain.yaml"),
@@ -52,7 +53,6 @@ PRETRAIN_ARGS = [
     "--out",
     "s3://echoprime-models/bundles/v1",
 ]
-JOB_ENV = Path("cluster/job-env.yaml")
 # The image's WORKDIR holds the checkout (Dockerfile); shipping it as the job's working_dir makes
 # a RayJob run exactly like `ray job submit --working-dir . --runtime-env cluster/job-env.yaml`
 # from a laptop: relative paths such as configs/a6000x2.yaml resolve the same way on the driver
