@@ -134,9 +134,9 @@ class ClipLoss(nn.Module):
             ]
         else:
             ids = None
-        logits = logit_scale * (
-            v.float() @ t.float().T
-        )  # N x N: videos (rows) x reports (cols); fp32 for the softmax
+        # fp32 even when the caller is inside autocast (which would run the matmul in bf16/fp16).
+        with torch.autocast(device_type=v.device.type, enabled=False):
+            logits = logit_scale.float() * (v.float() @ t.float().T)  # N x N: videos (rows) x reports (cols)
         n = logits.shape[0]
         if ids is None:
             target = torch.arange(n, device=logits.device)

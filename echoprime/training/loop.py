@@ -141,7 +141,9 @@ def train_one_epoch(
         b = prepare_batch(raw, spec, device, brightness=brightness, contrast=contrast, generator=generator)
         with _autocast(device, autocast_dtype):
             out = model(b["video"], b["input_ids"], b.get("attention_mask"), b.get("token_type_ids"))
-            losses = loss_fn(**out, study_ids=b["study_idx"])
+        # The loss runs outside autocast: logits and softmax in fp32 (a bf16 softmax over a
+        # global batch loses the small differences the contrastive loss is made of).
+        losses = loss_fn(**out, study_ids=b["study_idx"])
         parts = {k: v for k, v in losses.items() if k.endswith("_loss")}
         if not parts:
             raise ValueError(f"loss_fn returned no '*_loss' key (keys: {sorted(losses)})")

@@ -66,3 +66,14 @@ def test_shape_errors_name_both_shapes():
         ClipLoss()(v, t, torch.tensor(1.0), study_ids=torch.zeros(5, dtype=torch.long))
     with pytest.raises(ValueError, match="rank < world_size"):
         ClipLoss(rank=2, world_size=2)
+
+
+def test_loss_stays_fp32_inside_autocast():
+    v, t = _features(b=32, d=16)
+    ref = ClipLoss()(v, t, torch.tensor(50.0))["contrastive_loss"]
+    with torch.autocast(device_type="cpu", dtype=torch.bfloat16):
+        got = ClipLoss()(v.bfloat16(), t.bfloat16(), torch.tensor(50.0))["contrastive_loss"]
+    assert got.dtype == torch.float32
+    # only the bf16 rounding of the inputs differs, not a bf16 matmul/softmax
+    expected = ClipLoss()(v.bfloat16().float(), t.bfloat16().float(), torch.tensor(50.0))["contrastive_loss"]
+    assert torch.allclose(got, expected, atol=1e-6) and torch.allclose(got, ref, atol=0.05)

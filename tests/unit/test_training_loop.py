@@ -278,3 +278,23 @@ def test_evaluate_retrieval_embeds_each_study_report_once():
     assert model.training  # mode restored
     assert all(0.0 <= m[k] <= 1.0 for k in ("v2t_r@1", "v2t_r@5", "t2v_r@1", "t2v_r@5"))
     assert m["v2t_r@5"] == 1.0 and not math.isnan(m["v2t_median_rank"])
+
+
+def test_bf16_autocast_epoch_runs_with_fp32_loss():
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    rng = np.random.default_rng(0)
+    infos = []
+    stats = train_one_epoch(
+        model,
+        ClipLoss(),
+        opt,
+        None,
+        [_batch(rng) for _ in range(2)],
+        "cpu",
+        spec=SPEC,
+        autocast_dtype=torch.bfloat16,
+        on_step=infos.append,
+    )
+    assert stats.steps == 2 and all(math.isfinite(i.loss) for i in infos)
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # weights stay fp32 under autocast
