@@ -5,7 +5,8 @@ A bank directory (no pickles anywhere; every ``.npy`` is read with ``allow_pickl
 ==================  ==============================================================
 ``manifest.json``   format, version, sizes, phenotype names, index kind (written last)
 ``embeddings.npy``  ``N x D`` float32, memory-mapped on load (instant start-up; replicas
-                    on one host share the page cache)
+                    on one host share the page cache); column-major for an exact bank
+                    (its scan reads ``D x N`` contiguously), row-major with a faiss index
 ``study_ids.npy``   ``N`` fixed-width unicode study ids (memory-mapped)
 ``presence.npy``    ``N x V`` bool: candidate ``i`` has section ``s`` of the vocabulary
 ``labels.npy``      ``N x P`` float32, NaN = no label (memory-mapped)
@@ -222,7 +223,8 @@ class CandidateBank:
             raise FileExistsError(f"a candidate bank already exists at {str(root)!r} (pass overwrite=True)")
         root.mkdir(parents=True, exist_ok=True)
         (root / FILES["manifest"]).unlink(missing_ok=True)
-        _save_embeddings(self.embeddings, root / FILES["embeddings"])
+        exact = self._index_path is None and (self._index is None or isinstance(self._index, ExactIndex))
+        _save_embeddings(self.embeddings, root / FILES["embeddings"], fortran=exact)
         np.save(root / FILES["study_ids"], self.study_ids, allow_pickle=False)
         np.save(root / FILES["presence"], np.ascontiguousarray(self.presence), allow_pickle=False)
         np.save(
@@ -249,6 +251,7 @@ class CandidateBank:
             "phenotypes": list(self.phenotypes),
             "sections": list(self.vocab.sections),
             "index": index_kind,
+            "embeddings_order": "F" if exact else "C",
         }
         (root / FILES["manifest"]).write_text(json.dumps(manifest, indent=2), "utf-8")
         return root
@@ -490,18 +493,25 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def _save_embeddings(embeddings: np.ndarray, path: Path) -> None:
+def _save_embeddings(embeddings: np.ndarray, path: Path, *, fortran: bool) -> None:
+    """Write ``N x D`` float32 as .npy, column-major when ``fortran`` (fast exact scans, see
+    ExactIndex) or row-major (fast row gathers, for re-ranking an approximate index)."""
     if (
         isinstance(embeddings, np.memmap)
         and embeddings.filename
         and _same_file(Path(embeddings.filename), path)
     ):
         on_disk = np.load(path, mmap_mode="r", allow_pickle=False)
-        if on_disk.shape == embeddings.shape and on_disk.offset == embeddings.offset:
-            return  # already this bank's file (e.g. written in place by the builder)
-        raise BankFormatError(f"cannot overwrite {str(path)!r} with a view of itself")
-    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=embeddings.shape)
+        if on_disk.shape != embeddings.shape or on_disk.offset != embeddings.offset:
+            raise BankFormatError(f"cannot overwrite {str(path)!r} with a view of itself")
+        if bool(on_disk.flags.f_contiguous and not on_disk.flags.c_contiguous) == fortran:
+            return  # already this bank's file in the wanted layout (e.g. written in place by the builder)
+    tmp = path.with_name(path.name + ".tmp")
+    out = np.lib.format.open_memmap(
+        tmp, mode="w+", dtype=np.float32, shape=embeddings.shape, fortran_order=fortran
+    )
     for start in range(0, embeddings.shape[0], 65_536):  # chunked copy: bounded memory for big banks
         out[start : start + 65_536] = embeddings[start : start + 65_536]
     out.flush()
     del out
+    os.replace(tmp, path)  # a memmap of the old file stays valid: it holds the old inode

@@ -11,11 +11,13 @@ Two defects of the published code are fixed here:
 * A section is "had" when the candidate's triples hold a phrase of it (the bank's
   precomputed presence matrix), not when the decoded text contains the header string (a
   pericardium phrase that mentions the IVC is not an IVC section).
-* The search terminates. The first ``top`` neighbours are checked; if none has the section,
-  ``K`` doubles (``top, 2 top, 4 top, ...``, each a fresh search) up to ``widen_limit``;
-  past that one exact pass over the candidates that have the section finds the best of them
-  (what ``K = N`` would find). A section that no candidate has reads
-  ``NOT_ASSESSED.format(section=...)``: ``"<Section>: not assessed [SEP]"``.
+* The search terminates. The first ``top`` neighbours are checked (the search shared with
+  ``predict_metrics``); if none has the section the search widens to ``K = N``: with an
+  approximate index ``K`` first doubles (``2 top, 4 top, ...``, each a cheap search) up to
+  ``widen_limit``; then (and at once with the exact index, where every doubling would rescan
+  the whole bank) one exact pass scores all ``N`` candidates and takes the best that has the
+  section. A section that no candidate has is known from the presence matrix without any
+  search and reads ``NOT_ASSESSED.format(section=...)``: ``"<Section>: not assessed [SEP]"``.
 """
 
 from __future__ import annotations
@@ -29,10 +31,9 @@ import numpy as np
 from echoprime import taxonomy
 from echoprime.reports import StructuredReport, Vocabulary, decode_triples
 from echoprime.retrieval.bank import CandidateBank, Neighbours, as_section_batch
+from echoprime.retrieval.index import ExactIndex
 
 NOT_ASSESSED = "{section}: not assessed [SEP]"
-
-_SCAN_ROWS = 65_536  # rows per block of the exact fallback scan (bounded memory)
 
 
 @dataclass(frozen=True)
@@ -45,8 +46,8 @@ class SectionChoice:
         candidate: bank row of the chosen candidate (None when not assessed).
         study_id: that candidate's study id.
         similarity: its dot product with the section embedding.
-        rank: its position in the section's ranking of all candidates (0 = best); None when
-            found by the exact fallback scan or not assessed.
+        rank: its position in the section's ranking of all candidates (0 = best; ties: lower
+            row first), i.e. how many better candidates lacked the section; None when not assessed.
         triples: the section's phrase-id triples (empty when not assessed).
     """
 
@@ -112,7 +113,7 @@ def generate_report(
         section_emb: ``S x D`` (``taxonomy.MIL_SECTIONS`` order).
         bank: the candidate bank.
         top: candidates checked first per section (``1 <= top``; capped at the bank size).
-        widen_limit: largest ``K`` tried by doubling before the exact fallback scan.
+        widen_limit: largest ``K`` an approximate index tries by doubling before the exact pass.
         neighbours: a search already done with ``bank.neighbours`` (e.g. shared with
             ``predict_metrics``); its first ``top`` candidates are checked.
 
@@ -182,30 +183,32 @@ def generate_report_batch(
 
 def _widen(
     bank: CandidateBank, query: np.ndarray, col: int, top: int, widen_limit: int
-) -> tuple[int, float, int | None]:
-    """Best candidate having presence column ``col`` when the first ``top`` neighbours lack it."""
+) -> tuple[int, float, int]:
+    """Best candidate having presence column ``col`` when the first ``top`` neighbours lack it.
+
+    Returns:
+        ``(row, score, rank)``; rank = position in the ranking of all candidates (ties: lower row first).
+    """
     n = len(bank)
-    k = top
-    while k < min(n, widen_limit):
-        k = min(2 * k, n)
-        scores, ids = bank.search(query[None], k)  # 1 x k
-        valid = ids[0] >= 0
-        has = np.zeros(k, dtype=bool)
-        has[valid] = bank.presence[ids[0][valid], col]
-        if has.any():
-            j = int(has.argmax())
-            return int(ids[0, j]), float(scores[0, j]), j
-    # Exact pass over every candidate that has the section (what K = N would find), in
-    # row blocks so a million-row bank is never copied; ties go to the lowest row.
-    best, best_row = -np.inf, -1
-    for start in range(0, n, _SCAN_ROWS):
-        stop = min(n, start + _SCAN_ROWS)
-        mask = np.asarray(bank.presence[start:stop, col])
-        if not mask.any():
-            continue
-        scores = bank.embeddings[start:stop] @ query  # block scores
-        scores = np.where(mask, scores, -np.inf)
-        j = int(scores.argmax())
-        if scores[j] > best:
-            best, best_row = float(scores[j]), start + j
-    return best_row, best, None
+    index = bank.index
+    if not getattr(index, "is_exact", False):
+        # An approximate index: doubling searches are cheap and usually enough.
+        k = top
+        while k < min(n, widen_limit):
+            k = min(2 * k, n)
+            scores, ids = bank.search(query[None], k)  # 1 x k
+            valid = ids[0] >= 0
+            has = np.zeros(k, dtype=bool)
+            has[valid] = bank.presence[ids[0][valid], col]
+            if has.any():
+                j = int(has.argmax())
+                return int(ids[0, j]), float(scores[0, j]), j
+        index = ExactIndex(bank.embeddings)
+    # One exact pass over all N scores: what doubling K up to N ends with, in one scan
+    # (with an exact index each doubling would rescan the whole bank anyway).
+    scores = index.scores(query[None])[0]  # N
+    masked = np.where(np.asarray(bank.presence[:, col]), scores, -np.inf)
+    j = int(masked.argmax())  # first maximum: ties go to the lowest row
+    best = scores[j]
+    rank = int((scores > best).sum() + (scores[:j] == best).sum())
+    return j, float(best), rank

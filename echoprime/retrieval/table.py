@@ -49,7 +49,7 @@ TRIPLE_TYPE = pa.struct(
         ("text", pa.string()),
     ]
 )
-ROW_GROUP_ROWS = 1024  # candidates per Parquet row group: one lazy read decodes this many
+ROW_GROUP_ROWS = 128  # candidates per Parquet row group: one lazy read decodes this many (~0.5 ms)
 
 
 class BankFormatError(ValueError):
@@ -232,7 +232,7 @@ def _index(x: Any) -> int:
 def write_reports(path: str | PathLike[str], table: ReportTable, study_ids: np.ndarray) -> None:
     """Write the reports (and, for readers of the file alone, the study ids) as Parquet."""
     arrays = pa.table({"study_id": pa.array(np.asarray(study_ids).astype(str)), "triples": table.to_arrow()})
-    pq.write_table(arrays, str(path), row_group_size=ROW_GROUP_ROWS, compression="zstd")
+    pq.write_table(arrays, str(path), row_group_size=ROW_GROUP_ROWS, compression="snappy")
 
 
 class ParquetReports:

@@ -13,7 +13,7 @@ from echoprime.reports import StructuredReport, decode_triples, default_vocabula
 from echoprime.retrieval.bank import CandidateBank, as_section_batch
 from echoprime.retrieval.index import build_index
 from echoprime.retrieval.synthetic import random_labels, random_report_table, random_unit_embeddings
-from echoprime.retrieval.table import BankFormatError, ParquetReports, ReportTable
+from echoprime.retrieval.table import ROW_GROUP_ROWS, BankFormatError, ParquetReports, ReportTable
 
 VOCAB = default_vocabulary()
 EF = VOCAB.phrases("Left Ventricle").index("LVEF is <numerical>%.")
@@ -99,6 +99,7 @@ def test_save_load_round_trip_without_pickles(tmp_path):
     assert not list(root.glob("*.pkl")) and not list(root.glob("*.pt"))
     loaded = CandidateBank.load(root)
     assert isinstance(loaded.embeddings, np.memmap)
+    assert loaded.embeddings.flags.f_contiguous  # an exact bank is stored column-major for its scan
     assert isinstance(loaded._reports, ParquetReports) and not loaded._reports._cache  # nothing decoded yet
     np.testing.assert_array_equal(loaded.embeddings, bank.embeddings)
     np.testing.assert_array_equal(loaded.labels, bank.labels)
@@ -108,7 +109,8 @@ def test_save_load_round_trip_without_pickles(tmp_path):
         assert loaded.report_text(i) == bank.report_text(i)
         assert _same(loaded.triples(i), bank.triples(i))
         assert loaded.study_id(i) == f"st{i}"
-    assert len(loaded._reports._cache) == 3  # only the row groups of the candidates shown
+    shown_groups = {i // ROW_GROUP_ROWS for i in (0, 1023, 1024, 2499, 7)}
+    assert set(loaded._reports._cache) == shown_groups  # only the row groups of the candidates shown
     # A loaded bank saves again (reports copied from its Parquet file).
     again = CandidateBank.load(loaded.save(tmp_path / "copy"))
     assert again.report_text(2499) == bank.report_text(2499)
@@ -135,6 +137,7 @@ def test_saved_approximate_index_is_used_after_load(tmp_path):
     )
     loaded = CandidateBank.load(bank.save(tmp_path / "b"))
     assert type(loaded.index).__name__ == "IndexIVFPQ"
+    assert loaded.embeddings.flags.c_contiguous  # row-major: re-ranking gathers rows
     q = random_unit_embeddings(3, 16, rng)
     np.testing.assert_array_equal(loaded.search(q, 5)[1], bank.search(q, 5)[1])
     with pytest.raises(BankFormatError, match="index holds"):
@@ -190,6 +193,11 @@ def test_section_batch_validation_names_both_shapes():
     assert emb.shape == (2, 15, 8) and batched and emb.dtype == np.float32
     with pytest.raises(ValueError, match="NaN"):
         as_section_batch(np.full((15, 8), np.nan), 8)
+    import torch
+
+    tensor = torch.ones(15, 8, requires_grad=True)  # straight from a model: detached here, not by the caller
+    emb, batched = as_section_batch(tensor, 8)
+    assert emb.shape == (1, 15, 8) and not batched
 
 
 def test_report_table_from_triples_matches_columns():

@@ -8,6 +8,7 @@ import pytest
 from echoprime import taxonomy
 from echoprime.reports import StructuredReport, decode_triples, default_vocabulary
 from echoprime.retrieval.bank import CandidateBank
+from echoprime.retrieval.index import build_index
 from echoprime.retrieval.knn import predict_metrics_batch
 from echoprime.retrieval.rai import NOT_ASSESSED, generate_report, generate_report_batch
 from echoprime.retrieval.synthetic import random_report_table, random_unit_embeddings
@@ -84,10 +85,16 @@ def test_widening_finds_the_rare_section_and_reports_its_rank(bank_and_queries):
     choice = generate_report(queries[0], bank, top=5).section(RARE)
     assert (choice.candidate, choice.rank, choice.study_id) == (best, rank, f"s{best}")
     assert choice.similarity == pytest.approx(sims[best], abs=1e-5)
-    # With doubling capped below that rank the exact fallback scan finds the same candidate.
-    capped = generate_report(queries[0], bank, top=5, widen_limit=16).section(RARE)
-    assert (capped.candidate, capped.rank) == (best, None)
-    assert capped.text == choice.text
+    # With an approximate index, K doubles first; capped below that rank, the exact pass finds it.
+    ivf = CandidateBank.build(
+        bank.embeddings, bank.study_ids, [bank.triples(i) for i in range(len(bank))], None, VOCAB
+    )
+    ivf.set_index(build_index(ivf.embeddings, "ivfpq", nlist=4, nprobe=4, pq_m=16, pq_bits=4, use_gpu=False,
+                              rng=np.random.default_rng(0)))  # fmt: skip
+    for limit in (16, 4096):
+        found = generate_report(queries[0], ivf, top=5, widen_limit=limit).section(RARE)
+        assert (found.candidate, found.text) == (best, choice.text)
+        assert found.rank == rank if limit == 16 else found.rank is not None
 
 
 def test_a_section_nobody_has_is_not_assessed_and_terminates(bank_and_queries):
