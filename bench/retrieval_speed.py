@@ -395,6 +395,7 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                                "numpy": np.__version__}, "sizes": {}}  # fmt: skip
         for n in args.sizes:
+            results["machine"].setdefault("load_average_at_start", {})[str(n)] = os.getloadavg()
             res = run_size(n, args.studies, work, args.seed)
             results["sizes"][str(n)] = res
             print(json.dumps(res, indent=1), flush=True)

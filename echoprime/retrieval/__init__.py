@@ -57,6 +57,7 @@ __all__ = [
     "fit_thresholds",
     "generate_report",
     "generate_report_batch",
+    "interpret_sections",
     "phenotype_rows",
     "predict_metrics",
     "predict_metrics_batch",

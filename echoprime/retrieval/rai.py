@@ -22,7 +22,7 @@ Two defects of the published code are fixed here:
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,7 +31,8 @@ import numpy as np
 from echoprime import taxonomy
 from echoprime.reports import StructuredReport, Vocabulary, decode_triples
 from echoprime.retrieval.bank import CandidateBank, Neighbours, as_section_batch
-from echoprime.retrieval.index import ExactIndex
+from echoprime.retrieval.index import ExactIndex, check_k
+from echoprime.retrieval.knn import MetricPrediction, predict_metrics
 
 NOT_ASSESSED = "{section}: not assessed [SEP]"
 
@@ -212,3 +213,37 @@ def _widen(
     best = scores[j]
     rank = int((scores > best).sum() + (scores[:j] == best).sum())
     return j, float(best), rank
+
+
+def interpret_sections(
+    section_emb: Any,
+    bank: CandidateBank,
+    k: int = 50,
+    *,
+    top: int | None = None,
+    thresholds: Mapping[str, float] | None = None,
+    compat_positional: bool = False,
+) -> tuple[dict[str, MetricPrediction], GeneratedReport]:
+    """``predict_metrics`` and ``generate_report`` for one study from ONE search (half the cost
+    of calling them apart): ``(metrics, report)``.
+
+    Args:
+        section_emb: ``S x D`` section embeddings.
+        bank: the candidate bank.
+        k: neighbours for the metrics.
+        top: candidates checked first per report section (default ``k``).
+        thresholds: decision thresholds of binary phenotypes (see ``predict_metrics``).
+        compat_positional: the release's positional section pairing for the metrics.
+    """
+    top = k if top is None else top
+    check_k(k, len(bank))
+    neighbours = bank.neighbours(section_emb, max(k, min(top, len(bank))))
+    metrics = predict_metrics(
+        section_emb,
+        bank,
+        k,
+        thresholds=thresholds,
+        compat_positional=compat_positional,
+        neighbours=neighbours,
+    )
+    return metrics, generate_report(section_emb, bank, top=top, neighbours=neighbours)

@@ -140,3 +140,19 @@ def test_subset_of_phenotypes_and_bad_input(bank):
         predict_metrics(emb, bank, 5, phenotype_sections={"tavr": "Postoperative Findings"})
     with pytest.raises(ValueError, match="need 1 studies x >= 5"):
         predict_metrics(emb, bank, 5, neighbours=bank.neighbours(emb, 3))
+
+
+def test_interpret_sections_does_one_search(bank, monkeypatch):
+    from echoprime.retrieval.rai import generate_report, interpret_sections
+
+    emb = random_unit_embeddings(15, D, np.random.default_rng(15))
+    want_metrics, want_text = predict_metrics(emb, bank, 20), generate_report(emb, bank, top=5).text
+    calls = []
+    search = bank.search
+    monkeypatch.setattr(bank, "search", lambda q, k: calls.append((q.shape, k)) or search(q, k))
+    metrics, report = interpret_sections(emb, bank, 20, top=5)
+    assert calls == [((15, D), 20)]
+    assert report.text == want_text
+    assert list(metrics) == list(want_metrics)
+    for p, m in metrics.items():
+        assert (math.isnan(m.value) and math.isnan(want_metrics[p].value)) or m.value == want_metrics[p].value

@@ -10,7 +10,7 @@ from echoprime.reports import StructuredReport, decode_triples, default_vocabula
 from echoprime.retrieval.bank import CandidateBank
 from echoprime.retrieval.index import build_index
 from echoprime.retrieval.knn import predict_metrics_batch
-from echoprime.retrieval.rai import NOT_ASSESSED, generate_report, generate_report_batch
+from echoprime.retrieval.rai import NOT_ASSESSED, generate_report, generate_report_batch, interpret_sections
 from echoprime.retrieval.synthetic import random_report_table, random_unit_embeddings
 
 VOCAB = default_vocabulary()
@@ -123,6 +123,9 @@ def test_shared_search_with_predict_metrics(bank_and_queries):
     shared = generate_report_batch(queries, bank, top=50, neighbours=neighbours)
     assert [r.text for r in shared] == [r.text for r in generate_report_batch(queries, bank, top=50)]
     assert predict_metrics_batch(queries, bank, 50, phenotype_sections={}, neighbours=neighbours) == [{}] * 4
+    metrics, report = interpret_sections(queries[2], bank, 30, top=8)
+    assert metrics == predict_metrics_batch(queries[2:3], bank, 30, phenotype_sections={})[0] == {}
+    assert report.text == generate_report(queries[2], bank, top=8).text
     with pytest.raises(ValueError, match="need 4 studies x >= 60"):
         generate_report_batch(queries, bank, top=60, neighbours=neighbours)
 
