@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from os import PathLike
 from pathlib import Path
@@ -31,6 +31,7 @@ import numpy as np
 from echoprime import taxonomy
 from echoprime.reports import StructuredReport, Vocabulary, decode_triples, default_vocabulary
 from echoprime.retrieval.index import ExactIndex, read_index, search, write_index
+from echoprime.retrieval.labels import LabelInput, label_matrix
 from echoprime.retrieval.table import BankFormatError, ParquetReports, ReportTable, write_reports
 
 FORMAT = "echoprime-candidate-bank"
@@ -45,8 +46,6 @@ FILES = {
     "vocabulary": "vocabulary.json",
     "index": "index.faiss",
 }
-
-LabelInput = Mapping[str, Mapping[Any, Any]] | np.ndarray | None
 
 
 @dataclass(frozen=True)
@@ -201,13 +200,13 @@ class CandidateBank:
         if len(table) != n:
             raise BankFormatError(f"{len(table)} reports for {n} embeddings")
         table.validate(vocab)
-        label_matrix, names = _label_matrix(labels, ids, phenotypes)
+        matrix, names = label_matrix(labels, ids, phenotypes)
         return cls(
             embeddings=embeddings,
             study_ids=ids,
             reports=table,
             presence=table.presence(len(vocab.sections)),
-            labels=label_matrix,
+            labels=matrix,
             phenotypes=names,
             vocab=vocab,
         )
@@ -431,59 +430,6 @@ class CandidateBank:
 
     def _all_reports(self) -> ReportTable:
         return ReportTable.from_triples([self.triples(i) for i in range(len(self))])
-
-
-def _label_matrix(
-    labels: LabelInput, ids: np.ndarray, phenotypes: Sequence[str] | None
-) -> tuple[np.ndarray, tuple[str, ...]]:
-    n = ids.shape[0]
-    if labels is None:
-        return np.zeros((n, 0), dtype=np.float32), ()
-    if isinstance(labels, np.ndarray):
-        if phenotypes is None or labels.shape != (n, len(phenotypes)):
-            raise BankFormatError(
-                f"a label matrix must be N x P = {n} x {len(phenotypes) if phenotypes is not None else '?'} "
-                f"with phenotypes naming its columns, got shape {labels.shape}"
-            )
-        matrix = labels.astype(np.float32)
-        names = tuple(phenotypes)
-        for j, name in enumerate(names):
-            _check_labels(name, matrix[:, j], ids)
-        return matrix, names
-    if not isinstance(labels, Mapping):
-        raise BankFormatError(
-            f"labels must be {{phenotype: {{study_id: value}}}} or an N x P matrix, got {type(labels).__name__}"
-        )
-    names = tuple(labels)
-    uniq, inverse = np.unique(ids, return_inverse=True)  # every candidate of a study shares its label
-    matrix = np.full((n, len(names)), np.nan, dtype=np.float32)
-    for j, name in enumerate(names):
-        by_id = {str(k): v for k, v in labels[name].items()}
-        try:
-            values = np.array(
-                [np.nan if (v := by_id.get(u)) is None else float(v) for u in uniq], dtype=np.float64
-            )
-        except (TypeError, ValueError) as err:
-            raise BankFormatError(f"labels[{name!r}] holds a value that is not a number: {err}") from err
-        matrix[:, j] = values[inverse]
-    for j, name in enumerate(names):
-        _check_labels(name, matrix[:, j], ids)
-    return matrix, names
-
-
-def _check_labels(name: str, column: np.ndarray, ids: np.ndarray) -> None:
-    bad = np.isinf(column)
-    pheno = taxonomy.PHENOTYPE_BY_NAME.get(name)
-    if pheno is not None and pheno.kind == "binary":
-        bad |= ~np.isnan(column) & (column != 0) & (column != 1)
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        expect = (
-            "0 or 1 (binary phenotype)" if pheno is not None and pheno.kind == "binary" else "a finite number"
-        )
-        raise BankFormatError(
-            f"label {name!r} of study {str(ids[i])!r} is {float(column[i])!r}; expected {expect} or missing"
-        )
 
 
 def _same_file(a: Path, b: Path) -> bool:
