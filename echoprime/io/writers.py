@@ -128,7 +128,9 @@ def dicom_dataset(
     elif photometric == "YBR_FULL":
         stored = convert_color_space(frames, "RGB", "YBR_FULL")
     # YBR_FULL is stored converted; YBR_RCT/YBR_ICT are applied by the JPEG 2000 encoder (MCT).
-    ds.set_pixel_data(stored, "RGB" if photometric in ("YBR_FULL", "YBR_RCT", "YBR_ICT") else photometric, 8)
+    # keep the SOPInstanceUID set above (pydicom would otherwise replace it with a random one)
+    pi = "RGB" if photometric in ("YBR_FULL", "YBR_RCT", "YBR_ICT") else photometric
+    ds.set_pixel_data(stored, pi, 8, generate_instance_uid=False)
     ds.PhotometricInterpretation = photometric
     if ts in _NATIVE:
         if not grey and planar_configuration == 1:
@@ -222,6 +224,7 @@ def write_video(
     codec: str = "libx264",
     container: str | None = None,
     crf: int = 18,
+    threads: int = 0,
 ) -> bytes:
     """Encode RGB frames as a video with PyAV (ffmpeg).
 
@@ -233,6 +236,8 @@ def write_video(
         container: ffmpeg format name; default from the path's suffix, else ``"mp4"`` (``"avi"``
             for mjpeg).
         crf: H.264/H.265 constant rate factor (lower is better quality).
+        threads: encoder threads; 0 lets ffmpeg choose. x264 writes its thread count into the
+            stream, so 1 gives the same bytes on every machine.
 
     Returns:
         The file's bytes.
@@ -250,6 +255,7 @@ def write_video(
         first = frames[0]
         stream.height, stream.width = int(first.shape[0]), int(first.shape[1])
         stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
+        stream.codec_context.thread_count = threads
         if codec == "libx264":
             stream.options = {"crf": str(crf)}
         elif codec == "libx265":
