@@ -1,0 +1,158 @@
+"""Synthetic studies and cohorts: determinism, view coverage, patient splits, manifests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pydicom
+import pytest
+
+from echoprime.io.video import read_video
+from echoprime.reports import extract_labels
+from echoprime.synth import cohort
+from echoprime.synth.cohort import (
+    APICAL_VIEWS,
+    DICOM_VARIANTS,
+    MANIFEST_COLUMNS,
+    assign_split,
+    generate_cohort,
+    make_study,
+    sample_views,
+    write_manifest,
+    write_study,
+)
+from echoprime.taxonomy import DOPPLER_VIEWS, PHENOTYPE_NAMES, VIEWS
+
+TINY = dict(min_videos=3, max_videos=5, frames=4, size=32)
+
+
+def test_make_study_is_deterministic_and_order_free():
+    late = make_study(5, 2, **TINY)
+    make_study(5, 0, **TINY)
+    again = make_study(5, 2, **TINY)
+    assert late.study_id == again.study_id == "s5_000002" and late.patient_id == "p5_000002"
+    assert late.report.to_text() == again.report.to_text()
+    assert [v.view for v in late.videos] == [v.view for v in again.videos]
+    assert all(np.array_equal(a.frames, b.frames) for a, b in zip(late.videos, again.videos, strict=True))
+    other = make_study(6, 2, **TINY)
+    assert not np.array_equal(other.videos[0].frames, late.videos[0].frames) or other.state != late.state
+
+
+def test_study_content():
+    for i in range(6):
+        st = make_study(1, i, min_videos=6, max_videos=8, frames=2, size=32)
+        views = [v.view for v in st.videos]
+        assert 6 <= len(views) <= 8 and len(set(views)) == len(views)  # distinct until all 11 are used
+        assert set(views) & set(APICAL_VIEWS) and set(views) & DOPPLER_VIEWS and "Parasternal_Long" in views
+        assert set(st.labels()) == set(PHENOTYPE_NAMES) and set(st.hidden_labels()) == {
+            "amyloidosis",
+            "stemi",
+        }
+        assert st.split == assign_split(st.patient_id)
+        assert len(st.dicom_variant) == len(st.as_dicom) == len(views)
+
+
+def test_sample_views_covers_all_views_before_repeating():
+    views = sample_views(np.random.default_rng(0), 15)
+    assert set(views) == set(VIEWS) and len(views) == 15
+    assert len(sample_views(np.random.default_rng(0), 2)) == 2
+
+
+def test_split_by_patient_is_stable_and_proportional():
+    ids = [f"p0_{i:06d}" for i in range(3000)]
+    splits = [assign_split(p) for p in ids]
+    assert splits == [assign_split(p) for p in ids]
+    share = {s: splits.count(s) / len(ids) for s in ("train", "val", "test")}
+    assert share["train"] == pytest.approx(0.7, abs=0.03) and share["val"] == pytest.approx(0.15, abs=0.03)
+    assert {assign_split(p, (0.0, 0.0, 1.0)) for p in ids[:50]} == {"test"}
+    with pytest.raises(ValueError, match="fractions"):
+        assign_split("p", (0.5, 0.2, 0.2))
+
+
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "dicom", "both"])
+def test_cohort_is_byte_identical_for_the_same_seed(tmp_path, fmt):
+    a = generate_cohort(tmp_path / "a", 3, seed=4, fmt=fmt, progress=False, **TINY)
+    b = generate_cohort(tmp_path / "b", 3, seed=4, fmt=fmt, progress=False, **TINY)
+    assert a == b
+    fa, fb = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert fa.keys() == fb.keys() and all(fa[k] == fb[k] for k in fa)
+    assert {"manifest.parquet", "studies.parquet"} <= set(fa) and not any(k.endswith(".part") for k in fa)
+    formats = {r["format"] for r in a}
+    assert formats == ({"mp4", "dicom"} if fmt == "both" else {fmt})
+
+
+def test_manifest_and_studies_tables(tmp_path):
+    out = tmp_path / "c"
+    rows = generate_cohort(out, 4, seed=2, fmt="both", progress=False, **TINY)
+    man = pq.read_table(out / "manifest.parquet").to_pylist()
+    assert tuple(pq.read_table(out / "manifest.parquet").column_names) == MANIFEST_COLUMNS
+    assert len(man) == len(rows) and len({r["video_id"] for r in man}) == len(man)
+    for r in man:
+        path = out / r["path"]
+        assert path.is_file() and not Path(r["path"]).is_absolute()
+        assert (r["n_frames"], r["height"], r["width"]) == (4, 32, 42) and r["view"] in VIEWS
+        if r["format"] == "dicom":
+            ds = pydicom.dcmread(path)
+            assert ds.PatientID == r["patient_id"] and int(ds.NumberOfFrames) == 4
+            photometric, jpeg = DICOM_VARIANTS[
+                [p + ("/JPEG" if j else "") for p, j in DICOM_VARIANTS].index(r["dicom_variant"])
+            ]
+            assert (
+                ds.PhotometricInterpretation == photometric
+                and ds.file_meta.TransferSyntaxUID.is_compressed == jpeg
+            )
+        else:
+            v = read_video(path)
+            assert v.frames.shape == (4, 32, 42, 3) and v.fps == pytest.approx(r["fps"])
+    studies = pq.read_table(out / "studies.parquet").to_pylist()
+    assert sorted(s["study_id"] for s in studies) == sorted({r["study_id"] for r in man})
+    for s in studies:
+        st = make_study(2, int(s["study_id"].split("_")[1]), **TINY)
+        assert s["report"] == st.report.to_text() and s["split"] == st.split == assign_split(s["patient_id"])
+        assert json.loads(s["labels"]) == st.labels() and json.loads(s["hidden_labels"]) == st.hidden_labels()
+        assert json.loads(s["state"])["ef"] == st.state.ef and s["n_videos"] == len(st.videos)
+        # the report states the labels, and never the hidden diagnoses
+        assert extract_labels(s["report"]) == st.labels()
+        assert "amyloid" not in s["report"].lower() and "infarct" not in s["report"].lower()
+    # one study, one patient, one split: a patient never straddles splits
+    for sid in {r["study_id"] for r in man}:
+        assert len({(r["patient_id"], r["split"]) for r in man if r["study_id"] == sid}) == 1
+
+
+def test_interrupted_run_leaves_no_manifest(tmp_path, monkeypatch):
+    out = tmp_path / "d"
+    generate_cohort(out, 1, seed=0, progress=False, **TINY)
+    assert (out / "manifest.parquet").exists()
+    calls = {"n": 0}
+    real = cohort.write_study
+
+    def failing(study, out_dir, fmt="mp4"):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError("disk full")
+        return real(study, out_dir, fmt)
+
+    monkeypatch.setattr(cohort, "write_study", failing)
+    with pytest.raises(OSError, match="disk full"):
+        generate_cohort(out, 3, seed=0, progress=False, **TINY)
+    assert not (out / "manifest.parquet").exists()
+
+
+def test_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="fmt must be one of"):
+        write_study(make_study(0, 0, **TINY), tmp_path, fmt="avi")
+    with pytest.raises(ValueError, match="min_videos"):
+        make_study(0, 0, min_videos=5, max_videos=2)
+    with pytest.raises(ValueError, match="non-negative"):
+        make_study(-1, 0)
+    with pytest.raises(ValueError, match="n_studies"):
+        generate_cohort(tmp_path, 0)
+    with pytest.raises(ValueError, match="at least one row"):
+        write_manifest([], tmp_path)
