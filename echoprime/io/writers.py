@@ -225,6 +225,7 @@ def write_video(
     container: str | None = None,
     crf: int = 18,
     threads: int = 0,
+    preset: str | None = None,
 ) -> bytes:
     """Encode RGB frames as a video with PyAV (ffmpeg).
 
@@ -238,6 +239,7 @@ def write_video(
         crf: H.264/H.265 constant rate factor (lower is better quality).
         threads: encoder threads; 0 lets ffmpeg choose. x264 writes its thread count into the
             stream, so 1 gives the same bytes on every machine.
+        preset: H.264/H.265 speed preset (e.g. ``"veryfast"``); ``None`` keeps the encoder's default.
 
     Returns:
         The file's bytes.
@@ -257,9 +259,11 @@ def write_video(
         stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         stream.codec_context.thread_count = threads
         if codec == "libx264":
-            stream.options = {"crf": str(crf)}
+            stream.options = {"crf": str(crf)} | ({"preset": preset} if preset else {})
         elif codec == "libx265":
-            stream.options = {"crf": str(crf), "x265-params": "log-level=none"}
+            stream.options = {"crf": str(crf), "x265-params": "log-level=none"} | (
+                {"preset": preset} if preset else {}
+            )
         for f in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
                 out.mux(packet)
