@@ -48,11 +48,13 @@ DEVICE = 1.9
 # Effusion: echo-free gap between heart and pericardium, heart units, by grade.
 EFFUSION_GAP = (0.0, 0.015, 0.035, 0.065, 0.1)
 # Regurgitant jet size as fractions of the receiving chamber (length, width), by grade.
-REGURG_SIZE = ((0.0, 0.0), (0.3, 0.3), (0.5, 0.45), (0.82, 0.76), (1.1, 1.0))
+REGURG_SIZE = ((0.0, 0.0), (0.3, 0.4), (0.5, 0.5), (0.82, 0.78), (1.1, 1.0))
+# Jets are drawn this much larger than the chamber sizes passed in (visible at 32 px).
+JET_SCALE = 1.35
 # Stenotic jet size as fractions of the receiving chamber (length, width), by grade.
 STENOSIS_JET = ((0.0, 0.0), (0.35, 0.3), (0.6, 0.45), (0.9, 0.6))
 DILATION = 0.13  # chamber scale per size grade
-RV_FAC = (0.45, 0.33, 0.22, 0.1)  # RV fractional area change by function grade
+RV_FAC = (0.5, 0.36, 0.22, 0.08)  # RV fractional area change by function grade
 
 
 def _bump(phase: np.ndarray, start: float, end: float) -> np.ndarray:

@@ -24,6 +24,7 @@ from echoprime.synth.anatomy import (
     CALCIUM,
     DEVICE,
     HEART,
+    JET_SCALE,
     LIVER,
     REGURG_SIZE,
     RV_FAC,
@@ -145,9 +146,9 @@ def _mitral(sc: Scene, h1, h2, open_deg: float, lv_axis_deg: float) -> np.ndarra
     e1, e2 = (np.asarray(h)[ed] if np.ndim(h) == 2 else np.asarray(h, dtype=float) for h in (h1, h2))
     coapt = _mid(e1, e2)
     if s.mitraclip:
-        sc.blob(coapt + 0.04 * unit_vec(lv_axis_deg), 0.045, 0.024, DEVICE, lv_axis_deg)
+        sc.blob(coapt + 0.04 * unit_vec(lv_axis_deg), 0.06, 0.03, DEVICE, lv_axis_deg)
     if s.mac:
-        sc.blob(e1 - 0.015 * unit_vec(lv_axis_deg), 0.04, 0.026, CALCIUM, lv_axis_deg)
+        sc.blob(e1 - 0.015 * unit_vec(lv_axis_deg), 0.055, 0.034, CALCIUM, lv_axis_deg)
     return coapt
 
 
@@ -164,20 +165,20 @@ def _regurg(
     sc: Scene, grade: int, origin, d_deg: float, length: float, width: float, gate, code: int
 ) -> None:
     fl, fw = REGURG_SIZE[grade]
-    sc.jet(origin, d_deg, fl * length, fw * width, gate, code)
+    sc.jet(origin, d_deg, JET_SCALE * fl * length, JET_SCALE * fw * width, gate, code)
 
 
 def _stenotic(
     sc: Scene, grade: int, origin, d_deg: float, length: float, width: float, gate, code: int
 ) -> None:
     fl, fw = STENOSIS_JET[grade]
-    sc.jet(origin, d_deg, fl * length, fw * width, gate, code)
+    sc.jet(origin, d_deg, JET_SCALE * fl * length, JET_SCALE * fw * width, gate, code)
 
 
 def _pasp(sc: Scene, origin, d_deg: float) -> None:
     """TR peak velocity cue: an aliasing core whose length grows with the PA pressure."""
     frac = min(max((sc.s.pasp - 15) / 75.0, 0.0), 1.0)
-    sc.velocity_core(origin, d_deg, 0.05 + 0.3 * frac, 0.032, sc.cyc.systole)
+    sc.velocity_core(origin, d_deg, 0.06 + 0.4 * frac, 0.045, sc.cyc.systole)
 
 
 # -- apical views --------------------------------------------------------------------------
