@@ -125,6 +125,7 @@ def test_real_apical_clips_lose_toolbar_and_labels(real_echo_dir, name):
     masked, mask = mask_sector(f)
     assert not masked[:, int(0.93 * h) :, :].any()  # the toolbar along the bottom
     assert not masked[:, : int(0.1 * h), : int(0.15 * w)].any()  # the mode label top left
-    assert not masked[:, :, int(0.9 * w) :].any()  # the parameter column on the right
+    assert not masked[:, : int(0.45 * h), int(0.92 * w) :].any()  # the parameter column top right
+    assert not masked[:, int(0.78 * h) : int(0.9 * h), int(0.88 * w) :].any()  # the depth label
     assert mask[int(0.35 * h) : int(0.6 * h), int(0.4 * w) : int(0.6 * w)].all()  # the heart is kept
-    assert 0.2 < mask.mean() < 0.4
+    assert 0.25 < mask.mean() < 0.45
