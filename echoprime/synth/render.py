@@ -83,6 +83,14 @@ def visible_state(state: PatientState, view: str) -> PatientState:
     return out
 
 
+def visibility_table() -> str:
+    """:data:`VISIBILITY` as a Markdown table (finding rows, view columns, ``x`` = drawn)."""
+    lines = ["| finding | " + " | ".join(VIEWS) + " |", "| --- |" + " :-: |" * len(VIEWS)]
+    for key, views in VISIBILITY.items():
+        lines.append(f"| `{key}` | " + " | ".join("x" if v in views else "" for v in VIEWS) + " |")
+    return "\n".join(lines)
+
+
 @dataclass(frozen=True)
 class _Geometry:
     half_angle: float  # degrees

@@ -162,6 +162,17 @@ def test_shapes_masks_and_colour(view):
     assert (vid.lv_area is not None) == (view not in ("SSN", "Doppler_Parasternal_Short"))
 
 
+@pytest.mark.parametrize("size", [16, 32, 224])
+def test_annotation_mask_exact_at_any_size(size):
+    rng = np.random.default_rng(size)
+    for view in VIEWS:
+        vid = render_video(sample_state(rng, "P", "S"), view, rng, frames=3, size=size)
+        f, annot, sector = vid.frames, vid.annotation_mask, vid.sector_mask
+        assert not (annot & sector).any() and annot.any()
+        assert not f[:, ~sector & ~annot].any()
+        assert (f[:, annot].max(axis=(0, 2)) > 0).all()
+
+
 def test_same_generator_state_same_video_and_different_seeds_differ():
     s = sample_state(np.random.default_rng(0), "P", "S")
     a = render_video(s, "A4C", np.random.default_rng(5), frames=6, size=64)
