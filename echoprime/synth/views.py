@@ -152,26 +152,21 @@ def _mitral(sc: Scene, h1, h2, open_deg: float, lv_axis_deg: float) -> np.ndarra
     return coapt
 
 
-def _av(sc: Scene, root, d_deg: float, radius: float) -> tuple[np.ndarray, np.ndarray]:
+def _av(sc: Scene, root, d_deg: float, radius: float) -> None:
     """Aortic leaflets across the root (``d_deg`` points into the aorta)."""
     n = unit_vec(d_deg + 90)
     root = np.asarray(root, dtype=float)
-    h1, h2 = root - radius * n, root + radius * n
-    sc.leaflets(h1, h2, d_deg, sc.cyc.av_open, stenosis=sc.s.as_, thick=0.009)
-    return h1, h2
+    sc.leaflets(root - radius * n, root + radius * n, d_deg, sc.cyc.av_open, stenosis=sc.s.as_, thick=0.009)
 
 
-def _regurg(
-    sc: Scene, grade: int, origin, d_deg: float, length: float, width: float, gate, code: int
+def _lesion_jet(
+    sc: Scene, sizes, grade: int, origin, d_deg: float, length: float, width: float, gate, code: int
 ) -> None:
-    fl, fw = REGURG_SIZE[grade]
-    sc.jet(origin, d_deg, JET_SCALE * fl * length, JET_SCALE * fw * width, gate, code)
+    """The colour jet of a lesion of ``grade``: ``sizes[grade]`` of a chamber ``length x width``.
 
-
-def _stenotic(
-    sc: Scene, grade: int, origin, d_deg: float, length: float, width: float, gate, code: int
-) -> None:
-    fl, fw = STENOSIS_JET[grade]
+    ``sizes`` is ``REGURG_SIZE`` (regurgitation) or ``STENOSIS_JET`` (flow through a stenosis).
+    """
+    fl, fw = sizes[grade]
     sc.jet(origin, d_deg, JET_SCALE * fl * length, JET_SCALE * fw * width, gate, code)
 
 
@@ -256,11 +251,11 @@ def apical_doppler(sc: Scene) -> Box:
     # normal flow: diastolic inflow towards the transducer, systolic outflow away from it
     sc.jet(mv, ax, 0.3, 0.1, cyc.mv_open, RED, core=None)
     sc.jet(root - 0.1 * unit_vec(ao), ao, 0.22, 0.06, cyc.ejection, BLUE, core=None)
-    _stenotic(sc, s.ms, mv, ax, 0.42, 0.16, cyc.mv_open, RED)
-    _stenotic(sc, s.as_, root, ao, 0.32, 0.12, cyc.ejection, BLUE)
-    _regurg(sc, s.mr, mv, _deg(*(la_c - mv)), 2 * la_b * 1.15, 2 * la_a, cyc.systole, BLUE)
-    _regurg(sc, s.ar, root, ax, 0.42, 0.18, cyc.diastole, RED)
-    _regurg(sc, s.tr, tv, _deg(*(ra_c - tv)), 2 * ra_b * 1.15, 2 * ra_a, cyc.systole, BLUE)
+    _lesion_jet(sc, STENOSIS_JET, s.ms, mv, ax, 0.42, 0.16, cyc.mv_open, RED)
+    _lesion_jet(sc, STENOSIS_JET, s.as_, root, ao, 0.32, 0.12, cyc.ejection, BLUE)
+    _lesion_jet(sc, REGURG_SIZE, s.mr, mv, _deg(*(la_c - mv)), 2 * la_b * 1.15, 2 * la_a, cyc.systole, BLUE)
+    _lesion_jet(sc, REGURG_SIZE, s.ar, root, ax, 0.42, 0.18, cyc.diastole, RED)
+    _lesion_jet(sc, REGURG_SIZE, s.tr, tv, _deg(*(ra_c - tv)), 2 * ra_b * 1.15, 2 * ra_a, cyc.systole, BLUE)
     _pasp(sc, tv, _deg(*(ra_c - tv)))
     return (0.38, 1.02, -30.0, 30.0)
 
@@ -297,8 +292,8 @@ def doppler_plax(sc: Scene) -> Box:
     (la_c, la_a, la_b), mv, root = g["la"], g["mv"], g["root"]
     sc.jet(root + np.array([-0.16, 0.04]), g["aorta_deg"], 0.18, 0.06, cyc.ejection, BLUE, core=None)
     sc.jet(mv, 175.0, 0.25, 0.09, cyc.mv_open, RED, core=None)
-    _regurg(sc, s.mr, mv, _deg(*(la_c - mv)), 2 * la_b * 1.3, 2 * la_a, cyc.systole, BLUE)
-    _regurg(sc, s.ar, root, 185.0, 0.36, 0.14, cyc.diastole, RED)
+    _lesion_jet(sc, REGURG_SIZE, s.mr, mv, _deg(*(la_c - mv)), 2 * la_b * 1.3, 2 * la_a, cyc.systole, BLUE)
+    _lesion_jet(sc, REGURG_SIZE, s.ar, root, 185.0, 0.36, 0.14, cyc.diastole, RED)
     return (0.3, 0.92, -12.0, 38.0)
 
 
@@ -367,9 +362,9 @@ def doppler_psax(sc: Scene) -> Box:
     sc.jet(pv, pa_deg, 0.22, 0.07, cyc.ejection, BLUE, core=None)
     sc.jet(tv, -80.0, 0.16, 0.08, cyc.mv_open, RED, core=None)
     to_ra = _deg(*(ra_c - tv))
-    _regurg(sc, s.tr, tv, to_ra, 0.25, 0.2, cyc.systole, BLUE)
-    _stenotic(sc, s.ts, tv, -80.0, 0.22, 0.12, cyc.mv_open, RED)
-    _regurg(sc, s.pr, pv, _deg(*(rvot - pv)), 0.3, 0.11, cyc.diastole, RED)
+    _lesion_jet(sc, REGURG_SIZE, s.tr, tv, to_ra, 0.25, 0.2, cyc.systole, BLUE)
+    _lesion_jet(sc, STENOSIS_JET, s.ts, tv, -80.0, 0.22, 0.12, cyc.mv_open, RED)
+    _lesion_jet(sc, REGURG_SIZE, s.pr, pv, _deg(*(rvot - pv)), 0.3, 0.11, cyc.diastole, RED)
     _pasp(sc, tv, to_ra)
     return (0.2, 0.86, -40.0, 40.0)
 
