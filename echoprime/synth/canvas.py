@@ -104,8 +104,8 @@ def region(
 
 
 def ellipse(
-    pl: Placement, centre: tuple[float, float], a: float, b: float, axis_deg: float = 0.0, pad: float = 0.0
-):
+    pl: Placement, centre: tuple[float, float], a: float, b: float, axis_deg: float = 0.0
+) -> tuple[Region | None, np.ndarray | None]:
     """Normalised squared radius of an ellipse (< 1 inside) on its box.
 
     Args:
@@ -114,12 +114,11 @@ def ellipse(
         a: semi-axis along ``axis_deg``.
         b: semi-axis across it.
         axis_deg: direction of the ``a`` axis.
-        pad: extra box margin in heart units (for rings drawn around the ellipse).
 
     Returns:
         ``(region, rho2)`` with ``rho2`` an ``h x w`` float32 array, or ``(None, None)``.
     """
-    reg = region(pl, centre, axis_deg, a + pad, b + pad)
+    reg = region(pl, centre, axis_deg, a, b)
     if reg is None:
         return None, None
     return reg, (reg.P / np.float32(a)) ** 2 + (reg.Q / np.float32(b)) ** 2
@@ -147,7 +146,9 @@ def anchored_inside(reg: Region, pc: float, a: float, b: float, scale: np.ndarra
     return x * x * np.float32(1.0 / (a * a)) + (reg.Q * reg.Q)[None] * np.float32(1.0 / (b * b)) < s * s
 
 
-def segment_dist(pl: Placement, p0: np.ndarray, p1: np.ndarray, reach: float):
+def segment_dist(
+    pl: Placement, p0: np.ndarray, p1: np.ndarray, reach: float
+) -> tuple[Region | None, np.ndarray | None]:
     """Distance (heart units) from pixels to the segment(s) ``p0 -> p1``.
 
     Args:
