@@ -56,7 +56,11 @@ def ray_session(cfg: RayCfg) -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    local = cfg.address in (None, "local")
+    address = cfg.address
+    if address is None and os.environ.get("RAY_ADDRESS"):
+        # Submitted with `ray job submit`: the job runner names the cluster to join.
+        address = os.environ["RAY_ADDRESS"]
+    local = address in (None, "local")
     _quiet_ray_env(cfg, local)
     if local:
         ray.init(
@@ -69,11 +73,21 @@ def ray_session(cfg: RayCfg) -> Iterator[None]:
             runtime_env={"env_vars": _worker_env()},
         )
     else:
-        ray.init(address=cfg.address, logging_level=logging.WARNING, runtime_env={"env_vars": _worker_env()})
+        ray.init(address=address, logging_level=logging.WARNING, runtime_env={"env_vars": _worker_env()})
     try:
         yield
     finally:
         ray.shutdown()
+
+
+def quiet_ray_data() -> None:
+    """Ray Data without its per-operator progress logs (our jobs print their own progress)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
 def _worker_env() -> dict[str, str]:
@@ -85,7 +99,9 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def wait_with_progress(refs: list[Any], desc: str, unit: str = "it", total: int | None = None) -> Iterable[Any]:
+def wait_with_progress(
+    refs: list[Any], desc: str, unit: str = "it", total: int | None = None
+) -> Iterable[Any]:
     """Yield results of Ray object refs as they finish, with a progress bar on the driver."""
     import ray
     from tqdm import tqdm

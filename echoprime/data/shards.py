@@ -76,7 +76,9 @@ class ShardManifest:
 
 
 def write_manifest(out_uri: str, manifest: ShardManifest) -> None:
-    storage.write_bytes(storage.locate(out_uri).join(MANIFEST_NAME).uri, json.dumps(asdict(manifest), indent=2).encode())
+    storage.write_bytes(
+        storage.locate(out_uri).join(MANIFEST_NAME).uri, json.dumps(asdict(manifest), indent=2).encode()
+    )
 
 
 def read_manifest(out_uri: str) -> ShardManifest:
@@ -107,7 +109,9 @@ def split_files(out_uri: str, split: str) -> list[str]:
     m = read_manifest(out_uri)
     files = m.files.get(split, [])
     if not files or m.rows.get(split, 0) == 0:
-        raise ShardError(f"split {split!r} of {out_uri!r} is empty (splits: {dict(m.rows)}); ingest more studies or change ingest.split_fractions")
+        raise ShardError(
+            f"split {split!r} of {out_uri!r} is empty (splits: {dict(m.rows)}); ingest more studies or change ingest.split_fractions"
+        )
     return files
 
 
@@ -120,7 +124,9 @@ def validate_schema(schema: pa.Schema, file: str, clip_shape: tuple[int, ...] | 
     names = set(schema.names)
     missing = [c for c in REQUIRED_COLUMNS if c not in names]
     if missing:
-        raise ShardError(f"shard {file}: missing column(s) {missing}; expected columns {list(REQUIRED_COLUMNS)}")
+        raise ShardError(
+            f"shard {file}: missing column(s) {missing}; expected columns {list(REQUIRED_COLUMNS)}"
+        )
     if clip_shape is not None:
         fld = schema.field("clip")
         meta = fld.metadata or {}
@@ -129,7 +135,9 @@ def validate_schema(schema: pa.Schema, file: str, clip_shape: tuple[int, ...] | 
         if shape is None and hasattr(fld.type, "shape"):
             shape = tuple(fld.type.shape)
         if shape is None or tuple(shape) != tuple(clip_shape):
-            raise ShardError(f"shard {file}: column 'clip' has shape {shape}, expected {tuple(clip_shape)} (T x S x S x 3 uint8)")
+            raise ShardError(
+                f"shard {file}: column 'clip' has shape {shape}, expected {tuple(clip_shape)} (T x S x S x 3 uint8)"
+            )
 
 
 def validate_split(out_uri: str, split: str) -> list[str]:
@@ -174,4 +182,10 @@ def parse_labels(text: str | None) -> dict[str, float]:
 
 def dump_labels(labels: dict[str, float]) -> str:
     """{phenotype: value} -> JSON (NaN written as ``null`` so any JSON reader accepts it)."""
-    return json.dumps({k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v)) for k, v in labels.items()}, sort_keys=False)
+    return json.dumps(
+        {
+            k: (None if v is None or (isinstance(v, float) and np.isnan(v)) else float(v))
+            for k, v in labels.items()
+        },
+        sort_keys=False,
+    )

@@ -1,0 +1,304 @@
+"""Ingestion as pure functions: one archive file -> study shard rows, or a reject with its reason.
+
+The Ray job (``ray_jobs/ingest.py``) lists files, runs :class:`FileDecoder` over them in an actor
+pool with Ray Data, and writes Parquet shards; the same functions run without Ray in tests.
+
+Which study a file belongs to, its view, the study's report, labels and split come from a
+:class:`StudyIndex`, built from the archive's manifest tables when there are any:
+
+* a *videos* table (Parquet or CSV) with ``path`` (relative to the input root) and ``study_id``,
+  optionally ``view``, ``patient_id``, ``split`` — e.g. ``manifest.parquet`` of ``echoprime synth``;
+* a *studies* table with ``study_id`` and ``report``, optionally ``patient_id``, ``split``,
+  ``labels`` (JSON) and ``hidden_labels`` (JSON) — e.g. ``studies.parquet``.
+
+Without a videos entry a DICOM file's study is its StudyInstanceUID (grouping by UID, never by
+folder) and other files' study is their parent folder's name. Labels missing from the studies
+table are extracted from the report text. Splits are assigned by patient (a hash of the patient
+id, or of the study id when no patient is known) unless the tables give them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import os
+import posixpath
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from echoprime.data.shards import SPLITS, dump_labels
+from echoprime.io import EchoIOError, read_any
+from echoprime.preprocess import PreprocessSpec, preprocess_uint8, valid_frames
+
+# Files in the input root that describe the archive rather than belong to it.
+METADATA_FILES = frozenset(
+    {"manifest.parquet", "studies.parquet", "manifest.csv", "studies.csv", "config.yaml"}
+)
+
+
+def assign_split(key: str, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> str:
+    """Deterministic split of a patient (or study) key: the same key always lands in the same split."""
+    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+    edge = 0.0
+    for name, frac in zip(SPLITS, fractions):
+        edge += frac
+        if h < edge:
+            return name
+    return SPLITS[-1]
+
+
+def _hash_key(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()[:16]
+
+
+@dataclass
+class StudyInfo:
+    report: str = ""
+    labels: dict[str, float] = field(default_factory=dict)
+    hidden_labels: dict[str, float] = field(default_factory=dict)
+    patient_id: str | None = None
+    split: str | None = None
+
+
+@dataclass
+class VideoInfo:
+    study_id: str
+    view: str | None = None
+    patient_id: str | None = None
+    split: str | None = None
+
+
+@dataclass
+class StudyIndex:
+    """What the manifest tables say about videos (by relative path) and studies (by id)."""
+
+    videos: dict[str, VideoInfo] = field(default_factory=dict)
+    studies: dict[str, StudyInfo] = field(default_factory=dict)
+    split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+
+    @classmethod
+    def from_tables(
+        cls,
+        videos: Iterable[Mapping[str, Any]] = (),
+        studies: Iterable[Mapping[str, Any]] = (),
+        split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15),
+        source: str = "<tables>",
+    ) -> StudyIndex:
+        """Build from row dicts of the videos and studies tables.
+
+        Raises:
+            ValueError: a row lacks a required column, a split name is unknown, or labels are not JSON.
+        """
+        from echoprime.reports import extract_labels
+
+        idx = cls(split_fractions=split_fractions)
+        for i, r in enumerate(videos):
+            if not r.get("path") or not r.get("study_id"):
+                raise ValueError(f"{source}: videos row {i} needs 'path' and 'study_id', got {sorted(r)}")
+            idx.videos[_norm(str(r["path"]))] = VideoInfo(
+                study_id=str(r["study_id"]),
+                view=(str(r["view"]) if r.get("view") else None),
+                patient_id=(str(r["patient_id"]) if r.get("patient_id") else None),
+                split=_check_split(r.get("split"), source, i),
+            )
+        for i, r in enumerate(studies):
+            if not r.get("study_id"):
+                raise ValueError(f"{source}: studies row {i} needs 'study_id', got {sorted(r)}")
+            report = str(r.get("report") or "")
+            labels = _json_dict(r.get("labels"), source, i, "labels")
+            if not labels and report:
+                labels = extract_labels(report)
+            idx.studies[str(r["study_id"])] = StudyInfo(
+                report=report,
+                labels=labels,
+                hidden_labels=_json_dict(r.get("hidden_labels"), source, i, "hidden_labels"),
+                patient_id=(str(r["patient_id"]) if r.get("patient_id") else None),
+                split=_check_split(r.get("split"), source, i),
+            )
+        return idx
+
+    def resolve(
+        self, rel_path: str, meta: Mapping[str, Any], patient_hint: str | None
+    ) -> tuple[str, str | None, str, StudyInfo]:
+        """(study_id, view, split, study info) of one decoded file."""
+        v = self.videos.get(_norm(rel_path))
+        if v is not None:
+            study_id, view = v.study_id, v.view
+        elif meta.get("StudyInstanceUID"):
+            study_id, view = str(meta["StudyInstanceUID"]), None
+        else:
+            parent = posixpath.basename(posixpath.dirname(_norm(rel_path)))
+            study_id, view = parent or posixpath.splitext(posixpath.basename(rel_path))[0], None
+        info = self.studies.get(study_id, StudyInfo())
+        split = (v.split if v else None) or info.split
+        if split is None:
+            patient = (v.patient_id if v else None) or info.patient_id or patient_hint or study_id
+            split = assign_split(patient, self.split_fractions)
+        return study_id, view, split, info
+
+
+def _norm(p: str) -> str:
+    return posixpath.normpath(p.replace(os.sep, "/")).lstrip("./") if p else p
+
+
+def _check_split(value: Any, source: str, i: int) -> str | None:
+    if value in (None, ""):
+        return None
+    if value not in SPLITS:
+        raise ValueError(f"{source}: row {i} has split {value!r}; expected one of {list(SPLITS)}")
+    return str(value)
+
+
+def _json_dict(value: Any, source: str, i: int, col: str) -> dict[str, float]:
+    if value in (None, ""):
+        return {}
+    if isinstance(value, Mapping):
+        d = dict(value)
+    else:
+        try:
+            d = json.loads(value)
+        except (TypeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{source}: row {i} column {col!r} is not JSON ({e})") from None
+    return {k: (math.nan if v is None else float(v)) for k, v in d.items()}
+
+
+def load_table(data: bytes, name: str) -> list[dict[str, Any]]:
+    """Rows of a CSV or Parquet table given as bytes (from a local file or S3)."""
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    if name.endswith(".parquet"):
+        return pq.read_table(io.BytesIO(data)).to_pylist()
+    if name.endswith(".csv"):
+        return pacsv.read_csv(io.BytesIO(data)).to_pylist()
+    raise ValueError(f"manifest table {name!r}: expected a .parquet or .csv file")
+
+
+def _patient_hint(data: bytes, meta: Mapping[str, Any]) -> str | None:
+    """A hashed PatientID for DICOM files (split by patient without storing the identifier)."""
+    if meta.get("format") != "dicom":
+        return None
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(
+            io.BytesIO(data), stop_before_pixels=True, specific_tags=["PatientID"], force=True
+        )
+    except Exception:  # noqa: BLE001 - the pixels decoded already; a header quirk only loses the hint
+        return None
+    pid = str(getattr(ds, "PatientID", "") or "")
+    return _hash_key(pid) if pid else None
+
+
+class FileDecoder:
+    """Decode archive files into shard rows (``__call__`` takes and returns column batches).
+
+    Good files become rows (one per clip); every failure becomes a reject ``{source_uri, reason,
+    code}`` handed to ``on_reject`` — a file never takes its batch down with it.
+    """
+
+    def __init__(
+        self,
+        spec: PreprocessSpec,
+        index: StudyIndex,
+        root: str,
+        *,
+        clips_per_video: int = 1,
+        max_frames: int | None = 512,
+        max_pixels: int | None = None,
+        read_bytes: Any = None,
+        on_reject: Any = None,
+    ) -> None:
+        self.spec, self.index, self.root = spec, index, root.rstrip("/")
+        self.clips_per_video = clips_per_video
+        self.limits = {"max_frames": max_frames, **({"max_pixels": max_pixels} if max_pixels else {})}
+        if read_bytes is None:
+            from echoprime.storage import read_bytes as _rb
+
+            read_bytes = _rb
+        self.read_bytes = read_bytes
+        self.on_reject = on_reject
+        self.rejects: list[dict[str, str]] = []
+
+    def relpath(self, uri: str) -> str:
+        return uri[len(self.root) + 1 :] if uri.startswith(self.root + "/") else posixpath.basename(uri)
+
+    def decode(self, uri: str) -> list[dict[str, Any]]:
+        """Rows of one file.
+
+        Raises:
+            EchoIOError: the file cannot be used (reason and code say why).
+        """
+        try:
+            data = self.read_bytes(uri)
+        except OSError as e:
+            raise EchoIOError(uri, f"cannot be read: {e}") from None
+        vid = read_any(data, name=uri, **self.limits)
+        rel = self.relpath(uri)
+        study_id, view, split, info = self.index.resolve(rel, vid.meta, _patient_hint(data, vid.meta))
+        n_src = int(vid.frames.shape[0])
+        window = (self.spec.frames - 1) * self.spec.stride + 1
+        last = max(0, n_src - window)
+        offsets = sorted({int(round(x)) for x in np.linspace(0, last, self.clips_per_video)})
+        from echoprime.sector import sector_mask
+
+        sector = sector_mask(vid.frames) if self.spec.mask else None
+        base = posixpath.splitext(rel)[0].replace("/", "__")
+        rows = []
+        for k, off in enumerate(offsets):
+            clip = preprocess_uint8(vid.frames, self.spec, offset=off, sector=sector)
+            rows.append(
+                {
+                    "study_id": study_id,
+                    "video_id": base if len(offsets) == 1 else f"{base}#{k}",
+                    "source_uri": uri,
+                    "view": view,
+                    "clip": clip,
+                    "fps": float(vid.fps) if vid.fps else math.nan,
+                    "n_frames_src": n_src,
+                    "n_valid": valid_frames(n_src, self.spec, off),
+                    "report": info.report,
+                    "labels": dump_labels(info.labels),
+                    "hidden_labels": dump_labels(info.hidden_labels),
+                    "split": split,
+                }
+            )
+        return rows
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        rows: list[dict[str, Any]] = []
+        rejects: list[dict[str, str]] = []
+        for uri in batch["uri"]:
+            uri = str(uri)
+            try:
+                rows.extend(self.decode(uri))
+            except EchoIOError as e:
+                rejects.append({"source_uri": uri, "reason": e.reason, "code": e.code})
+            except (MemoryError, ValueError, OSError, RuntimeError) as e:
+                # An unexpected decoder failure is still one file's problem, not the batch's.
+                rejects.append(
+                    {"source_uri": uri, "reason": f"{type(e).__name__}: {e}", "code": "decode_failed"}
+                )
+        if rejects:
+            self.rejects.extend(rejects)
+            if self.on_reject is not None:
+                self.on_reject(rejects)
+        return rows_to_batch(rows, self.spec)
+
+
+def rows_to_batch(rows: list[dict[str, Any]], spec: PreprocessSpec) -> dict[str, np.ndarray]:
+    """Row dicts -> a column batch (``clip`` stacked ``N x T x S x S x 3``; empty but typed when no rows)."""
+    shape = (spec.frames, spec.size, spec.size, 3)
+    cols: dict[str, np.ndarray] = {}
+    for key in ("study_id", "video_id", "source_uri", "view", "report", "labels", "hidden_labels", "split"):
+        cols[key] = np.array([r[key] for r in rows], dtype=object)
+    cols["clip"] = np.stack([r["clip"] for r in rows]) if rows else np.zeros((0, *shape), np.uint8)
+    cols["fps"] = np.array([r["fps"] for r in rows], dtype=np.float64)
+    cols["n_frames_src"] = np.array([r["n_frames_src"] for r in rows], dtype=np.int64)
+    cols["n_valid"] = np.array([r["n_valid"] for r in rows], dtype=np.int64)
+    return cols
