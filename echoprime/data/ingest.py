@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from echoprime.data.shards import SPLITS, dump_labels
+from echoprime.data.shards import SPLITS, assign_split, dump_labels
 from echoprime.io import EchoIOError, read_any
 from echoprime.preprocess import PreprocessSpec, preprocess_uint8, valid_frames
 
@@ -39,17 +39,6 @@ from echoprime.preprocess import PreprocessSpec, preprocess_uint8, valid_frames
 METADATA_FILES = frozenset(
     {"manifest.parquet", "studies.parquet", "manifest.csv", "studies.csv", "config.yaml"}
 )
-
-
-def assign_split(key: str, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> str:
-    """Deterministic split of a patient (or study) key: the same key always lands in the same split."""
-    h = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
-    edge = 0.0
-    for name, frac in zip(SPLITS, fractions):
-        edge += frac
-        if h < edge:
-            return name
-    return SPLITS[-1]
 
 
 def _hash_key(value: str) -> str:

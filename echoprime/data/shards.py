@@ -17,6 +17,7 @@ no reader ever sees. Row columns (see docs/ingestion.md):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,24 @@ REQUIRED_COLUMNS = (
     "report",
     "labels",
 )
+
+
+def assign_split(patient_id: str, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> str:
+    """Deterministic split of a patient (never of a video) from a hash of its id.
+
+    Args:
+        patient_id: the patient.
+        fractions: train, val and test shares; they must be non-negative and sum to 1.
+
+    Raises:
+        ValueError: bad fractions.
+    """
+    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
+        raise ValueError(f"fractions must be three non-negative shares summing to 1, got {fractions}")
+    u = int.from_bytes(hashlib.sha256(patient_id.encode()).digest()[:8], "big") / 2.0**64
+    if u < fractions[0]:
+        return "train"
+    return "val" if u < fractions[0] + fractions[1] else "test"
 
 
 class ShardError(ValueError):

@@ -15,7 +15,6 @@ Layout of a written cohort::
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from pydicom.uid import generate_uid
 
+from echoprime.data.shards import assign_split
 from echoprime.reports import StructuredReport, compose_report
 from echoprime.synth.render import RenderedVideo, render_video
 from echoprime.synth.state import PatientState, sample_state
@@ -115,24 +115,6 @@ class SynthStudy:
 
     def video_id(self, k: int) -> str:
         return f"{self.study_id}_v{k:02d}"
-
-
-def assign_split(patient_id: str, fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)) -> str:
-    """Deterministic split of a patient (never of a video) from a hash of its id.
-
-    Args:
-        patient_id: the patient.
-        fractions: train, val and test shares; they must be non-negative and sum to 1.
-
-    Raises:
-        ValueError: bad fractions.
-    """
-    if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1.0) > 1e-6:
-        raise ValueError(f"fractions must be three non-negative shares summing to 1, got {fractions}")
-    u = int.from_bytes(hashlib.sha256(patient_id.encode()).digest()[:8], "big") / 2.0**64
-    if u < fractions[0]:
-        return "train"
-    return "val" if u < fractions[0] + fractions[1] else "test"
 
 
 def sample_views(rng: np.random.Generator, n: int) -> list[str]:

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pydicom
 import pytest
 
+from echoprime.data.shards import assign_split
 from echoprime.io.video import read_video
 from echoprime.reports import extract_labels
 from echoprime.synth import cohort
@@ -17,7 +18,6 @@ from echoprime.synth.cohort import (
     APICAL_VIEWS,
     DICOM_VARIANTS,
     MANIFEST_COLUMNS,
-    assign_split,
     generate_cohort,
     make_study,
     sample_views,
