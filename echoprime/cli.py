@@ -23,6 +23,7 @@ from echoprime.config import ConfigError, load_config
 JOBS: dict[str, tuple[str, str]] = {
     "synth": ("ray_jobs.synth", "generate a synthetic cohort of echo studies (videos, reports, labels)"),
     "ingest": ("ray_jobs.ingest", "turn an archive of DICOM/MP4 studies into Parquet study shards (Ray Data; local or s3://)"),
+    "pretrain": ("ray_jobs.pretrain", "contrastive video-report pretraining on Ray Train (DDP; checkpoints survive worker failures)"),
     "quickstart": ("ray_jobs.quickstart", "run the whole pipeline end to end on a local Ray (the main job)"),
 }
 

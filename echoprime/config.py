@@ -149,6 +149,14 @@ class TrainCfg(_Cfg):
     run_name: str = "pretrain"
     time_budget_s: float | None = Field(default=None, gt=0)
     """Stop training after this many seconds (epoch granularity), for bounded demos."""
+    materialize: Literal["auto", "always", "never"] = "auto"
+    """Hold the tokenised training set in the object store (``auto``: when it fits in a third of it);
+    ``never`` streams shards from storage every epoch (archives larger than the cluster's memory)."""
+    shuffle_buffer: int = Field(default=256, ge=0)
+    """Rows in each worker's local shuffle buffer (0: no shuffle)."""
+    brightness: float = Field(default=0.1, ge=0)
+    contrast: float = Field(default=0.1, ge=0, lt=1)
+    """Per-clip intensity jitter at training (gain differs between acquisitions)."""
 
 
 class ViewsCfg(_Cfg):

@@ -139,3 +139,53 @@ def require_resources(cpus: float, gpus: float, wait_s: float, what: str) -> Non
                 f"set train.use_gpu=false, or add nodes"
             )
         time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
+
+
+class _ProgressState:
+    """A tiny actor the training workers write their progress to (read by the driver's bar)."""
+
+    def __init__(self) -> None:
+        self.state: dict[str, Any] = {"step": 0, "total": 0, "postfix": ""}
+
+    def set(self, **kw: Any) -> None:
+        self.state.update(kw)
+
+    def get(self) -> dict[str, Any]:
+        return dict(self.state)
+
+
+@contextmanager
+def driver_progress(desc: str, unit: str = "step") -> Iterator[Any]:
+    """A progress bar on the driver fed by remote workers: yields the actor handle to pass them.
+
+    Workers call ``handle.set.remote(step=..., total=..., postfix=...)``; a thread polls it.
+    """
+    import threading
+
+    import ray
+    from tqdm import tqdm
+
+    actor = ray.remote(num_cpus=0)(_ProgressState).remote()
+    stop = threading.Event()
+
+    def poll() -> None:
+        with tqdm(desc=desc, unit=unit, dynamic_ncols=True, leave=False) as bar:
+            while not stop.wait(0.5):
+                try:
+                    st = ray.get(actor.get.remote(), timeout=5)
+                except Exception:  # noqa: BLE001 - the bar is cosmetic; never fail the job for it
+                    continue
+                if st["total"]:
+                    bar.total = st["total"]
+                bar.n = st["step"]
+                bar.set_postfix_str(st["postfix"], refresh=False)
+                bar.refresh()
+
+    t = threading.Thread(target=poll, daemon=True)
+    t.start()
+    try:
+        yield actor
+    finally:
+        stop.set()
+        t.join(timeout=2)
+        ray.kill(actor)

@@ -1,0 +1,328 @@
+"""The model bundle: one directory (local or ``s3://``) with everything interpretation needs.
+
+::
+
+    BUNDLE/manifest.json            written last: versions, components, label sets, preprocessing
+                                    spec, and the sha256 of every other file
+    BUNDLE/config.yaml              the resolved config of the run that made it
+    BUNDLE/preprocess.json          the preprocessing spec (never retyped by a caller)
+    BUNDLE/video_encoder.safetensors
+    BUNDLE/view_classifier.safetensors
+    BUNDLE/text_encoder.safetensors (optional: text embedding / search endpoints)
+    BUNDLE/tokenizer/               (with the text encoder)
+    BUNDLE/mil.safetensors          (learned attention; absent when the table form is used)
+    BUNDLE/mil_table.csv            the 15 x 11 section x view table (release format)
+    BUNDLE/bank/                    the candidate bank (see echoprime.retrieval.bank)
+    BUNDLE/thresholds.json          decision thresholds of the binary phenotypes
+
+Nothing in a bundle is a pickle. Loading checks every file against the manifest's hashes and
+refuses a bundle with a missing, extra-modified or tampered file, naming it.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from echoprime import __version__, storage
+from echoprime.taxonomy import MIL_SECTIONS, PHENOTYPE_NAMES, SECTIONS, VIEWS
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 1
+HASH_CHUNK = 8 << 20
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used; the message names the bundle and the file at fault."""
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _files(root: Path) -> list[str]:
+    return sorted(
+        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST
+    )
+
+
+def write_mil_table(path: str | os.PathLike, table: np.ndarray) -> None:
+    """The release's ``MIL_weights.csv`` layout: ``Section,<11 views>``, one row per MIL section."""
+    table = np.asarray(table, dtype=np.float64)
+    if table.shape != (len(MIL_SECTIONS), len(VIEWS)):
+        raise ValueError(f"MIL table must be {len(MIL_SECTIONS)} x {len(VIEWS)}, got {table.shape}")
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["Section", *VIEWS])
+        for s, row in zip(MIL_SECTIONS, table, strict=True):
+            w.writerow([s, *(f"{x:.6g}" for x in row)])
+
+
+def read_mil_table(path: str | os.PathLike) -> np.ndarray:
+    """Read a section x view table (ours or the release's ``MIL_weights.csv``) in MIL_SECTIONS x VIEWS order.
+
+    Raises:
+        BundleError: wrong header, unknown or missing sections, or values outside [0, 1].
+    """
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    if not rows or rows[0][0] != "Section" or rows[0][1:] != list(VIEWS):
+        raise BundleError(
+            f"{path}: header must be Section,{','.join(VIEWS)}; got {','.join(rows[0]) if rows else '<empty>'}"
+        )
+    by_section = {}
+    for r in rows[1:]:
+        if not r:
+            continue
+        if r[0] not in MIL_SECTIONS:
+            raise BundleError(f"{path}: unknown section {r[0]!r}; expected the 15 of {list(MIL_SECTIONS)}")
+        vals = [float(x) for x in r[1:]]
+        if len(vals) != len(VIEWS) or any(not 0.0 <= v <= 1.0 for v in vals):
+            raise BundleError(f"{path}: row {r[0]!r} must have {len(VIEWS)} weights in [0, 1]")
+        by_section[r[0]] = vals
+    missing = [s for s in MIL_SECTIONS if s not in by_section]
+    if missing:
+        raise BundleError(f"{path}: sections missing from the table: {missing}")
+    return np.array([by_section[s] for s in MIL_SECTIONS], dtype=np.float32)
+
+
+@dataclass
+class BundleWriter:
+    """Assemble a bundle in a local staging folder, then commit it (manifest last)."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.components: dict[str, Any] = {}
+
+    def save_module(
+        self, name: str, module: torch.nn.Module, *, model: str, overrides: Mapping[str, Any] | None = None
+    ) -> None:
+        """Store a model's weights (safetensors) and how to rebuild it (registry name + builder args)."""
+        state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+        save_file(state, str(self.root / f"{name}.safetensors"))
+        self.components[name] = {
+            "model": model,
+            "overrides": dict(overrides or {}),
+            "file": f"{name}.safetensors",
+        }
+
+    def add_component(self, name: str, info: Mapping[str, Any]) -> None:
+        self.components[name] = dict(info)
+
+    def commit(
+        self,
+        *,
+        spec: Mapping[str, Any],
+        config: Mapping[str, Any] | None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> Path:
+        """Write preprocess.json and the manifest (with every file's sha256); returns the root."""
+        (self.root / "preprocess.json").write_text(json.dumps(dict(spec), indent=2))
+        if config is not None:
+            import yaml
+
+            (self.root / "config.yaml").write_text(yaml.safe_dump(dict(config), sort_keys=False))
+        manifest = {
+            "format": "echoprime-bundle",
+            "format_version": FORMAT_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "versions": {
+                "echoprime": __version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+            },
+            "components": self.components,
+            "spec": dict(spec),
+            "label_sets": {
+                "views": list(VIEWS),
+                "sections": list(SECTIONS),
+                "mil_sections": list(MIL_SECTIONS),
+                "phenotypes": list(PHENOTYPE_NAMES),
+            },
+            "extra": dict(extra or {}),
+            "files": {f: sha256_file(self.root / f) for f in _files(self.root)},
+        }
+        tmp = self.root / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2))
+        tmp.replace(self.root / MANIFEST)
+        return self.root
+
+
+def publish(local_root: str | os.PathLike, uri: str) -> str:
+    """Copy a committed local bundle to ``uri`` (local folder or s3://), manifest last."""
+    src = Path(local_root)
+    if not storage.is_s3(uri):
+        dst = Path(uri)
+        if dst.resolve() == src.resolve():
+            return str(dst)
+        if dst.exists():
+            shutil.rmtree(dst)
+        shutil.copytree(src, dst, ignore=shutil.ignore_patterns(MANIFEST))
+        shutil.copy2(src / MANIFEST, dst / MANIFEST)
+        return str(dst)
+    loc = storage.locate(uri)
+    for f in _files(src):
+        storage.write_bytes(loc.join(f).uri, (src / f).read_bytes())
+    storage.write_bytes(loc.join(MANIFEST).uri, (src / MANIFEST).read_bytes())
+    return loc.uri
+
+
+def fetch(uri: str, cache_dir: str | os.PathLike | None = None) -> Path:
+    """A local copy of a bundle: the folder itself, or an ``s3://`` bundle downloaded to a cache
+    keyed by its manifest's hash (downloaded once per machine)."""
+    if not storage.is_s3(uri):
+        return Path(uri)
+    loc = storage.locate(uri)
+    man_uri = loc.join(MANIFEST).uri
+    if not storage.exists(man_uri):
+        raise BundleError(f"bundle {uri}: {MANIFEST} is missing (not a bundle, or its upload did not finish)")
+    raw = storage.read_bytes(man_uri)
+    key = hashlib.sha256(raw).hexdigest()[:16]
+    base = (
+        Path(cache_dir or os.environ.get("ECHOPRIME_CACHE", Path.home() / ".cache" / "echoprime"))
+        / "bundles"
+        / key
+    )
+    if (base / MANIFEST).is_file():
+        return base
+    tmp = Path(tempfile.mkdtemp(prefix="bundle-", dir=base.parent if base.parent.exists() else None))
+    manifest = json.loads(raw)
+    for f in manifest.get("files", {}):
+        p = tmp / f
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(storage.read_bytes(loc.join(f).uri))
+    (tmp / MANIFEST).write_bytes(raw)
+    base.parent.mkdir(parents=True, exist_ok=True)
+    if base.exists():
+        shutil.rmtree(tmp)
+    else:
+        tmp.replace(base)
+    return base
+
+
+def read_manifest(root: str | os.PathLike, *, verify: bool = True) -> dict[str, Any]:
+    """Read (and by default verify) a local bundle's manifest.
+
+    Raises:
+        BundleError: missing manifest, unknown format, a listed file missing, an unlisted file, or a
+            file whose sha256 differs from the manifest (tampered or corrupted), naming the file.
+    """
+    root = Path(root)
+    mpath = root / MANIFEST
+    if not mpath.is_file():
+        raise BundleError(f"bundle {root}: {MANIFEST} is missing (not a bundle, or it was never committed)")
+    try:
+        manifest = json.loads(mpath.read_text())
+    except json.JSONDecodeError as e:
+        raise BundleError(f"bundle {root}: {MANIFEST} is not valid JSON ({e})") from None
+    if manifest.get("format") != "echoprime-bundle" or manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"bundle {root}: format {manifest.get('format')!r} v{manifest.get('format_version')} is not "
+            f"echoprime-bundle v{FORMAT_VERSION}"
+        )
+    if verify:
+        listed = manifest.get("files", {})
+        for f, digest in listed.items():
+            p = root / f
+            if not p.is_file():
+                raise BundleError(f"bundle {root}: file {f} listed in the manifest is missing")
+            if sha256_file(p) != digest:
+                raise BundleError(
+                    f"bundle {root}: file {f} does not match its sha256 in the manifest (tampered or corrupted)"
+                )
+        extra = sorted(set(_files(root)) - set(listed))
+        if extra:
+            raise BundleError(
+                f"bundle {root}: files not in the manifest: {extra[:5]} (a bundle is immutable once committed)"
+            )
+    return manifest
+
+
+def load_module(root: Path, info: Mapping[str, Any]) -> torch.nn.Module:
+    """Rebuild a component from its registry name and overrides, then load its weights strictly."""
+    from echoprime.models import create_model
+    from echoprime.models.text import create_text_encoder
+
+    name = info["model"]
+    try:
+        module = create_model(name, **info.get("overrides", {}))
+    except ValueError:
+        module = create_text_encoder(name, **info.get("overrides", {}))
+    state = load_file(str(root / info["file"]))
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise BundleError(
+            f"bundle {root}: {info['file']} does not fit model {name!r}: missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
+        )
+    return module.eval()
+
+
+def assemble_bundle(
+    out: str | os.PathLike,
+    *,
+    spec: Mapping[str, Any],
+    video_encoder: tuple[torch.nn.Module, str, Mapping[str, Any]],
+    view_classifier: tuple[torch.nn.Module, str, Mapping[str, Any]],
+    bank: Any,
+    mil_table: np.ndarray,
+    mil: tuple[torch.nn.Module, str, Mapping[str, Any]] | None = None,
+    text_encoder: tuple[torch.nn.Module, str, Mapping[str, Any]] | None = None,
+    tokenizer_dir: str | os.PathLike | None = None,
+    thresholds: Any = None,
+    config: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> Path:
+    """Write a complete bundle into the empty or new local folder ``out`` (manifest last).
+
+    Each model is ``(module, registry name, builder overrides)``. ``mil`` (learned attention) is
+    optional; the ``mil_table`` is always written (the release's form, and the fallback).
+
+    Raises:
+        BundleError: ``out`` already holds a committed bundle (bundles are immutable; write a new one).
+    """
+    root = Path(out)
+    if (root / MANIFEST).exists():
+        raise BundleError(f"{root} already holds a bundle; bundles are immutable: write to a new folder")
+    if root.exists() and any(root.iterdir()):
+        shutil.rmtree(root)  # a previous, uncommitted attempt
+    w = BundleWriter(root)
+    w.save_module("video_encoder", video_encoder[0], model=video_encoder[1], overrides=video_encoder[2])
+    w.save_module(
+        "view_classifier", view_classifier[0], model=view_classifier[1], overrides=view_classifier[2]
+    )
+    write_mil_table(root / "mil_table.csv", mil_table)
+    if mil is not None:
+        w.save_module("mil", mil[0], model=mil[1], overrides=mil[2])
+        w.components["mil"].update(kind="learned", table="mil_table.csv")
+    else:
+        w.add_component("mil", {"kind": "table", "table": "mil_table.csv"})
+    if text_encoder is not None:
+        if tokenizer_dir is None:
+            raise ValueError("a text encoder needs its tokenizer_dir")
+        w.save_module("text_encoder", text_encoder[0], model=text_encoder[1], overrides=text_encoder[2])
+        shutil.copytree(tokenizer_dir, root / "tokenizer")
+    bank.save(root / "bank")
+    if thresholds is not None:
+        thresholds.to_json(root / "thresholds.json")
+    return w.commit(spec=spec, config=config, extra=extra)

@@ -1,0 +1,462 @@
+"""StudyInterpreter: the one API that the CLI, the Ray jobs and the Serve graph all call.
+
+A study (a set of echo videos) goes in; out come each video's view with its confidence, a report
+section by section (retrieval-augmented: each section taken from the most similar historical
+report that has it), the 21 phenotype predictions from the nearest neighbours' labels (value,
+probability, decision, spread), the per-section weight of every video (anatomical attention) and
+the neighbour studies behind each section.
+
+The release-compatible methods keep the published ``EchoPrime`` class's names and shapes:
+``process_dicoms``, ``process_mp4s``, ``encode_study(clips) -> N x (512 + 11)``,
+``predict_metrics(encoding, k) -> {phenotype: value}``, ``generate_report(encoding) -> str``.
+
+Example::
+
+    interp = StudyInterpreter.from_bundle("quickstart-out/bundle")
+    result = interp.interpret("path/to/study_folder")
+    print(result.report_text)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from echoprime.io import EchoIOError, FileReport, read_any
+from echoprime.preprocess import PreprocessSpec, preprocess_video
+from echoprime.taxonomy import MIL_SECTIONS, PHENOTYPE_BY_NAME, VIEWS
+
+StudyInput = Union[str, os.PathLike, Sequence[str | os.PathLike], Sequence[tuple[str, bytes]], torch.Tensor]
+"""A folder, a list of files, a list of ``(name, bytes)`` uploads, or preprocessed clips ``N x 3 x T x S x S``."""
+
+
+@dataclass
+class InterpreterParts:
+    """Everything interpretation needs, however it was loaded (a bundle, a published release).
+
+    Attributes:
+        spec: preprocessing of a clip into model input.
+        video_encoder: ``B x 3 x T x S x S -> B x D``.
+        view_classifier: clip (or first frame) ``-> B x V`` logits.
+        mil: ``(embeddings, view_ids, mask) -> {"weights", "section_embeddings"}`` (learned or table).
+        bank: the candidate report bank.
+        thresholds: decision threshold per binary phenotype.
+        text_encoder: report -> embedding (optional: text embedding and search).
+        tokenizer: the text encoder's :class:`ReportTokenizer` (optional).
+        manifest: where it came from (bundle manifest or a description of the release).
+    """
+
+    spec: PreprocessSpec
+    video_encoder: torch.nn.Module
+    view_classifier: torch.nn.Module
+    mil: torch.nn.Module
+    bank: Any
+    thresholds: Mapping[str, float] = field(default_factory=dict)
+    text_encoder: torch.nn.Module | None = None
+    tokenizer: Any = None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StudyResult:
+    """A study's interpretation; ``to_dict()`` is JSON-serialisable (NaN written as None)."""
+
+    status: str
+    """``ok``, or ``no_usable_video`` when no file of the study could be used."""
+    files: list[dict[str, Any]]
+    videos: list[dict[str, Any]]
+    report: list[dict[str, Any]]
+    metrics: dict[str, dict[str, Any]]
+    evidence: dict[str, list[dict[str, Any]]]
+    neighbours: dict[str, list[dict[str, Any]]]
+
+    @property
+    def report_text(self) -> str:
+        return " ".join(s["text"] for s in self.report)
+
+    def to_dict(self) -> dict[str, Any]:
+        return _clean(asdict(self) | {"report_text": self.report_text})
+
+
+def _clean(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return None if not math.isfinite(float(x)) else float(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+class StudyInterpreter:
+    """Interpret echo studies with a model bundle (or a converted published release).
+
+    Args:
+        parts: the loaded components.
+        device: where the encoders run (``cpu``, ``cuda``; default: CUDA when present).
+        batch_size: clips per encoder forward pass.
+        k: default neighbours for the kNN metrics.
+    """
+
+    def __init__(
+        self,
+        parts: InterpreterParts,
+        device: str | torch.device | None = None,
+        batch_size: int = 50,
+        k: int = 50,
+    ) -> None:
+        self.parts = parts
+        self.spec = parts.spec
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.batch_size = batch_size
+        self.k = min(k, len(parts.bank))
+        for m in (parts.video_encoder, parts.view_classifier, parts.mil, parts.text_encoder):
+            if m is not None:
+                m.to(self.device).eval()
+
+    # ------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_bundle(cls, uri: str | os.PathLike, *, verify: bool = True, **kwargs: Any) -> StudyInterpreter:
+        """Load a model bundle (local folder or ``s3://``), verifying every file's hash.
+
+        Raises:
+            echoprime.bundle.BundleError: missing, unknown or tampered files, naming them.
+        """
+        return cls(load_bundle_parts(str(uri), verify=verify), **kwargs)
+
+    @classmethod
+    def from_release(
+        cls,
+        model_data_dir: str | os.PathLike,
+        assets_dir: str | os.PathLike,
+        trust_pickles: bool = False,
+        **kwargs: Any,
+    ) -> StudyInterpreter:
+        """Read a user's copy of the published EchoPrime release (see echoprime.release)."""
+        from echoprime.release import load_release_parts
+
+        return cls(load_release_parts(model_data_dir, assets_dir, trust_pickles=trust_pickles), **kwargs)
+
+    # ------------------------------------------------------------------------- preprocessing
+    def load_study(
+        self, study: StudyInput, *, max_frames: int | None = None
+    ) -> tuple[torch.Tensor, list[FileReport]]:
+        """Read and preprocess a study's files; bad files are reported, never fatal.
+
+        Returns:
+            ``N x 3 x T x S x S`` float32 clips of the usable files, and one report per file.
+        """
+        if isinstance(study, torch.Tensor):
+            self._check_clips(study)
+            return study, [FileReport(f"clip[{i}]", "used") for i in range(study.shape[0])]
+        items: list[tuple[str, Any]]
+        if isinstance(study, (str, os.PathLike)):
+            folder = Path(study)
+            if not folder.is_dir():
+                raise FileNotFoundError(f"study folder {str(folder)!r} does not exist")
+            items = [
+                (str(p), p) for p in sorted(folder.rglob("*")) if p.is_file() and not p.name.startswith(".")
+            ]
+        else:
+            items = [(it[0], it[1]) if isinstance(it, tuple) else (str(it), Path(it)) for it in study]
+        clips, reports = [], []
+        limits = {"max_frames": max_frames or max(self.spec.frames * self.spec.stride, 1)}
+        for name, src in items:
+            try:
+                vid = read_any(src, name=name, **limits)
+            except EchoIOError as e:
+                reports.append(FileReport(name, "skipped", e.reason, code=e.code))
+                continue
+            clips.append(preprocess_video(vid.frames, self.spec))  # 3 x T x S x S
+            reports.append(FileReport(name, "used", "", int(vid.meta.get("n_frames", 0)), vid.fps))
+        if not clips:
+            return torch.zeros((0, 3, self.spec.frames, self.spec.size, self.spec.size)), reports
+        return torch.from_numpy(np.stack(clips)), reports  # N x 3 x T x S x S
+
+    def process_dicoms(self, folder: str | os.PathLike) -> torch.Tensor:
+        """Release-compatible: every DICOM video in ``folder`` -> ``N x 3 x T x S x S``."""
+        from echoprime.io.folders import process_dicoms
+
+        return process_dicoms(folder, self.spec)[0]
+
+    def process_mp4s(self, folder: str | os.PathLike) -> torch.Tensor:
+        """Release-compatible: every MP4 in ``folder`` -> ``N x 3 x T x S x S``."""
+        from echoprime.io.folders import process_mp4s
+
+        return process_mp4s(folder, self.spec)[0]
+
+    def _check_clips(self, clips: torch.Tensor) -> None:
+        want = (3, self.spec.frames, self.spec.size, self.spec.size)
+        if clips.ndim != 5 or tuple(clips.shape[1:]) != want:
+            raise ValueError(
+                f"clips must be N x {' x '.join(map(str, want))} (this bundle's spec), got {tuple(clips.shape)}"
+            )
+
+    # ------------------------------------------------------------------------------ encoding
+    @torch.no_grad()
+    def embed_and_classify(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``N`` clips -> (embeddings ``N x D`` unit-norm, view probabilities ``N x V``), in batches."""
+        self._check_clips(clips)
+        embs, probs = [], []
+        for i in range(0, clips.shape[0], self.batch_size):
+            x = clips[i : i + self.batch_size].to(self.device, torch.float32)
+            embs.append(F.normalize(self.parts.video_encoder(x).float(), dim=-1).cpu())
+            probs.append(torch.softmax(self.parts.view_classifier(x).float(), dim=-1).cpu())
+        d = getattr(self.parts.video_encoder, "embed_dim", None) or (embs[0].shape[1] if embs else 512)
+        if not embs:
+            return torch.zeros((0, d)), torch.zeros((0, len(VIEWS)))
+        return torch.cat(embs), torch.cat(probs)
+
+    def encode_study(self, clips: torch.Tensor) -> torch.Tensor:
+        """Release-compatible study encoding ``N x (D + V)``: embedding, then the one-hot view."""
+        emb, probs = self.embed_and_classify(clips)
+        onehot = (
+            F.one_hot(probs.argmax(dim=1), len(VIEWS)).float() if len(probs) else torch.zeros((0, len(VIEWS)))
+        )
+        return torch.cat([emb, onehot], dim=1)
+
+    @torch.no_grad()
+    def section_embeddings(self, encoding: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """``N x (D + V)`` encoding -> (section embeddings ``15 x D``, weights ``15 x N``)."""
+        if (
+            encoding.ndim != 2
+            or encoding.shape[0] == 0
+            or encoding.shape[1] != self.parts.bank.dim + len(VIEWS)
+        ):
+            raise ValueError(
+                f"encoding must be N x {self.parts.bank.dim + len(VIEWS)} with N >= 1 (embedding + one-hot view), "
+                f"got {tuple(encoding.shape)}"
+            )
+        emb = encoding[:, : -len(VIEWS)].float().to(self.device)
+        views = encoding[:, -len(VIEWS) :].argmax(dim=1).to(self.device)
+        out = self.parts.mil(emb, views)
+        return out["section_embeddings"].float().cpu().numpy(), out["weights"].float().cpu().numpy()
+
+    # ---------------------------------------------------------------- release-compatible outputs
+    def predict_metrics(self, encoding: torch.Tensor, k: int | None = None) -> dict[str, float]:
+        """Release-compatible: ``{phenotype: value}`` (regressions in units, binaries as the positive
+        fraction of the neighbours), each phenotype from its own section's ``k`` neighbours.
+
+        Raises:
+            ValueError: ``k`` not in ``1..len(bank)``.
+        """
+        from echoprime.retrieval import predict_metrics
+
+        sec, _ = self.section_embeddings(encoding)
+        preds = predict_metrics(
+            sec, self.parts.bank, self.k if k is None else k, thresholds=self.parts.thresholds or None
+        )
+        return {p: m.value for p, m in preds.items()}
+
+    def generate_report(self, encoding: torch.Tensor) -> str:
+        """Release-compatible: the retrieval-augmented report text, section by section."""
+        from echoprime.retrieval import generate_report
+
+        sec, _ = self.section_embeddings(encoding)
+        return generate_report(sec, self.parts.bank, top=self.k).text
+
+    # ------------------------------------------------------------------------- the full answer
+    def interpret(self, study: StudyInput, *, k: int | None = None, n_neighbours: int = 5) -> StudyResult:
+        """Interpret one study (see :data:`StudyInput`); a study without a usable video says so."""
+        return self.interpret_many([study], k=k, n_neighbours=n_neighbours)[0]
+
+    def interpret_many(
+        self, studies: Sequence[StudyInput], *, k: int | None = None, n_neighbours: int = 5
+    ) -> list[StudyResult]:
+        """Interpret several studies: clips are encoded in shared batches, the bank searched once."""
+        loaded = [self.load_study(s) for s in studies]
+        counts = [c.shape[0] for c, _ in loaded]
+        all_clips = [c for c, _ in loaded if c.shape[0]]
+        emb, probs = (
+            self.embed_and_classify(torch.cat(all_clips))
+            if all_clips
+            else (torch.zeros(0, 1), torch.zeros(0, len(VIEWS)))
+        )
+        return self._interpret_encoded(
+            emb, probs, counts, [r for _, r in loaded], k=k, n_neighbours=n_neighbours
+        )
+
+    def _interpret_encoded(
+        self,
+        emb: torch.Tensor,
+        probs: torch.Tensor,
+        counts: list[int],
+        reports: list[list[FileReport]],
+        *,
+        k: int | None,
+        n_neighbours: int,
+    ) -> list[StudyResult]:
+        from echoprime.retrieval import generate_report_batch, predict_metrics_batch
+
+        k = self.k if k is None else k
+        bank = self.parts.bank
+        offsets = np.cumsum([0, *counts])
+        usable = [i for i, n in enumerate(counts) if n]
+        secs, weights = {}, {}
+        for i in usable:
+            e, p = emb[offsets[i] : offsets[i + 1]], probs[offsets[i] : offsets[i + 1]]
+            enc = torch.cat([e, F.one_hot(p.argmax(1), len(VIEWS)).float()], dim=1)
+            secs[i], weights[i] = self.section_embeddings(enc)
+        results: list[StudyResult | None] = [None] * len(counts)
+        if usable:
+            batch = np.stack([secs[i] for i in usable])  # B x 15 x D
+            neigh = bank.neighbours(batch, max(k, n_neighbours, min(self.k, len(bank))))
+            metrics = predict_metrics_batch(
+                batch, bank, k, thresholds=self.parts.thresholds or None, neighbours=neigh
+            )
+            gen = generate_report_batch(batch, bank, top=max(self.k, 1), neighbours=neigh)
+            for b, i in enumerate(usable):
+                results[i] = self._result(
+                    i,
+                    b,
+                    counts,
+                    offsets,
+                    probs,
+                    weights[i],
+                    metrics[b],
+                    gen[b],
+                    neigh,
+                    reports[i],
+                    n_neighbours,
+                )
+        for i, n in enumerate(counts):
+            if not n:
+                results[i] = StudyResult(
+                    "no_usable_video", [asdict(r) for r in reports[i]], [], [], {}, {}, {}
+                )
+        return results  # type: ignore[return-value]
+
+    def _result(
+        self, i, b, counts, offsets, probs, w, metrics, gen, neigh, files, n_neighbours
+    ) -> StudyResult:
+        bank = self.parts.bank
+        p = probs[offsets[i] : offsets[i + 1]].numpy()
+        used = [f for f in files if f.status == "used"]
+        videos = [
+            {
+                "file": used[j].path if j < len(used) else f"clip[{j}]",
+                "view": VIEWS[int(p[j].argmax())],
+                "confidence": float(p[j].max()),
+            }
+            for j in range(counts[i])
+        ]
+        evidence = {}
+        for s, name in enumerate(MIL_SECTIONS):
+            ws = w[s]
+            order = np.argsort(-ws, kind="stable")
+            evidence[name] = [
+                {"video": int(j), "file": videos[j]["file"], "weight": float(ws[j])} for j in order
+            ]
+        report = [
+            {"section": c.section, "text": c.text, "source_study": c.study_id, "similarity": c.similarity}
+            for c in gen.sections
+        ]
+        out_metrics = {}
+        for ph, m in metrics.items():
+            info = PHENOTYPE_BY_NAME.get(ph)
+            out_metrics[ph] = {
+                "value": m.value,
+                "probability": m.probability,
+                "decision": m.decision,
+                "spread": m.spread,
+                "n_labelled": m.n_labelled,
+                "kind": info.kind if info else "binary",
+                "unit": info.unit if info else "",
+                "threshold": float(self.parts.thresholds[ph]) if ph in self.parts.thresholds else None,
+            }
+        neighbours = {}
+        for r, row in enumerate(neigh.rows):
+            neighbours[MIL_SECTIONS[row]] = [
+                {"study_id": bank.study_id(int(j)), "similarity": float(sc)}
+                for j, sc in zip(
+                    neigh.ids[b, r, :n_neighbours], neigh.scores[b, r, :n_neighbours], strict=True
+                )
+            ]
+        return StudyResult(
+            "ok", [asdict(f) for f in files], videos, report, out_metrics, evidence, neighbours
+        )
+
+    # --------------------------------------------------------------------------------- text
+    @torch.no_grad()
+    def embed_text(self, reports: Sequence[str]) -> np.ndarray:
+        """Report texts -> ``B x D`` unit-norm embeddings in the joint space.
+
+        Raises:
+            ValueError: the bundle has no text encoder.
+        """
+        if self.parts.text_encoder is None or self.parts.tokenizer is None:
+            raise ValueError(
+                "this bundle has no text encoder/tokenizer: text embedding and search are unavailable"
+            )
+        enc = self.parts.tokenizer(list(reports))
+        enc = {k: v.to(self.device) for k, v in enc.items()}
+        e = self.parts.text_encoder(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+        return F.normalize(e.float(), dim=-1).cpu().numpy()
+
+    def search_reports(self, query: np.ndarray | str, k: int = 10) -> list[dict[str, Any]]:
+        """The ``k`` bank reports nearest to a text or an embedding: study id, similarity, text."""
+
+        q = (
+            self.embed_text([query])
+            if isinstance(query, str)
+            else np.asarray(query, np.float32).reshape(1, -1)
+        )
+        if q.shape[1] != self.parts.bank.dim:
+            raise ValueError(f"query embedding has width {q.shape[1]}, the bank has {self.parts.bank.dim}")
+        k = min(int(k), len(self.parts.bank))
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        scores, ids = self.parts.bank.search(q, k)
+        return [
+            {
+                "study_id": self.parts.bank.study_id(int(j)),
+                "similarity": float(s),
+                "report": self.parts.bank.report_text(int(j)),
+            }
+            for s, j in zip(scores[0], ids[0], strict=True)
+        ]
+
+
+def load_bundle_parts(uri: str, *, verify: bool = True) -> InterpreterParts:
+    """Read a bundle into :class:`InterpreterParts` (see echoprime.bundle for the layout)."""
+    from echoprime.bundle import BundleError, fetch, load_module, read_manifest, read_mil_table
+    from echoprime.models.mil import TableMIL
+    from echoprime.retrieval import CandidateBank, Thresholds
+
+    root = fetch(uri)
+    manifest = read_manifest(root, verify=verify)
+    comps = manifest["components"]
+    for need in ("video_encoder", "view_classifier", "mil"):
+        if need not in comps:
+            raise BundleError(f"bundle {uri}: manifest lists no {need}")
+    spec = PreprocessSpec.from_dict(manifest["spec"])
+    video = load_module(root, comps["video_encoder"])
+    views = load_module(root, comps["view_classifier"])
+    mil_info = comps["mil"]
+    if mil_info.get("kind") == "learned":
+        mil = load_module(root, mil_info)
+    else:
+        mil = TableMIL(torch.from_numpy(read_mil_table(root / mil_info["table"])))
+    bank = CandidateBank.load(root / "bank")
+    thresholds = (
+        Thresholds.from_json(root / "thresholds.json") if (root / "thresholds.json").is_file() else {}
+    )
+    text = tok = None
+    if "text_encoder" in comps:
+        from echoprime.models.tokenizer import ReportTokenizer
+
+        text = load_module(root, comps["text_encoder"])
+        tok = ReportTokenizer.from_pretrained(root / "tokenizer")
+    return InterpreterParts(spec, video, views, mil, bank, thresholds, text, tok, manifest)

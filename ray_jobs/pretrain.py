@@ -1,0 +1,449 @@
+"""Contrastive video-report pretraining on Ray Train (the EchoPrime joint space).
+
+Ray Data streams (or, when small, holds) the ingest shards' training split into TorchTrainer
+workers (DDP: gloo on CPU, NCCL on GPU); each clip is pulled towards its study's report and
+pushed away from every other report in the global batch. Each epoch ends with video<->report
+recall@1/5/10 on the validation split. Checkpoints (model, optimizer, scheduler, step, config,
+tokenizer) go to train.storage_path (local or s3://) every train.checkpoint_every_steps steps and
+at each epoch end; a run survives train.max_failures worker failures by resuming from the last.
+
+Writes OUT/ in the bundle layout: clip.safetensors, tokenizer/, config.yaml, preprocess.json,
+metrics.json (see docs/training.md).
+
+Examples:
+  echoprime pretrain --shards shards --out pretrained --config configs/tiny-cpu.yaml
+  echoprime pretrain --shards s3://b/shards --out s3://b/models/v1 --config configs/a6000x2.yaml
+  echoprime pretrain ... --resume          # continue the run named train.run_name
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from echoprime.config import EchoPrimeConfig
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shards", required=True, help="ingest output (folder or s3://) with train and val splits"
+    )
+    p.add_argument("--out", required=True, help="where the pretrained model goes (folder or s3://)")
+    p.add_argument(
+        "--resume", action="store_true", help="continue the run train.run_name from its last checkpoint"
+    )
+    from echoprime.cli import add_config_arguments
+    from ray_jobs.common import default_config_path
+
+    add_config_arguments(p, default=default_config_path())
+
+
+# ------------------------------------------------------------------------------------ data side
+class _Tokenize:
+    """Ray Data UDF: shard rows -> model-ready columns (clip, tokens, study index)."""
+
+    def __init__(self, tokenizer: Any, seed: int) -> None:
+        import numpy as np
+
+        self.tok = tokenizer
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        from echoprime.training.setup import study_index
+
+        enc = self.tok(list(batch["report"]), rng=self.rng)
+        return {
+            "clip": batch["clip"],
+            "input_ids": enc["input_ids"].numpy(),
+            "attention_mask": enc["attention_mask"].numpy(),
+            "token_type_ids": enc["token_type_ids"].numpy(),
+            "study_idx": np.array([study_index(str(s)) for s in batch["study_id"]], dtype=np.int64),
+        }
+
+
+def _read_split(files: list[str]):
+    import ray
+
+    from echoprime import storage
+
+    locs = [storage.locate(f) for f in files]
+    return ray.data.read_parquet([loc.path for loc in locs], filesystem=locs[0].fs).select_columns(
+        ["clip", "study_id", "report"]
+    )
+
+
+# ---------------------------------------------------------------------------- the worker side
+def _train_fn(config: dict[str, Any]) -> None:
+    import numpy as np
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from echoprime.losses import ClipLoss
+    from echoprime.training.checkpoint import load_checkpoint, save_checkpoint, unwrap
+    from echoprime.training.loop import embed_for_retrieval, retrieval_metrics, train_one_epoch
+    from echoprime.training.schedule import cosine_scheduler
+    from echoprime.training.setup import build_clip, set_threads
+
+    tc, spec = config["train"], config["spec"]
+    set_threads(tc["cpus_per_worker"])
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.manual_seed(config["seed"] + rank)
+    device = ray.train.torch.get_device()
+    model = build_clip(config["model"], spec, config["vocab_size"])
+    if tc["channels_last"] and device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last_3d)
+    model = ray.train.torch.prepare_model(model)
+    opt = torch.optim.AdamW(unwrap(model).parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
+    steps_per_epoch, total = config["steps_per_epoch"], config["total_steps"]
+    sched = cosine_scheduler(opt, tc["lr"], config["warmup_steps"], total, tc["min_lr"])
+    loss_fn = ClipLoss(rank=rank, world_size=world, gather_with_grad=True)
+    autocast = torch.bfloat16 if tc["precision"] == "bf16" else None
+
+    state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "history": [], "elapsed": 0.0}
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is not None:
+        with ckpt.as_directory() as d:
+            st = load_checkpoint(d, unwrap(model), opt, sched, map_location=device)
+        state.update(st["extra"])
+        state["step"] = st["step"]
+    start = time.monotonic() - state["elapsed"]
+    progress = config.get("progress")
+    fault = config.get("fault") or {}
+
+    def save_and_report(metrics: dict[str, Any]) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            checkpoint = None
+            if rank == 0:
+                save_checkpoint(
+                    tmp,
+                    model,
+                    opt,
+                    sched,
+                    state["step"],
+                    state["epoch"],
+                    config["config_dict"],
+                    extra={k: v for k, v in state.items() if k != "step"},
+                )
+                checkpoint = ray.train.Checkpoint.from_directory(tmp)
+            ray.train.report(metrics, checkpoint=checkpoint)
+
+    shard = ray.train.get_dataset_shard("train")
+    dtypes = {
+        "clip": torch.uint8,
+        "input_ids": torch.long,
+        "attention_mask": torch.long,
+        "token_type_ids": torch.long,
+        "study_idx": torch.long,
+    }
+    gen = torch.Generator().manual_seed(config["seed"] * 1000 + rank)
+    while state["epoch"] < tc["epochs"]:
+        remaining = steps_per_epoch - state["step_in_epoch"]
+
+        def on_step(info: Any) -> bool:
+            state["step"] += 1
+            state["step_in_epoch"] += 1
+            if rank == 0 and progress is not None and state["step"] % 2 == 0:
+                progress.set.remote(
+                    step=state["step"],
+                    total=total,
+                    postfix=f"epoch {state['epoch'] + 1}/{tc['epochs']} loss {info.loss:.3f}",
+                )
+            if (
+                fault.get("at_step") == state["step"]
+                and rank == world - 1
+                and not os.path.exists(fault["marker"])
+            ):
+                Path(fault["marker"]).write_text("killed once")
+                os._exit(1)  # a worker dies mid-epoch (the test of FailureConfig)
+            if state["step"] % tc["checkpoint_every_steps"] == 0 and state["step_in_epoch"] < steps_per_epoch:
+                state["elapsed"] = time.monotonic() - start
+                save_and_report(
+                    {"step": state["step"], "epoch": state["epoch"], "loss": info.loss, "kind": "step"}
+                )
+            return False
+
+        stats = train_one_epoch(
+            model,
+            loss_fn,
+            opt,
+            sched,
+            shard.iter_torch_batches(
+                batch_size=tc["batch_size"],
+                dtypes=dtypes,
+                drop_last=True,
+                local_shuffle_buffer_size=tc["shuffle_buffer"] or None,
+                local_shuffle_seed=config["seed"] + state["epoch"] * 97 + rank
+                if tc["shuffle_buffer"]
+                else None,
+            ),
+            device,
+            spec=spec,
+            autocast_dtype=autocast,
+            grad_clip=tc["grad_clip"],
+            on_step=on_step,
+            max_steps=remaining,
+            brightness=tc["brightness"],
+            contrast=tc["contrast"],
+            generator=gen,
+        )
+        state["epoch"] += 1
+        state["step_in_epoch"] = 0
+        metrics: dict[str, Any] = {
+            "epoch": state["epoch"],
+            "step": state["step"],
+            "loss": stats.loss,
+            "steps": stats.steps,
+            "clips_per_s": stats.clips_per_s * world,
+            "data_wait_frac": stats.data_wait_frac,
+            "temperature": float(
+                1.0
+                / unwrap(model).logit_scale.detach().exp().clamp(max=math.exp(unwrap(model).max_logit_scale))
+            ),
+            "lr": stats.lr,
+            "kind": "epoch",
+        }
+        if rank == 0:
+            emb = embed_for_retrieval(
+                model,
+                ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=128, dtypes=dtypes),
+                device,
+                spec=spec,
+                autocast_dtype=autocast,
+            )
+            metrics.update({f"val_{k}": v for k, v in retrieval_metrics(**emb).items()})
+        state["elapsed"] = time.monotonic() - start
+        metrics["elapsed_s"] = state["elapsed"]
+        state["history"].append(
+            {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in metrics.items()}
+        )
+        # Stop on the time budget at an epoch end, on every rank together (rank 0's clock decides).
+        stop = tc["time_budget_s"] is not None and state["elapsed"] >= tc["time_budget_s"]
+        if world > 1:
+            flag = torch.tensor([1.0 if stop else 0.0])
+            torch.distributed.broadcast(flag, src=0)
+            stop = bool(flag.item())
+        if stop:
+            state["stopped_on_budget"] = True
+            state["epoch"] = tc["epochs"]
+        save_and_report(metrics)
+        if rank == 0 and progress is not None:
+            r10 = metrics.get("val_v2t_r@10")
+            progress.set.remote(
+                step=state["step"],
+                total=total,
+                postfix=f"epoch {state['epoch']} loss {stats.loss:.3f} val R@10 {r10:.2f}",
+            )
+
+
+# ------------------------------------------------------------------------------- the driver
+def run_pretrain(
+    cfg: EchoPrimeConfig, shards: str, out: str, *, resume: bool = False, fault: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Pretrain on ``shards`` and write the pretrained model to ``out``; returns headline numbers.
+
+    Args:
+        cfg: the resolved config (model, data, train, ray sections are used).
+        shards: ingest output with committed train and val splits.
+        out: output folder (local or s3://).
+        resume: continue ``train.run_name`` from its last checkpoint instead of refusing to reuse it.
+        fault: test hook ``{"at_step": k, "marker": path}``: the last worker dies once at step k.
+
+    Raises:
+        ShardError: missing/empty split, missing column or wrong clip shape (before training).
+        ValueError: unwritable storage path or output, or a run of that name exists without --resume.
+    """
+    import pyarrow.parquet as pq
+    import ray
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from echoprime import storage
+    from echoprime.data.shards import read_manifest, validate_split
+    from echoprime.training.setup import build_tokenizer, export_pretrained, load_pretrained
+    from ray_jobs.common import driver_progress, quiet_ray_data, ray_session, require_resources
+
+    t0 = time.perf_counter()
+    tc = cfg.train
+    # Everything that can be wrong is checked before a worker starts.
+    manifest = read_manifest(shards)
+    train_files, val_files = validate_split(shards, "train"), validate_split(shards, "val")
+    spec = dict(manifest.spec)
+    if spec["size"] != cfg.data.size or spec["frames"] != cfg.data.frames:
+        raise ValueError(
+            f"shards at {shards} hold {spec['frames']} x {spec['size']} px clips but the config asks for "
+            f"data.frames={cfg.data.frames}, data.size={cfg.data.size}; re-ingest or change the config"
+        )
+    storage_uri = tc.storage_path if storage.is_s3(tc.storage_path) else str(Path(tc.storage_path).resolve())
+    storage.ensure_dir(storage_uri)
+    out_loc = storage.ensure_dir(out)
+    run_dir = storage.locate(storage_uri).join(tc.run_name)
+    if storage.exists(run_dir.uri) and not resume:
+        raise ValueError(
+            f"a run named {tc.run_name!r} already exists at {storage_uri}; pass --resume to continue it, "
+            f"or set train.run_name=<new name>"
+        )
+    n_train = manifest.rows["train"]
+    per_worker = n_train // tc.num_workers
+    steps_per_epoch = per_worker // tc.batch_size
+    if steps_per_epoch < 1:
+        raise ValueError(
+            f"the train split has {n_train} clips: too few for {tc.num_workers} workers x batch {tc.batch_size} "
+            f"(lower train.batch_size or train.num_workers, or ingest more studies)"
+        )
+    total_steps = steps_per_epoch * tc.epochs
+    # A short run warms up for at most a quarter of its steps (a warm-up longer than the run
+    # would never reach the base learning rate).
+    warmup_steps = min(tc.warmup_steps, total_steps // 4)
+
+    # The tokenizer is trained on (or, for BERT, loaded for) the training reports, once.
+    reports: dict[str, str] = {}
+    for f in train_files:
+        loc = storage.locate(f)
+        t = pq.read_table(loc.path, filesystem=loc.fs, columns=["study_id", "report"])
+        reports.update(zip(t.column("study_id").to_pylist(), t.column("report").to_pylist(), strict=True))
+    from echoprime.models.tokenizer import ReportTokenizer
+
+    work = Path(tempfile.mkdtemp(prefix="echoprime-pretrain-"))
+    tok_dir = build_tokenizer(cfg.model.model_dump(), list(reports.values()), work / "tokenizer")
+    tokenizer = ReportTokenizer.from_pretrained(tok_dir)
+
+    with ray_session(cfg.ray):
+        quiet_ray_data()
+        require_resources(
+            tc.num_workers * tc.cpus_per_worker,
+            tc.num_workers * (1 if tc.use_gpu else 0),
+            cfg.ray.resource_wait_s,
+            f"pretraining ({tc.num_workers} workers)",
+        )
+        train_ds = _read_split(train_files).map_batches(
+            _Tokenize,
+            fn_constructor_args=(tokenizer, cfg.seed),
+            batch_size=64,
+            compute=ray.data.ActorPoolStrategy(size=1),
+            num_cpus=1,
+        )
+        val_ds = _read_split(val_files).map_batches(
+            _Tokenize,
+            fn_constructor_args=(tokenizer, cfg.seed + 1),
+            batch_size=64,
+            compute=ray.data.ActorPoolStrategy(size=1),
+            num_cpus=1,
+        )
+        bytes_est = n_train * math.prod(manifest.clip_shape)
+        store = ray.available_resources().get("object_store_memory", 0)
+        if tc.materialize == "always" or (tc.materialize == "auto" and bytes_est < store / 3):
+            # Small sets are held in memory: the pipeline then runs once instead of every epoch,
+            # and nothing competes with the workers for the few CPUs (ray-facts.md 3).
+            train_ds = train_ds.materialize()
+        val_ds = val_ds.materialize()  # evaluated every epoch; small by construction
+        with driver_progress("pretrain") as progress:
+            trainer = TorchTrainer(
+                _train_fn,
+                train_loop_config={
+                    "train": tc.model_dump(),
+                    "model": cfg.model.model_dump(),
+                    "spec": spec,
+                    "seed": cfg.seed,
+                    "vocab_size": tokenizer.vocab_size,
+                    "steps_per_epoch": steps_per_epoch,
+                    "total_steps": total_steps,
+                    "warmup_steps": warmup_steps,
+                    "config_dict": cfg.to_dict(),
+                    "progress": progress,
+                    "fault": fault,
+                },
+                scaling_config=ScalingConfig(
+                    num_workers=tc.num_workers,
+                    use_gpu=tc.use_gpu,
+                    resources_per_worker={"CPU": tc.cpus_per_worker, **({"GPU": 1} if tc.use_gpu else {})},
+                ),
+                run_config=RunConfig(
+                    name=tc.run_name,
+                    storage_path=storage_uri,
+                    failure_config=FailureConfig(max_failures=tc.max_failures),
+                    checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints),
+                ),
+                datasets={"train": train_ds, "val": val_ds},
+                dataset_config=DataConfig(datasets_to_split=["train"]),
+            )
+            result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"pretraining produced no checkpoint (error: {result.error})")
+    from echoprime.training.checkpoint import load_checkpoint
+    from echoprime.training.setup import build_clip
+
+    model = build_clip(cfg.model.model_dump(), spec, tokenizer.vocab_size)
+    with result.checkpoint.as_directory() as d:
+        st = load_checkpoint(d, model)
+    history = st["extra"].get("history", [])
+    local_out = Path(out_loc.path) if not storage.is_s3(out_loc.uri) else work / "export"
+    export_pretrained(
+        model, local_out, tokenizer_dir=tok_dir, config_yaml=cfg.to_yaml(), spec=spec, metrics=history
+    )
+    load_pretrained(local_out)  # what was written loads back
+    if storage.is_s3(out_loc.uri):
+        for p in sorted(local_out.rglob("*")):
+            if p.is_file():
+                storage.write_bytes(out_loc.join(p.relative_to(local_out).as_posix()).uri, p.read_bytes())
+    epochs = [h for h in history if h.get("kind") == "epoch"]
+    last = epochs[-1] if epochs else {}
+    first = epochs[0] if epochs else {}
+    n_val_studies = manifest.studies.get("val", 0)
+    return {
+        "out": out_loc.uri,
+        "run": run_dir.uri,
+        "steps": st["step"],
+        "planned_steps": total_steps,
+        "epochs": len(epochs),
+        "stopped_on_budget": bool(st["extra"].get("stopped_on_budget", False)),
+        "train_clips": n_train,
+        "loss_first": first.get("loss"),
+        "loss_last": last.get("loss"),
+        "val_v2t_r@1": last.get("val_v2t_r@1"),
+        "val_v2t_r@5": last.get("val_v2t_r@5"),
+        "val_v2t_r@10": last.get("val_v2t_r@10"),
+        "val_t2v_r@10": last.get("val_t2v_r@10"),
+        "val_studies": n_val_studies,
+        "chance_r@10": min(1.0, 10 / max(n_val_studies, 1)),
+        "clips_per_s": last.get("clips_per_s"),
+        "data_wait_frac": last.get("data_wait_frac"),
+        "temperature": last.get("temperature"),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from ray_jobs.common import resolve_config
+
+    cfg = resolve_config(args)
+    res = run_pretrain(cfg, args.shards, args.out, resume=args.resume)
+    print(
+        f"pretrain: {res['steps']}/{res['planned_steps']} steps in {res['epochs']} epochs, loss {res['loss_first']:.3f} -> "
+        f"{res['loss_last']:.3f}; val video->report R@1/5/10 {res['val_v2t_r@1']:.2f}/{res['val_v2t_r@5']:.2f}/"
+        f"{res['val_v2t_r@10']:.2f} (chance R@10 {res['chance_r@10']:.2f}, {res['val_studies']} studies); "
+        f"{res['clips_per_s']:.0f} clips/s, data wait {100 * res['data_wait_frac']:.1f} %; model in {res['out']}"
+    )
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from echoprime.cli import main as cli_main
+
+    return cli_main(["pretrain", *(argv or [])])
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

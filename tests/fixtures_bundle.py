@@ -1,0 +1,70 @@
+"""A small bundle with random weights and a synthetic report bank, for tests that need one fast.
+
+The models are the tiny CPU variants with random weights; the bank holds reports written by the
+synthetic report writer (so texts, triples and labels are real and consistent). Results are not
+meaningful predictions, but every part of the format and every code path is exercised.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def make_random_bundle(
+    out: Path, *, n_bank: int = 300, seed: int = 0, size: int = 32, frames: int = 16
+) -> Path:
+    from echoprime.bundle import assemble_bundle
+    from echoprime.models import create_model
+    from echoprime.models.text import create_text_encoder
+    from echoprime.models.tokenizer import ReportTokenizer, train_wordpiece_tokenizer
+    from echoprime.preprocess import PreprocessSpec
+    from echoprime.reports import compose_report, default_vocabulary, extract_labels
+    from echoprime.retrieval import CandidateBank, fit_thresholds
+    from echoprime.synth.state import sample_state
+    from echoprime.taxonomy import BINARY_PHENOTYPES, MIL_SECTIONS, VIEWS
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    vocab = default_vocabulary()
+    reports = [compose_report(sample_state(rng, f"bp{i}", f"bank{i:05d}"), rng) for i in range(n_bank)]
+    texts = [r.to_text() for r in reports]
+    tok = ReportTokenizer(
+        train_wordpiece_tokenizer(texts, vocab_size=800), max_len=320, section_type_ids=True
+    )
+    tok_dir = tok.save_pretrained(out.parent / f"{out.name}-tokenizer")
+    text = create_text_encoder("tiny_bag", vocab_size=tok.vocab_size).eval()
+    with torch.no_grad():
+        enc = tok(texts)
+        emb = torch.nn.functional.normalize(
+            text(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]), dim=-1
+        ).numpy()
+    labels = [extract_labels(t) for t in texts]
+    ids = [f"bank{i:05d}" for i in range(n_bank)]
+    lab = {
+        p: {ids[i]: labels[i][p] for i in range(n_bank) if labels[i][p] == labels[i][p]} for p in labels[0]
+    }
+    bank = CandidateBank.build(emb, ids, [r.to_triples(vocab) for r in reports], lab, vocab)
+    probs = {p: rng.random(50) for p in BINARY_PHENOTYPES}
+    truth = {p: (rng.random(50) < 0.4).astype(float) for p in BINARY_PHENOTYPES}
+    spec = PreprocessSpec(size=size, frames=frames)
+    return assemble_bundle(
+        out,
+        spec=spec.to_dict(),
+        video_encoder=(
+            create_model("echoprime_tiny", frames=frames, size=size).eval(),
+            "echoprime_tiny",
+            {"frames": frames, "size": size},
+        ),
+        view_classifier=(create_model("tiny_views").eval(), "tiny_views", {}),
+        bank=bank,
+        mil_table=rng.random((len(MIL_SECTIONS), len(VIEWS))).astype(np.float32),
+        mil=(create_model("section_attention_mil").eval(), "section_attention_mil", {}),
+        text_encoder=(text, "tiny_bag", {"vocab_size": tok.vocab_size}),
+        tokenizer_dir=tok_dir,
+        thresholds=fit_thresholds(probs, truth),
+        config=None,
+        extra={"note": "random weights, for tests"},
+    )

@@ -1,0 +1,59 @@
+"""A tiny synthetic cohort, its shards and a pretrained model, made once per test session.
+
+Later stages (views, MIL, bank, interpretation, serving) build on the same artifacts so that the
+suite pays for generation, ingestion and pretraining once.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def test_cfg(tiny_cfg):
+    """tiny-cpu.yaml scaled to the test cohort: 300 studies of 4-6 videos at 64 px, short training."""
+    from echoprime.config import load_config
+    from tests.conftest import ROOT
+
+    return load_config(
+        ROOT / "configs" / "tiny-cpu.yaml",
+        [
+            "synth.studies=300",
+            "synth.size=64",
+            "synth.min_videos=4",
+            "synth.max_videos=6",
+            "train.batch_size=32",
+            "train.epochs=12",
+            "train.time_budget_s=90",
+            "train.checkpoint_every_steps=1000",
+        ],
+    )
+
+
+@pytest.fixture(scope="session")
+def cohort_dir(ray_cluster, test_cfg, tmp_path_factory):
+    from ray_jobs.synth import generate
+
+    out = tmp_path_factory.mktemp("cohort")
+    generate(test_cfg, out, use_ray=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shards_dir(ray_cluster, test_cfg, cohort_dir, tmp_path_factory):
+    from ray_jobs.ingest import run_ingest
+
+    out = tmp_path_factory.mktemp("shards")
+    run_ingest(test_cfg, str(cohort_dir), str(out))
+    return out
+
+
+@pytest.fixture(scope="session")
+def pretrained(ray_cluster, test_cfg, shards_dir, tmp_path_factory):
+    """(output dir, result dict) of one pretraining run on the test cohort."""
+    from ray_jobs.pretrain import run_pretrain
+
+    base = tmp_path_factory.mktemp("pretrain")
+    cfg = test_cfg.replace(train={**test_cfg.train.model_dump(), "storage_path": str(base / "runs")})
+    res = run_pretrain(cfg, str(shards_dir), str(base / "model"))
+    return base / "model", res
