@@ -24,7 +24,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from echoprime.io import EchoIOError, FileReport, read_any
 from echoprime.preprocess import PreprocessSpec, preprocess_video
 from echoprime.taxonomy import MIL_SECTIONS, PHENOTYPE_BY_NAME, VIEWS
 
-StudyInput = Union[str, os.PathLike, Sequence[str | os.PathLike], Sequence[tuple[str, bytes]], torch.Tensor]
+StudyInput = str | os.PathLike | Sequence[str | os.PathLike] | Sequence[tuple[str, bytes]] | torch.Tensor
 """A folder, a list of files, a list of ``(name, bytes)`` uploads, or preprocessed clips ``N x 3 x T x S x S``."""
 
 

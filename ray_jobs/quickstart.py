@@ -67,7 +67,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"echoprime quickstart: config {cfg.name}, output {out.resolve()}", flush=True)
     result = run_pipeline(cfg, out)
     wall = time.perf_counter() - t0
-    print(f"\nquickstart finished in {wall:.0f} s; status {result['status']}; summary: {out / 'summary.json'}")
+    print(
+        f"\nquickstart finished in {wall:.0f} s; status {result['status']}; summary: {out / 'summary.json'}"
+    )
     for name, st in result["stages"].items():
         nums = {k: v for k, v in st.items() if k not in ("status", "wall_s")}
         print(f"  {name:<12} {st['status']:<7} {st['wall_s']:>7.1f} s  {json.dumps(nums)[:150]}")

@@ -23,13 +23,27 @@ from echoprime.config import EchoPrimeConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--studies", type=int, default=None, help="number of studies (default: synth.studies of the config)")
+    p.add_argument(
+        "--studies", type=int, default=None, help="number of studies (default: synth.studies of the config)"
+    )
     p.add_argument("--out", required=True, help="output folder (created; must be writable)")
     p.add_argument("--seed", type=int, default=None, help="random seed (default: seed of the config)")
-    p.add_argument("--format", choices=["mp4", "dicom", "both"], default=None, help="video file format (default: synth.format)")
-    p.add_argument("--size", type=int, default=None, help="frame height in pixels (width is 4/3 of it; default: synth.size)")
+    p.add_argument(
+        "--format",
+        choices=["mp4", "dicom", "both"],
+        default=None,
+        help="video file format (default: synth.format)",
+    )
+    p.add_argument(
+        "--size",
+        type=int,
+        default=None,
+        help="frame height in pixels (width is 4/3 of it; default: synth.size)",
+    )
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: synth.frames)")
-    p.add_argument("--no-ray", action="store_true", help="generate serially in this process instead of Ray tasks")
+    p.add_argument(
+        "--no-ray", action="store_true", help="generate serially in this process instead of Ray tasks"
+    )
     from echoprime.cli import add_config_arguments
 
     add_config_arguments(p)
@@ -39,7 +53,13 @@ def _cfg_from_args(args: argparse.Namespace) -> EchoPrimeConfig:
     from ray_jobs.common import resolve_config
 
     overrides = list(args.overrides or [])
-    for key, val in (("studies", args.studies), ("seed", args.seed), ("format", args.format), ("size", args.size), ("frames", args.frames)):
+    for key, val in (
+        ("studies", args.studies),
+        ("seed", args.seed),
+        ("format", args.format),
+        ("size", args.size),
+        ("frames", args.frames),
+    ):
         if val is not None:
             overrides.append(f"{'seed' if key == 'seed' else 'synth.' + key}={val}")
     if args.studies is not None and args.studies < 1:
@@ -54,7 +74,12 @@ def _make_chunk(seed: int, indices: list[int], out_dir: str, synth: dict[str, An
     rows: list[dict] = []
     for i in indices:
         study = make_study(
-            seed, i, min_videos=synth["min_videos"], max_videos=synth["max_videos"], frames=synth["frames"], size=synth["size"]
+            seed,
+            i,
+            min_videos=synth["min_videos"],
+            max_videos=synth["max_videos"],
+            frames=synth["frames"],
+            size=synth["size"],
         )
         rows.extend(write_study(study, out_dir, fmt=synth["format"]))
     return rows
