@@ -15,6 +15,11 @@
     BUNDLE/bank/                    the candidate bank (see echoprime.retrieval.bank)
     BUNDLE/thresholds.json          decision thresholds of the binary phenotypes
 
+A bundle built by the training pipeline keeps each stage's output in its own folder instead
+(``pretrained/clip.safetensors`` holding both towers, ``views/``, ``mil/``); the manifest's
+``components`` say which file (and key prefix) each model comes from, so both layouts load
+the same way.
+
 Nothing in a bundle is a pickle. Loading checks every file against the manifest's hashes and
 refuses a bundle with a missing, extra-modified or tampered file, naming it.
 """
@@ -270,6 +275,10 @@ def load_module(root: Path, info: Mapping[str, Any]) -> torch.nn.Module:
     except ValueError:
         module = create_text_encoder(name, **info.get("overrides", {}))
     state = load_file(str(root / info["file"]))
+    if info.get("prefix"):
+        # Several components can share one weights file (the pretrained CLIP holds both towers).
+        pre = info["prefix"]
+        state = {k[len(pre) :]: v for k, v in state.items() if k.startswith(pre)}
     missing, unexpected = module.load_state_dict(state, strict=False)
     if missing or unexpected:
         raise BundleError(

@@ -171,9 +171,14 @@ class ViewsCfg(_Cfg):
 class MilCfg(_Cfg):
     """Anatomical attention fitting (``echoprime fit-mil``)."""
 
-    mode: Literal["learned", "table"] = "learned"
+    mode: Literal["learned", "table", "uniform"] = "learned"
+    """``learned``: fit ``model``; ``table``: the generator's visibility table (synthetic data only);
+    ``uniform``: every video weighs the same."""
+    model: Literal["view_table_mil", "section_attention_mil"] = "view_table_mil"
+    """A learned section x view table (generalises from few studies), or gated attention that also
+    sees each video's content (needs many studies; docs/interpretation.md)."""
     epochs: int = Field(default=30, ge=1)
-    lr: float = Field(default=3e-3, gt=0)
+    lr: float = Field(default=0.05, gt=0)
     hidden: int = Field(default=128, ge=4)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,12 +52,14 @@ class InterpreterParts:
         text_encoder: report -> embedding (optional: text embedding and search).
         tokenizer: the text encoder's :class:`ReportTokenizer` (optional).
         manifest: where it came from (bundle manifest or a description of the release).
+
+    A part not loaded (``load_bundle_parts(..., components=...)``) is ``None``.
     """
 
     spec: PreprocessSpec
-    video_encoder: torch.nn.Module
-    view_classifier: torch.nn.Module
-    mil: torch.nn.Module
+    video_encoder: torch.nn.Module | None
+    view_classifier: torch.nn.Module | None
+    mil: torch.nn.Module | None
     bank: Any
     thresholds: Mapping[str, float] = field(default_factory=dict)
     text_encoder: torch.nn.Module | None = None
@@ -121,20 +123,34 @@ class StudyInterpreter:
         self.spec = parts.spec
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.batch_size = batch_size
-        self.k = min(k, len(parts.bank))
+        self.k = min(k, len(parts.bank)) if parts.bank is not None else k
         for m in (parts.video_encoder, parts.view_classifier, parts.mil, parts.text_encoder):
             if m is not None:
                 m.to(self.device).eval()
 
     # ------------------------------------------------------------------------------ loading
     @classmethod
-    def from_bundle(cls, uri: str | os.PathLike, *, verify: bool = True, **kwargs: Any) -> StudyInterpreter:
+    def from_bundle(
+        cls,
+        uri: str | os.PathLike,
+        *,
+        verify: bool = True,
+        components: Collection[str] | None = None,
+        **kwargs: Any,
+    ) -> StudyInterpreter:
         """Load a model bundle (local folder or ``s3://``), verifying every file's hash.
+
+        Args:
+            uri: the bundle.
+            verify: check every file against the manifest's sha256.
+            components: load only these parts (:data:`COMPONENTS`; default all), e.g. a
+                Serve replica that only encodes clips loads ``{"video_encoder"}``.
+            **kwargs: for :class:`StudyInterpreter` (device, batch_size, k).
 
         Raises:
             echoprime.bundle.BundleError: missing, unknown or tampered files, naming them.
         """
-        return cls(load_bundle_parts(str(uri), verify=verify), **kwargs)
+        return cls(load_bundle_parts(str(uri), verify=verify, components=components), **kwargs)
 
     @classmethod
     def from_release(
@@ -205,19 +221,29 @@ class StudyInterpreter:
             )
 
     # ------------------------------------------------------------------------------ encoding
-    @torch.no_grad()
     def embed_and_classify(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``N`` clips -> (embeddings ``N x D`` unit-norm, view probabilities ``N x V``), in batches."""
+        return self.embed_clips(clips), self.classify_views(clips)
+
+    def embed_clips(self, clips: torch.Tensor) -> torch.Tensor:
+        """``N`` clips ``N x 3 x T x S x S`` -> unit-norm embeddings ``N x D``, in batches."""
+        d = getattr(self.parts.video_encoder, "embed_dim", None) or 512
+        return self._batched(clips, lambda x: F.normalize(self.parts.video_encoder(x).float(), dim=-1), d)
+
+    def classify_views(self, clips: torch.Tensor) -> torch.Tensor:
+        """``N`` clips ``N x 3 x T x S x S`` -> view probabilities ``N x V``, in batches."""
+        return self._batched(
+            clips, lambda x: torch.softmax(self.parts.view_classifier(x).float(), dim=-1), len(VIEWS)
+        )
+
+    @torch.no_grad()
+    def _batched(self, clips: torch.Tensor, fn: Any, width: int) -> torch.Tensor:
         self._check_clips(clips)
-        embs, probs = [], []
-        for i in range(0, clips.shape[0], self.batch_size):
-            x = clips[i : i + self.batch_size].to(self.device, torch.float32)
-            embs.append(F.normalize(self.parts.video_encoder(x).float(), dim=-1).cpu())
-            probs.append(torch.softmax(self.parts.view_classifier(x).float(), dim=-1).cpu())
-        d = getattr(self.parts.video_encoder, "embed_dim", None) or (embs[0].shape[1] if embs else 512)
-        if not embs:
-            return torch.zeros((0, d)), torch.zeros((0, len(VIEWS)))
-        return torch.cat(embs), torch.cat(probs)
+        outs = [
+            fn(clips[i : i + self.batch_size].to(self.device, torch.float32)).cpu()
+            for i in range(0, clips.shape[0], self.batch_size)
+        ]
+        return torch.cat(outs) if outs else torch.zeros((0, width))
 
     def encode_study(self, clips: torch.Tensor) -> torch.Tensor:
         """Release-compatible study encoding ``N x (D + V)``: embedding, then the one-hot view."""
@@ -298,20 +324,59 @@ class StudyInterpreter:
         k: int | None,
         n_neighbours: int,
     ) -> list[StudyResult]:
+        offsets = np.cumsum([0, *counts])
+        per_probs = [probs[offsets[i] : offsets[i + 1]] for i in range(len(counts))]
+        attended = [
+            self.attend(emb[offsets[i] : offsets[i + 1]], per_probs[i]) if n else (None, None)
+            for i, n in enumerate(counts)
+        ]
+        return self.interpret_from_sections(
+            [a[0] for a in attended],
+            [a[1] for a in attended],
+            per_probs,
+            reports,
+            k=k,
+            n_neighbours=n_neighbours,
+        )
+
+    def attend(self, emb: torch.Tensor, probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """Anatomical attention over one study: embeddings ``N x D`` and view probabilities
+        ``N x V`` -> (section embeddings ``15 x D``, weights ``15 x N``)."""
+        return self.section_embeddings(
+            torch.cat([emb, F.one_hot(probs.argmax(1), len(VIEWS)).float()], dim=1)
+        )
+
+    def interpret_from_sections(
+        self,
+        sections: Sequence[np.ndarray | None],
+        weights: Sequence[np.ndarray | None],
+        probs: Sequence[torch.Tensor],
+        reports: Sequence[Sequence[FileReport]],
+        *,
+        k: int | None = None,
+        n_neighbours: int = 5,
+    ) -> list[StudyResult]:
+        """The retrieval half for several studies: bank search, metrics, report, result assembly.
+
+        Args:
+            sections: per study, :meth:`attend`'s section embeddings (``None``: no usable video).
+            weights: per study, :meth:`attend`'s weights ``15 x N``.
+            probs: per study, view probabilities ``N x V``.
+            reports: per study, one :class:`FileReport` per file.
+            k: neighbours for the metrics (default: the interpreter's).
+            n_neighbours: neighbour studies listed per section.
+        """
         from echoprime.retrieval import generate_report_batch, predict_metrics_batch
 
         k = self.k if k is None else k
         bank = self.parts.bank
-        offsets = np.cumsum([0, *counts])
-        usable = [i for i, n in enumerate(counts) if n]
-        secs, weights = {}, {}
-        for i in usable:
-            e, p = emb[offsets[i] : offsets[i + 1]], probs[offsets[i] : offsets[i + 1]]
-            enc = torch.cat([e, F.one_hot(p.argmax(1), len(VIEWS)).float()], dim=1)
-            secs[i], weights[i] = self.section_embeddings(enc)
-        results: list[StudyResult | None] = [None] * len(counts)
+        usable = [i for i, s in enumerate(sections) if s is not None]
+        results: list[StudyResult] = [
+            StudyResult("no_usable_video", [asdict(r) for r in files], [], [], {}, {}, {})
+            for files in reports
+        ]
         if usable:
-            batch = np.stack([secs[i] for i in usable])  # B x 15 x D
+            batch = np.stack([sections[i] for i in usable])  # B x 15 x D
             neigh = bank.neighbours(batch, max(k, n_neighbours, min(self.k, len(bank))))
             metrics = predict_metrics_batch(
                 batch, bank, k, thresholds=self.parts.thresholds or None, neighbours=neigh
@@ -319,30 +384,13 @@ class StudyInterpreter:
             gen = generate_report_batch(batch, bank, top=max(self.k, 1), neighbours=neigh)
             for b, i in enumerate(usable):
                 results[i] = self._result(
-                    i,
-                    b,
-                    counts,
-                    offsets,
-                    probs,
-                    weights[i],
-                    metrics[b],
-                    gen[b],
-                    neigh,
-                    reports[i],
-                    n_neighbours,
+                    b, probs[i], weights[i], metrics[b], gen[b], neigh, reports[i], n_neighbours
                 )
-        for i, n in enumerate(counts):
-            if not n:
-                results[i] = StudyResult(
-                    "no_usable_video", [asdict(r) for r in reports[i]], [], [], {}, {}, {}
-                )
-        return results  # type: ignore[return-value]
+        return results
 
-    def _result(
-        self, i, b, counts, offsets, probs, w, metrics, gen, neigh, files, n_neighbours
-    ) -> StudyResult:
+    def _result(self, b, probs, w, metrics, gen, neigh, files, n_neighbours) -> StudyResult:
         bank = self.parts.bank
-        p = probs[offsets[i] : offsets[i + 1]].numpy()
+        p = probs.numpy()
         used = [f for f in files if f.status == "used"]
         videos = [
             {
@@ -350,7 +398,7 @@ class StudyInterpreter:
                 "view": VIEWS[int(p[j].argmax())],
                 "confidence": float(p[j].max()),
             }
-            for j in range(counts[i])
+            for j in range(p.shape[0])
         ]
         evidence = {}
         for s, name in enumerate(MIL_SECTIONS):
@@ -429,8 +477,23 @@ class StudyInterpreter:
         ]
 
 
-def load_bundle_parts(uri: str, *, verify: bool = True) -> InterpreterParts:
-    """Read a bundle into :class:`InterpreterParts` (see echoprime.bundle for the layout)."""
+COMPONENTS = ("video_encoder", "view_classifier", "mil", "bank", "text_encoder")
+"""The parts :func:`load_bundle_parts` can load on their own."""
+
+
+def load_bundle_parts(
+    uri: str, *, verify: bool = True, components: Collection[str] | None = None
+) -> InterpreterParts:
+    """Read a bundle into :class:`InterpreterParts` (see echoprime.bundle for the layout).
+
+    Args:
+        uri: the bundle (local folder or ``s3://``).
+        verify: check every file's sha256.
+        components: the parts to load (:data:`COMPONENTS`; default all); the others are ``None``.
+
+    Raises:
+        ValueError: an unknown component name.
+    """
     from echoprime.bundle import BundleError, fetch, load_module, read_manifest, read_mil_table
     from echoprime.models.mil import TableMIL
     from echoprime.retrieval import CandidateBank, Thresholds
@@ -441,22 +504,25 @@ def load_bundle_parts(uri: str, *, verify: bool = True) -> InterpreterParts:
     for need in ("video_encoder", "view_classifier", "mil"):
         if need not in comps:
             raise BundleError(f"bundle {uri}: manifest lists no {need}")
+    want = set(COMPONENTS if components is None else components)
+    if unknown := want - set(COMPONENTS):
+        raise ValueError(f"unknown bundle components {sorted(unknown)}; expected some of {COMPONENTS}")
     spec = PreprocessSpec.from_dict(manifest["spec"])
-    video = load_module(root, comps["video_encoder"])
-    views = load_module(root, comps["view_classifier"])
-    mil_info = comps["mil"]
-    if mil_info.get("kind") == "learned":
+    video = load_module(root, comps["video_encoder"]) if "video_encoder" in want else None
+    views = load_module(root, comps["view_classifier"]) if "view_classifier" in want else None
+    mil_info, mil = comps["mil"], None
+    if "mil" in want and mil_info.get("kind") == "learned":
         mil = load_module(root, mil_info)
-    else:
+    elif "mil" in want:
         mil = TableMIL(torch.from_numpy(read_mil_table(root / mil_info["table"])))
-    bank = CandidateBank.load(root / "bank")
+    bank = CandidateBank.load(root / "bank") if want & {"bank", "mil"} else None
     thresholds = (
         Thresholds.from_json(root / "thresholds.json") if (root / "thresholds.json").is_file() else {}
     )
     text = tok = None
-    if "text_encoder" in comps:
+    if "text_encoder" in comps and "text_encoder" in want:
         from echoprime.models.tokenizer import ReportTokenizer
 
         text = load_module(root, comps["text_encoder"])
-        tok = ReportTokenizer.from_pretrained(root / "tokenizer")
+        tok = ReportTokenizer.from_pretrained(root / comps["text_encoder"].get("tokenizer", "tokenizer"))
     return InterpreterParts(spec, video, views, mil, bank, thresholds, text, tok, manifest)

@@ -7,12 +7,13 @@ recall@1/5/10 on the validation split. Checkpoints (model, optimizer, scheduler,
 tokenizer) go to train.storage_path (local or s3://) every train.checkpoint_every_steps steps and
 at each epoch end; a run survives train.max_failures worker failures by resuming from the last.
 
-Writes OUT/ in the bundle layout: clip.safetensors, tokenizer/, config.yaml, preprocess.json,
-metrics.json (see docs/training.md).
+Writes the first stage of the bundle being built, BUNDLE/pretrained/: clip.safetensors,
+tokenizer/, config.yaml, preprocess.json, metrics.json (see docs/training.md). The later stages
+(train-views, fit-mil, build-bank) add to the same BUNDLE folder.
 
 Examples:
-  echoprime pretrain --shards shards --out pretrained --config configs/tiny-cpu.yaml
-  echoprime pretrain --shards s3://b/shards --out s3://b/models/v1 --config configs/a6000x2.yaml
+  echoprime pretrain --shards shards --bundle bundle --config configs/tiny-cpu.yaml
+  echoprime pretrain --shards s3://b/shards --bundle /shared/bundles/v1 --config configs/a6000x2.yaml
   echoprime pretrain ... --resume          # continue the run named train.run_name
 """
 
@@ -34,7 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--shards", required=True, help="ingest output (folder or s3://) with train and val splits"
     )
-    p.add_argument("--out", required=True, help="where the pretrained model goes (folder or s3://)")
+    p.add_argument(
+        "--bundle", required=True, help="the bundle folder being built; the model goes to BUNDLE/pretrained"
+    )
     p.add_argument(
         "--resume", action="store_true", help="continue the run train.run_name from its last checkpoint"
     )
@@ -426,7 +429,11 @@ def run(args: argparse.Namespace) -> int:
     from ray_jobs.common import resolve_config
 
     cfg = resolve_config(args)
-    res = run_pretrain(cfg, args.shards, args.out, resume=args.resume)
+    from echoprime import storage
+
+    res = run_pretrain(
+        cfg, args.shards, storage.locate(args.bundle).join("pretrained").uri, resume=args.resume
+    )
     print(
         f"pretrain: {res['steps']}/{res['planned_steps']} steps in {res['epochs']} epochs, loss {res['loss_first']:.3f} -> "
         f"{res['loss_last']:.3f}; val video->report R@1/5/10 {res['val_v2t_r@1']:.2f}/{res['val_v2t_r@5']:.2f}/"

@@ -166,6 +166,43 @@ class TableMIL(nn.Module):
         return {k: v[0] for k, v in out.items()} if single else out
 
 
+class ViewTableMIL(nn.Module):
+    """A learned section x view table: video *i* gets ``softmax_i(logits[s, view_i])`` for section *s*.
+
+    Attention that sees only each video's view: 15 x 11 parameters, so it generalises from a few
+    hundred studies where the content-conditioned :class:`SectionAttentionMIL` memorises them.
+    Its exact release-format equivalent is the table ``exp(logits) / max(exp(logits))`` per row
+    (:meth:`table`): the release's unnormalised weights give the same normalised section
+    embeddings as this softmax.
+
+    Args:
+        n_views: number of views.
+        n_sections: number of sections.
+    """
+
+    def __init__(self, n_views: int = len(VIEWS), n_sections: int = len(MIL_SECTIONS)) -> None:
+        super().__init__()
+        self.n_views, self.n_sections = n_views, n_sections
+        self.logits = nn.Parameter(torch.zeros(n_sections, n_views))
+
+    def forward(
+        self, embeddings: torch.Tensor, view_ids: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Same inputs and outputs as :meth:`SectionAttentionMIL.forward`."""
+        emb, views, mask, single = _batchify(embeddings, view_ids, mask, self.n_views)
+        s = table_weights(self.logits.to(emb.dtype), views)  # B x S x N
+        s = s.masked_fill(~mask[:, None, :], float("-inf"))
+        weights = torch.softmax(s, dim=-1)
+        out = {"weights": weights, "section_embeddings": pool_sections(weights, emb)}
+        return {k: v[0] for k, v in out.items()} if single else out
+
+    @torch.no_grad()
+    def table(self) -> torch.Tensor:
+        """The ``S x V`` release-format table in ``[0, 1]`` that reproduces this module."""
+        w = torch.exp(self.logits - self.logits.max(dim=1, keepdim=True).values)
+        return w.float()
+
+
 @torch.no_grad()
 def export_table(
     module: SectionAttentionMIL, batches: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]
@@ -198,6 +235,17 @@ def export_table(
     mean = total / count.clamp(min=1)[None, :]  # S x V; unseen views stay 0
     row_max = mean.max(dim=1, keepdim=True).values.clamp(min=1e-12)
     return (mean / row_max).float()
+
+
+@register_model("mil")
+def view_table_mil(n_views: int = len(VIEWS), n_sections: int = len(MIL_SECTIONS)) -> ViewTableMIL:
+    """A learned section x view table (softmax over a study's videos by their views).
+
+    Args:
+        n_views: number of views.
+        n_sections: number of sections.
+    """
+    return ViewTableMIL(n_views=n_views, n_sections=n_sections)
 
 
 @register_model("mil")

@@ -204,3 +204,55 @@ VISIBILITY: dict[str, tuple[str, ...]] = {
     "pasp": ("Apical_Doppler", "Doppler_Parasternal_Short"),
 }
 assert all(v in VIEWS for views in VISIBILITY.values() for v in views)
+
+
+# Which report section describes each finding (hidden diagnoses describe none: they never reach
+# the report). Used to turn VISIBILITY into the section x view table the learned anatomical
+# attention is compared with.
+FIELD_SECTION: dict[str, str | None] = {
+    "ef": "Left Ventricle",
+    "lv_size": "Left Ventricle",
+    "impella": "Left Ventricle",
+    "stemi": None,
+    "amyloidosis": None,
+    "rv_size": "Right Ventricle",
+    "rv_function": "Right Ventricle",
+    "pacemaker": "Right Ventricle",
+    "la_size": "Left Atrium",
+    "ra_size": "Right Atrium",
+    "pfo": "Atrial Septum",
+    "mitraclip": "Mitral Valve",
+    "mac": "Mitral Valve",
+    "ms": "Mitral Valve",
+    "mr": "Mitral Valve",
+    "tavr": "Aortic Valve",
+    "bicuspid": "Aortic Valve",
+    "as_": "Aortic Valve",
+    "ar": "Aortic Valve",
+    "ts": "Tricuspid Valve",
+    "tr": "Tricuspid Valve",
+    "pr": "Pulmonic Valve",
+    "effusion": "Pericardium",
+    "aortic_root": "Aorta",
+    "ivc_dilated": "IVC",
+    "pasp": "Pulmonary Artery",
+}
+assert set(FIELD_SECTION) == set(VISIBILITY)
+
+
+def section_view_visibility() -> np.ndarray:
+    """Ground truth ``15 x 11`` (MIL_SECTIONS x VIEWS): 1 where a finding of that section is drawn.
+
+    Sections whose findings are never drawn (Resting Segmental Wall Motion Analysis is written
+    from the EF, Pulmonary Veins from the MR grade) take the views of what they are written from.
+    """
+    from echoprime.taxonomy import MIL_SECTIONS, VIEW_INDEX
+
+    derived = {"Resting Segmental Wall Motion Analysis": ("ef",), "Pulmonary Veins": ("mr",)}
+    table = np.zeros((len(MIL_SECTIONS), len(VIEWS)), dtype=np.float32)
+    for s, section in enumerate(MIL_SECTIONS):
+        fields = [f for f, sec in FIELD_SECTION.items() if sec == section] or list(derived.get(section, ()))
+        for f in fields:
+            for v in VISIBILITY[f]:
+                table[s, VIEW_INDEX[v]] = 1.0
+    return table

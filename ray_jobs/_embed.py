@@ -1,0 +1,83 @@
+"""Shared by the jobs after pretraining: embed a split's clips with Ray Data and an actor pool.
+
+Each actor loads the staged video encoder (and, once trained, the view classifier) from the
+bundle folder once, then embeds batches of clips; the driver collects the (small) embeddings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+class EmbedClips:
+    """Ray Data UDF: shard rows -> video embeddings (+ view probabilities when available)."""
+
+    def __init__(self, bundle_dir: str, with_views: bool, threads: int = 1) -> None:
+        import torch
+
+        from echoprime.staging import load_component, spec_of
+
+        torch.set_num_threads(threads)
+        self.spec = spec_of(bundle_dir)
+        self.video = load_component(bundle_dir, "video_encoder").eval()
+        self.views = load_component(bundle_dir, "view_classifier").eval() if with_views else None
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import torch
+        import torch.nn.functional as F
+
+        from echoprime.preprocess import normalise
+
+        x = normalise(
+            torch.as_tensor(np.asarray(batch["clip"])),
+            self.spec.mean,
+            self.spec.std,
+            n_valid=[int(v) for v in batch["n_valid"]],
+        )  # B x 3 x T x S x S
+        with torch.no_grad():
+            emb = F.normalize(self.video(x).float(), dim=-1).numpy()
+            probs = (
+                torch.softmax(self.views(x).float(), -1).numpy()
+                if self.views is not None
+                else np.zeros((len(emb), 0), np.float32)
+            )
+        return {
+            "study_id": batch["study_id"],
+            "video_id": batch["video_id"],
+            "view": batch["view"],
+            "labels": batch["labels"],
+            "report": batch["report"],
+            "emb": emb,
+            "view_probs": probs,
+        }
+
+
+def embed_split(cfg: Any, shards: str, split: str, bundle_dir: str, *, with_views: bool) -> dict[str, Any]:
+    """Embed every clip of ``split``: returns numpy columns (study_id, video_id, view, labels, report, emb, view_probs)."""
+    import ray
+
+    from echoprime import storage
+    from echoprime.data.shards import validate_split
+
+    files = validate_split(shards, split)
+    locs = [storage.locate(f) for f in files]
+    ds = ray.data.read_parquet([loc.path for loc in locs], filesystem=locs[0].fs).select_columns(
+        ["clip", "n_valid", "study_id", "video_id", "view", "labels", "report"]
+    )
+    n_actors = max(1, min(cfg.ingest.decode_actors, 2))
+    ds = ds.map_batches(
+        EmbedClips,
+        fn_constructor_args=(bundle_dir, with_views),
+        batch_size=64,
+        num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=n_actors),
+    )
+    cols: dict[str, list] = {
+        k: [] for k in ("study_id", "video_id", "view", "labels", "report", "emb", "view_probs")
+    }
+    for b in ds.iter_batches(batch_size=256, batch_format="numpy"):
+        for k in cols:
+            cols[k].append(b[k])
+    return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in cols.items()}

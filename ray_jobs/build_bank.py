@@ -1,0 +1,215 @@
+"""Build the candidate-report bank, fit decision thresholds, and commit the bundle.
+
+Every training study's report is embedded by the pretrained text tower (Ray Data, an actor pool
+of encoders) and stored with its study id, its structured form (phrase-id triples) and its labels;
+exact inner-product search by default, an IVF/PQ faiss index above bank.ivf_threshold reports.
+The validation studies are then interpreted through the staged models (video encoder, view
+classifier, attention) to fit one decision threshold per binary phenotype (Youden's J), and the
+bundle's manifest is written last, with the sha256 of every file.
+
+Writes BUNDLE/bank/, BUNDLE/thresholds.json, BUNDLE/manifest.json (the commit).
+
+Example:
+  echoprime build-bank --shards shards --bundle bundle --config configs/tiny-cpu.yaml
+  echoprime build-bank ... --publish s3://models/echoprime/v1   # also upload the committed bundle
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from echoprime.config import EchoPrimeConfig
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--shards",
+        required=True,
+        help="ingest output (the train split becomes the bank; val fits thresholds)",
+    )
+    p.add_argument(
+        "--bundle", required=True, help="the bundle folder being built (pretrained/, views/, mil/ done)"
+    )
+    p.add_argument(
+        "--publish", default=None, help="also copy the committed bundle to this folder or s3:// URI"
+    )
+    from echoprime.cli import add_config_arguments
+    from ray_jobs.common import default_config_path
+
+    add_config_arguments(p, default=default_config_path())
+
+
+class EmbedReports:
+    """Ray Data UDF: report texts -> unit-norm text embeddings with the staged text tower."""
+
+    def __init__(self, bundle: str) -> None:
+        import torch
+
+        from echoprime.models.tokenizer import ReportTokenizer
+        from echoprime.staging import load_component, staged_components
+
+        torch.set_num_threads(1)
+        self.text = load_component(bundle, "text_encoder").eval()
+        self.tok = ReportTokenizer.from_pretrained(
+            Path(bundle) / staged_components(bundle)["text_encoder"]["tokenizer"]
+        )
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import torch
+        import torch.nn.functional as F
+
+        enc = self.tok([str(r) for r in batch["report"]])
+        with torch.no_grad():
+            e = self.text(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+        return {"study_id": batch["study_id"], "emb": F.normalize(e.float(), dim=-1).numpy()}
+
+
+def _studies(shards: str, split: str) -> dict[str, tuple[str, str]]:
+    from echoprime.data.shards import read_split
+
+    t = read_split(shards, split, columns=["study_id", "report", "labels"]).to_pylist()
+    return {r["study_id"]: (r["report"], r["labels"]) for r in t}
+
+
+def section_embeddings_of(bundle: str, cols: dict[str, Any]) -> tuple[list[str], np.ndarray]:
+    """Per study of an embedded split: its 15 x D section embeddings from the staged attention."""
+    import torch
+
+    from echoprime.staging import load_component
+
+    mil = load_component(bundle, "mil").eval()
+    by: dict[str, list[int]] = {}
+    for i, s in enumerate(cols["study_id"]):
+        by.setdefault(str(s), []).append(i)
+    ids, secs = [], []
+    with torch.no_grad():
+        for sid, idx in by.items():
+            emb = torch.from_numpy(cols["emb"][idx].astype(np.float32))
+            views = torch.from_numpy(cols["view_probs"][idx].argmax(1))
+            secs.append(mil(emb, views)["section_embeddings"].numpy())
+            ids.append(sid)
+    return ids, np.stack(secs)
+
+
+def run_build_bank(
+    cfg: EchoPrimeConfig, shards: str, bundle: str, publish: str | None = None
+) -> dict[str, Any]:
+    """Build the bank, fit thresholds, commit (and optionally publish) the bundle; returns numbers."""
+    import ray
+
+    from echoprime.bundle import publish as publish_bundle
+    from echoprime.data.shards import parse_labels
+    from echoprime.reports import ReportParseError, StructuredReport, default_vocabulary
+    from echoprime.retrieval import CandidateBank, build_index, fit_thresholds, predict_metrics_batch
+    from echoprime.staging import commit
+    from echoprime.taxonomy import BINARY_PHENOTYPES
+    from ray_jobs._embed import embed_split
+    from ray_jobs.common import quiet_ray_data, ray_session
+
+    t0 = time.perf_counter()
+    vocab = default_vocabulary()
+    train = _studies(shards, "train")
+    triples, keep, unparsed = {}, [], []
+    for sid, (rep, _) in train.items():
+        try:
+            triples[sid] = StructuredReport.from_text(rep, vocab).to_triples(vocab)
+            keep.append(sid)
+        except (ReportParseError, ValueError) as e:
+            unparsed.append((sid, str(e)[:200]))
+    if not keep:
+        raise ValueError(
+            f"no training report of {shards} could be read into the phrase vocabulary (first error: {unparsed[:1]})"
+        )
+    with ray_session(cfg.ray):
+        quiet_ray_data()
+        ds = ray.data.from_items([{"study_id": s, "report": train[s][0]} for s in keep])
+        ds = ds.map_batches(
+            EmbedReports,
+            fn_constructor_args=(bundle,),
+            batch_size=cfg.bank.batch_size,
+            num_cpus=1,
+            compute=ray.data.ActorPoolStrategy(size=cfg.bank.encode_actors),
+        )
+        got: dict[str, np.ndarray] = {}
+        for b in ds.iter_batches(batch_size=1024, batch_format="numpy"):
+            got.update(zip((str(s) for s in b["study_id"]), b["emb"], strict=True))
+        va = embed_split(cfg, shards, "val", bundle, with_views=True)
+    emb = np.stack([got[s] for s in keep]).astype(np.float32)
+    labels: dict[str, dict[str, float]] = {}
+    for s in keep:
+        for p, v in parse_labels(train[s][1]).items():
+            if v == v:  # NaN = no label
+                labels.setdefault(p, {})[s] = v
+    bank = CandidateBank.build(emb, keep, [triples[s] for s in keep], labels, vocab)
+    index = build_index(bank.embeddings, kind=cfg.bank.index, ivf_threshold=cfg.bank.ivf_threshold)
+    if not getattr(index, "is_exact", False):
+        bank.set_index(index)
+    bank_dir = Path(bundle) / "bank"
+    bank.save(bank_dir, overwrite=True)
+
+    # Thresholds from the validation studies, interpreted exactly as at inference time.
+    ids, secs = section_embeddings_of(bundle, va)
+    k = min(cfg.interpret.k, len(bank))
+    preds = predict_metrics_batch(secs, bank, k)
+    val_labels = {}
+    for s, lab in zip(va["study_id"], va["labels"], strict=True):
+        val_labels.setdefault(str(s), parse_labels(lab))
+    probs = {p: np.array([pr[p].value for pr in preds]) for p in BINARY_PHENOTYPES if p in preds[0]}
+    truth = {p: np.array([val_labels[s].get(p, np.nan) for s in ids]) for p in probs}
+    thresholds = fit_thresholds(probs, truth)
+    thresholds.to_json(Path(bundle) / "thresholds.json")
+    manifest = commit(
+        bundle,
+        cfg.to_dict(),
+        extra={
+            "bank_studies": len(keep),
+            "unparsed_reports": len(unparsed),
+            "threshold_studies": len(ids),
+            "k": k,
+        },
+    )
+    published = publish_bundle(bundle, publish) if publish else None
+    not_fitted = thresholds.not_fitted()
+    return {
+        "bank_reports": len(keep),
+        "unparsed_reports": len(unparsed),
+        "index": type(bank.index).__name__,
+        "threshold_studies": len(ids),
+        "thresholds_fitted": len(probs) - len(not_fitted),
+        "thresholds_not_fitted": len(not_fitted),
+        "bundle_files": len(manifest["files"]),
+        "published": published,
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+
+
+def run(args: argparse.Namespace) -> int:
+    from ray_jobs.common import resolve_config
+
+    res = run_build_bank(resolve_config(args), args.shards, args.bundle, args.publish)
+    print(
+        f"build-bank: {res['bank_reports']} reports in the bank ({res['index']}), {res['unparsed_reports']} unreadable; "
+        f"thresholds fitted for {res['thresholds_fitted']} phenotypes on {res['threshold_studies']} val studies; "
+        f"bundle committed at {args.bundle}"
+        + (f", published to {res['published']}" if res["published"] else "")
+    )
+    print(json.dumps(res))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from echoprime.cli import main as cli_main
+
+    return cli_main(["build-bank", *(argv or [])])
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
