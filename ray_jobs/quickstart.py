@@ -3,14 +3,21 @@
 Starts a local Ray (or joins the one in the config), then runs each stage into its own folder
 under --out and records its status, wall time and headline numbers in DIR/summary.json:
 
-  synth/     a synthetic cohort of echo studies (parallel Ray tasks)
+  synth/      a synthetic cohort of echo studies (parallel Ray tasks)
+  shards/     the cohort ingested into Parquet study shards (Ray Data)
+  bundle/     the model bundle, stage by stage:
+                pretrained/  contrastive video-report pretraining (Ray Train, 2 workers)
+                views/       the view classifier (Ray Train)
+                mil/         the anatomical attention (per-section weights over a study's videos)
+                bank/        the candidate report bank, thresholds, and the committed manifest
+  interpret/  one held-out study interpreted, next to its true report and labels
 
 Every later capability of the project joins this job as a stage. With configs/tiny-cpu.yaml
 (the default) it runs on a 2-core laptop without a GPU in under 10 minutes.
 
 Example:
   echoprime quickstart --out quickstart-out
-  echoprime quickstart --out /tmp/qs synth.studies=40 train.epochs=2
+  echoprime quickstart --out /tmp/qs synth.studies=120 train.time_budget_s=60
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from echoprime.config import EchoPrimeConfig
 
@@ -34,23 +42,99 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p, default=default_config_path())
 
 
+def _say(stage: str, text: str) -> None:
+    print(f"[{stage}] {text}", flush=True)
+
+
+def held_out_study(synth_dir: Path) -> tuple[str, list[Path], dict[str, Any]]:
+    """The first test-split study of the cohort: (study id, its video files, its row in studies.parquet)."""
+    import pyarrow.parquet as pq
+
+    studies = {r["study_id"]: r for r in pq.read_table(synth_dir / "studies.parquet").to_pylist()}
+    videos = pq.read_table(synth_dir / "manifest.parquet").to_pylist()
+    sid = sorted(s for s, r in studies.items() if r["split"] == "test")[0]
+    files = [synth_dir / v["path"] for v in videos if v["study_id"] == sid]
+    return sid, files, studies[sid]
+
+
+def compare_with_truth(result: dict[str, Any], truth: dict[str, Any]) -> dict[str, Any]:
+    """Headline agreement of an interpretation with a synthetic study's true labels."""
+    from echoprime.taxonomy import PHENOTYPE_BY_NAME
+
+    labels = json.loads(truth["labels"])
+    agree = total = 0
+    rows = []
+    for name, m in result["metrics"].items():
+        t = labels.get(name)
+        if t is None or m["value"] is None:
+            continue
+        if PHENOTYPE_BY_NAME[name].kind == "binary":
+            total += 1
+            ok = bool(m["decision"]) == bool(t)
+            agree += ok
+            rows.append((name, f"p={m['value']:.2f} -> {'present' if m['decision'] else 'absent'}", "present" if t else "absent", ok))
+        else:
+            rows.append((name, f"{m['value']:.1f}", f"{t:.0f}", abs(m["value"] - t)))
+    return {"binary_agreement": agree / max(total, 1), "binary_total": total, "rows": rows}
+
+
 def run_pipeline(cfg: EchoPrimeConfig, out: Path) -> dict:
     """Run every stage under ``out``; returns the summary dict (also in ``out/summary.json``)."""
     from echoprime.runlog import RunSummary
     from ray_jobs import synth as synth_job
+    from ray_jobs.build_bank import run_build_bank
     from ray_jobs.common import ray_session
+    from ray_jobs.fit_mil import run_fit_mil
+    from ray_jobs.ingest import run_ingest
+    from ray_jobs.pretrain import run_pretrain
+    from ray_jobs.train_views import run_train_views
 
     summary = RunSummary(out / "summary.json", job="quickstart", config=cfg.name, seed=cfg.seed)
     cfg.save(out)
+    synth_dir, shards, bundle = out / "synth", out / "shards", out / "bundle"
+    cfg = cfg.replace(train={**cfg.train.model_dump(), "storage_path": str(out / "runs")})
     with ray_session(cfg.ray):
         with summary.stage("synth") as st:
-            res = synth_job.generate(cfg, out / "synth", use_ray=True)
+            res = synth_job.generate(cfg, synth_dir, use_ray=True)
             st.record(**{k: v for k, v in res.items() if k != "out"})
-            print(
-                f"[synth] {res['studies']} studies, {res['videos']} videos, splits {res['splits']} "
-                f"({res['videos_per_s']} videos/s)",
-                flush=True,
-            )
+            _say("synth", f"{res['studies']} studies, {res['videos']} videos, splits {res['splits']} ({res['videos_per_s']} videos/s)")
+        with summary.stage("ingest") as st:
+            res = run_ingest(cfg, str(synth_dir), str(shards))
+            st.record(**{k: v for k, v in res.items() if k != "out"})
+            _say("ingest", f"rows {res['rows']}, studies {res['studies']}, {res['rejects']} rejected ({res['wall_s']} s)")
+        with summary.stage("pretrain") as st:
+            res = run_pretrain(cfg, str(shards), str(bundle / "pretrained"))
+            st.record(**{k: v for k, v in res.items() if k not in ("out", "run")})
+            _say("pretrain", f"{res['steps']} steps, loss {res['loss_first']:.2f} -> {res['loss_last']:.2f}; val video->report "
+                 f"R@1/5/10 {res['val_v2t_r@1']:.2f}/{res['val_v2t_r@5']:.2f}/{res['val_v2t_r@10']:.2f} "
+                 f"(chance R@10 {res['chance_r@10']:.2f}); {res['clips_per_s']:.0f} clips/s, data wait {100 * res['data_wait_frac']:.0f} %")
+        with summary.stage("views") as st:
+            res = run_train_views(cfg, str(shards), str(bundle))
+            st.record(**res)
+            _say("views", f"view accuracy {res['val_accuracy']:.3f} on {res['val_clips']} val clips (chance {res['chance']:.3f})")
+        with summary.stage("mil") as st:
+            res = run_fit_mil(cfg, str(shards), str(bundle))
+            st.record(**res)
+            _say("mil", ", ".join(f"{k} {v}" for k, v in res.items() if k.startswith(("val_section", "alignment"))))
+        with summary.stage("bank") as st:
+            res = run_build_bank(cfg, str(shards), str(bundle))
+            st.record(**res)
+            _say("bank", f"{res['bank_reports']} reports; thresholds for {res['thresholds_fitted']} phenotypes; bundle committed")
+        with summary.stage("interpret") as st:
+            from echoprime.interpret import StudyInterpreter
+            from echoprime.interpret_cli import format_result
+
+            sid, files, truth = held_out_study(synth_dir)
+            interp = StudyInterpreter.from_bundle(bundle)
+            result = interp.interpret(files).to_dict()
+            (out / "interpret").mkdir(exist_ok=True)
+            (out / "interpret" / f"{sid}.json").write_text(json.dumps(result, indent=2))
+            cmp = compare_with_truth(result, truth)
+            st.record(study=sid, videos=len(files), binary_agreement=round(cmp["binary_agreement"], 3),
+                      ef_pred=result["metrics"]["ejection_fraction"]["value"], ef_true=json.loads(truth["labels"])["ejection_fraction"])
+            _say("interpret", f"held-out study {sid} ({len(files)} videos):\n{format_result(result)}")
+            _say("interpret", f"true report:\n  {truth['report']}")
+            _say("interpret", "predicted vs true: " + "; ".join(f"{n} {p} vs {t}" for n, p, t, _ in cmp["rows"]))
     return summary.to_dict()
 
 
@@ -67,12 +151,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"echoprime quickstart: config {cfg.name}, output {out.resolve()}", flush=True)
     result = run_pipeline(cfg, out)
     wall = time.perf_counter() - t0
-    print(
-        f"\nquickstart finished in {wall:.0f} s; status {result['status']}; summary: {out / 'summary.json'}"
-    )
+    print(f"\nquickstart finished in {wall:.0f} s; status {result['status']}; summary: {out / 'summary.json'}")
     for name, st in result["stages"].items():
         nums = {k: v for k, v in st.items() if k not in ("status", "wall_s")}
-        print(f"  {name:<12} {st['status']:<7} {st['wall_s']:>7.1f} s  {json.dumps(nums)[:150]}")
+        print(f"  {name:<10} {st['status']:<7} {st['wall_s']:>7.1f} s  {json.dumps(nums, default=str)[:160]}")
     return 0 if result["status"] == "ok" else 1
 
 

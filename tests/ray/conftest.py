@@ -55,5 +55,22 @@ def pretrained(ray_cluster, test_cfg, shards_dir, tmp_path_factory):
 
     base = tmp_path_factory.mktemp("pretrain")
     cfg = test_cfg.replace(train={**test_cfg.train.model_dump(), "storage_path": str(base / "runs")})
-    res = run_pretrain(cfg, str(shards_dir), str(base / "model"))
-    return base / "model", res
+    res = run_pretrain(cfg, str(shards_dir), str(base / "bundle" / "pretrained"))
+    return base / "bundle" / "pretrained", res
+
+
+@pytest.fixture(scope="session")
+def bundle_dir(ray_cluster, test_cfg, shards_dir, pretrained):
+    """The committed bundle: pretrained + views + attention + bank (stage results in .stages)."""
+    from ray_jobs.build_bank import run_build_bank
+    from ray_jobs.fit_mil import run_fit_mil
+    from ray_jobs.train_views import run_train_views
+
+    bundle = pretrained[0].parent
+    stages = {
+        "views": run_train_views(test_cfg, str(shards_dir), str(bundle)),
+        "mil": run_fit_mil(test_cfg, str(shards_dir), str(bundle)),
+        "bank": run_build_bank(test_cfg, str(shards_dir), str(bundle)),
+    }
+    (bundle.parent / "stages.json").write_text(__import__("json").dumps(stages, default=str))
+    return bundle

@@ -1,0 +1,127 @@
+"""The interpretation stages on the session cohort: view classifier, attention, bank, bundle, API."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from echoprime.bundle import BundleError
+from echoprime.interpret import StudyInterpreter
+
+
+@pytest.fixture(scope="module")
+def stages(bundle_dir):
+    return json.loads((bundle_dir.parent / "stages.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def interp(bundle_dir):
+    return StudyInterpreter.from_bundle(bundle_dir, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def test_studies(cohort_dir):
+    studies = [r for r in pq.read_table(cohort_dir / "studies.parquet").to_pylist() if r["split"] == "test"]
+    videos = pq.read_table(cohort_dir / "manifest.parquet").to_pylist()
+    return [(s, [cohort_dir / v["path"] for v in videos if v["study_id"] == s["study_id"]]) for s in studies]
+
+
+def test_view_classifier_is_accurate(stages, bundle_dir):
+    assert stages["views"]["val_accuracy"] >= 0.8  # chance 1/11; measured ~0.97
+    m = json.loads((bundle_dir / "views" / "metrics.json").read_text())
+    conf = np.array(m["confusion"])
+    assert conf.shape == (11, 11) and conf.sum() == m["val_clips"]
+
+
+def test_attention_and_bank_stage_numbers(stages):
+    mil, bank = stages["mil"], stages["bank"]
+    assert mil["val_studies"] >= 30 and 0 <= mil["alignment_auc"] <= 1
+    assert mil["val_section_r@1_learned"] >= 0.0
+    assert bank["bank_reports"] == mil["train_studies"] and bank["unparsed_reports"] == 0
+    assert bank["thresholds_fitted"] >= 10
+
+
+def test_interpret_held_out_study(interp, test_studies):
+    truth, files = test_studies[0]
+    r = interp.interpret(files).to_dict()
+    assert r["status"] == "ok" and len(r["videos"]) == len(files)
+    assert [s["section"] for s in r["report"]][0] == "Left Ventricle" and len(r["report"]) == 15
+    assert all(s["text"].endswith("[SEP]") for s in r["report"])
+    assert set(r["metrics"]) >= {"ejection_fraction", "pericardial_effusion"}
+    ef = r["metrics"]["ejection_fraction"]
+    assert 10 <= ef["value"] <= 80 and ef["spread"] >= 0 and ef["n_labelled"] >= 1
+    for name, weights in r["evidence"].items():
+        assert len(weights) == len(files)
+        assert weights[0]["weight"] >= weights[-1]["weight"]
+    json.dumps(r)  # serialisable
+    # views: the classifier agrees with the generator's labels on most clips
+    views = {v["path"]: v["view"] for v in pq.read_table(files[0].parents[2] / "manifest.parquet").to_pylist()}
+    rel = [str(f.relative_to(files[0].parents[2])) for f in files]
+    agree = np.mean([views[p] == v["view"] for p, v in zip(rel, r["videos"], strict=True)])
+    assert agree >= 0.6
+
+
+def test_release_compatible_methods_agree_with_interpret(interp, test_studies):
+    _, files = test_studies[1]
+    clips, reports = interp.load_study(files)
+    enc = interp.encode_study(clips)
+    assert enc.shape == (len(files), 512 + 11)
+    assert torch.allclose(enc[:, :512].norm(dim=1), torch.ones(len(files)), atol=1e-4)
+    full = interp.interpret(files).to_dict()
+    preds = interp.predict_metrics(enc)
+    for k, v in preds.items():
+        got = full["metrics"][k]["value"]
+        assert (np.isnan(v) and got is None) or abs(v - got) < 1e-6
+    assert interp.generate_report(enc) == full["report_text"]
+
+
+def test_many_studies_match_one_by_one(interp, test_studies):
+    many = interp.interpret_many([f for _, f in test_studies[:3]])
+    for (_, files), r in zip(test_studies[:3], many, strict=True):
+        assert r.to_dict() == interp.interpret(files).to_dict()
+
+
+def test_study_without_usable_video(interp, tmp_path):
+    (tmp_path / "notes.txt").write_text("not a video")
+    (tmp_path / "bad.dcm").write_bytes(b"DICM" * 10)
+    r = interp.interpret(tmp_path).to_dict()
+    assert r["status"] == "no_usable_video" and r["report"] == [] and len(r["files"]) == 2
+    assert all(f["status"] == "skipped" and f["reason"] for f in r["files"])
+
+
+def test_k_out_of_range_is_a_clear_error(interp, test_studies):
+    clips, _ = interp.load_study(test_studies[0][1])
+    enc = interp.encode_study(clips)
+    for k in (0, len(interp.parts.bank) + 1):
+        with pytest.raises(ValueError, match="k"):
+            interp.predict_metrics(enc, k=k)
+
+
+def test_tampered_or_incomplete_bundle_is_refused(bundle_dir, tmp_path):
+    bad = tmp_path / "b"
+    shutil.copytree(bundle_dir, bad)
+    (bad / "thresholds.json").write_text((bad / "thresholds.json").read_text().replace("0.", "0.9", 1))
+    with pytest.raises(BundleError, match="thresholds.json does not match its sha256"):
+        StudyInterpreter.from_bundle(bad)
+    shutil.rmtree(bad)
+    shutil.copytree(bundle_dir, bad)
+    (bad / "views" / "view_classifier.safetensors").unlink()
+    with pytest.raises(BundleError, match="views/view_classifier.safetensors listed in the manifest is missing"):
+        StudyInterpreter.from_bundle(bad)
+
+
+def test_cli_interpret(bundle_dir, test_studies, tmp_path):
+    _, files = test_studies[0]
+    out = tmp_path / "r.json"
+    r = subprocess.run([sys.executable, "-m", "echoprime.cli", "interpret", "--bundle", str(bundle_dir), str(files[0].parent),
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "Left Ventricle:" in r.stdout and "ejection_fraction" in r.stdout
+    assert json.loads(out.read_text())["status"] == "ok"
