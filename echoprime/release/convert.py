@@ -1,0 +1,175 @@
+"""Convert a trusted copy of the published release, once, into a pickle-free model bundle.
+
+``import_release`` reads the release (pickles included: the caller vouches for them), checks it
+the same way :func:`~echoprime.release.load.load_release_parts` does, and writes an ordinary
+bundle (echoprime.bundle): safetensors weights, the MIL table as CSV, the bank as ``.npy`` +
+Parquet + JSON, thresholds as JSON, every file hashed in the manifest. The manifest's ``extra``
+records where it came from (the sha256 and size of every release file read) and the release's
+``section_to_phenotypes`` order. From then on ``StudyInterpreter.from_bundle`` /
+``EchoPrime.from_bundle`` load it and give the same encodings, predictions and report text as
+the release itself, without reading a pickle again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch.nn as nn
+
+from echoprime.release.files import RELEASE_FILES, ReleaseFormatError, locate
+from echoprime.release.load import RELEASE_FORMAT, TEXT_MODEL, VIDEO_MODEL, VIEW_MODEL, load_release_parts
+
+
+def _check_round_trip(table: np.ndarray) -> None:
+    """The bundle must hold the release's MIL weights exactly, or its answers would drift.
+
+    Raises:
+        ReleaseFormatError: the bundle's table format would round a weight.
+    """
+    from echoprime.bundle import read_mil_table, write_mil_table
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "mil_table.csv"
+        write_mil_table(path, table)
+        back = read_mil_table(path)
+    if not np.array_equal(back, table):
+        err = float(np.abs(back.astype(np.float64) - table).max())
+        raise ReleaseFormatError(
+            f"the bundle's MIL table format would round the release's weights (largest change {err:.3g}), "
+            "so the converted bundle would not reproduce the release; echoprime.bundle.write_mil_table "
+            "must write float32 values exactly (9 significant digits)"
+        )
+
+
+@contextlib.contextmanager
+def _untied(module: nn.Module) -> Iterator[nn.Module]:
+    """``module`` with tied parameters (BERT's MLM decoder = its word embeddings) replaced by
+    copies while the block runs, then tied again.
+
+    safetensors refuses tensors that share memory; the copies hold the same values, and loading
+    them into a freshly built (tied) model writes the same values twice into the shared tensor.
+    """
+    seen: set[int] = set()
+    swapped: list[tuple[nn.Module, str, nn.Parameter]] = []
+    for mod in module.modules():
+        for name, p in list(mod._parameters.items()):
+            if p is None:
+                continue
+            if p.data_ptr() in seen:
+                swapped.append((mod, name, p))
+                mod._parameters[name] = nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
+            else:
+                seen.add(p.data_ptr())
+    try:
+        yield module
+    finally:
+        for mod, name, p in swapped:
+            mod._parameters[name] = p
+
+
+def write_release_bundle(parts: Any, out: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
+    """Write interpreter parts read from a release as a bundle in the new folder ``out``.
+
+    Args:
+        parts: :func:`load_release_parts` output.
+        out: a folder that does not exist yet or is empty.
+        extra: more provenance for the manifest's ``extra``.
+
+    Raises:
+        ValueError: ``parts`` did not come from a release.
+        ReleaseFormatError: ``out`` is not empty, or the bundle could not hold the release exactly.
+    """
+    from echoprime.bundle import assemble_bundle
+
+    man = parts.manifest or {}
+    if man.get("format") != RELEASE_FORMAT:
+        raise ValueError(f"parts must come from load_release_parts (manifest format {man.get('format')!r})")
+    root = Path(out)
+    # assemble_bundle clears a non-empty folder without a manifest; never let that be a user's folder.
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise ReleaseFormatError(
+            f"--out {str(root)!r} exists and is not an empty folder; choose a new folder"
+        )
+    table = parts.mil.table.detach().cpu().numpy().astype(np.float32)
+    _check_round_trip(table)
+    info = {
+        "source": "published EchoPrime release (converted by echoprime import-release)",
+        "section_to_phenotypes": man["section_to_phenotypes"],
+        "text_features": man["text_features"],
+        "release_source": man["source"],
+    } | dict(extra or {})
+    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+        text = tok_dir = None
+        if parts.text_encoder is not None and parts.tokenizer is not None:
+            text = (stack.enter_context(_untied(parts.text_encoder)), TEXT_MODEL, {})
+            tok_dir = parts.tokenizer.save_pretrained(Path(tmp) / "tokenizer")
+        return assemble_bundle(
+            root,
+            spec=parts.spec.to_dict(),
+            video_encoder=(parts.video_encoder, VIDEO_MODEL, {}),
+            view_classifier=(parts.view_classifier, VIEW_MODEL, {}),
+            bank=parts.bank,
+            mil_table=table,
+            text_encoder=text,
+            tokenizer_dir=tok_dir,
+            thresholds=parts.thresholds,
+            config=None,
+            extra=info,
+        )
+
+
+def release_file_digests(
+    model_data_dir: str | os.PathLike, assets_dir: str | os.PathLike
+) -> dict[str, dict[str, Any]]:
+    """``{model_data/...: {"sha256", "bytes"}}`` of every release file present (provenance)."""
+    from echoprime.bundle import sha256_file
+
+    paths = locate(model_data_dir, assets_dir)
+    return {
+        f.display: {"sha256": sha256_file(paths[f.key]), "bytes": paths[f.key].stat().st_size}
+        for f in RELEASE_FILES
+        if paths.has(f.key)
+    }
+
+
+def import_release(
+    model_data_dir: str | os.PathLike,
+    assets_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    trust_pickles: bool = False,
+    text_tokenizer: str | os.PathLike | None = None,
+) -> Path:
+    """Convert a user's copy of the published release into a pickle-free bundle at ``out``.
+
+    Args:
+        model_data_dir: the release's ``model_data`` folder.
+        assets_dir: the release's ``assets`` folder.
+        out: new (or empty) folder for the bundle.
+        trust_pickles: required: the release's pickles are read this one time.
+        text_tokenizer: local folder of the BiomedBERT tokenizer; without it (and without
+            BiomedBERT in the local Hugging Face cache) the bundle has no text encoder.
+
+    Returns:
+        The committed bundle's folder.
+
+    Raises:
+        UntrustedPickleError: ``trust_pickles`` is False.
+        ReleaseFormatError: missing or malformed release files, or a non-empty ``out``.
+    """
+    root = Path(out)
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise ReleaseFormatError(
+            f"--out {str(root)!r} exists and is not an empty folder; choose a new folder"
+        )
+    parts = load_release_parts(
+        model_data_dir, assets_dir, trust_pickles=trust_pickles, text_tokenizer=text_tokenizer
+    )
+    digests = release_file_digests(model_data_dir, assets_dir)
+    return write_release_bundle(parts, root, extra={"release_files": digests})
