@@ -209,5 +209,10 @@ class EchoPrime:
         return self.interpreter.generate_report(torch.as_tensor(study_embedding))
 
     def interpret(self, study: StudyInput, **kwargs: Any) -> StudyResult:
-        """This package's full answer (views with confidence, evidence, neighbours, decisions)."""
+        """This package's full answer (views with confidence, evidence, neighbours, decisions).
+
+        Note: ``StudyInterpreter`` pools unit-norm clip embeddings, where the release (and
+        :meth:`encode_study`) pools the raw ones; for the release's numbers use
+        ``predict_metrics(encode_study(clips))`` (docs/release-compat.md).
+        """
         return self.interpreter.interpret(study, **kwargs)

@@ -222,7 +222,9 @@ def load_release_text(
 
     display = RELEASE_FILE_BY_KEY["text_encoder"].display
     if not paths.has("text_encoder"):
-        return None, None, f"unavailable: {display} is not in this copy of the release"
+        reason = f"unavailable: {display} is not in this copy of the release"
+        log.warning("release text features off: %s", reason)
+        return None, None, reason
     try:
         hf_tok = load_pretrained_tokenizer(text_tokenizer or BIOMEDBERT_NAME)
     except TextModelNotFoundError as e:
