@@ -1,0 +1,66 @@
+"""The typed arguments of the Serve application (``args:`` in configs/serve.yaml)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field
+
+from echoprime.config import ServeCfg
+
+APP_NAME = "echoprime"
+_LIMITS = ServeCfg()
+
+
+class ServeArgs(BaseModel):
+    """What ``build_app`` needs; unknown keys are errors.
+
+    Secrets never travel in these arguments (they show in the Serve config and the dashboard):
+    the API key is read by the ingress replica from the file named by ``api_key_file`` or by
+    ``$ECHOPRIME_API_KEY_FILE``, else from the environment variable named by ``api_key_env``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bundle_uri: str = Field(min_length=1)
+    """The model bundle: a local folder or ``s3://bucket/prefix``."""
+    api_key_env: str = "ECHOPRIME_API_KEY"
+    """Environment variable holding the API key (when no key file is named)."""
+    api_key_file: str | None = None
+    """File holding the API key (re-read when it changes: rotation without restarts)."""
+    auth_disabled: bool = False
+    """Serve without an API key: for local use only; the ingress logs a warning at start."""
+    max_upload_mb: int = Field(default=_LIMITS.max_upload_mb, ge=1)
+    max_files: int = Field(default=_LIMITS.max_files, ge=1)
+    max_frames_per_file: int = Field(default=_LIMITS.max_frames_per_file, ge=1)
+    request_timeout_s: float = Field(default=_LIMITS.request_timeout_s, gt=0)
+    """Answer 408 after this long; keep it below the proxy's ``http_options.request_timeout_s``."""
+    k: int | None = Field(default=None, ge=1)
+    """Neighbours for the kNN metrics (default: the interpreter's, 50 or the bank size)."""
+    n_neighbours: int = Field(default=5, ge=0, le=100)
+    """Neighbour studies listed per report section."""
+    device: str | None = None
+    """Where the encoders run (default: CUDA when the replica was given a GPU, else CPU)."""
+    verify_bundle: bool = True
+    """Check every bundle file's sha256 when a replica loads it."""
+    retries: int = Field(default=3, ge=0, le=10)
+    """How often the ingress retries a call whose replica died while handling it."""
+    examples: bool = True
+    """Offer synthetic example studies (``GET /v1/examples/{index}``) to the viewer."""
+
+
+def read_serve_config(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:
+    """A Serve config file's echoprime application: ``(args, options by deployment, http_options)``.
+
+    Raises:
+        ValueError: the file holds no application named ``echoprime``.
+    """
+    raw = yaml.safe_load(Path(path).read_text())
+    apps = [a for a in (raw or {}).get("applications", []) if a.get("name") == APP_NAME]
+    if not apps:
+        raise ValueError(f"{path}: no application named {APP_NAME!r} under 'applications'")
+    app = apps[0]
+    opts = {d["name"]: {k: v for k, v in d.items() if k != "name"} for d in app.get("deployments", [])}
+    return dict(app.get("args", {})), opts, dict(raw.get("http_options", {}))

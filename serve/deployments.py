@@ -1,0 +1,306 @@
+"""The graph's back-end deployments: plain classes, wrapped with ``serve.deployment`` by
+``serve.app.build_graph``. Each loads only its part of the bundle and calls the library
+(:class:`echoprime.interpret.StudyInterpreter`); none holds model logic of its own.
+
+Data between them: Preprocess returns ``{"clips": N x 3 x T x S x S float32, "files":
+[FileReport], "previews": [str] | None}``; the encoders take that dict (the ingress passes the
+Preprocess response on without fetching the clips itself) and return ``N x D`` / ``N x V``
+arrays; AnatomicalAttention turns one study's arrays into section embeddings and weights;
+RAIRetriever searches the bank and assembles the ``StudyResult`` JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import functools
+import tempfile
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from ray import serve
+
+from echoprime.interpret import StudyInterpreter
+from echoprime.io import FileReport
+from serve.errors import ApiError
+from serve.uploads import Limits, Study, fetch_s3
+
+EXAMPLE_SEED = 2024
+EXAMPLE_COUNT = 1000
+DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.02}
+
+
+def answers_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Return a client's :class:`ApiError` as the call's value instead of raising it: a raised
+    exception would log a replica traceback for every bad request (the ingress raises it)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as e:
+            return e
+
+    return wrapper
+
+
+def _torch_threads() -> int:
+    """One intra-op thread per CPU Ray gave this replica (at least one): replicas share cores."""
+    import ray
+
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
+    n = max(1, round(cpus))
+    torch.set_num_threads(n)
+    return n
+
+
+class Preprocess:
+    """CPU: a study's files (uploaded bytes or ``s3://`` URIs) -> model clips and per-file status.
+
+    Args:
+        bundle_uri: the bundle (only its manifest's preprocessing spec is used).
+        limits: request limits (upload size, frames per file).
+    """
+
+    def __init__(self, bundle_uri: str, limits: Limits) -> None:
+        _torch_threads()
+        # Only the manifest's preprocessing spec is read (no weights): nothing to hash.
+        self.interp = StudyInterpreter.from_bundle(bundle_uri, verify=False, components=(), device="cpu")
+        self.limits = limits
+
+    def ready(self) -> str:
+        return "Preprocess"
+
+    @answers_errors
+    def load(self, study: Study, previews: bool = False) -> dict[str, Any]:
+        """Read and preprocess the files; a bad file is a ``skipped`` entry, never an error.
+
+        Raises:
+            ApiError: 413 when a file has more frames than allowed or S3 objects are too large.
+        """
+        missing: dict[str, str] = {}
+        if study and isinstance(study[0], str):
+            study, missing = fetch_s3(study, self.limits)  # type: ignore[arg-type]
+        clips, reports = self.interp.load_study(study)
+        for r in reports:
+            if r.n_frames > self.limits.max_frames_per_file:
+                raise ApiError(
+                    413,
+                    "too_many_frames",
+                    f"file {r.path!r} has {r.n_frames} frames; the limit is {self.limits.max_frames_per_file}",
+                )
+        reports += [FileReport(uri, "skipped", why, code="not_found") for uri, why in missing.items()]
+        arr = clips.numpy()
+        out: dict[str, Any] = {"clips": arr, "files": reports, "previews": None}
+        if previews:
+            from serve.previews import first_frame_png
+
+            out["previews"] = [first_frame_png(c, self.interp.spec) for c in arr]
+        return out
+
+    @answers_errors
+    def example(self, index: int) -> dict[str, Any]:
+        """Synthetic example study ``index`` as files an upload would hold (MP4 and DICOM).
+
+        Raises:
+            ApiError: 404 for an index outside ``0..EXAMPLE_COUNT-1``.
+        """
+        from echoprime.synth.cohort import make_study, write_study
+
+        if not 0 <= index < EXAMPLE_COUNT:
+            raise ApiError(404, "not_found", f"example index must be in 0..{EXAMPLE_COUNT - 1}, got {index}")
+        st = make_study(EXAMPLE_SEED, index, min_videos=3, max_videos=6, frames=32, size=64)
+        with tempfile.TemporaryDirectory() as tmp:
+            rows = write_study(st, tmp, fmt="both")
+            files = [
+                {
+                    "name": Path(r["path"]).name,
+                    "media_type": "application/dicom" if r["format"] == "dicom" else "video/mp4",
+                    "data": base64.b64encode((Path(tmp) / r["path"]).read_bytes()).decode("ascii"),
+                }
+                for r in rows
+            ]
+        return {
+            "index": index,
+            "report": st.report.to_text(),
+            "views": [v.view for v in st.videos],
+            "files": files,
+        }
+
+
+def _n_clips(pieces: list[np.ndarray]) -> int:
+    return sum(int(p.shape[0]) for p in pieces)
+
+
+class _ClipBatcher:
+    """Batches clips across requests (and studies) for one model of the bundle.
+
+    A study's clips are cut into pieces of at most ``max_batch_size`` clips; ``@serve.batch``
+    gathers pieces from concurrent requests until a batch holds ``max_batch_size`` clips (the
+    batch size counts clips, not requests) or ``batch_wait_timeout_s`` has passed. The model
+    runs in a worker thread so that the replica keeps accepting requests meanwhile.
+    """
+
+    component = ""
+    width = 0
+
+    def __init__(self, bundle_uri: str, device: str | None = None, verify: bool = True) -> None:
+        self.threads = _torch_threads()
+        self.interp = StudyInterpreter.from_bundle(
+            bundle_uri, verify=verify, components={self.component}, device=device
+        )
+        self.max_batch = DEFAULT_BATCH["max_batch_size"]
+        self.batches: deque[int] = deque(maxlen=1024)
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        """``user_config``: ``max_batch_size`` (clips) and ``batch_wait_timeout_s``; applied live."""
+        unknown = set(config) - set(DEFAULT_BATCH)
+        if unknown:
+            raise ValueError(f"unknown user_config keys {sorted(unknown)}; expected {sorted(DEFAULT_BATCH)}")
+        cfg = {**DEFAULT_BATCH, **config}
+        self.max_batch = int(cfg["max_batch_size"])
+        self._batch.set_max_batch_size(self.max_batch)
+        self._batch.set_batch_wait_timeout_s(float(cfg["batch_wait_timeout_s"]))
+
+    def ready(self) -> str:
+        return type(self).__name__
+
+    def stats(self) -> dict[str, Any]:
+        """Clips per model call, most recent last (what batching achieved)."""
+        return {"batches": list(self.batches), "device": str(self.interp.device), "threads": self.threads}
+
+    async def _map(self, study: dict[str, Any]) -> np.ndarray:
+        clips = study["clips"]
+        pieces = [clips[i : i + self.max_batch] for i in range(0, clips.shape[0], self.max_batch)]
+        outs = await asyncio.gather(*(self._batch(p) for p in pieces))
+        return np.concatenate(outs) if outs else np.zeros((0, self.width), np.float32)
+
+    @serve.batch(batch_size_fn=_n_clips, **DEFAULT_BATCH)
+    async def _batch(self, pieces: list[np.ndarray]) -> list[np.ndarray]:
+        x = torch.from_numpy(np.concatenate(pieces))  # B x 3 x T x S x S, clips of several requests
+        self.batches.append(int(x.shape[0]))
+        out = (await asyncio.to_thread(self._compute, x)).numpy()
+        return np.split(out, np.cumsum([p.shape[0] for p in pieces])[:-1])
+
+    def _compute(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class VideoEncoder(_ClipBatcher):
+    """Clips -> unit-norm video embeddings ``N x D`` (GPU when the replica has one)."""
+
+    component = "video_encoder"
+    width = 512
+
+    async def embed(self, study: dict[str, Any]) -> np.ndarray:
+        return await self._map(study)
+
+    def _compute(self, x: torch.Tensor) -> torch.Tensor:
+        return self.interp.embed_clips(x)
+
+
+class ViewClassifier(_ClipBatcher):
+    """Clips -> view probabilities ``N x 11`` (GPU when the replica has one)."""
+
+    component = "view_classifier"
+    width = 11
+
+    async def classify(self, study: dict[str, Any]) -> np.ndarray:
+        return await self._map(study)
+
+    def _compute(self, x: torch.Tensor) -> torch.Tensor:
+        return self.interp.classify_views(x)
+
+
+class AnatomicalAttention:
+    """One study's embeddings and views -> per-section embeddings ``15 x D`` and weights ``15 x N``."""
+
+    def __init__(self, bundle_uri: str, device: str | None = None, verify: bool = True) -> None:
+        _torch_threads()
+        self.interp = StudyInterpreter.from_bundle(
+            bundle_uri, verify=verify, components={"mil"}, device=device
+        )
+
+    def ready(self) -> str:
+        return "AnatomicalAttention"
+
+    def attend(self, emb: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # Arrays from the object store are read-only views: copy them into tensors.
+        return self.interp.attend(torch.tensor(emb), torch.tensor(probs))
+
+
+class RAIRetriever:
+    """The bank (memory-mapped, loaded once per replica) and the text tower: per-section
+    search, report assembly, kNN metrics; report embedding and search.
+
+    Args:
+        bundle_uri: the bundle.
+        k: neighbours for the metrics (``None``: the interpreter's default).
+        n_neighbours: neighbour studies listed per section.
+        device: where the text encoder runs (default: CUDA when the replica was given a GPU).
+        verify: check the bundle's hashes.
+    """
+
+    def __init__(
+        self,
+        bundle_uri: str,
+        k: int | None = None,
+        n_neighbours: int = 5,
+        device: str | None = None,
+        verify: bool = True,
+    ) -> None:
+        _torch_threads()
+        self.interp = StudyInterpreter.from_bundle(
+            bundle_uri, verify=verify, components={"bank", "text_encoder"}, device=device
+        )
+        self.k, self.n_neighbours = k, n_neighbours
+
+    def ready(self) -> str:
+        return "RAIRetriever"
+
+    def assemble(
+        self,
+        sections: np.ndarray | None,
+        weights: np.ndarray | None,
+        probs: np.ndarray,
+        files: list[FileReport],
+    ) -> dict[str, Any]:
+        """The study's ``StudyResult`` as JSON (``sections`` ``None``: no usable video)."""
+        (result,) = self.interp.interpret_from_sections(
+            [sections], [weights], [torch.tensor(probs)], [files], k=self.k, n_neighbours=self.n_neighbours
+        )
+        return result.to_dict()
+
+    @answers_errors
+    def embed_text(self, reports: list[str]) -> np.ndarray:
+        """Reports -> unit-norm ``B x D`` embeddings.
+
+        Raises:
+            ApiError: 501 when the bundle has no text encoder.
+        """
+        try:
+            return self.interp.embed_text(reports)
+        except ValueError as e:
+            raise ApiError(501, "not_in_bundle", str(e)) from None
+
+    @answers_errors
+    def search(self, query: str | list[float], k: int) -> list[dict[str, Any]]:
+        """The ``k`` bank reports nearest a text or an embedding.
+
+        Raises:
+            ApiError: 422 for an embedding of the wrong width, 501 without a text encoder.
+        """
+        if isinstance(query, str):
+            emb = self.embed_text([query])
+            return emb if isinstance(emb, ApiError) else self.interp.search_reports(emb, k)
+        if len(query) != self.interp.parts.bank.dim:
+            raise ApiError(
+                422,
+                "invalid_embedding",
+                f"the embedding has {len(query)} values; this bundle's bank has {self.interp.parts.bank.dim}",
+            )
+        return self.interp.search_reports(np.asarray(query, np.float32), k)
