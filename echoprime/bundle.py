@@ -78,7 +78,8 @@ def write_mil_table(path: str | os.PathLike, table: np.ndarray) -> None:
         w = csv.writer(f)
         w.writerow(["Section", *VIEWS])
         for s, row in zip(MIL_SECTIONS, table, strict=True):
-            w.writerow([s, *(f"{x:.6g}" for x in row)])
+            # 9 significant digits round-trip a float32 exactly (the release's table must survive).
+            w.writerow([s, *(f"{x:.9g}" for x in row)])
 
 
 def read_mil_table(path: str | os.PathLike) -> np.ndarray:
@@ -124,7 +125,15 @@ class BundleWriter:
         self, name: str, module: torch.nn.Module, *, model: str, overrides: Mapping[str, Any] | None = None
     ) -> None:
         """Store a model's weights (safetensors) and how to rebuild it (registry name + builder args)."""
-        state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+        # safetensors refuses tensors that share storage (BERT ties its decoder to the word
+        # embeddings): store each as its own copy; loading restores the tie through the module.
+        state, seen = {}, set()
+        for k, v in module.state_dict().items():
+            t = v.detach().cpu()
+            ptr = t.untyped_storage().data_ptr() if t.numel() else None
+            state[k] = t.clone().contiguous() if ptr in seen else t.contiguous()
+            if ptr is not None:
+                seen.add(ptr)
         save_file(state, str(self.root / f"{name}.safetensors"))
         self.components[name] = {
             "model": model,
@@ -301,22 +310,26 @@ def assemble_bundle(
     thresholds: Any = None,
     config: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
+    video_normalize: bool = True,
 ) -> Path:
     """Write a complete bundle into the empty or new local folder ``out`` (manifest last).
 
     Each model is ``(module, registry name, builder overrides)``. ``mil`` (learned attention) is
     optional; the ``mil_table`` is always written (the release's form, and the fallback).
+    ``video_normalize=False`` records that clip embeddings are pooled raw (the release's way).
 
     Raises:
-        BundleError: ``out`` already holds a committed bundle (bundles are immutable; write a new one).
+        BundleError: ``out`` already holds a committed bundle (bundles are immutable; write a new
+            one), or holds other files (never deleted: a bundle goes into a new or empty folder).
     """
     root = Path(out)
     if (root / MANIFEST).exists():
         raise BundleError(f"{root} already holds a bundle; bundles are immutable: write to a new folder")
     if root.exists() and any(root.iterdir()):
-        shutil.rmtree(root)  # a previous, uncommitted attempt
+        raise BundleError(f"{root} is not empty; write a bundle into a new or empty folder")
     w = BundleWriter(root)
     w.save_module("video_encoder", video_encoder[0], model=video_encoder[1], overrides=video_encoder[2])
+    w.components["video_encoder"]["normalize"] = bool(video_normalize)
     w.save_module(
         "view_classifier", view_classifier[0], model=view_classifier[1], overrides=view_classifier[2]
     )

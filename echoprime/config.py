@@ -43,6 +43,9 @@ class RayCfg(_Cfg):
     object_store_mb: int = Field(default=512, ge=64)
     data_no_progress_timeout_s: int = Field(default=180, ge=10)
     """Ray Data fails a stalled pipeline after this long instead of hanging."""
+    log_to_driver: bool = False
+    """Stream every worker's log lines to the console (they are always in Ray's session logs);
+    errors raised in workers reach the driver either way."""
     resource_wait_s: int = Field(default=120, ge=1)
     """How long a job waits for the CPUs/GPUs it asked for before failing with a clear message."""
 

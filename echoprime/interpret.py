@@ -65,6 +65,7 @@ class InterpreterParts:
     text_encoder: torch.nn.Module | None = None
     tokenizer: Any = None
     manifest: dict[str, Any] = field(default_factory=dict)
+    normalize_embeddings: bool = True
 
 
 @dataclass
@@ -222,7 +223,10 @@ class StudyInterpreter:
 
     # ------------------------------------------------------------------------------ encoding
     def embed_and_classify(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``N`` clips -> (embeddings ``N x D`` unit-norm, view probabilities ``N x V``), in batches."""
+        """``N`` clips -> (embeddings ``N x D``, view probabilities ``N x V``), in batches.
+
+        Embeddings are unit-normalised unless the parts say otherwise (release compatibility).
+        """
         return self.embed_clips(clips), self.classify_views(clips)
 
     def embed_clips(self, clips: torch.Tensor) -> torch.Tensor:
@@ -525,4 +529,5 @@ def load_bundle_parts(
 
         text = load_module(root, comps["text_encoder"])
         tok = ReportTokenizer.from_pretrained(root / comps["text_encoder"].get("tokenizer", "tokenizer"))
-    return InterpreterParts(spec, video, views, mil, bank, thresholds, text, tok, manifest)
+    normalize = bool(comps["video_encoder"].get("normalize", True))
+    return InterpreterParts(spec, video, views, mil, bank, thresholds, text, tok, manifest, normalize)

@@ -26,8 +26,13 @@ class StageRecord:
     error: str | None = None
 
     def record(self, **numbers: Any) -> None:
-        """Attach headline numbers (JSON-serialisable) to this stage."""
-        self.numbers.update(numbers)
+        """Attach headline numbers (JSON-serialisable) to this stage.
+
+        ``status``/``wall_s``/``error`` are the record's own fields: a number of that name is
+        kept under a ``result_`` prefix instead of overwriting them.
+        """
+        for k, v in numbers.items():
+            self.numbers[f"result_{k}" if k in ("status", "wall_s", "error") else k] = v
 
 
 class RunSummary:

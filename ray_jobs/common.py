@@ -69,11 +69,12 @@ def ray_session(cfg: RayCfg) -> Iterator[None]:
             include_dashboard=False,
             object_store_memory=cfg.object_store_mb << 20,
             logging_level=logging.WARNING,
-            log_to_driver=True,
+            log_to_driver=cfg.log_to_driver,
             runtime_env={"env_vars": _worker_env()},
         )
     else:
-        ray.init(address=address, logging_level=logging.WARNING, runtime_env={"env_vars": _worker_env()})
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=cfg.log_to_driver,
+                 runtime_env={"env_vars": _worker_env()})
     try:
         yield
     finally:

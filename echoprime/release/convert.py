@@ -12,15 +12,12 @@ the release itself, without reading a pickle again.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch.nn as nn
 
 from echoprime.release.files import RELEASE_FILES, ReleaseFormatError, locate
 from echoprime.release.load import RELEASE_FORMAT, TEXT_MODEL, VIDEO_MODEL, VIEW_MODEL, load_release_parts
@@ -45,32 +42,6 @@ def _check_round_trip(table: np.ndarray) -> None:
             "so the converted bundle would not reproduce the release; echoprime.bundle.write_mil_table "
             "must write float32 values exactly (9 significant digits)"
         )
-
-
-@contextlib.contextmanager
-def _untied(module: nn.Module) -> Iterator[nn.Module]:
-    """``module`` with tied parameters (BERT's MLM decoder = its word embeddings) replaced by
-    copies while the block runs, then tied again.
-
-    safetensors refuses tensors that share memory; the copies hold the same values, and loading
-    them into a freshly built (tied) model writes the same values twice into the shared tensor.
-    """
-    seen: set[int] = set()
-    swapped: list[tuple[nn.Module, str, nn.Parameter]] = []
-    for mod in module.modules():
-        for name, p in list(mod._parameters.items()):
-            if p is None:
-                continue
-            if p.data_ptr() in seen:
-                swapped.append((mod, name, p))
-                mod._parameters[name] = nn.Parameter(p.detach().clone(), requires_grad=p.requires_grad)
-            else:
-                seen.add(p.data_ptr())
-    try:
-        yield module
-    finally:
-        for mod, name, p in swapped:
-            mod._parameters[name] = p
 
 
 def write_release_bundle(parts: Any, out: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
@@ -104,15 +75,16 @@ def write_release_bundle(parts: Any, out: str | os.PathLike, *, extra: dict[str,
         "text_features": man["text_features"],
         "release_source": man["source"],
     } | dict(extra or {})
-    with tempfile.TemporaryDirectory() as tmp, contextlib.ExitStack() as stack:
+    with tempfile.TemporaryDirectory() as tmp:
         text = tok_dir = None
         if parts.text_encoder is not None and parts.tokenizer is not None:
-            text = (stack.enter_context(_untied(parts.text_encoder)), TEXT_MODEL, {})
+            text = (parts.text_encoder, TEXT_MODEL, {})  # BundleWriter copies tied weights apart
             tok_dir = parts.tokenizer.save_pretrained(Path(tmp) / "tokenizer")
         return assemble_bundle(
             root,
             spec=parts.spec.to_dict(),
             video_encoder=(parts.video_encoder, VIDEO_MODEL, {}),
+            video_normalize=parts.normalize_embeddings,
             view_classifier=(parts.view_classifier, VIEW_MODEL, {}),
             bank=parts.bank,
             mil_table=table,

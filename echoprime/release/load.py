@@ -309,4 +309,5 @@ def load_release_parts(
         text_encoder=text,
         tokenizer=tok,
         manifest=manifest,
+        normalize_embeddings=False,  # the release pools the encoder's raw outputs
     )
