@@ -317,16 +317,35 @@ class SectionBagTextEncoder(nn.Module):
         embed_dim: joint-space width.
         hidden: width of the pair embeddings and the MLP.
         n_types: token types (17: none + 16 sections).
+        token_dropout: at training, each attended token is left out of the bag with this
+            probability (global torch RNG, like ``nn.Dropout``).
+        dropout: dropout on the pooled features, before the projection.
+        pool: ``"tokens"`` (mean over all attended tokens) or ``"sections"`` (mean per
+            section, then over the sections present).
     """
 
     def __init__(
-        self, vocab_size: int, embed_dim: int = 512, hidden: int = 256, n_types: int = SECTION_TYPE_VOCAB
+        self,
+        vocab_size: int,
+        embed_dim: int = 512,
+        hidden: int = 256,
+        n_types: int = SECTION_TYPE_VOCAB,
+        token_dropout: float = 0.0,
+        dropout: float = 0.0,
+        pool: str = "tokens",
     ) -> None:
         super().__init__()
+        if pool not in ("tokens", "sections"):
+            raise ValueError(f"pool must be 'tokens' or 'sections', got {pool!r}")
+        self.pool = pool
         if vocab_size < 1 or hidden < 1 or n_types < 1:
             raise ValueError(
                 f"invalid SectionBagTextEncoder settings: vocab_size={vocab_size}, hidden={hidden}, n_types={n_types}"
             )
+        if not (0.0 <= token_dropout < 1.0 and 0.0 <= dropout < 1.0):
+            raise ValueError(f"token_dropout and dropout must be in [0, 1), got {token_dropout}, {dropout}")
+        self.token_dropout = float(token_dropout)
+        self.drop = nn.Dropout(dropout)
         self.n_types = n_types
         self.vocab = vocab_size
         self.pairs = nn.Embedding(vocab_size * n_types, hidden)
@@ -361,14 +380,29 @@ class SectionBagTextEncoder(nn.Module):
                 f"token_type_ids must be B x L in [0, {self.n_types}), got shape {tuple(types.shape)}"
             )
         mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        if self.training and self.token_dropout > 0:
+            # Drop whole (token, section) pairs from the bag, like dropout on words: a report
+            # must be recognised from a random subset of its findings, not from one rare token.
+            keep = torch.rand(mask.shape, device=mask.device) >= self.token_dropout
+            mask = mask * keep.to(mask.dtype)
         e = self.pairs(input_ids * self.n_types + types)  # B x L x hidden: one row per (token, section)
         m = mask.to(e.dtype).unsqueeze(-1)  # B x L x 1
-        pooled = (e * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        if self.pool == "tokens":
+            pooled = (e * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        else:
+            # Mean per section, then over the sections present: a long section (many words for
+            # one finding) weighs as much as a short one.
+            b, _, h = e.shape
+            idx = types.unsqueeze(-1).expand(-1, -1, h)  # B x L x hidden
+            sums = e.new_zeros(b, self.n_types, h).scatter_add_(1, idx, e * m)  # B x types x hidden
+            counts = m.new_zeros(b, self.n_types, 1).scatter_add_(1, types.unsqueeze(-1), m)  # B x types x 1
+            present = (counts > 0).to(e.dtype)
+            pooled = (sums / counts.clamp(min=1.0)).sum(1) / present.sum(1).clamp(min=1.0)
         return self.mlp(pooled)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """``B x hidden`` -> ``B x D``."""
-        return self.text_projection(features)
+        """``B x hidden`` -> ``B x D`` (dropout, then the projection)."""
+        return self.text_projection(self.drop(features))
 
     def forward(
         self,
@@ -381,15 +415,32 @@ class SectionBagTextEncoder(nn.Module):
 
 
 @register_model("text")
-def tiny_bag(vocab_size: int = 2000, embed_dim: int = 512, hidden: int = 128) -> SectionBagTextEncoder:
+def tiny_bag(
+    vocab_size: int = 2000,
+    embed_dim: int = 512,
+    hidden: int = 128,
+    token_dropout: float = 0.0,
+    dropout: float = 0.0,
+    pool: str = "tokens",
+) -> SectionBagTextEncoder:
     """A section-aware bag of tokens (no transformer): the fastest text tower for CPU runs.
 
     Args:
         vocab_size: size of the tokenizer trained on the report corpus.
         embed_dim: joint-space width.
         hidden: pair-embedding width.
+        token_dropout: fraction of tokens dropped from the bag at training.
+        dropout: dropout on the pooled features, before the projection.
+        pool: ``"tokens"`` or ``"sections"`` (see :class:`SectionBagTextEncoder`).
     """
-    return SectionBagTextEncoder(vocab_size=vocab_size, embed_dim=embed_dim, hidden=hidden)
+    return SectionBagTextEncoder(
+        vocab_size=vocab_size,
+        embed_dim=embed_dim,
+        hidden=hidden,
+        token_dropout=token_dropout,
+        dropout=dropout,
+        pool=pool,
+    )
 
 
 def create_text_encoder(name_or_path: str, **overrides) -> nn.Module:

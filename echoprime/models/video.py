@@ -149,6 +149,9 @@ def echoprime_mvit_tiny(
     return MViTVideoEncoder(backbone, frames=frames, size=size)
 
 
+POOL_GRID = 4  # side of the spatial grid kept by pool="spatial"
+
+
 def _conv_block(cin: int, cout: int, stride: tuple[int, int, int], norm: str) -> nn.Sequential:
     layers: list[nn.Module] = [nn.Conv3d(cin, cout, 3, stride=stride, padding=1, bias=False)]
     # GroupNorm does not depend on the batch (small per-worker batches, eval on one study);
@@ -171,6 +174,8 @@ class TinyVideoEncoder(nn.Module):
         width: channels of the first block; the blocks have ``w, 2w, 4w, 6w``.
         embed_dim: joint-space width.
         norm: ``"batch"`` or ``"group"``.
+        pool: ``"avg"`` (global average) or ``"spatial"`` (a ``4 x 4`` grid, time averaged).
+        dropout: dropout on the pooled features, before the projection.
     """
 
     def __init__(
@@ -180,10 +185,16 @@ class TinyVideoEncoder(nn.Module):
         width: int = 16,
         embed_dim: int = 512,
         norm: Literal["batch", "group"] = "batch",
+        pool: Literal["avg", "spatial"] = "avg",
+        dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if norm not in ("batch", "group"):
             raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}")
+        if pool not in ("avg", "spatial"):
+            raise ValueError(f"pool must be 'avg' or 'spatial', got {pool!r}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if frames < 1 or size < 8 or width < 1 or embed_dim < 1:
             raise ValueError(
                 f"invalid TinyVideoEncoder settings: frames={frames}, size={size}, width={width}, embed_dim={embed_dim}"
@@ -196,17 +207,27 @@ class TinyVideoEncoder(nn.Module):
             _conv_block(2 * w, 4 * w, (2, 2, 2), norm),
             _conv_block(4 * w, 6 * w, (1, 1, 1), norm),
         )
-        self.num_features = 6 * w
+        self.pool = pool
+        self.num_features = 6 * w * (POOL_GRID**2 if pool == "spatial" else 1)
+        self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(self.num_features, embed_dim)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``B x 3 x T x H x W`` -> globally pooled features ``B x 6w``."""
+        """``B x 3 x T x H x W`` -> pooled features ``B x F``.
+
+        ``avg``: global average (``F = 6w``). ``spatial``: average over time only, on a
+        ``4 x 4`` grid (``F = 16 x 6w``), so the head knows where in the view a feature is.
+        """
         check_clip_shape(x, self.frames, self.size, type(self).__name__)
-        return self.blocks(x).mean(dim=(2, 3, 4))
+        f = self.blocks(x)  # B x 6w x T' x H' x W'
+        if self.pool == "avg":
+            return f.mean(dim=(2, 3, 4))
+        g = nn.functional.adaptive_avg_pool3d(f, (1, POOL_GRID, POOL_GRID))  # B x 6w x 1 x 4 x 4
+        return g.flatten(1)  # B x (6w * 16)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
-        """``B x F`` -> ``B x D``."""
-        return self.head(features)
+        """``B x F`` -> ``B x D`` (dropout, then the projection)."""
+        return self.head(self.drop(features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``B x 3 x T x H x W`` -> ``B x D`` (not normalised)."""
@@ -220,6 +241,8 @@ def echoprime_tiny(
     size: int = 32,
     width: int = 16,
     norm: Literal["batch", "group"] = "batch",
+    pool: Literal["avg", "spatial"] = "avg",
+    dropout: float = 0.0,
 ) -> TinyVideoEncoder:
     """A ~0.29 M-parameter Conv3d encoder for CPU training at ``16 x 32 x 32``.
 
@@ -229,5 +252,9 @@ def echoprime_tiny(
         size: square side.
         width: channels of the first block.
         norm: ``"batch"`` or ``"group"``.
+        pool: ``"avg"`` (global average) or ``"spatial"`` (a ``4 x 4`` grid, time averaged).
+        dropout: dropout on the pooled features, before the projection.
     """
-    return TinyVideoEncoder(frames=frames, size=size, width=width, embed_dim=embed_dim, norm=norm)
+    return TinyVideoEncoder(
+        frames=frames, size=size, width=width, embed_dim=embed_dim, norm=norm, pool=pool, dropout=dropout
+    )

@@ -13,8 +13,9 @@ The batch dict (what ``iter_torch_batches`` over study shards yields, after toke
 
 Normalisation happens here, on the device, because uint8 clips are 4x smaller to move from the
 data workers than float ones. Flips are never applied: echo orientation carries meaning (left
-and right heart). Optional brightness/contrast jitter runs here too; temporal offsets are the
-data side's job (which frames it samples).
+and right heart). Optional augmentation runs here too (:func:`augment_clip`): brightness and
+contrast jitter, a random translation of a few pixels, additive noise and time reversal.
+Temporal offsets are the data side's job (which frames it samples).
 """
 
 from __future__ import annotations
@@ -74,6 +75,84 @@ def jitter_intensity(
     return x * c + o
 
 
+def shift_clip(
+    x: torch.Tensor,
+    max_shift: int,
+    fill: torch.Tensor | float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Translate each clip of ``B x 3 x T x H x W`` by a random whole number of pixels.
+
+    Each clip gets one ``(dy, dx)`` drawn uniformly from ``[-max_shift, max_shift]`` (the same
+    for every frame: the probe moved, the heart did not jump); pixels shifted in are ``fill``.
+    A translation keeps every chamber's size and its position relative to the others, which is
+    what the findings are made of; a rescale or a flip would not.
+
+    Args:
+        x: normalised clips.
+        max_shift: largest translation in pixels; 0 returns ``x``.
+        fill: value of the pixels shifted in, a scalar or a per-channel ``3``-vector (the
+            normalised value of black).
+        generator: random source.
+    """
+    if max_shift <= 0:
+        return x
+    b, _, _, h, w = x.shape
+    s = int(max_shift)
+    if s >= min(h, w):
+        raise ValueError(f"shift {s} must be smaller than the clip side ({h} x {w})")
+    f = torch.as_tensor(fill, dtype=x.dtype, device=x.device).reshape(
+        -1, 1, 1, 1
+    )  # C x 1 x 1 x 1 (or 1 x ...)
+    # Pad with 0 around (x - fill), crop a window per clip, add fill back: black stays black.
+    padded = torch.nn.functional.pad(x - f, (s, s, s, s))  # B x 3 x T x (H + 2s) x (W + 2s)
+    d = torch.randint(0, 2 * s + 1, (b, 2), generator=generator, device="cpu").tolist()
+    out = torch.stack([padded[i, :, :, dy : dy + h, dx : dx + w] for i, (dy, dx) in enumerate(d)])
+    return out + f
+
+
+def augment_clip(
+    x: torch.Tensor,
+    *,
+    brightness: float = 0.0,
+    contrast: float = 0.0,
+    shift: int = 0,
+    noise: float = 0.0,
+    reverse: float = 0.0,
+    fill: torch.Tensor | float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The training-time augmentation of normalised clips ``B x 3 x T x H x W``.
+
+    Args:
+        x: normalised clips.
+        brightness: see :func:`jitter_intensity`.
+        contrast: see :func:`jitter_intensity`.
+        shift: see :func:`shift_clip`.
+        noise: standard deviation of additive Gaussian noise per pixel, frame and channel
+            (normalised units).
+        reverse: probability of playing a clip backwards.
+        fill: the normalised value of black (for the pixels a shift brings in).
+        generator: random source for every draw, in a fixed order.
+    """
+    # Shift before the intensity jitter, so the pixels shifted in get the clip's gain like the
+    # rest of its background (no seam for the model to latch onto).
+    if shift > 0:
+        x = shift_clip(x, shift, fill, generator)
+    if reverse > 0:
+        flip = torch.rand(x.shape[0], generator=generator, device="cpu") < reverse
+        if bool(flip.any()):
+            idx = flip.nonzero().flatten().to(x.device)
+            x = x.clone()
+            x[idx] = x[idx].flip(2)  # time is dim 2 of B x 3 x T x H x W
+    if brightness > 0 or contrast > 0:
+        x = jitter_intensity(x, brightness, contrast, generator)
+    if noise > 0:
+        eps = torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
+        x = x + noise * eps
+    return x
+
+
 def prepare_batch(
     batch: Mapping[str, Any],
     spec: Mapping[str, Any] | None,
@@ -81,6 +160,9 @@ def prepare_batch(
     *,
     brightness: float = 0.0,
     contrast: float = 0.0,
+    shift: int = 0,
+    noise: float = 0.0,
+    reverse: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """Move a data-side batch to ``device`` and make the clip a normalised float tensor.
@@ -92,7 +174,10 @@ def prepare_batch(
         device: target device.
         brightness: max brightness shift (normalised units); 0 disables.
         contrast: max relative contrast change; 0 disables.
-        generator: random source for the jitter.
+        shift: max translation in pixels (:func:`shift_clip`); 0 disables.
+        noise: std of additive Gaussian noise (normalised units); 0 disables.
+        reverse: probability of reversing a clip in time; 0 disables.
+        generator: random source for the augmentation.
 
     Returns:
         ``video`` float ``B x 3 x T x H x W`` plus the text keys and ``study_idx`` as int64 tensors.
@@ -106,6 +191,12 @@ def prepare_batch(
                 f"batch has no {key!r} (keys: {sorted(batch)}); expected clip, input_ids, attention_mask, token_type_ids, study_idx"
             )
     clip = _as_tensor(batch["clip"], "clip")
+    fill: torch.Tensor | float = 0.0
+    if spec is not None and "mean" in spec and "std" in spec:
+        # the normalised value of a black pixel, per channel
+        fill = -torch.tensor(spec["mean"], dtype=torch.float32) / torch.tensor(
+            spec["std"], dtype=torch.float32
+        )
     if clip.dtype == torch.uint8:
         if spec is None or "mean" not in spec or "std" not in spec:
             raise ValueError(
@@ -122,8 +213,16 @@ def prepare_batch(
         raise ValueError(
             f"batch['clip'] must be uint8 (B x T x H x W x 3) or float (B x 3 x T x H x W), got {clip.dtype}"
         )
-    if brightness > 0 or contrast > 0:
-        video = jitter_intensity(video, brightness, contrast, generator)
+    video = augment_clip(
+        video,
+        brightness=brightness,
+        contrast=contrast,
+        shift=shift,
+        noise=noise,
+        reverse=reverse,
+        fill=fill,
+        generator=generator,
+    )
     out: dict[str, torch.Tensor] = {"video": video}
     for key in (*TEXT_KEYS, "study_idx"):
         if key in batch and batch[key] is not None:

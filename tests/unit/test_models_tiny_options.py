@@ -1,0 +1,81 @@
+"""Options of the tiny towers: spatial pooling and dropout (echoprime_tiny), token dropout and
+per-section pooling (tiny_bag)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from echoprime.models import create_model
+
+
+def test_spatial_pool_keeps_where_a_feature_is():
+    torch.manual_seed(0)
+    enc = create_model("echoprime_tiny", frames=4, size=32, width=4, pool="spatial").eval()
+    assert enc.num_features == 6 * 4 * 16
+    x = torch.zeros(2, 3, 4, 32, 32)  # zero input, no biases at init: only the blob responds
+    x[0, :, :, 2:8, 2:8] = 1.0  # the same blob, top left ...
+    x[1, :, :, 24:30, 24:30] = 1.0  # ... and bottom right
+    with torch.no_grad():
+        f = enc.forward_features(x)
+        blocks = enc.blocks(x)  # B x 6w x T' x 4 x 4
+    assert f.shape == (2, 6 * 4 * 16) and enc(x).shape == (2, 512)
+    assert torch.allclose(f, blocks.mean(dim=2).flatten(1), atol=1e-6)  # time averaged, grid kept
+    cells = f.view(2, 24, 4, 4).norm(dim=1)  # B x 4 x 4: how much responds in each grid cell
+    assert cells[0, :2, :2].sum() > 3 * cells[0, 2:, 2:].sum()
+    assert cells[1, 2:, 2:].sum() > 3 * cells[1, :2, :2].sum()
+
+
+def test_video_dropout_only_in_training():
+    enc = create_model("echoprime_tiny", frames=4, size=32, width=4, dropout=0.5)
+    x = torch.randn(3, 3, 4, 32, 32)
+    enc.eval()
+    with torch.no_grad():
+        assert torch.equal(enc(x), enc(x))
+    enc.train()
+    torch.manual_seed(0)
+    a = enc(x)
+    torch.manual_seed(1)
+    assert not torch.equal(a, enc(x))
+
+
+def test_tiny_video_option_errors():
+    with pytest.raises(ValueError, match="pool"):
+        create_model("echoprime_tiny", pool="max")
+    with pytest.raises(ValueError, match="dropout"):
+        create_model("echoprime_tiny", dropout=1.0)
+
+
+def _report(n: int = 2) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ids = torch.tensor([[2, 10, 11, 12, 13, 14, 15, 3, 0, 0]] * n)
+    types = torch.tensor([[0, 1, 1, 1, 1, 1, 2, 0, 0, 0]] * n)
+    mask = (ids != 0).long()
+    return ids, mask, types
+
+
+def test_section_pool_weighs_sections_not_tokens():
+    torch.manual_seed(0)
+    enc = create_model("tiny_bag", vocab_size=20, pool="sections").eval()
+    ids, mask, types = _report(1)
+    e = enc.pairs(ids * enc.n_types + types)[0]  # L x hidden
+    # sections present: 0 ([CLS], [SEP]), 1 (five tokens), 2 (one token); each section's mean counts once
+    expected = (e[[0, 7]].mean(0) + e[1:6].mean(0) + e[6]) / 3
+    with torch.no_grad():
+        assert torch.allclose(enc.forward_features(ids, mask, types)[0], enc.mlp(expected), atol=1e-5)
+    with pytest.raises(ValueError, match="pool"):
+        create_model("tiny_bag", vocab_size=20, pool="cls")
+
+
+def test_token_dropout_only_in_training_and_changes_the_bag():
+    enc = create_model("tiny_bag", vocab_size=20, token_dropout=0.5)
+    ids, mask, types = _report(4)
+    enc.eval()
+    with torch.no_grad():
+        ref = enc(ids, mask, types)
+        assert torch.allclose(ref[0], ref[1])
+        enc.train()
+        torch.manual_seed(0)
+        out = enc(ids, mask, types)
+    assert not torch.allclose(out[0], out[1])  # each row drops different tokens
+    with pytest.raises(ValueError, match="token_dropout"):
+        create_model("tiny_bag", vocab_size=20, token_dropout=1.0)
