@@ -51,21 +51,32 @@ class EmbedClips:
             "report": batch["report"],
             "emb": emb,
             "view_probs": probs,
+            "path": batch["path"],
         }
 
 
 def embed_split(cfg: Any, shards: str, split: str, bundle_dir: str, *, with_views: bool) -> dict[str, Any]:
     """Embed every clip of ``split``: returns numpy columns (study_id, video_id, view, labels, report, emb, view_probs)."""
+    return embed_splits(cfg, shards, (split,), bundle_dir, with_views=with_views)[split]
+
+
+def embed_splits(
+    cfg: Any, shards: str, splits: tuple[str, ...], bundle_dir: str, *, with_views: bool
+) -> dict[str, dict[str, Any]]:
+    """Embed several splits in ONE pipeline (one actor pool, models loaded once per actor)."""
     import ray
 
     from echoprime import storage
     from echoprime.data.shards import validate_split
 
-    files = validate_split(shards, split)
-    locs = [storage.locate(f) for f in files]
-    ds = ray.data.read_parquet([loc.path for loc in locs], filesystem=locs[0].fs).select_columns(
-        ["clip", "n_valid", "study_id", "video_id", "view", "labels", "report"]
-    )
+    owner: dict[str, str] = {}
+    for split in splits:
+        for f in validate_split(shards, split):
+            owner[storage.locate(f).path] = split
+    locs = [storage.locate(f) for f in owner]
+    ds = ray.data.read_parquet(
+        [loc.path for loc in locs], filesystem=locs[0].fs, include_paths=True
+    ).select_columns(["clip", "n_valid", "study_id", "video_id", "view", "labels", "report", "path"])
     n_actors = max(1, min(cfg.ingest.decode_actors, 2))
     ds = ds.map_batches(
         EmbedClips,
@@ -74,10 +85,11 @@ def embed_split(cfg: Any, shards: str, split: str, bundle_dir: str, *, with_view
         num_cpus=1,
         compute=ray.data.ActorPoolStrategy(size=n_actors),
     )
-    cols: dict[str, list] = {
-        k: [] for k in ("study_id", "video_id", "view", "labels", "report", "emb", "view_probs")
-    }
+    keys = ("study_id", "video_id", "view", "labels", "report", "emb", "view_probs", "path")
+    cols: dict[str, list] = {k: [] for k in keys}
     for b in ds.iter_batches(batch_size=256, batch_format="numpy"):
         for k in cols:
             cols[k].append(b[k])
-    return {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in cols.items()}
+    allc = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in cols.items()}
+    split_of = np.array([owner[str(p)] for p in allc.pop("path")])
+    return {s: {k: v[split_of == s] for k, v in allc.items()} for s in splits}

@@ -98,9 +98,19 @@ def section_embeddings_of(bundle: str, cols: dict[str, Any]) -> tuple[list[str],
 
 
 def run_build_bank(
-    cfg: EchoPrimeConfig, shards: str, bundle: str, publish: str | None = None
+    cfg: EchoPrimeConfig,
+    shards: str,
+    bundle: str,
+    publish: str | None = None,
+    *,
+    val_embeddings: dict | None = None,
 ) -> dict[str, Any]:
-    """Build the bank, fit thresholds, commit (and optionally publish) the bundle; returns numbers."""
+    """Build the bank, fit thresholds, commit (and optionally publish) the bundle; returns numbers.
+
+    Args:
+        val_embeddings: the validation split's clip embeddings from ``fit-mil`` in this process
+            (same staged encoders), to skip embedding them again.
+    """
     import ray
 
     from echoprime.bundle import publish as publish_bundle
@@ -139,7 +149,11 @@ def run_build_bank(
         got: dict[str, np.ndarray] = {}
         for b in ds.iter_batches(batch_size=1024, batch_format="numpy"):
             got.update(zip((str(s) for s in b["study_id"]), b["emb"], strict=True))
-        va = embed_split(cfg, shards, "val", bundle, with_views=True)
+        va = (
+            val_embeddings
+            if val_embeddings is not None
+            else embed_split(cfg, shards, "val", bundle, with_views=True)
+        )
     emb = np.stack([got[s] for s in keep]).astype(np.float32)
     labels: dict[str, dict[str, float]] = {}
     for s in keep:

@@ -100,25 +100,36 @@ def bags_from(cols: dict[str, Any], sections: dict[str, tuple[np.ndarray, np.nda
     return bags
 
 
-def run_fit_mil(cfg: EchoPrimeConfig, shards: str, bundle: str) -> dict[str, Any]:
-    """Fit the attention; returns per-section retrieval numbers and the alignment with the visibility table."""
+def run_fit_mil(
+    cfg: EchoPrimeConfig, shards: str, bundle: str, *, keep_embeddings: dict | None = None
+) -> dict[str, Any]:
+    """Fit the attention; returns per-section retrieval numbers and the alignment with the visibility table.
+
+    Args:
+        keep_embeddings: a dict that receives the embedded splits (``{"train": cols, "val": cols}``)
+            so that a following build-bank in the same process need not embed the clips again.
+    """
     import torch
 
     from echoprime.bundle import write_mil_table
+    from echoprime.data.shards import validate_split
     from echoprime.models import create_model
     from echoprime.models.mil import TableMIL, export_table
     from echoprime.staging import write_component
     from echoprime.synth.state import section_view_visibility
     from echoprime.taxonomy import MIL_SECTIONS, VIEWS
     from echoprime.training.mil_fit import UniformMIL, fit_mil, pad_bags, section_retrieval, table_alignment
-    from ray_jobs._embed import embed_split
+    from ray_jobs._embed import embed_splits
     from ray_jobs.common import quiet_ray_data, ray_session
 
     t0 = time.perf_counter()
+    validate_split(shards, "train"), validate_split(shards, "val")  # before Ray starts: fail fast
     with ray_session(cfg.ray):
         quiet_ray_data()
-        tr = embed_split(cfg, shards, "train", bundle, with_views=True)
-        va = embed_split(cfg, shards, "val", bundle, with_views=True)
+        emb = embed_splits(cfg, shards, ("train", "val"), bundle, with_views=True)
+    tr, va = emb["train"], emb["val"]
+    if keep_embeddings is not None:
+        keep_embeddings.update(emb)
     reports = {
         str(s): str(r)
         for s, r in zip(

@@ -48,28 +48,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------------------------ data side
-class _Tokenize:
-    """Ray Data UDF: shard rows -> model-ready columns (clip, tokens, study index)."""
+def _tokenize(batch: dict[str, Any], tokenizer: Any, seed: int) -> dict[str, Any]:
+    """Ray Data map: shard rows -> model-ready columns (clip, tokens, study index).
 
-    def __init__(self, tokenizer: Any, seed: int) -> None:
-        import numpy as np
+    A plain function (Ray tasks), not an actor pool: tokenising is cheap, and tasks need no
+    start-up of their own. Long reports get a random window of whole sections per batch.
+    """
+    import numpy as np
 
-        self.tok = tokenizer
-        self.rng = np.random.default_rng(seed)
+    from echoprime.training.setup import study_index
 
-    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        import numpy as np
-
-        from echoprime.training.setup import study_index
-
-        enc = self.tok(list(batch["report"]), rng=self.rng)
-        return {
-            "clip": batch["clip"],
-            "input_ids": enc["input_ids"].numpy(),
-            "attention_mask": enc["attention_mask"].numpy(),
-            "token_type_ids": enc["token_type_ids"].numpy(),
-            "study_idx": np.array([study_index(str(s)) for s in batch["study_id"]], dtype=np.int64),
-        }
+    idx = np.array([study_index(str(s)) for s in batch["study_id"]], dtype=np.int64)
+    rng = np.random.default_rng([seed, int(idx[0]) % (2**32)]) if len(idx) else None
+    enc = tokenizer(list(batch["report"]), rng=rng)
+    return {
+        "clip": batch["clip"],
+        "input_ids": enc["input_ids"].numpy(),
+        "attention_mask": enc["attention_mask"].numpy(),
+        "token_type_ids": enc["token_type_ids"].numpy(),
+        "study_idx": idx,
+    }
 
 
 def _read_split(files: list[str]):
@@ -329,18 +327,10 @@ def run_pretrain(
             f"pretraining ({tc.num_workers} workers)",
         )
         train_ds = _read_split(train_files).map_batches(
-            _Tokenize,
-            fn_constructor_args=(tokenizer, cfg.seed),
-            batch_size=64,
-            compute=ray.data.ActorPoolStrategy(size=1),
-            num_cpus=1,
+            _tokenize, fn_kwargs={"tokenizer": tokenizer, "seed": cfg.seed}, batch_size=64
         )
         val_ds = _read_split(val_files).map_batches(
-            _Tokenize,
-            fn_constructor_args=(tokenizer, cfg.seed + 1),
-            batch_size=64,
-            compute=ray.data.ActorPoolStrategy(size=1),
-            num_cpus=1,
+            _tokenize, fn_kwargs={"tokenizer": tokenizer, "seed": cfg.seed + 1}, batch_size=64
         )
         bytes_est = n_train * math.prod(manifest.clip_shape)
         store = ray.available_resources().get("object_store_memory", 0)

@@ -72,7 +72,14 @@ def compare_with_truth(result: dict[str, Any], truth: dict[str, Any]) -> dict[st
             total += 1
             ok = bool(m["decision"]) == bool(t)
             agree += ok
-            rows.append((name, f"p={m['value']:.2f} -> {'present' if m['decision'] else 'absent'}", "present" if t else "absent", ok))
+            rows.append(
+                (
+                    name,
+                    f"p={m['value']:.2f} -> {'present' if m['decision'] else 'absent'}",
+                    "present" if t else "absent",
+                    ok,
+                )
+            )
         else:
             rows.append((name, f"{m['value']:.1f}", f"{t:.0f}", abs(m["value"] - t)))
     return {"binary_agreement": agree / max(total, 1), "binary_total": total, "rows": rows}
@@ -97,29 +104,48 @@ def run_pipeline(cfg: EchoPrimeConfig, out: Path) -> dict:
         with summary.stage("synth") as st:
             res = synth_job.generate(cfg, synth_dir, use_ray=True)
             st.record(**{k: v for k, v in res.items() if k != "out"})
-            _say("synth", f"{res['studies']} studies, {res['videos']} videos, splits {res['splits']} ({res['videos_per_s']} videos/s)")
+            _say(
+                "synth",
+                f"{res['studies']} studies, {res['videos']} videos, splits {res['splits']} ({res['videos_per_s']} videos/s)",
+            )
         with summary.stage("ingest") as st:
             res = run_ingest(cfg, str(synth_dir), str(shards))
             st.record(**{k: v for k, v in res.items() if k != "out"})
-            _say("ingest", f"rows {res['rows']}, studies {res['studies']}, {res['rejects']} rejected ({res['wall_s']} s)")
+            _say(
+                "ingest",
+                f"rows {res['rows']}, studies {res['studies']}, {res['rejects']} rejected ({res['wall_s']} s)",
+            )
         with summary.stage("pretrain") as st:
             res = run_pretrain(cfg, str(shards), str(bundle / "pretrained"))
             st.record(**{k: v for k, v in res.items() if k not in ("out", "run")})
-            _say("pretrain", f"{res['steps']} steps, loss {res['loss_first']:.2f} -> {res['loss_last']:.2f}; val video->report "
-                 f"R@1/5/10 {res['val_v2t_r@1']:.2f}/{res['val_v2t_r@5']:.2f}/{res['val_v2t_r@10']:.2f} "
-                 f"(chance R@10 {res['chance_r@10']:.2f}); {res['clips_per_s']:.0f} clips/s, data wait {100 * res['data_wait_frac']:.0f} %")
+            _say(
+                "pretrain",
+                f"{res['steps']} steps, loss {res['loss_first']:.2f} -> {res['loss_last']:.2f}; val video->report "
+                f"R@1/5/10 {res['val_v2t_r@1']:.2f}/{res['val_v2t_r@5']:.2f}/{res['val_v2t_r@10']:.2f} "
+                f"(chance R@10 {res['chance_r@10']:.2f}); {res['clips_per_s']:.0f} clips/s, data wait {100 * res['data_wait_frac']:.0f} %",
+            )
         with summary.stage("views") as st:
             res = run_train_views(cfg, str(shards), str(bundle))
             st.record(**res)
-            _say("views", f"view accuracy {res['val_accuracy']:.3f} on {res['val_clips']} val clips (chance {res['chance']:.3f})")
+            _say(
+                "views",
+                f"view accuracy {res['val_accuracy']:.3f} on {res['val_clips']} val clips (chance {res['chance']:.3f})",
+            )
         with summary.stage("mil") as st:
-            res = run_fit_mil(cfg, str(shards), str(bundle))
+            embedded: dict = {}
+            res = run_fit_mil(cfg, str(shards), str(bundle), keep_embeddings=embedded)
             st.record(**res)
-            _say("mil", ", ".join(f"{k} {v}" for k, v in res.items() if k.startswith(("val_section", "alignment"))))
+            _say(
+                "mil",
+                ", ".join(f"{k} {v}" for k, v in res.items() if k.startswith(("val_section", "alignment"))),
+            )
         with summary.stage("bank") as st:
-            res = run_build_bank(cfg, str(shards), str(bundle))
+            res = run_build_bank(cfg, str(shards), str(bundle), val_embeddings=embedded.get("val"))
             st.record(**res)
-            _say("bank", f"{res['bank_reports']} reports; thresholds for {res['thresholds_fitted']} phenotypes; bundle committed")
+            _say(
+                "bank",
+                f"{res['bank_reports']} reports; thresholds for {res['thresholds_fitted']} phenotypes; bundle committed",
+            )
         with summary.stage("interpret") as st:
             from echoprime.interpret import StudyInterpreter
             from echoprime.interpret_cli import format_result
@@ -130,11 +156,19 @@ def run_pipeline(cfg: EchoPrimeConfig, out: Path) -> dict:
             (out / "interpret").mkdir(exist_ok=True)
             (out / "interpret" / f"{sid}.json").write_text(json.dumps(result, indent=2))
             cmp = compare_with_truth(result, truth)
-            st.record(study=sid, videos=len(files), binary_agreement=round(cmp["binary_agreement"], 3),
-                      ef_pred=result["metrics"]["ejection_fraction"]["value"], ef_true=json.loads(truth["labels"])["ejection_fraction"])
+            st.record(
+                study=sid,
+                videos=len(files),
+                binary_agreement=round(cmp["binary_agreement"], 3),
+                ef_pred=result["metrics"]["ejection_fraction"]["value"],
+                ef_true=json.loads(truth["labels"])["ejection_fraction"],
+            )
             _say("interpret", f"held-out study {sid} ({len(files)} videos):\n{format_result(result)}")
             _say("interpret", f"true report:\n  {truth['report']}")
-            _say("interpret", "predicted vs true: " + "; ".join(f"{n} {p} vs {t}" for n, p, t, _ in cmp["rows"]))
+            _say(
+                "interpret",
+                "predicted vs true: " + "; ".join(f"{n} {p} vs {t}" for n, p, t, _ in cmp["rows"]),
+            )
     return summary.to_dict()
 
 
@@ -151,7 +185,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"echoprime quickstart: config {cfg.name}, output {out.resolve()}", flush=True)
     result = run_pipeline(cfg, out)
     wall = time.perf_counter() - t0
-    print(f"\nquickstart finished in {wall:.0f} s; status {result['status']}; summary: {out / 'summary.json'}")
+    print(
+        f"\nquickstart finished in {wall:.0f} s; status {result['status']}; summary: {out / 'summary.json'}"
+    )
     for name, st in result["stages"].items():
         nums = {k: v for k, v in st.items() if k not in ("status", "wall_s")}
         print(f"  {name:<10} {st['status']:<7} {st['wall_s']:>7.1f} s  {json.dumps(nums, default=str)[:160]}")
