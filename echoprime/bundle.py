@@ -65,7 +65,10 @@ def sha256_file(path: str | os.PathLike) -> str:
 
 def _files(root: Path) -> list[str]:
     return sorted(
-        p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and p.name != MANIFEST
+        # Only the bundle's own manifest is left out: parts have manifests too (bank/manifest.json).
+        rel
+        for rel in (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+        if rel != MANIFEST
     )
 
 
@@ -192,7 +195,7 @@ def publish(local_root: str | os.PathLike, uri: str) -> str:
             return str(dst)
         if dst.exists():
             shutil.rmtree(dst)
-        shutil.copytree(src, dst, ignore=shutil.ignore_patterns(MANIFEST))
+        shutil.copytree(src, dst, ignore=lambda d, names: [MANIFEST] if Path(d) == src else [])
         shutil.copy2(src / MANIFEST, dst / MANIFEST)
         return str(dst)
     loc = storage.locate(uri)

@@ -306,7 +306,24 @@ class StudyInterpreter:
         self, studies: Sequence[StudyInput], *, k: int | None = None, n_neighbours: int = 5
     ) -> list[StudyResult]:
         """Interpret several studies: clips are encoded in shared batches, the bank searched once."""
-        loaded = [self.load_study(s) for s in studies]
+        return self.interpret_loaded([self.load_study(s) for s in studies], k=k, n_neighbours=n_neighbours)
+
+    def interpret_loaded(
+        self,
+        loaded: Sequence[tuple[torch.Tensor, Sequence[FileReport]]],
+        *,
+        k: int | None = None,
+        n_neighbours: int = 5,
+    ) -> list[StudyResult]:
+        """Interpret studies already read by :meth:`load_study` (e.g. in reader threads).
+
+        Args:
+            loaded: per study, :meth:`load_study`'s ``(clips N x 3 x T x S x S, file reports)``.
+            k: neighbours for the metrics (default: the interpreter's).
+            n_neighbours: neighbour studies listed per section.
+        """
+        for clips, _ in loaded:
+            self._check_clips(clips)
         counts = [c.shape[0] for c, _ in loaded]
         all_clips = [c for c, _ in loaded if c.shape[0]]
         emb, probs = (
@@ -315,7 +332,7 @@ class StudyInterpreter:
             else (torch.zeros(0, 1), torch.zeros(0, len(VIEWS)))
         )
         return self._interpret_encoded(
-            emb, probs, counts, [r for _, r in loaded], k=k, n_neighbours=n_neighbours
+            emb, probs, counts, [list(r) for _, r in loaded], k=k, n_neighbours=n_neighbours
         )
 
     def _interpret_encoded(

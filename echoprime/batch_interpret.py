@@ -1,0 +1,405 @@
+"""Interpreting an archive of many studies: grouping, one chunk of studies at a time, resumable output.
+
+The Ray job (``ray_jobs/batch_interpret.py``) lists an archive, reads DICOM headers to group its
+files into studies (:func:`group_studies`), and runs :class:`BatchInterpreter` over chunks of
+studies in an actor pool. Everything here is plain Python, so it also runs (and is tested)
+without Ray. The output, under a local folder or an ``s3://`` prefix (:class:`BatchOutput`)::
+
+  _job.json                      the bundle the results come from (its manifest's sha256)
+  results/part-<key>.parquet     one row per study (RESULT_SCHEMA)
+  rejects/part-<key>.parquet     one row per file of those studies that could not be used
+  json/<study_id>.json           the full StudyResult of each study (optional)
+  _done/part-<key>.json          written last for its chunk: the commit record of its studies
+  _summary.json                  counts of the last run
+
+A chunk's ``<key>`` is a hash of its study ids, so a retried chunk overwrites its own files.
+A study counts as written when a ``_done`` record lists it and that record's results part exists;
+a re-run skips those studies and cleans up parts no record commits (an interrupted chunk).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import posixpath
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from echoprime import storage
+from echoprime.io import EchoIOError, FileReport, dicom_header
+from echoprime.io.video import VIDEO_SUFFIXES, _looks_like_video
+
+RESULT_SCHEMA = pa.schema(
+    [
+        ("study_id", pa.string()),
+        ("status", pa.string()),  # ok | no_usable_video | error
+        ("n_files", pa.int32()),
+        ("n_used", pa.int32()),
+        ("views", pa.string()),  # JSON: [{file, view, confidence}] per used video
+        ("report_text", pa.string()),
+        ("report", pa.string()),  # JSON: [{section, text, source_study, similarity}]
+        ("metrics", pa.string()),  # JSON: {phenotype: {value, probability, decision, spread, ...}}
+        ("evidence", pa.string()),  # JSON: {section: [{video, file, weight}]}
+        ("neighbours", pa.string()),  # JSON: {section: [{study_id, similarity}]}
+        ("files", pa.string()),  # JSON: one FileReport per file
+        ("error", pa.string()),  # why interpretation failed (status "error"), else null
+    ]
+)
+REJECT_SCHEMA = pa.schema(
+    [("study_id", pa.string()), ("file", pa.string()), ("reason", pa.string()), ("code", pa.string())]
+)
+HEAD_BYTES = 256 << 10
+"""Bytes fetched from S3 to read a DICOM header; the whole object only when the header is longer."""
+
+
+# --------------------------------------------------------------------------------- grouping
+def probe_study_uid(uri: str, head_bytes: int = HEAD_BYTES) -> str | None:
+    """The StudyInstanceUID in a file's DICOM header, read without pixel data.
+
+    Returns:
+        The UID, or ``None`` for a video (by name or content), a file that is not readable DICOM,
+        or a header without the UID: those are grouped by folder, and an unreadable file is
+        reported with its reason when its study is interpreted.
+    """
+    if PurePosixPath(uri).suffix.lower() in VIDEO_SUFFIXES:
+        return None
+    loc = storage.locate(uri)
+    try:
+        with loc.fs.open_input_file(loc.path) as f:
+            size = f.size()
+            head = f.read(head_bytes if storage.is_s3(uri) else 132)
+    except OSError:
+        return None
+    if _looks_like_video(head[:132]):
+        return None
+    try:
+        # Local files are parsed from disk up to the pixel data; S3 objects from their first bytes.
+        meta = dicom_header(head if storage.is_s3(uri) else loc.path, name=uri)
+    except EchoIOError:
+        if not storage.is_s3(uri) or size <= len(head):
+            return None
+        try:
+            meta = dicom_header(storage.read_bytes(uri), name=uri)
+        except (EchoIOError, OSError):
+            return None
+    return str(meta.get("StudyInstanceUID") or "") or None
+
+
+def group_studies(
+    files: Sequence[str],
+    root: str,
+    uids: Mapping[str, str | None],
+    videos: Mapping[str, str] | None = None,
+) -> dict[str, list[str]]:
+    """Group an archive's files into studies.
+
+    A file's study is, in order: its ``study_id`` in the archive's videos table (``videos``:
+    path relative to ``root`` -> study id); its DICOM StudyInstanceUID (``uids``); the one UID of
+    the DICOM files in its folder (an MP4 exported next to a study's DICOM files joins that
+    study); its folder's name (the relative folder path where two folders share a name); its
+    file name without suffix for a file at the archive's top level.
+
+    Args:
+        files: the files (URIs or paths under ``root``).
+        root: the archive's root (same form as ``files``).
+        uids: StudyInstanceUID per file (``None`` or absent: not DICOM / unknown).
+        videos: optional videos table, relative path -> study id.
+
+    Returns:
+        ``{study_id: [file, ...]}``, studies and files sorted.
+    """
+    videos = {_norm(k): str(v) for k, v in (videos or {}).items()}
+    rel = {f: _norm(posixpath.relpath(f, root.rstrip("/") or "/")) for f in files}
+    folder_uids: dict[str, set[str]] = {}
+    for f in files:
+        if uids.get(f) and rel[f] not in videos:
+            folder_uids.setdefault(posixpath.dirname(rel[f]), set()).add(str(uids[f]))
+    by_name: dict[str, set[str]] = {}
+    for f in files:
+        d = posixpath.dirname(rel[f])
+        if d:
+            by_name.setdefault(posixpath.basename(d), set()).add(d)
+
+    def study_of(f: str) -> str:
+        r = rel[f]
+        if r in videos:
+            return videos[r]
+        if uids.get(f):
+            return str(uids[f])
+        d = posixpath.dirname(r)
+        if len(folder_uids.get(d, ())) == 1:
+            return next(iter(folder_uids[d]))
+        if not d:
+            return posixpath.splitext(posixpath.basename(r))[0]
+        name = posixpath.basename(d)
+        return name if len(by_name[name]) == 1 else d
+
+    groups: dict[str, list[str]] = {}
+    for f in files:
+        groups.setdefault(study_of(f), []).append(f)
+    return {s: sorted(groups[s]) for s in sorted(groups)}
+
+
+def _norm(p: str) -> str:
+    return posixpath.normpath(p.replace(os.sep, "/")).lstrip("./") if p else p
+
+
+def part_key(study_ids: Iterable[str]) -> str:
+    """The deterministic name of a chunk of studies (same studies, same key)."""
+    return hashlib.sha256("\n".join(sorted(study_ids)).encode()).hexdigest()[:16]
+
+
+def safe_name(study_id: str) -> str:
+    """A study id as a file name (DICOM UIDs and folder names pass unchanged)."""
+    return re.sub(r"[^A-Za-z0-9._-]", "_", study_id) or "_"
+
+
+# ------------------------------------------------------------------------------- the output
+class BatchOutput:
+    """The output folder of a batch interpretation (local or ``s3://``); see the module doc."""
+
+    def __init__(self, uri: str) -> None:
+        self.loc = storage.locate(uri)
+
+    def uri(self, *parts: str) -> str:
+        return self.loc.join(*parts).uri
+
+    def _list(self, sub: str) -> list[str]:
+        try:
+            return storage.list_files(self.uri(sub))
+        except FileNotFoundError:
+            return []
+
+    def _delete(self, uri: str) -> None:
+        loc = storage.locate(uri)
+        if loc.fs.get_file_info(loc.path).type == pafs.FileType.File:
+            loc.fs.delete_file(loc.path)
+
+    def start(self, bundle: str, bundle_id: str, input_uri: str, *, force: bool) -> None:
+        """Check the output can be written and belongs to this bundle; ``force`` clears it first.
+
+        Raises:
+            ValueError: not writable, or it holds results of another bundle (and not ``force``).
+        """
+        storage.ensure_dir(self.loc.uri)
+        job = self.uri("_job.json")
+        if force:
+            for sub in ("_done", "results", "rejects", "json"):
+                for f in self._list(sub):
+                    self._delete(f)
+        elif storage.exists(job):
+            old = json.loads(storage.read_bytes(job))
+            if old.get("bundle_id") != bundle_id:
+                raise ValueError(
+                    f"output {self.loc.uri!r} holds results of bundle {old.get('bundle')!r} "
+                    f"(manifest sha256 {str(old.get('bundle_id'))[:12]}), not of {bundle!r} "
+                    f"({bundle_id[:12]}); use another --out, or --force to replace them"
+                )
+        record = {"bundle": bundle, "bundle_id": bundle_id, "input": input_uri}
+        storage.write_bytes(job, json.dumps(record, indent=2).encode())
+
+    def committed(self, *, clean: bool = True) -> dict[str, list[str]]:
+        """``{part key: studies}`` of the chunks written completely.
+
+        With ``clean`` (what a starting job does, never while one runs): a ``_done`` record whose
+        results part is gone (deleted by hand, lost) is dropped with its rejects part, so those
+        studies are interpreted again; results and rejects parts without a record (a chunk
+        interrupted before its commit) are deleted so a redo cannot duplicate rows.
+        """
+        results = {_key(f): f for f in self._list("results")}
+        rejects = {_key(f): f for f in self._list("rejects")}
+        done: dict[str, list[str]] = {}
+        for rec in self._list("_done"):
+            key = _key(rec)
+            if key in results:
+                done[key] = list(json.loads(storage.read_bytes(rec))["studies"])
+            elif clean:
+                self._delete(rec)
+        for key, f in [*results.items(), *rejects.items()]:
+            if clean and key not in done:
+                self._delete(f)
+        return done
+
+    def write_chunk(
+        self,
+        key: str,
+        rows: list[dict[str, Any]],
+        rejects: list[dict[str, Any]],
+        docs: Mapping[str, dict[str, Any]] | None = None,
+    ) -> None:
+        """Write a chunk's results, rejects and JSON documents, then its ``_done`` record (last)."""
+        storage.write_bytes(self.uri("results", f"part-{key}.parquet"), _parquet(rows, RESULT_SCHEMA))
+        storage.write_bytes(self.uri("rejects", f"part-{key}.parquet"), _parquet(rejects, REJECT_SCHEMA))
+        for sid, doc in (docs or {}).items():
+            storage.write_bytes(
+                self.uri("json", f"{safe_name(sid)}.json"), json.dumps(doc, indent=2).encode()
+            )
+        record = {"part": key, "studies": [r["study_id"] for r in rows], "written": _now()}
+        storage.write_bytes(self.uri("_done", f"part-{key}.json"), json.dumps(record).encode())
+
+    def read(self, kind: str = "results") -> pa.Table:
+        """Every committed part of ``results`` or ``rejects`` as one table."""
+        schema = RESULT_SCHEMA if kind == "results" else REJECT_SCHEMA
+        keys = set(self.committed(clean=False))
+        tables = [
+            pq.read_table(io.BytesIO(storage.read_bytes(f)), schema=schema)
+            for f in self._list(kind)
+            if _key(f) in keys
+        ]
+        return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _key(uri: str) -> str:
+    name = posixpath.basename(uri)
+    return name.split(".", 1)[0].removeprefix("part-")
+
+
+def _parquet(rows: list[dict[str, Any]], schema: pa.Schema) -> bytes:
+    buf = io.BytesIO()
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), buf)
+    return buf.getvalue()
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# --------------------------------------------------------------------------- interpretation
+def result_row(
+    study_id: str, result: Any | None, files: Sequence[FileReport], error: str | None = None
+) -> dict:
+    """One row of RESULT_SCHEMA from a :class:`~echoprime.interpret.StudyResult` (``None``: failed)."""
+    d = result.to_dict() if result is not None else {}
+    dump = json.dumps
+    return {
+        "study_id": study_id,
+        "status": d.get("status", "error"),
+        "n_files": len(files),
+        "n_used": sum(f.status == "used" for f in files),
+        "views": dump(d.get("videos", [])),
+        "report_text": d.get("report_text", ""),
+        "report": dump(d.get("report", [])),
+        "metrics": dump(d.get("metrics", {})),
+        "evidence": dump(d.get("evidence", {})),
+        "neighbours": dump(d.get("neighbours", {})),
+        "files": dump([asdict(f) for f in files]),
+        "error": error,
+    }
+
+
+class BatchInterpreter:
+    """Interpret chunks of studies with one bundle loaded once (a Ray Data actor's body).
+
+    Args:
+        bundle: the model bundle (folder or ``s3://``).
+        out: the output (see :class:`BatchOutput`); each chunk is written and committed there.
+        device: ``cpu``/``cuda`` (default: CUDA when present).
+        readers: threads reading and preprocessing a chunk's studies while the encoder waits.
+        write_json: also write ``json/<study_id>.json`` per study.
+        k: neighbours for the metrics (default: the interpreter's; at most the bank's size).
+        batch_size: clips per encoder forward pass.
+    """
+
+    def __init__(
+        self,
+        bundle: str,
+        out: str,
+        *,
+        device: str | None = None,
+        readers: int = 1,
+        write_json: bool = False,
+        k: int | None = None,
+        batch_size: int = 50,
+    ) -> None:
+        from echoprime.interpret import StudyInterpreter
+
+        # k through the constructor, which caps it at the bank's size.
+        extra = {"k": k} if k is not None else {}
+        self.interp = StudyInterpreter.from_bundle(bundle, device=device, batch_size=batch_size, **extra)
+        self.out = BatchOutput(out)
+        self.readers = max(1, int(readers))
+        self.write_json = write_json
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[Any]]:
+        """A Ray Data batch (``study_id``, ``files``) -> one summary row per study."""
+        ids = [str(s) for s in batch["study_id"]]
+        files = [[str(f) for f in fs] for fs in batch["files"]]
+        return self.interpret_chunk(ids, files)
+
+    def interpret_chunk(
+        self, study_ids: Sequence[str], files: Sequence[Sequence[str]]
+    ) -> dict[str, list[Any]]:
+        """Interpret, write and commit one chunk; returns per study its status and counts."""
+        if self.readers > 1:
+            with ThreadPoolExecutor(self.readers) as pool:
+                loaded = list(pool.map(self.load, files))
+        else:
+            loaded = [self.load(fs) for fs in files]
+        results, errors = self._interpret(loaded)
+        rows, rejects, docs = [], [], {}
+        for sid, (_, reports), res, err in zip(study_ids, loaded, results, errors, strict=True):
+            rows.append(result_row(sid, res, reports, err))
+            rejects += [
+                {"study_id": sid, "file": r.path, "reason": r.reason, "code": r.code}
+                for r in reports
+                if r.status != "used"
+            ]
+            if self.write_json:
+                docs[sid] = {"study_id": sid} | (
+                    res.to_dict() if res is not None else {"status": "error", "error": err}
+                )
+        key = part_key(study_ids)
+        self.out.write_chunk(key, rows, rejects, docs)
+        return {
+            "study_id": list(study_ids),
+            "status": [r["status"] for r in rows],
+            "n_files": [r["n_files"] for r in rows],
+            "n_used": [r["n_used"] for r in rows],
+            "n_rejected": [r["n_files"] - r["n_used"] for r in rows],
+            "part": [key] * len(rows),
+        }
+
+    def load(self, files: Sequence[str]) -> tuple[Any, list[FileReport]]:
+        """Read and preprocess one study's files (local paths or ``s3://``); bad files reported."""
+        items: list[tuple[str, Any]] = []
+        unread: dict[str, FileReport] = {}
+        for f in files:
+            if not storage.is_s3(f):
+                items.append((f, Path(f)))
+                continue
+            try:
+                items.append((f, storage.read_bytes(f)))
+            except OSError as e:
+                unread[f] = FileReport(f, "skipped", f"cannot read the object: {e}", code="read_error")
+        clips, reports = self.interp.load_study(items)
+        by_name = {r.path: r for r in reports} | unread
+        return clips, [by_name[f] for f in files]
+
+    def _interpret(self, loaded: list[tuple[Any, list[FileReport]]]) -> tuple[list[Any], list[str | None]]:
+        try:
+            return self.interp.interpret_loaded(loaded), [None] * len(loaded)
+        except (ValueError, RuntimeError):
+            # One study broke the shared batch (say a GPU out of memory on a huge study): redo
+            # the chunk study by study so only that study is recorded as failed, with its error.
+            pass
+        results: list[Any] = []
+        errors: list[str | None] = []
+        for one in loaded:
+            try:
+                results.append(self.interp.interpret_loaded([one])[0])
+                errors.append(None)
+            except (ValueError, RuntimeError) as e:
+                results.append(None)
+                errors.append(f"{type(e).__name__}: {e}")
+        return results, errors

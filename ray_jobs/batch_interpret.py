@@ -1,0 +1,255 @@
+"""Interpret a whole archive of studies offline with Ray Data: the Serve graph's work without HTTP.
+
+Lists every file under --input (local folder or s3://), groups the files into studies (the
+archive's videos table when it has one, else DICOM StudyInstanceUID read from headers without
+pixels, else the folder), and interprets chunks of studies in an actor pool: each actor loads the
+bundle once and encodes on a GPU when the config asks for one (train.use_gpu). Writes, under --out:
+
+  results/part-<key>.parquet   one row per study: study_id, status, n_files, n_used, views,
+                               report_text, report, metrics, evidence, neighbours, files, error
+  rejects/part-<key>.parquet   every file that could not be used: study_id, file, reason, code
+  json/<study_id>.json         the whole result per study (--json)
+  _done/part-<key>.json        the commit record of each chunk, written last
+
+A re-run skips the studies already written (resume after an interruption); --force starts over.
+Actors: --actors (default bank.encode_actors), each with 1 GPU and train.cpus_per_worker CPUs
+(reader threads) when train.use_gpu, else 1 CPU. See docs/batch-interpret.md.
+
+Examples:
+  echoprime batch-interpret --bundle quickstart-out/bundle --input synth-out --out interpretations
+  echoprime batch-interpret --bundle s3://models/bundles/v1 --input s3://data/archive \\
+      --out s3://results/v1 --config configs/a6000x2.yaml --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import posixpath
+import time
+from typing import Any
+
+from echoprime.config import EchoPrimeConfig
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bundle", required=True, help="model bundle (folder or s3://)")
+    p.add_argument("--input", required=True, help="archive folder or s3://bucket/prefix")
+    p.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
+    p.add_argument(
+        "--manifest",
+        default=None,
+        help="videos table (CSV/Parquet: path, study_id) deciding each file's study; default: "
+        "manifest.parquet/.csv at the top of --input when there is one",
+    )
+    p.add_argument("--json", action="store_true", help="also write json/<study_id>.json per study")
+    p.add_argument(
+        "--actors", type=int, default=None, help="interpreter actors (default: bank.encode_actors)"
+    )
+    p.add_argument("--chunk", type=int, default=8, help="studies per actor call and per output part")
+    p.add_argument("--k", type=int, default=None, help="neighbours for the metrics (default: interpret.k)")
+    p.add_argument("--force", action="store_true", help="discard earlier results in --out and start over")
+    from echoprime.cli import add_config_arguments
+    from ray_jobs.common import default_config_path
+
+    add_config_arguments(p, default=default_config_path())
+
+
+def _list_archive(input_uri: str, manifest: str | None) -> tuple[list[str], dict[str, str], str]:
+    """(files to interpret, videos table path -> study id, root URI)."""
+    from echoprime import storage
+    from echoprime.data.ingest import METADATA_FILES, load_table
+
+    root = storage.locate(input_uri).uri.rstrip("/")
+    listed = storage.list_files(input_uri)
+    top = {posixpath.basename(f): f for f in listed if posixpath.dirname(f).rstrip("/") == root}
+    table = manifest or top.get("manifest.parquet") or top.get("manifest.csv")
+    videos: dict[str, str] = {}
+    if table:
+        for i, r in enumerate(load_table(storage.read_bytes(table), table)):
+            if not r.get("path") or not r.get("study_id"):
+                raise ValueError(f"{table}: videos row {i} needs 'path' and 'study_id', got {sorted(r)}")
+            videos[str(r["path"])] = str(r["study_id"])
+    files = [
+        f
+        for f in listed
+        if f != table
+        and not (posixpath.basename(f) in METADATA_FILES and top.get(posixpath.basename(f)) == f)
+    ]
+    if not files:
+        raise ValueError(
+            f"input {input_uri!r} holds no studies: no files besides archive tables "
+            f"(expected folders of DICOM, MP4 or AVI files)"
+        )
+    return files, videos, root
+
+
+def _bundle_id(bundle: str) -> str:
+    from echoprime import storage
+    from echoprime.bundle import MANIFEST, BundleError
+
+    uri = storage.locate(bundle).join(MANIFEST).uri
+    if not storage.exists(uri):
+        raise BundleError(f"bundle {bundle}: {MANIFEST} is missing (not a bundle, or it was never committed)")
+    return hashlib.sha256(storage.read_bytes(uri)).hexdigest()
+
+
+def _probe(batch: dict[str, Any]) -> dict[str, Any]:
+    from echoprime.batch_interpret import probe_study_uid
+
+    uris = [str(u) for u in batch["uri"]]
+    return {"uri": uris, "uid": [probe_study_uid(u) or "" for u in uris]}
+
+
+def _study_uids(files: list[str]) -> dict[str, str]:
+    """StudyInstanceUID of every DICOM among ``files`` (headers read in parallel with Ray Data)."""
+    import ray
+
+    from echoprime.io.video import VIDEO_SUFFIXES
+
+    todo = [f for f in files if posixpath.splitext(f)[1].lower() not in VIDEO_SUFFIXES]
+    if not todo:
+        return {}
+    ds = ray.data.from_items(
+        [{"uri": f} for f in todo], override_num_blocks=max(1, min(len(todo) // 64, 200))
+    )
+    out: dict[str, str] = {}
+    for b in ds.map_batches(_probe, batch_size=64, num_cpus=0.5).iter_batches(
+        batch_size=None, batch_format="pyarrow"
+    ):
+        out.update((u, d) for u, d in zip(b["uri"].to_pylist(), b["uid"].to_pylist(), strict=True) if d)
+    return out
+
+
+def run_batch_interpret(
+    cfg: EchoPrimeConfig,
+    bundle: str,
+    input_uri: str,
+    out_uri: str,
+    *,
+    manifest: str | None = None,
+    write_json: bool = False,
+    actors: int | None = None,
+    chunk: int = 8,
+    k: int | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Interpret every study of ``input_uri`` not yet written under ``out_uri``; returns counts.
+
+    Raises:
+        FileNotFoundError: the input does not exist.
+        ValueError: the input holds no studies, bad arguments, the output is not writable or holds
+            another bundle's results.
+        echoprime.bundle.BundleError: the bundle is missing or incomplete.
+        RuntimeError: the cluster cannot give the actors their CPUs/GPUs (after ray.resource_wait_s).
+    """
+    import ray
+
+    from echoprime.batch_interpret import BatchInterpreter, BatchOutput, group_studies
+    from ray_jobs.common import quiet_ray_data, ray_session, require_resources
+
+    t0 = time.perf_counter()
+    n_actors = cfg.bank.encode_actors if actors is None else actors
+    if n_actors < 1 or chunk < 1:
+        raise ValueError(f"--actors and --chunk must be >= 1, got {n_actors} and {chunk}")
+    gpus = 1 if cfg.train.use_gpu else 0
+    cpus = cfg.train.cpus_per_worker if cfg.train.use_gpu else 1.0
+    k = cfg.interpret.k if k is None else k
+    bundle_id = _bundle_id(bundle)
+    files, videos, root = _list_archive(input_uri, manifest)
+    out = BatchOutput(out_uri)
+    out.start(bundle, bundle_id, input_uri, force=force)
+
+    with ray_session(cfg.ray):
+        quiet_ray_data()
+        # Fail now, naming what was asked, rather than wait forever for GPUs that never come.
+        require_resources(n_actors * cpus, n_actors * gpus, cfg.ray.resource_wait_s, "batch-interpret")
+        studies = group_studies(files, root, _study_uids(files), videos)
+        done = {s for ids in out.committed().values() for s in ids}
+        todo = [s for s in studies if s not in done]
+        t1 = time.perf_counter()
+        summary: list[dict[str, Any]] = []
+        if todo:
+            ds = ray.data.from_items(
+                [{"study_id": s, "files": studies[s]} for s in todo],
+                override_num_blocks=math.ceil(len(todo) / chunk),
+            )
+            ds = ds.map_batches(
+                BatchInterpreter,
+                fn_constructor_args=(bundle, out.loc.uri),
+                fn_constructor_kwargs={
+                    "device": "cuda" if gpus else "cpu",
+                    "readers": max(1, int(cpus)),
+                    "write_json": write_json,
+                    "k": k,
+                    "batch_size": cfg.interpret.batch_size,
+                },
+                batch_size=chunk,
+                num_cpus=cpus,
+                num_gpus=gpus,
+                compute=ray.data.ActorPoolStrategy(size=min(n_actors, math.ceil(len(todo) / chunk))),
+            )
+            for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                summary += b.to_pylist()
+        t2 = time.perf_counter()
+
+    status = [r["status"] for r in summary]
+    res = {
+        "studies": len(studies),
+        "skipped": len(studies) - len(todo),
+        "interpreted": len(summary),
+        "ok": status.count("ok"),
+        "no_usable_video": status.count("no_usable_video"),
+        "error": status.count("error"),
+        "rejected_files": sum(r["n_rejected"] for r in summary),
+        "files": len(files),
+        "actors": n_actors,
+        "gpus_per_actor": gpus,
+        "out": out.loc.uri,
+        "interpret_s": round(t2 - t1, 2),
+        "wall_s": round(time.perf_counter() - t0, 2),
+        "studies_per_s": round(len(summary) / max(t2 - t1, 1e-9), 3),
+    }
+    from echoprime import storage
+
+    storage.write_bytes(out.uri("_summary.json"), json.dumps(res, indent=2).encode())
+    return res
+
+
+def run(args: argparse.Namespace) -> int:
+    from ray_jobs.common import resolve_config
+
+    cfg = resolve_config(args)
+    res = run_batch_interpret(
+        cfg,
+        args.bundle,
+        args.input,
+        args.out,
+        manifest=args.manifest,
+        write_json=args.json,
+        actors=args.actors,
+        chunk=args.chunk,
+        k=args.k,
+        force=args.force,
+    )
+    print(
+        f"batch-interpret: {res['studies']} studies: {res['interpreted']} interpreted "
+        f"({res['ok']} ok, {res['no_usable_video']} without a usable video, {res['error']} failed), "
+        f"{res['skipped']} already written; {res['rejected_files']} files rejected; "
+        f"{res['studies_per_s']} studies/s; {res['out']} ({res['wall_s']} s)"
+    )
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from echoprime.cli import main as cli_main
+
+    return cli_main(["batch-interpret", *(argv or [])])
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))

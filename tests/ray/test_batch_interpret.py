@@ -1,0 +1,198 @@
+"""batch-interpret on the session's local Ray: a mixed DICOM/MP4 archive with bad files, local and S3,
+results equal to StudyInterpreter.interpret, resume after a lost part, empty input, GPU config on no GPUs."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from echoprime import storage
+from echoprime.batch_interpret import BatchOutput, probe_study_uid
+from ray_jobs.batch_interpret import run_batch_interpret
+
+pytestmark = pytest.mark.usefixtures("ray_cluster")
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory) -> Path:
+    import torch
+
+    from tests.fixtures_bundle import make_random_bundle
+
+    torch.set_num_threads(1)
+    return make_random_bundle(tmp_path_factory.mktemp("bi") / "bundle", n_bank=80)
+
+
+@pytest.fixture(scope="module")
+def archive(tmp_path_factory) -> tuple[Path, dict[str, set[str]]]:
+    """4 synthetic studies (DICOM and MP4 mixed), a moved DICOM, a corrupt MP4, a folder of junk.
+
+    Returns the archive and the expected grouping: study id -> file names.
+    """
+    from echoprime.synth.cohort import make_study, write_study
+
+    root = tmp_path_factory.mktemp("bi") / "archive"
+    for i in range(4):
+        write_study(make_study(7, i, min_videos=3, max_videos=5, frames=32, size=64), root, fmt="both")
+    videos = root / "videos"
+    # A DICOM filed in another folder still belongs to its StudyInstanceUID's study.
+    moved = sorted(videos.glob("s7_000001/*.dcm"))[0]
+    (root / "moved").mkdir()
+    shutil.move(moved, root / "moved" / moved.name)
+    (videos / "s7_000000" / "corrupt.mp4").write_bytes(
+        np.random.default_rng(0).integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    )
+    (root / "junk").mkdir()
+    (root / "junk" / "notes.txt").write_text("not an echo file\n")
+    expected: dict[str, set[str]] = {"junk": {"notes.txt"}}
+    for folder in sorted(videos.iterdir()):
+        uid = probe_study_uid(str(next(folder.glob("*.dcm"))))
+        expected[uid] = {p.name for p in folder.iterdir()}
+    expected[probe_study_uid(str(root / "moved" / moved.name))].add(moved.name)
+    return root, expected
+
+
+@pytest.fixture(scope="module")
+def local_run(tiny_cfg, bundle, archive, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bi") / "out"
+    res = run_batch_interpret(
+        tiny_cfg, str(bundle), str(archive[0]), str(out), write_json=True, actors=2, chunk=2
+    )
+    return out, res
+
+
+def _rows(out: str) -> dict[str, dict]:
+    return {r["study_id"]: r for r in BatchOutput(out).read().to_pylist()}
+
+
+def test_local_archive(tiny_cfg, bundle, archive, local_run):
+    from echoprime.interpret import StudyInterpreter
+
+    root, expected = archive
+    out, res = local_run
+    assert res["studies"] == res["interpreted"] == 5 and res["skipped"] == 0
+    assert (res["ok"], res["no_usable_video"], res["error"]) == (4, 1, 0)
+    assert res["rejected_files"] == 2
+    rows = _rows(str(out))
+    assert {s: {Path(f["path"]).name for f in json.loads(r["files"])} for s, r in rows.items()} == expected
+
+    # Each row is what StudyInterpreter.interpret says about the same files.
+    ref = StudyInterpreter.from_bundle(bundle, device="cpu", k=tiny_cfg.interpret.k)
+    for sid, row in rows.items():
+        files = [f["path"] for f in json.loads(row["files"])]
+        want = ref.interpret(files).to_dict()
+        assert row["status"] == want["status"], sid
+        assert row["n_files"] == len(files) and row["n_used"] == len(want["videos"])
+        assert row["report_text"] == want["report_text"]
+        report = json.loads(row["report"])
+        drop = lambda sections: [{k: v for k, v in c.items() if k != "similarity"} for c in sections]  # noqa: E731
+        assert drop(report) == drop(want["report"])
+        assert [c["similarity"] for c in report] == pytest.approx(
+            [c["similarity"] for c in want["report"]], abs=1e-5
+        )
+        got_n = json.loads(row["neighbours"])
+        assert _ids(got_n) == _ids(want["neighbours"])
+        assert _sims(got_n) == pytest.approx(_sims(want["neighbours"]), abs=1e-5)
+        views = json.loads(row["views"])
+        assert [(v["file"], v["view"]) for v in views] == [(v["file"], v["view"]) for v in want["videos"]]
+        assert [v["confidence"] for v in views] == pytest.approx(
+            [v["confidence"] for v in want["videos"]], abs=1e-5
+        )
+        got_m = json.loads(row["metrics"])
+        assert got_m.keys() == want["metrics"].keys()
+        for ph, m in want["metrics"].items():
+            assert got_m[ph]["decision"] == m["decision"], (sid, ph)
+            assert got_m[ph]["value"] == pytest.approx(m["value"], abs=1e-5, nan_ok=True), (sid, ph)
+        assert json.loads(row["evidence"]).keys() == want["evidence"].keys()
+        assert row["error"] is None
+        doc = json.loads((out / "json" / f"{sid}.json").read_text())
+        assert doc["study_id"] == sid and doc["report_text"] == row["report_text"]
+
+    assert rows["junk"]["status"] == "no_usable_video" and rows["junk"]["report_text"] == ""
+    rejects = {Path(r["file"]).name: r for r in BatchOutput(str(out)).read("rejects").to_pylist()}
+    assert rejects.keys() == {"corrupt.mp4", "notes.txt"}
+    assert rejects["notes.txt"]["study_id"] == "junk"
+    assert rejects["corrupt.mp4"]["study_id"] == next(s for s, f in expected.items() if "corrupt.mp4" in f)
+    assert all(r["reason"] and r["code"] for r in rejects.values())
+
+
+def _ids(neighbours: dict) -> dict:
+    return {s: [n["study_id"] for n in v] for s, v in neighbours.items()}
+
+
+def _sims(neighbours: dict) -> list[float]:
+    return [n["similarity"] for s in sorted(neighbours) for n in neighbours[s]]
+
+
+def test_resume_redoes_only_a_lost_part(tiny_cfg, bundle, archive, local_run):
+    out, _ = local_run
+    before = _rows(str(out))
+    part = sorted((out / "results").glob("part-*.parquet"))[0]
+    lost = set(json.loads((out / "_done" / f"{part.stem}.json").read_text())["studies"])
+    part.unlink()
+    res = run_batch_interpret(
+        tiny_cfg, str(bundle), str(archive[0]), str(out), write_json=True, actors=2, chunk=2
+    )
+    assert res["interpreted"] == len(lost) and res["skipped"] == 5 - len(lost)
+    after = _rows(str(out))
+    assert len(BatchOutput(str(out)).read()) == 5  # no duplicate rows
+    assert {s: r["report_text"] for s, r in after.items()} == {s: r["report_text"] for s, r in before.items()}
+
+    res = run_batch_interpret(tiny_cfg, str(bundle), str(archive[0]), str(out), actors=2, chunk=2)
+    assert (res["interpreted"], res["skipped"]) == (0, 5)
+
+
+def test_s3_archive_and_output(tiny_cfg, bundle, archive, local_run, s3_server):
+    import boto3
+
+    from echoprime.bundle import publish
+
+    boto3.client("s3").create_bucket(Bucket="bi-test")
+    root = archive[0]
+    for p in root.rglob("*"):
+        if p.is_file():
+            storage.write_bytes(f"s3://bi-test/archive/{p.relative_to(root)}", p.read_bytes())
+    s3_bundle = publish(bundle, "s3://bi-test/bundle")
+    res = run_batch_interpret(
+        tiny_cfg, s3_bundle, "s3://bi-test/archive", "s3://bi-test/out", actors=1, chunk=3
+    )
+    assert (res["studies"], res["ok"], res["no_usable_video"], res["rejected_files"]) == (5, 4, 1, 2)
+    rows = _rows("s3://bi-test/out")
+    local = _rows(str(local_run[0]))
+    assert {s: r["report_text"] for s, r in rows.items()} == {s: r["report_text"] for s, r in local.items()}
+    assert all(
+        f["path"].startswith("s3://bi-test/archive/") for r in rows.values() for f in json.loads(r["files"])
+    )
+    rejects = BatchOutput("s3://bi-test/out").read("rejects").column("file").to_pylist()
+    assert sorted(Path(f).name for f in rejects) == ["corrupt.mp4", "notes.txt"]
+    res = run_batch_interpret(tiny_cfg, s3_bundle, "s3://bi-test/archive", "s3://bi-test/out", actors=1)
+    assert (res["interpreted"], res["skipped"]) == (0, 5)
+
+
+def test_no_studies(tiny_cfg, bundle, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="holds no studies"):
+        run_batch_interpret(tiny_cfg, str(bundle), str(tmp_path / "empty"), str(tmp_path / "out"))
+    (tmp_path / "tables").mkdir()
+    (tmp_path / "tables" / "studies.csv").write_text("study_id,report\n")
+    with pytest.raises(ValueError, match="tables.*holds no studies"):
+        run_batch_interpret(tiny_cfg, str(bundle), str(tmp_path / "tables"), str(tmp_path / "out"))
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        run_batch_interpret(tiny_cfg, str(bundle), str(tmp_path / "nowhere"), str(tmp_path / "out"))
+
+
+def test_gpu_config_on_a_cluster_without_gpus_fails_fast(tiny_cfg, bundle, archive, tmp_path):
+    cfg = tiny_cfg.replace(
+        train={**tiny_cfg.train.model_dump(), "use_gpu": True},
+        ray={**tiny_cfg.ray.model_dump(), "resource_wait_s": 1},
+    )
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match=r"batch-interpret asks for .* 2 GPU but the cluster has .* 0 GPU"):
+        run_batch_interpret(cfg, str(bundle), str(archive[0]), str(tmp_path / "out"), actors=2)
+    assert time.perf_counter() - t0 < 30
+    assert not (tmp_path / "out" / "results").exists()

@@ -1,0 +1,122 @@
+"""echoprime.batch_interpret without Ray: grouping files into studies, UID probing, the resumable output."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from echoprime import storage
+from echoprime.batch_interpret import BatchOutput, group_studies, part_key, probe_study_uid, safe_name
+from echoprime.io.writers import write_dicom, write_video
+
+
+def _clip(n: int = 4) -> np.ndarray:
+    return np.random.default_rng(n).integers(0, 255, (n, 16, 16, 3), dtype=np.uint8)
+
+
+def test_group_by_table_then_uid_then_folder_uid_then_folder():
+    root = "/a"
+    files = [
+        "/a/s1/x.dcm",  # UID U1
+        "/a/s1/y.mp4",  # joins U1: the only UID in its folder
+        "/a/moved/z.dcm",  # UID U1 in another folder: still U1
+        "/a/s2/p.mp4",  # folder s2
+        "/a/s2/q.mp4",
+        "/a/mixed/m1.dcm",  # U2
+        "/a/mixed/m2.dcm",  # U3
+        "/a/mixed/v.mp4",  # two UIDs in the folder: the folder's name
+        "/a/top.mp4",  # top level: its own name
+        "/a/x/dup/a.mp4",  # two folders named dup: their relative paths
+        "/a/y/dup/b.mp4",
+        "/a/s1/listed.dcm",  # the videos table wins over the UID
+    ]
+    uids = {"/a/s1/x.dcm": "U1", "/a/moved/z.dcm": "U1", "/a/mixed/m1.dcm": "U2", "/a/mixed/m2.dcm": "U3"}
+    uids["/a/s1/listed.dcm"] = "U9"
+    groups = group_studies(files, root, uids, {"s1/listed.dcm": "T1"})
+    assert groups == {
+        "T1": ["/a/s1/listed.dcm"],
+        "U1": ["/a/moved/z.dcm", "/a/s1/x.dcm", "/a/s1/y.mp4"],
+        "U2": ["/a/mixed/m1.dcm"],
+        "U3": ["/a/mixed/m2.dcm"],
+        "mixed": ["/a/mixed/v.mp4"],
+        "s2": ["/a/s2/p.mp4", "/a/s2/q.mp4"],
+        "top": ["/a/top.mp4"],
+        "x/dup": ["/a/x/dup/a.mp4"],
+        "y/dup": ["/a/y/dup/b.mp4"],
+    }
+
+
+def test_group_s3_uris():
+    files = ["s3://b/arch/st/a.mp4", "s3://b/arch/st/b.dcm"]
+    assert group_studies(files, "s3://b/arch", {"s3://b/arch/st/b.dcm": "U"}) == {"U": sorted(files)}
+
+
+def test_probe_study_uid(tmp_path):
+    dcm = tmp_path / "a.dcm"
+    write_dicom(_clip(), dcm, study_uid="1.2.3.4")
+    (tmp_path / "noext").write_bytes(dcm.read_bytes())
+    (tmp_path / "v.mp4").write_bytes(write_video(_clip()))
+    (tmp_path / "video_no_suffix").write_bytes(write_video(_clip()))
+    (tmp_path / "notes.txt").write_text("not an echo file\n")
+    assert probe_study_uid(str(dcm)) == "1.2.3.4"
+    assert probe_study_uid(str(tmp_path / "noext")) == "1.2.3.4"
+    for name in ("v.mp4", "video_no_suffix", "notes.txt", "missing.dcm"):
+        assert probe_study_uid(str(tmp_path / name)) is None, name
+
+
+def test_part_key_and_safe_name():
+    assert part_key(["b", "a"]) == part_key(["a", "b"]) != part_key(["a"])
+    assert len(part_key(["a"])) == 16
+    assert safe_name("1.2.840.10008") == "1.2.840.10008"
+    assert safe_name("a/b c") == "a_b_c"
+
+
+def _row(sid: str) -> dict:
+    return {"study_id": sid, "status": "ok", "n_files": 1, "n_used": 1, "report_text": sid}
+
+
+def test_output_commits_and_cleans(tmp_path):
+    out = BatchOutput(str(tmp_path / "out"))
+    out.start("b1", "id1", "arch", force=False)
+    k1, k2 = part_key(["s1", "s2"]), part_key(["s3"])
+    out.write_chunk(
+        k1, [_row("s1"), _row("s2")], [{"study_id": "s1", "file": "f", "reason": "r", "code": "c"}]
+    )
+    out.write_chunk(k2, [_row("s3")], [], {"s3": {"study_id": "s3"}})
+    assert out.committed() == {k1: ["s1", "s2"], k2: ["s3"]}
+    assert sorted(out.read().column("study_id").to_pylist()) == ["s1", "s2", "s3"]
+    assert out.read("rejects").to_pylist() == [{"study_id": "s1", "file": "f", "reason": "r", "code": "c"}]
+    assert json.loads((tmp_path / "out/json/s3.json").read_text()) == {"study_id": "s3"}
+
+    # A lost results part un-commits its studies (and its rejects go with it); a part written
+    # without its _done record (an interrupted chunk) is removed.
+    (tmp_path / f"out/results/part-{k1}.parquet").unlink()
+    orphan = part_key(["s9"])
+    storage.write_bytes(str(tmp_path / f"out/results/part-{orphan}.parquet"), b"partial")
+    assert out.committed(clean=False) == {k2: ["s3"]}
+    assert (tmp_path / f"out/_done/part-{k1}.json").exists()  # reading never deletes
+    assert out.committed() == {k2: ["s3"]}
+    left = sorted(p.name for p in (tmp_path / "out").rglob("part-*"))
+    assert left == [f"part-{k2}.json", f"part-{k2}.parquet", f"part-{k2}.parquet"]
+
+
+def test_output_refuses_another_bundle_unless_forced(tmp_path):
+    out = BatchOutput(str(tmp_path / "out"))
+    out.start("b1", "id1" * 8, "arch", force=False)
+    out.write_chunk(part_key(["s1"]), [_row("s1")], [])
+    out.start("b1", "id1" * 8, "arch", force=False)  # same bundle: resumes
+    assert out.committed()
+    with pytest.raises(ValueError, match="holds results of bundle 'b1'.*--force"):
+        out.start("b2", "id2" * 8, "arch", force=False)
+    out.start("b2", "id2" * 8, "arch", force=True)
+    assert out.committed() == {}
+    assert json.loads((tmp_path / "out/_job.json").read_text())["bundle"] == "b2"
+
+
+def test_output_not_writable(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(ValueError, match="not writable"):
+        BatchOutput(str(blocker / "out")).start("b", "i", "a", force=False)
