@@ -112,7 +112,7 @@ def _stop_signals() -> Iterator[threading.Event]:
 def run(args: argparse.Namespace) -> int:
     from echoprime.config import RayCfg
     from ray_jobs.common import ray_session
-    from serve.app import build_graph
+    from serve.app import build_graph, deployment_options, min_cpus
     from serve.auth import ApiKeyAuth
 
     sargs, options, http = resolve(args.bundle, args.config, args.no_auth)
@@ -123,8 +123,14 @@ def run(args: argparse.Namespace) -> int:
     num_cpus = args.num_cpus or max(4, os.cpu_count() or 1)
     t0 = time.perf_counter()
     with ray_session(RayCfg(num_cpus=num_cpus)), _stop_signals() as stop:
+        import ray
         from ray import serve
 
+        need, have = min_cpus(deployment_options(options)), ray.cluster_resources().get("CPU", 0.0)
+        if need > have:  # serve.run would wait for them forever
+            raise ValueError(
+                f"{args.config}: the replicas ask for {need:g} CPUs; this Ray has {have:g} (--num-cpus)"
+            )
         start_http(args.host, args.port, http.get("request_timeout_s"))
         try:
             serve.run(build_graph(sargs, options), name=APP_NAME, route_prefix="/")
@@ -186,17 +192,21 @@ def served_app(
         args: more application arguments (limits, ...; see :class:`serve.args.ServeArgs`).
 
     Raises:
-        RuntimeError: no Ray session, or Serve already running in it.
+        RuntimeError: no Ray session, Serve already running in it, or too few CPUs for the replicas.
     """
     import ray
     from ray import serve
 
-    from serve.app import build_graph
+    from serve.app import build_graph, deployment_options, min_cpus
 
     if not ray.is_initialized():
         raise RuntimeError("the app is served inside a Ray session: call ray.init() (or ray_session) first")
     if serve_running():
         raise RuntimeError("Ray Serve is already running in this Ray session; this starts and stops its own")
+    opts = deployment_options(QUERY_OPTIONS if options is None else options)
+    need, have = min_cpus(opts), ray.cluster_resources().get("CPU", 0.0)
+    if need > have:  # serve.run would wait for them forever
+        raise RuntimeError(f"the app's replicas ask for {need:g} CPUs; this Ray cluster has {have:g}")
     key = api_key or secrets.token_urlsafe(24)
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="echoprime-key-") as tmp:
@@ -207,7 +217,7 @@ def served_app(
         start_http("127.0.0.1", port)
         try:
             serve.run(
-                build_graph(app_args, QUERY_OPTIONS if options is None else options),
+                build_graph(app_args, opts),
                 name=APP_NAME,
                 logging_config={"enable_access_log": False, "log_level": "WARNING"},
             )

@@ -23,7 +23,6 @@ from ray.serve import Application
 
 from serve.args import APP_NAME, ServeArgs, read_serve_config  # noqa: F401 - re-exported
 from serve.deployments import (
-    DEFAULT_BATCH,
     AnatomicalAttention,
     Preprocess,
     RAIRetriever,
@@ -33,19 +32,20 @@ from serve.deployments import (
 from serve.ingress import Ingress
 from serve.uploads import Limits
 
-# Laptop-sized defaults (configs/serve.yaml states the same explicitly): about 2 CPUs in all.
+# Laptop-sized defaults, the same as configs/serve.yaml states (about 2 CPUs in all). Batch sizes
+# count clips; small on CPU, where a larger batch buys no throughput (docs/benchmarks.md).
 DEFAULTS: dict[str, dict[str, Any]] = {
     "Ingress": {"max_ongoing_requests": 32, "ray_actor_options": {"num_cpus": 0.25}},
     "Preprocess": {"max_ongoing_requests": 4, "ray_actor_options": {"num_cpus": 0.5}},
     "ViewClassifier": {
-        "max_ongoing_requests": 32,
+        "max_ongoing_requests": 16,
         "ray_actor_options": {"num_cpus": 0.25},
-        "user_config": dict(DEFAULT_BATCH),
+        "user_config": {"max_batch_size": 8, "batch_wait_timeout_s": 0.01},
     },
     "VideoEncoder": {
-        "max_ongoing_requests": 32,
+        "max_ongoing_requests": 16,
         "ray_actor_options": {"num_cpus": 0.5},
-        "user_config": dict(DEFAULT_BATCH),
+        "user_config": {"max_batch_size": 4, "batch_wait_timeout_s": 0.01},
     },
     "AnatomicalAttention": {"max_ongoing_requests": 16, "ray_actor_options": {"num_cpus": 0.25}},
     "RAIRetriever": {"max_ongoing_requests": 16, "ray_actor_options": {"num_cpus": 0.25}},
@@ -77,14 +77,10 @@ def build_graph(
         pydantic.ValidationError: bad ``args``.
     """
     a = args if isinstance(args, ServeArgs) else ServeArgs.model_validate(dict(args))
-    options = dict(options or {})
-    if unknown := set(options) - set(DEFAULTS):
-        raise ValueError(
-            f"options for unknown deployments {sorted(unknown)}; the graph has {sorted(DEFAULTS)}"
-        )
+    merged = deployment_options(options)
 
     def deployment(cls: type, name: str) -> Any:
-        return serve.deployment(cls, name=name).options(**_merge(DEFAULTS[name], options.get(name, {})))
+        return serve.deployment(cls, name=name).options(**merged[name])
 
     verify = a.verify_bundle
     pre = deployment(Preprocess, "Preprocess").bind(a.bundle_uri, Limits.from_args(a))
@@ -93,6 +89,30 @@ def build_graph(
     att = deployment(AnatomicalAttention, "AnatomicalAttention").bind(a.bundle_uri, a.device, verify)
     rai = deployment(RAIRetriever, "RAIRetriever").bind(a.bundle_uri, a.k, a.n_neighbours, a.device, verify)
     return deployment(serve.ingress()(Ingress), "Ingress").bind(pre, views, enc, att, rai, a)
+
+
+def deployment_options(options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:
+    """Every deployment's options: ``options`` over :data:`DEFAULTS` (``ray_actor_options`` and
+    ``user_config`` merged key by key; ``autoscaling_config`` replaces ``num_replicas``).
+
+    Raises:
+        ValueError: options for a deployment the graph does not have.
+    """
+    options = dict(options or {})
+    if unknown := set(options) - set(DEFAULTS):
+        raise ValueError(
+            f"options for unknown deployments {sorted(unknown)}; the graph has {sorted(DEFAULTS)}"
+        )
+    return {name: _merge(DEFAULTS[name], options.get(name, {})) for name in DEFAULTS}
+
+
+def min_cpus(options: Mapping[str, Mapping[str, Any]]) -> float:
+    """Logical CPUs the graph needs at its minimum replica counts (``options`` as merged)."""
+    total = 0.0
+    for o in options.values():
+        replicas = o.get("autoscaling_config", {}).get("min_replicas", o.get("num_replicas", 1))
+        total += float(o.get("ray_actor_options", {}).get("num_cpus", 1)) * int(replicas)
+    return total
 
 
 def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
