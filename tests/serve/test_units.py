@@ -1,0 +1,147 @@
+"""The graph's pieces without Ray: API-key handling, request parsing, config reading, the CLI's
+checks before it starts anything."""
+
+from __future__ import annotations
+
+import pytest
+
+from serve.auth import ApiKeyAuth, AuthConfigError
+from serve.errors import ApiError
+from serve.uploads import Limits, clean_name, parse_uri_list
+
+LIMITS = Limits(max_upload_bytes=1000, max_files=3, max_frames_per_file=10, request_timeout_s=5)
+
+
+def _status(fn, *args) -> tuple[int, str]:
+    with pytest.raises(ApiError) as e:
+        fn(*args)
+    return e.value.status, e.value.code
+
+
+def test_key_from_the_environment_or_a_file_with_the_file_first(tmp_path):
+    f = tmp_path / "key"
+    f.write_text("  from-file \n")
+    env = {"ECHOPRIME_API_KEY": "from-env", "ECHOPRIME_API_KEY_FILE": str(f)}
+    ApiKeyAuth.from_env(environ=env).verify("from-file")
+    assert _status(ApiKeyAuth.from_env(environ=env).verify, "from-env") == (401, "unauthorized")
+    ApiKeyAuth.from_env(environ={"ECHOPRIME_API_KEY": "from-env"}).verify("from-env")
+    ApiKeyAuth.from_env(environ={"MY_KEY": "k2"}, key_env="MY_KEY").verify("k2")
+    ApiKeyAuth.from_env(key_file=str(f), environ={}).verify("from-file")
+
+
+@pytest.mark.parametrize("presented", [None, "", "from-env ", "from-en", "from-envX", "FROM-ENV"])
+def test_missing_or_wrong_keys_are_401(presented):
+    auth = ApiKeyAuth.from_env(environ={"ECHOPRIME_API_KEY": "from-env"})
+    if presented == "from-env ":  # surrounding whitespace is not part of a key
+        auth.verify(presented)
+        return
+    assert _status(auth.verify, presented) == (401, "unauthorized")
+
+
+def test_no_key_is_a_configuration_error_naming_what_to_set(tmp_path):
+    with pytest.raises(AuthConfigError, match="ECHOPRIME_API_KEY_FILE.*ECHOPRIME_API_KEY.*--no-auth"):
+        ApiKeyAuth.from_env(environ={})
+    with pytest.raises(AuthConfigError, match="empty"):
+        (tmp_path / "k").write_text("\n")
+        ApiKeyAuth.from_env(environ={"ECHOPRIME_API_KEY_FILE": str(tmp_path / "k")})
+    with pytest.raises(AuthConfigError, match="cannot be read"):
+        ApiKeyAuth.from_env(environ={"ECHOPRIME_API_KEY_FILE": str(tmp_path / "missing")})
+    off = ApiKeyAuth.from_env(environ={}, disabled=True)
+    off.verify(None)
+    assert "OFF" in off.describe()
+
+
+def test_a_rotated_key_file_applies_and_the_key_is_never_shown(tmp_path):
+    f = tmp_path / "key"
+    f.write_text("first-secret")
+    auth = ApiKeyAuth.from_env(environ={"ECHOPRIME_API_KEY_FILE": str(f)})
+    auth.verify("first-secret")
+    f.write_text("second-secret-longer")
+    assert _status(auth.verify, "first-secret") == (401, "unauthorized")
+    auth.verify("second-secret-longer")
+    f.unlink()
+    assert _status(auth.verify, "second-secret-longer") == (503, "auth_unavailable")
+    for text in (auth.describe(), repr(auth), str(ApiError(401, "unauthorized", "x"))):
+        assert "secret" not in text
+
+
+def test_uri_lists_are_checked():
+    assert parse_uri_list({"files": ["s3://b/k1", "s3://b/k2"]}, LIMITS) == ["s3://b/k1", "s3://b/k2"]
+    assert _status(parse_uri_list, {"files": ["/etc/passwd"]}, LIMITS) == (422, "invalid_uri")
+    assert _status(parse_uri_list, {"files": ["s3://"]}, LIMITS) == (422, "invalid_uri")
+    assert _status(parse_uri_list, {"files": []}, LIMITS) == (422, "no_files")
+    assert _status(parse_uri_list, {"files": "s3://b/k"}, LIMITS) == (422, "invalid_request")
+    assert _status(parse_uri_list, [1], LIMITS) == (422, "invalid_request")
+    assert _status(parse_uri_list, {"files": ["s3://b/k"], "x": 1}, LIMITS) == (422, "invalid_request")
+    assert _status(parse_uri_list, {"files": ["s3://b/k"] * 4}, LIMITS) == (413, "too_many_files")
+
+
+def test_upload_names_lose_client_folders():
+    assert clean_name("C:\\Users\\jane\\study\\IM0001.dcm", 0) == "IM0001.dcm"
+    assert clean_name("/home/jane/a.mp4", 0) == "a.mp4"
+    assert clean_name("", 3) == "file3" and clean_name(None, 1) == "file1"
+
+
+def test_the_serve_config_names_the_graphs_deployments_and_valid_args(root):
+    from ray_jobs.serve_app import QUERY_OPTIONS
+    from serve.app import DEFAULTS, deployment_options, min_cpus
+    from serve.args import ServeArgs, read_serve_config
+
+    args, options, http = read_serve_config(root / "configs" / "serve.yaml")
+    assert set(options) == set(DEFAULTS)
+    ServeArgs.model_validate(args)
+    assert http["request_timeout_s"] > ServeArgs.model_validate(args).request_timeout_s
+    for name in ("VideoEncoder", "ViewClassifier"):
+        assert options[name]["user_config"]["max_batch_size"] <= options[name]["max_ongoing_requests"]
+    assert min_cpus(deployment_options(options)) <= 2.0  # a 2-core laptop
+    assert min_cpus(deployment_options(QUERY_OPTIONS)) == pytest.approx(1.2)
+    assert min_cpus(deployment_options()) == pytest.approx(2.0)
+
+
+def test_bad_app_arguments_and_options_fail_clearly():
+    from pydantic import ValidationError
+
+    from serve.app import build_graph
+
+    with pytest.raises(ValidationError, match="bundel_uri"):
+        build_graph({"bundel_uri": "x"})
+    with pytest.raises(ValueError, match="unknown deployments.*Encoder"):
+        build_graph({"bundle_uri": "x"}, {"Encoder": {"num_replicas": 2}})
+
+
+def test_echoprime_serve_refuses_to_start_without_a_key(monkeypatch, capsys, tmp_path):
+    from echoprime.cli import main
+
+    monkeypatch.delenv("ECHOPRIME_API_KEY", raising=False)
+    monkeypatch.delenv("ECHOPRIME_API_KEY_FILE", raising=False)
+    assert main(["serve", "--bundle", str(tmp_path)]) == 2
+    assert "no API key" in capsys.readouterr().err
+    monkeypatch.setenv("ECHOPRIME_API_KEY", "k")
+    assert main(["serve", "--bundle", str(tmp_path / "nothing")]) == 2
+    assert "manifest.json is missing" in capsys.readouterr().err
+
+
+def test_serve_run_builds_the_app_from_the_configs_args(root):
+    """What `serve run configs/serve.yaml` / `serve deploy` do with import_path and args."""
+    from ray.serve import Application
+    from ray.serve._private.api import call_user_app_builder_with_args_if_necessary
+
+    from serve.app import build_app
+    from serve.args import read_serve_config
+
+    args, _, _ = read_serve_config(root / "configs" / "serve.yaml")
+    assert isinstance(call_user_app_builder_with_args_if_necessary(build_app, args), Application)
+    with pytest.raises(Exception, match="max_files"):
+        call_user_app_builder_with_args_if_necessary(build_app, {**args, "max_files": 0})
+
+
+def test_the_builders_defaults_are_what_the_serve_config_states(root):
+    from serve.app import DEFAULTS
+    from serve.args import read_serve_config
+
+    _, options, _ = read_serve_config(root / "configs" / "serve.yaml")
+    for name, d in DEFAULTS.items():
+        o = options[name]
+        assert o["max_ongoing_requests"] == d["max_ongoing_requests"], name
+        assert o["ray_actor_options"]["num_cpus"] == d["ray_actor_options"]["num_cpus"], name
+        assert o.get("user_config") == d.get("user_config"), name

@@ -1,0 +1,104 @@
+"""The study viewer in a real browser: Debian's chromium, driven headless by Playwright."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.serve.conftest import read_study
+
+pytestmark = pytest.mark.ray
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def page():
+    from playwright.sync_api import sync_playwright
+
+    if not shutil.which("chromium"):
+        pytest.fail(f"{CHROMIUM} is missing: apt-get install -y chromium (.ci/run installs it)")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        pg = browser.new_page(viewport={"width": 1280, "height": 1600})
+        pg.set_default_timeout(180_000)
+        yield pg
+        browser.close()
+
+
+def _rendered(page) -> dict:
+    return page.evaluate(
+        """() => ({
+            videos: [...document.querySelectorAll('#videos .video')].map(v => ({
+                view: v.querySelector('.view').textContent, file: v.querySelector('.name').textContent,
+                src: v.querySelector('img').getAttribute('src') })),
+            report: [...document.querySelectorAll('#report li')].map(li => ({
+                section: li.dataset.section, text: li.querySelector('.section-text').textContent })),
+            metrics: Object.fromEntries([...document.querySelectorAll('#metrics tbody tr')].map(
+                tr => [tr.dataset.phenotype, tr.querySelector('.decision').textContent])),
+            top: [...document.querySelectorAll('#videos .video.top')].map(v => Number(v.dataset.index)),
+            status: document.querySelector('#status').textContent,
+        })"""
+    )
+
+
+def test_upload_a_study_and_read_the_rendered_report(served, page, study_dirs, interpreter):
+    folder = study_dirs[2]
+    want = interpreter.interpret(read_study(folder)).to_dict()
+    page.goto(served.url + "/")
+    page.fill("#api-key", served.key)
+    page.click("#save-key")
+    page.wait_for_function("document.querySelector('#model-info').textContent.includes('bundle')")
+    page.set_input_files("#files", [str(p) for p in sorted(folder.iterdir())])
+    page.click("#interpret")
+    page.wait_for_selector("body[data-state=done]")
+    got = _rendered(page)
+
+    assert [v["view"] for v in got["videos"]] == [v["view"] for v in want["videos"]]
+    assert [v["file"] for v in got["videos"]] == [v["file"] for v in want["videos"]]
+    assert all(v["src"].startswith("data:image/png;base64,") for v in got["videos"])
+    assert got["report"] == [{"section": s["section"], "text": s["text"]} for s in want["report"]]
+    decisions = {
+        p: ("–" if m["decision"] is None else "yes" if m["decision"] else "no")
+        for p, m in want["metrics"].items()
+    }
+    assert got["metrics"] == decisions
+    assert got["status"].startswith(f"Interpreted {len(want['videos'])} of {len(want['files'])}")
+
+    # Selecting a section highlights the video that weighed most for it.
+    for s in want["report"][:3]:
+        page.click(f"#report li[data-section='{s['section']}']")
+        ev = want["evidence"][s["section"]]
+        top = {e["video"] for e in ev if e["weight"] >= ev[0]["weight"]}
+        assert set(_rendered(page)["top"]) == top, s["section"]
+
+
+def test_pick_a_synthetic_example(served, page):
+    page.goto(served.url + "/")
+    page.fill("#api-key", served.key)
+    page.click("#save-key")
+    page.fill("#example-index", "7")
+    page.click("#example")
+    page.wait_for_selector("body[data-state=done]")
+    got = _rendered(page)
+    assert len(got["videos"]) >= 3 and len(got["report"]) > 10
+    assert page.is_visible("#truth-panel") and "Left Ventricle" in page.text_content("#truth")
+
+
+def test_a_wrong_key_shows_the_reason(served, page, study_dirs):
+    page.goto(served.url + "/")
+    page.evaluate("sessionStorage.clear()")
+    page.fill("#api-key", "not-the-key")
+    page.set_input_files("#files", [str(p) for p in sorted(study_dirs[1].iterdir())])
+    page.click("#interpret")
+    page.wait_for_selector("body[data-state=error]")
+    assert "401 unauthorized" in page.text_content("#status")
