@@ -29,6 +29,7 @@ JOBS: dict[str, tuple[str, str]] = {
     "build-bank": ("ray_jobs.build_bank", "embed the report bank, fit thresholds and commit the model bundle"),
     "import-release": ("ray_jobs.import_release", "convert a copy of the published EchoPrime release into a pickle-free bundle"),
     "batch-interpret": ("ray_jobs.batch_interpret", "interpret every study of an archive (local or s3://) with Ray Data: Parquet results + rejects, resumable"),
+    "evaluate": ("ray_jobs.evaluate", "evaluate a bundle on held-out shards: retrieval, phenotypes, ablation, views, zero-shot (report.md)"),
     "interpret": ("echoprime.interpret_cli", "interpret one study folder with a bundle (views, report, metrics)"),
     "serve": ("ray_jobs.serve_app", "serve a bundle over HTTP on a local Ray (Serve graph, API key, study viewer at /)"),
     "quickstart": ("ray_jobs.quickstart", "run the whole pipeline end to end on a local Ray (the main job)"),
