@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -153,7 +152,7 @@ def run_evaluate(
     from echoprime.bundle import fetch, read_manifest, read_mil_table
     from echoprime.data.shards import read_manifest as read_shard_manifest
     from echoprime.eval.plots import write_plots
-    from echoprime.eval.report import headline, write_report
+    from echoprime.eval.report import headline, jsonable, write_report
     from echoprime.eval.studies import StudySet
     from echoprime.eval.suite import check_compatible, evaluate_sets
     from echoprime.interpret import StudyInterpreter, load_bundle_parts
@@ -224,23 +223,6 @@ def method_notes(manifest: dict[str, Any], k: int) -> list[str]:
         "An AUC needs at least 2 positives and 2 negatives in the test split; otherwise it is reported as not computable.",
         "One frame = a clip whose every frame is the clip's first (the encoder sees no motion).",
     ]
-
-
-def jsonable(x: Any) -> Any:
-    """Metrics -> JSON: numpy scalars to Python, NaN and inf to None."""
-    if isinstance(x, dict):
-        return {str(k): jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [jsonable(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return jsonable(x.tolist())
-    if isinstance(x, (float, np.floating)):
-        return float(x) if math.isfinite(float(x)) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
 
 
 def run(args: argparse.Namespace) -> int:

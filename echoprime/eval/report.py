@@ -2,12 +2,32 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
+
+import numpy as np
 
 from echoprime.taxonomy import BINARY_PHENOTYPES, REGRESSION_PHENOTYPES
 
 ORDER = ("one_frame", "one_video", "mean", "table", "attention")
+
+
+def jsonable(x: Any) -> Any:
+    """Metrics -> plain JSON values: numpy scalars and arrays to Python, NaN and inf to None."""
+    if isinstance(x, dict):
+        return {str(k): jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [jsonable(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return jsonable(x.tolist())
+    if isinstance(x, (float, np.floating)):
+        return float(x) if math.isfinite(float(x)) else None
+    if isinstance(x, (bool, np.bool_)):
+        return bool(x)
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
 
 
 def _f(x: Any, digits: int = 3) -> str:

@@ -231,6 +231,8 @@ def _evaluate_sets(
     if attention is None and embed_text is not None:
         attention = fit_attention(tr, embed_text, epochs=mil_epochs, seed=seed)
         note = f"fitted here on the train split ({mil_epochs} epochs): the bundle has none"
+        if not all(bool(torch.isfinite(p).all()) for p in attention.parameters()):
+            attention, note = None, "the fit on the train split diverged (non-finite weights)"
     elif attention is None:
         note = "not present in this bundle (and no text encoder to fit one)"
     timings["attention_fit"] = time.perf_counter() - t
