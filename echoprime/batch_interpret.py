@@ -59,6 +59,8 @@ RESULT_SCHEMA = pa.schema(
 REJECT_SCHEMA = pa.schema(
     [("study_id", pa.string()), ("file", pa.string()), ("reason", pa.string()), ("code", pa.string())]
 )
+INTERPRET_COMPONENTS = ("video_encoder", "view_classifier", "mil", "bank")
+"""The bundle parts a study's interpretation uses (the text encoder is not one of them)."""
 HEAD_BYTES = 256 << 10
 """Bytes fetched from S3 to read a DICOM header; the whole object only when the header is longer."""
 
@@ -324,9 +326,11 @@ class BatchInterpreter:
     ) -> None:
         from echoprime.interpret import StudyInterpreter
 
-        # k through the constructor, which caps it at the bank's size.
+        # k through the constructor, which caps it at the bank's size; no text encoder (unused).
         extra = {"k": k} if k is not None else {}
-        self.interp = StudyInterpreter.from_bundle(bundle, device=device, batch_size=batch_size, **extra)
+        self.interp = StudyInterpreter.from_bundle(
+            bundle, device=device, batch_size=batch_size, components=INTERPRET_COMPONENTS, **extra
+        )
         self.out = BatchOutput(out)
         self.readers = max(1, int(readers))
         self.write_json = write_json
@@ -340,7 +344,9 @@ class BatchInterpreter:
     def interpret_chunk(
         self, study_ids: Sequence[str], files: Sequence[Sequence[str]]
     ) -> dict[str, list[Any]]:
-        """Interpret, write and commit one chunk; returns per study its status and counts."""
+        """Interpret, write and commit one chunk; returns per study its status and counts (and the
+        chunk's seconds, shared equally, so a driver can tell busy actors from start-up costs)."""
+        t0 = time.perf_counter()
         if self.readers > 1:
             with ThreadPoolExecutor(self.readers) as pool:
                 loaded = list(pool.map(self.load, files))
@@ -368,6 +374,7 @@ class BatchInterpreter:
             "n_used": [r["n_used"] for r in rows],
             "n_rejected": [r["n_files"] - r["n_used"] for r in rows],
             "part": [key] * len(rows),
+            "seconds": [(time.perf_counter() - t0) / len(rows)] * len(rows),
         }
 
     def load(self, files: Sequence[str]) -> tuple[Any, list[FileReport]]:

@@ -136,21 +136,24 @@ def test_resume_redoes_only_a_lost_part(tiny_cfg, bundle, archive, local_run):
     lost = set(json.loads((out / "_done" / f"{part.stem}.json").read_text())["studies"])
     part.unlink()
     res = run_batch_interpret(
-        tiny_cfg, str(bundle), str(archive[0]), str(out), write_json=True, actors=2, chunk=2
+        tiny_cfg, str(bundle), str(archive[0]), str(out), write_json=True, actors=1, chunk=2
     )
     assert res["interpreted"] == len(lost) and res["skipped"] == 5 - len(lost)
     after = _rows(str(out))
     assert len(BatchOutput(str(out)).read()) == 5  # no duplicate rows
     assert {s: r["report_text"] for s, r in after.items()} == {s: r["report_text"] for s, r in before.items()}
 
-    res = run_batch_interpret(tiny_cfg, str(bundle), str(archive[0]), str(out), actors=2, chunk=2)
+    res = run_batch_interpret(tiny_cfg, str(bundle), str(archive[0]), str(out), actors=1, chunk=2)
     assert (res["interpreted"], res["skipped"]) == (0, 5)
 
 
-def test_s3_archive_and_output(tiny_cfg, bundle, archive, local_run, s3_server):
+def test_s3_archive_and_output(tiny_cfg, bundle, archive, local_run, s3_server, monkeypatch):
     import boto3
 
+    import ray_jobs.batch_interpret as job
     from echoprime.bundle import publish
+
+    monkeypatch.setattr(job, "DRIVER_PROBE_MAX", 0)  # headers read by Ray Data tasks, as for a big archive
 
     boto3.client("s3").create_bucket(Bucket="bi-test")
     root = archive[0]
