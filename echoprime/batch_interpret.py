@@ -344,9 +344,10 @@ class BatchInterpreter:
     def interpret_chunk(
         self, study_ids: Sequence[str], files: Sequence[Sequence[str]]
     ) -> dict[str, list[Any]]:
-        """Interpret, write and commit one chunk; returns per study its status and counts (and the
-        chunk's seconds, shared equally, so a driver can tell busy actors from start-up costs)."""
-        t0 = time.perf_counter()
+        """Interpret, write and commit one chunk; returns per study its status and counts, and the
+        chunk's seconds (shared equally) and wall-clock span, so that a driver can tell the
+        interpretation's own rate from the actors' start-up."""
+        t0, started = time.perf_counter(), time.time()
         if self.readers > 1:
             with ThreadPoolExecutor(self.readers) as pool:
                 loaded = list(pool.map(self.load, files))
@@ -375,6 +376,8 @@ class BatchInterpreter:
             "n_rejected": [r["n_files"] - r["n_used"] for r in rows],
             "part": [key] * len(rows),
             "seconds": [(time.perf_counter() - t0) / len(rows)] * len(rows),
+            "chunk_start": [started] * len(rows),
+            "chunk_end": [time.time()] * len(rows),
         }
 
     def load(self, files: Sequence[str]) -> tuple[Any, list[FileReport]]:

@@ -79,9 +79,9 @@ def _list_archive(input_uri: str, manifest: str | None) -> tuple[list[str], dict
         and not (posixpath.basename(f) in METADATA_FILES and top.get(posixpath.basename(f)) == f)
     ]
     if not files:
+        found = "it is empty" if not listed else f"only archive tables ({', '.join(sorted(top))})"
         raise ValueError(
-            f"input {input_uri!r} holds no studies: no files besides archive tables "
-            f"(expected folders of DICOM, MP4 or AVI files)"
+            f"input {input_uri!r} holds no studies: {found}; expected folders of DICOM, MP4 or AVI files"
         )
     return files, videos, root
 
@@ -207,6 +207,7 @@ def run_batch_interpret(
         t2 = time.perf_counter()
 
     status = [r["status"] for r in summary]
+    span = max(r["chunk_end"] for r in summary) - min(r["chunk_start"] for r in summary) if summary else 0.0
     res = {
         "studies": len(studies),
         "skipped": len(studies) - len(todo),
@@ -226,6 +227,10 @@ def run_batch_interpret(
         "studies_per_s": round(len(summary) / max(t2 - t1, 1e-9), 3),
         # Seconds the actors spent interpreting (no start-up): studies/s of one busy actor.
         "actor_busy_s": round(sum(r["seconds"] for r in summary), 2),
+        # From the first chunk's start to the last chunk's end, on any actor: the pool's rate
+        # once started, which is what a long archive sees.
+        "processing_s": round(span, 2),
+        "processing_studies_per_s": round(len(summary) / span, 3) if span > 0 else 0.0,
     }
     from echoprime import storage
 
