@@ -50,7 +50,7 @@ PRETRAIN_ARGS = [
     "configs/a6000x2.yaml",
     "--shards",
     "s3://echoprime-data/shards",
-    "--out",
+    "--bundle",
     "s3://echoprime-models/bundles/v1",
 ]
 # The image's WORKDIR holds the checkout (Dockerfile); shipping it as the job's working_dir makes

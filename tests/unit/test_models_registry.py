@@ -14,7 +14,7 @@ def test_builtin_models_are_listed_by_kind():
     assert list_models("video") == ["echoprime_mvit_tiny", "echoprime_mvit_v2_s", "echoprime_tiny"]
     assert list_models("text") == ["biomedbert", "tiny_bag", "tiny_bert"]
     assert list_models("views") == ["echoprime_convnext_base_views", "tiny_views"]
-    assert list_models("mil") == ["section_attention_mil"]
+    assert list_models("mil") == ["section_attention_mil", "view_table_mil"]
     assert list_models(pattern="*tiny*") == [
         "echoprime_mvit_tiny",
         "echoprime_tiny",
