@@ -169,6 +169,8 @@ def validate_split(out_uri: str, split: str) -> list[str]:
             schema = pq.read_schema(loc.path, filesystem=loc.fs)
         except (OSError, pa.ArrowInvalid) as e:
             raise ShardError(f"shard {f}: cannot be read ({e})") from None
+        except Exception as e:  # an extension type another Ray/pyarrow version wrote, unreadable here
+            raise ShardError(f"shard {f}: its schema cannot be decoded ({type(e).__name__}: {e})") from None
         validate_schema(schema, f, m.clip_shape)
     return files
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 
-import pyarrow as pa
+import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
@@ -86,12 +86,10 @@ def test_bad_shards_fail_before_training(test_cfg, shards_dir, tmp_path):
     m = _copy_shards(shards_dir, bad2)
     f = m.files["val"][0]
     t = pq.read_table(f)
-    field = t.schema.field("clip").with_metadata(
-        {b"ARROW:extension:name": b"ray.data.arrow_tensor_v2", b"ARROW:extension:metadata": b"[8, 32, 32, 3]"}
-    )
-    pq.write_table(
-        t.cast(pa.schema([field if n == "clip" else t.schema.field(n) for n in t.schema.names])), f
-    )
+    from ray.data.extensions import ArrowTensorArray  # the type Ray Data writes clips as
+
+    short = ArrowTensorArray.from_numpy(np.zeros((t.num_rows, 8, 32, 32, 3), np.uint8))
+    pq.write_table(t.set_column(t.schema.get_field_index("clip"), "clip", short), f)
     with pytest.raises(
         ShardError, match=r"column 'clip' has shape \(8, 32, 32, 3\), expected \(16, 32, 32, 3\)"
     ):

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pydantic
 import pytest
 
 from echoprime.config import ConfigError, EchoPrimeConfig, load_config
@@ -88,5 +89,5 @@ def test_save_round_trip(tmp_path):
 
 def test_frozen():
     cfg = EchoPrimeConfig()
-    with pytest.raises(Exception):
+    with pytest.raises(pydantic.ValidationError, match="frozen"):
         cfg.seed = 3  # type: ignore[misc]
