@@ -123,6 +123,11 @@ class ModelCfg(_Cfg):
     """Feed each token's report section as token_type_ids (needs type_vocab_size >= 17)."""
     tokenizer_vocab: int = Field(default=2000, ge=100)
     """Vocabulary size when a tokenizer is trained on the report corpus (tiny text encoder)."""
+    video_options: dict[str, Any] = Field(default_factory=dict)
+    """More arguments of the video tower's builder, e.g. ``{pool: spatial, dropout: 0.3}`` for
+    ``echoprime_tiny`` (docs/learning.md); they travel with the weights in the bundle's config."""
+    text_options: dict[str, Any] = Field(default_factory=dict)
+    """More arguments of the text tower's builder, e.g. ``{token_dropout: 0.3}`` for ``tiny_bag``."""
     init_logit_scale: float = Field(default=math.log(1 / 0.07))
     max_logit_scale: float = Field(default=math.log(100.0))
 
@@ -160,6 +165,13 @@ class TrainCfg(_Cfg):
     brightness: float = Field(default=0.1, ge=0)
     contrast: float = Field(default=0.1, ge=0, lt=1)
     """Per-clip intensity jitter at training (gain differs between acquisitions)."""
+    shift: int = Field(default=0, ge=0)
+    """Random translation of each training clip by up to this many pixels (breaks the per-clip
+    fan-geometry fingerprint a small model memorises; docs/learning.md)."""
+    noise: float = Field(default=0.0, ge=0)
+    """Std of additive Gaussian noise on training clips (normalised units)."""
+    reverse: float = Field(default=0.0, ge=0, le=1)
+    """Probability of playing a training clip backwards."""
 
 
 class ViewsCfg(_Cfg):

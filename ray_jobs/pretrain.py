@@ -195,6 +195,9 @@ def _train_fn(config: dict[str, Any]) -> None:
             max_steps=remaining,
             brightness=tc["brightness"],
             contrast=tc["contrast"],
+            shift=tc.get("shift", 0),
+            noise=tc.get("noise", 0.0),
+            reverse=tc.get("reverse", 0.0),
             generator=gen,
         )
         state["epoch"] += 1

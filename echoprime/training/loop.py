@@ -99,6 +99,9 @@ def train_one_epoch(
     max_steps: int | None = None,
     brightness: float = 0.0,
     contrast: float = 0.0,
+    shift: int = 0,
+    noise: float = 0.0,
+    reverse: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> EpochStats:
     """Train a CLIP model for one pass over ``batches`` (or ``max_steps`` steps).
@@ -119,7 +122,10 @@ def train_one_epoch(
         max_steps: stop after this many steps without requesting another batch.
         brightness: intensity jitter (see :func:`echoprime.training.batch.jitter_intensity`).
         contrast: contrast jitter.
-        generator: random source for the jitter.
+        shift: random translation of each clip by up to this many pixels.
+        noise: std of additive Gaussian noise (normalised units).
+        reverse: probability of reversing a clip in time.
+        generator: random source for the augmentation.
 
     Raises:
         FloatingPointError: the loss became NaN or infinite (names the step).
@@ -138,7 +144,17 @@ def train_one_epoch(
         except StopIteration:
             break
         data_wait += time.perf_counter() - t0
-        b = prepare_batch(raw, spec, device, brightness=brightness, contrast=contrast, generator=generator)
+        b = prepare_batch(
+            raw,
+            spec,
+            device,
+            brightness=brightness,
+            contrast=contrast,
+            shift=shift,
+            noise=noise,
+            reverse=reverse,
+            generator=generator,
+        )
         with _autocast(device, autocast_dtype):
             out = model(b["video"], b["input_ids"], b.get("attention_mask"), b.get("token_type_ids"))
         # The loss runs outside autocast: logits and softmax in fp32 (a bf16 softmax over a

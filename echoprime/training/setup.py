@@ -56,7 +56,8 @@ def build_clip(model_cfg: Mapping[str, Any], spec: Mapping[str, Any], vocab_size
 
     video, text = model_cfg["video_encoder"], model_cfg["text_encoder"]
     vo = {k: int(spec[k]) for k in ("frames", "size") if _builder_takes(video, k)}
-    to: dict[str, Any] = {}
+    vo.update(model_cfg.get("video_options") or {})
+    to: dict[str, Any] = dict(model_cfg.get("text_options") or {})
     if vocab_size is not None and _builder_takes(text, "vocab_size"):
         to["vocab_size"] = int(vocab_size)
     from echoprime.models.registry import is_registered

@@ -79,3 +79,30 @@ def test_token_dropout_only_in_training_and_changes_the_bag():
     assert not torch.allclose(out[0], out[1])  # each row drops different tokens
     with pytest.raises(ValueError, match="token_dropout"):
         create_model("tiny_bag", vocab_size=20, token_dropout=1.0)
+
+
+def test_config_options_reach_the_towers_and_travel_with_the_weights(tmp_path):
+    """model.video_options / text_options go to the builders; a bad one is an error naming it."""
+    from echoprime.config import ConfigError, load_config
+    from echoprime.training.setup import build_clip
+
+    cfg = load_config(
+        "configs/tiny-cpu.yaml",
+        ["model.video_options={pool: spatial, dropout: 0.3, width: 8}", "model.text_options={token_dropout: 0.25}"],
+    )
+    spec = {"frames": 16, "size": 32}
+    clip = build_clip(cfg.model.model_dump(), spec, vocab_size=200)
+    assert clip.video_encoder.pool == "spatial" and clip.video_encoder.num_features == 6 * 8 * 16
+    assert clip.video_encoder.drop.p == pytest.approx(0.3)
+    assert clip.text_encoder.token_dropout == pytest.approx(0.25)
+    # the saved config rebuilds the same architecture
+    cfg.save(tmp_path)
+    again = load_config(tmp_path / "config.yaml")
+    assert again.model.video_options == {"pool": "spatial", "dropout": 0.3, "width": 8}
+    rebuilt = build_clip(again.model.model_dump(), spec, vocab_size=200)
+    rebuilt.load_state_dict(clip.state_dict())
+    bad = load_config("configs/tiny-cpu.yaml", ["model.video_options={pooling: spatial}"])
+    with pytest.raises(ValueError, match=r"model 'echoprime_tiny' does not take \['pooling'\]"):
+        build_clip(bad.model.model_dump(), spec, vocab_size=200)
+    with pytest.raises(ConfigError, match="train.shift"):
+        load_config("configs/tiny-cpu.yaml", ["train.shift=-1"])
