@@ -73,8 +73,12 @@ def ray_session(cfg: RayCfg) -> Iterator[None]:
             runtime_env={"env_vars": _worker_env()},
         )
     else:
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=cfg.log_to_driver,
-                 runtime_env={"env_vars": _worker_env()})
+        ray.init(
+            address=address,
+            logging_level=logging.WARNING,
+            log_to_driver=cfg.log_to_driver,
+            runtime_env={"env_vars": _worker_env()},
+        )
     try:
         yield
     finally:
