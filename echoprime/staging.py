@@ -57,7 +57,8 @@ def pretrained_components(root: str | os.PathLike) -> dict[str, dict[str, Any]]:
         "embed_dim": int(mcfg["embed_dim"]),
         **{k: int(spec[k]) for k in ("frames", "size") if _builder_takes(video, k)},
     }
-    to: dict[str, Any] = {"embed_dim": int(mcfg["embed_dim"])}
+    vo.update(mcfg.get("video_options") or {})  # the architecture options pretraining used
+    to: dict[str, Any] = {"embed_dim": int(mcfg["embed_dim"]), **(mcfg.get("text_options") or {})}
     vocab = ReportTokenizer.from_pretrained(pre / "tokenizer").vocab_size
     if _builder_takes(text, "vocab_size"):
         to["vocab_size"] = vocab

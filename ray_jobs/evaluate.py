@@ -154,7 +154,7 @@ def run_evaluate(
     from echoprime.eval.plots import write_plots
     from echoprime.eval.report import headline, jsonable, write_report
     from echoprime.eval.studies import StudySet
-    from echoprime.eval.suite import check_compatible, evaluate_sets
+    from echoprime.eval.suite import check_compatible, check_spec_compatible, evaluate_sets
     from echoprime.interpret import StudyInterpreter, load_bundle_parts
     from echoprime.runlog import ensure_writable_dir
     from ray_jobs.common import quiet_ray_data, ray_session
@@ -165,6 +165,7 @@ def run_evaluate(
     # Everything that can be wrong is checked before Ray starts.
     root = fetch(bundle)
     manifest = read_manifest(root, verify=True)
+    check_spec_compatible(bundle, manifest, shards, read_shard_manifest(shards).spec)  # before reading shards
     labels, views, with_hidden = shard_label_sets(shards)
     check_compatible(bundle, manifest, shards, read_shard_manifest(shards).spec, labels, views)
     with ray_session(cfg.ray):

@@ -53,6 +53,27 @@ def check_compatible(
     Raises:
         EvaluationInputError: naming the bundle, the shards, and the differing keys or names.
     """
+    check_spec_compatible(bundle, bundle_manifest, shards, shard_spec)
+    sets = bundle_manifest.get("label_sets", {})
+    phenos, views = set(sets.get("phenotypes", PHENOTYPE_NAMES)), set(sets.get("views", VIEWS))
+    unknown_labels, unknown_views = sorted(shard_labels - phenos), sorted(shard_views - views)
+    if unknown_labels or unknown_views or not (shard_labels & phenos):
+        raise EvaluationInputError(
+            f"bundle {bundle} and shards {shards} have different label sets: shards label "
+            f"{sorted(shard_labels)[:8]}{'...' if len(shard_labels) > 8 else ''} (unknown to the bundle: "
+            f"{unknown_labels or 'none'}), views unknown to the bundle: {unknown_views or 'none'}; "
+            f"the bundle has phenotypes {sorted(phenos)[:8]}... and views {sorted(views)}"
+        )
+
+
+def check_spec_compatible(
+    bundle: str, bundle_manifest: Mapping[str, Any], shards: str, shard_spec: Mapping[str, Any]
+) -> None:
+    """The preprocessing half of :func:`check_compatible`: manifests only, so it runs first.
+
+    Raises:
+        EvaluationInputError: naming the bundle, the shards and each differing spec key.
+    """
     spec = bundle_manifest.get("spec", {})
     diffs = [
         f"{k}: bundle {spec.get(k)!r} vs shards {shard_spec.get(k)!r}"
@@ -63,16 +84,6 @@ def check_compatible(
         raise EvaluationInputError(
             f"bundle {bundle} and shards {shards} were preprocessed differently ({'; '.join(diffs)}); "
             f"ingest the archive again with the bundle's spec (its preprocess.json)"
-        )
-    sets = bundle_manifest.get("label_sets", {})
-    phenos, views = set(sets.get("phenotypes", PHENOTYPE_NAMES)), set(sets.get("views", VIEWS))
-    unknown_labels, unknown_views = sorted(shard_labels - phenos), sorted(shard_views - views)
-    if unknown_labels or unknown_views or not (shard_labels & phenos):
-        raise EvaluationInputError(
-            f"bundle {bundle} and shards {shards} have different label sets: shards label "
-            f"{sorted(shard_labels)[:8]}{'...' if len(shard_labels) > 8 else ''} (unknown to the bundle: "
-            f"{unknown_labels or 'none'}), views unknown to the bundle: {unknown_views or 'none'}; "
-            f"the bundle has phenotypes {sorted(phenos)[:8]}... and views {sorted(views)}"
         )
 
 

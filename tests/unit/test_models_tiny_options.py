@@ -106,3 +106,30 @@ def test_config_options_reach_the_towers_and_travel_with_the_weights(tmp_path):
         build_clip(bad.model.model_dump(), spec, vocab_size=200)
     with pytest.raises(ConfigError, match="train.shift"):
         load_config("configs/tiny-cpu.yaml", ["train.shift=-1"])
+
+
+def test_bundle_components_rebuild_the_towers_with_their_options(tmp_path):
+    """A bundle's staged towers are rebuilt with the options pretraining used (else the weights do not fit)."""
+    from echoprime.config import load_config
+    from echoprime.reports import compose_report
+    from echoprime.staging import load_component
+    from echoprime.synth.state import sample_state
+    from echoprime.training.setup import build_clip, build_tokenizer, export_pretrained
+
+    cfg = load_config(
+        "configs/tiny-cpu.yaml",
+        ["model.video_options={pool: spatial, dropout: 0.3, width: 8}", "model.text_options={token_dropout: 0.25}"],
+    )
+    rng = __import__("numpy").random.default_rng(0)
+    reports = [compose_report(sample_state(rng, f"p{i}", f"s{i}"), rng).to_text() for i in range(20)]
+    tok_dir = build_tokenizer(cfg.model.model_dump(), reports, tmp_path / "tok")
+    from echoprime.models.tokenizer import ReportTokenizer
+
+    spec = {"frames": 16, "size": 32, "stride": 2, "mean": [0.0] * 3, "std": [1.0] * 3}
+    clip = build_clip(cfg.model.model_dump(), spec, ReportTokenizer.from_pretrained(tok_dir).vocab_size)
+    export_pretrained(clip, tmp_path / "b" / "pretrained", tokenizer_dir=tok_dir, config_yaml=cfg.to_yaml(), spec=spec)
+    video = load_component(tmp_path / "b", "video_encoder")
+    assert video.pool == "spatial" and video.num_features == 6 * 8 * 16
+    for k, v in clip.video_encoder.state_dict().items():
+        assert torch.equal(video.state_dict()[k], v)
+    assert load_component(tmp_path / "b", "text_encoder").token_dropout == pytest.approx(0.25)
