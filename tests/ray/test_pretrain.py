@@ -14,16 +14,51 @@ from echoprime.training.setup import load_pretrained
 from ray_jobs.pretrain import run_pretrain
 
 
-def test_pretraining_learns_the_joint_space(pretrained):
+def _held_out_mean_rank(pretrained_dir, shards_dir) -> tuple[float, float, int]:
+    """Study-level retrieval on the val and test splits together: the mean rank of each study's own
+    report among all their reports (and of its clips among all studies, the other way), as a
+    fraction of the pool. Chance is 0.5 either way, with a spread of ~0.03 for ~90 studies; the
+    mean over every study is far steadier than recall@10, which at ~45 studies moves by 0.07."""
+    import torch
+    import torch.nn.functional as F
+
+    from echoprime.data.shards import clips_to_numpy, read_split
+    from echoprime.training.batch import normalize_clip
+
+    model, tok, spec, _ = load_pretrained(pretrained_dir)
+    shape = read_manifest(str(shards_dir)).clip_shape
+    ids, embs, reports = [], [], {}
+    with torch.no_grad():
+        for split in ("val", "test"):
+            t = read_split(str(shards_dir), split, columns=["study_id", "report", "clip"])
+            clips = torch.from_numpy(np.array(clips_to_numpy(t.column("clip"), shape)))
+            for i in range(0, len(clips), 128):
+                embs.append(model.encode_video(normalize_clip(clips[i : i + 128], spec["mean"], spec["std"])))
+            ids += t.column("study_id").to_pylist()
+            reports.update(zip(t.column("study_id").to_pylist(), t.column("report").to_pylist(), strict=True))
+        studies = sorted(reports)
+        enc = tok([reports[s] for s in studies])
+        text = F.normalize(model.encode_text(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]), dim=-1)
+    video = F.normalize(torch.cat(embs).float(), dim=-1)
+    which = torch.tensor([studies.index(s) for s in ids])
+    study = F.normalize(torch.stack([video[which == j].mean(0) for j in range(len(studies))]), dim=-1)
+    n = len(studies)
+    v2t, t2v = study @ text.T, text @ study.T
+    rank = lambda sim: ((sim > sim.diag()[:, None]).sum(1).float() / (n - 1)).mean().item()  # noqa: E731
+    return rank(v2t), rank(t2v), n
+
+
+def test_pretraining_learns_the_joint_space(pretrained, shards_dir):
     out, res = pretrained
     assert res["steps"] > 0 and res["epochs"] >= 3
     assert res["loss_last"] < res["loss_first"]
-    # Video -> report retrieval among the validation studies, above chance: a broken loss or a
-    # shuffled clip/report pairing stays at chance (R@10 = 10 / n_studies). Measured here: about
-    # 0.31 against 0.22 (docs/benchmarks.md); the bound leaves room for run-to-run noise.
-    n = res["val_studies"]
-    assert n >= 30
-    assert res["val_v2t_r@10"] >= 10.0 / n + 0.04, res
+    assert res["val_studies"] >= 30 and 0 <= res["val_v2t_r@10"] <= 1
+    # A broken loss, a shuffled clip/report pairing or an encoder that ignores its input stays at
+    # chance (0.5). Measured on this fixture: 0.36-0.38 (docs/benchmarks.md); the bound is ~2
+    # spreads from both.
+    v2t, t2v, n = _held_out_mean_rank(out, shards_dir)
+    assert n >= 80
+    assert (v2t + t2v) / 2 <= 0.44, (v2t, t2v, res)
     assert 0 <= res["data_wait_frac"] < 1 and res["clips_per_s"] > 0
     model, tok, spec, config = load_pretrained(out)
     assert spec["size"] == 32 and config["model"]["video_encoder"] == "echoprime_tiny"
@@ -39,7 +74,7 @@ def test_worker_killed_mid_run_resumes_from_checkpoint_on_s3(test_cfg, shards_di
     cfg = test_cfg.replace(
         train={
             **test_cfg.train.model_dump(),
-            "epochs": 2,
+            "epochs": 1,
             "time_budget_s": None,
             "checkpoint_every_steps": 3,
             "max_failures": 1,
