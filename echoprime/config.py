@@ -142,6 +142,8 @@ class TrainCfg(_Cfg):
     """Per-worker batch size (clips)."""
     epochs: int = Field(default=10, ge=1)
     max_steps: int | None = Field(default=None, ge=1)
+    """End pretraining after this many optimizer steps (the last epoch may be partial); the
+    learning-rate schedule spans them."""
     lr: float = Field(default=1e-3, gt=0)
     min_lr: float = Field(default=1e-5, ge=0)
     weight_decay: float = Field(default=0.05, ge=0)

@@ -147,8 +147,9 @@ def _train_fn(config: dict[str, Any]) -> None:
         "study_idx": torch.long,
     }
     gen = torch.Generator().manual_seed(config["seed"] * 1000 + rank)
-    while state["epoch"] < tc["epochs"]:
-        remaining = steps_per_epoch - state["step_in_epoch"]
+    while state["epoch"] < tc["epochs"] and state["step"] < total:
+        # train.max_steps can end the run inside an epoch; that epoch is then the last.
+        remaining = min(steps_per_epoch - state["step_in_epoch"], total - state["step"])
 
         def on_step(info: Any) -> bool:
             state["step"] += 1
@@ -166,7 +167,11 @@ def _train_fn(config: dict[str, Any]) -> None:
             ):
                 Path(fault["marker"]).write_text("killed once")
                 os._exit(1)  # a worker dies mid-epoch (the test of FailureConfig)
-            if state["step"] % tc["checkpoint_every_steps"] == 0 and state["step_in_epoch"] < steps_per_epoch:
+            if (
+                state["step"] % tc["checkpoint_every_steps"] == 0
+                and state["step_in_epoch"] < steps_per_epoch
+                and state["step"] < total  # the epoch-end report right after saves this one
+            ):
                 state["elapsed"] = time.monotonic() - start
                 save_and_report(
                     {"step": state["step"], "epoch": state["epoch"], "loss": info.loss, "kind": "step"}
@@ -305,6 +310,8 @@ def run_pretrain(
             f"(lower train.batch_size or train.num_workers, or ingest more studies)"
         )
     total_steps = steps_per_epoch * tc.epochs
+    if tc.max_steps is not None:
+        total_steps = min(total_steps, tc.max_steps)
     # A short run warms up for at most a quarter of its steps (a warm-up longer than the run
     # would never reach the base learning rate).
     warmup_steps = min(tc.warmup_steps, total_steps // 4)

@@ -11,6 +11,8 @@ under --out and records its status, wall time and headline numbers in DIR/summar
                 mil/         the anatomical attention (per-section weights over a study's videos)
                 bank/        the candidate report bank, thresholds, and the committed manifest
   interpret/  one held-out study interpreted, next to its true report and labels
+  eval/       the bundle evaluated on the held-out split (metrics.json, report.md, figures)
+  serve/      the bundle served as the Ray Serve graph; the same study sent over HTTP
 
 Every later capability of the project joins this job as a stage. With configs/tiny-cpu.yaml
 (the default) it runs on a 2-core laptop without a GPU in under 10 minutes.
@@ -169,7 +171,49 @@ def run_pipeline(cfg: EchoPrimeConfig, out: Path) -> dict:
                 "interpret",
                 "predicted vs true: " + "; ".join(f"{n} {p} vs {t}" for n, p, t, _ in cmp["rows"]),
             )
+        with summary.stage("evaluate") as st:
+            from ray_jobs.evaluate import run_evaluate
+
+            res = run_evaluate(cfg, str(bundle), str(shards), out / "eval", n_boot=100, draws=1)
+            st.record(**{k: v for k, v in res.items() if k != "out" and not isinstance(v, dict | list)})
+            _say("evaluate", "\n  ".join(f"{k}: {_fmt(v)}" for k, v in res.items() if k != "out"))
+            _say("evaluate", f"report: {out / 'eval' / 'report.md'}")
+        with summary.stage("serve") as st:
+            from ray_jobs.serve_app import serve_and_query
+
+            t_serve = time.perf_counter()
+            answer = serve_and_query(str(bundle), [str(f) for f in files])
+            (out / "serve").mkdir(exist_ok=True)
+            (out / "serve" / f"{sid}.json").write_text(json.dumps(answer, indent=2))
+            same = _same_interpretation(answer, result)
+            st.record(study=sid, http_status=200, same_as_in_process=same, round_trip_s=round(time.perf_counter() - t_serve, 1))
+            _say(
+                "serve",
+                f"POST /v1/interpret for {sid}: {answer['status']}, report of {len(answer['report'])} sections; "
+                f"{'the same' if same else 'NOT the same'} as the in-process interpretation",
+            )
+            if not same:
+                raise RuntimeError("the served graph's answer differs from StudyInterpreter's for " + sid)
     return summary.to_dict()
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _same_interpretation(a: dict[str, Any], b: dict[str, Any], tol: float = 1e-4) -> bool:
+    """The served answer and the in-process one agree: report texts, decisions, values to ``tol``."""
+    if [r["text"] for r in a["report"]] != [r["text"] for r in b["report"]]:
+        return False
+    for name, m in b["metrics"].items():
+        o = a["metrics"].get(name)
+        if o is None or o.get("decision") != m.get("decision"):
+            return False
+        if (o["value"] is None) != (m["value"] is None):
+            return False
+        if m["value"] is not None and abs(o["value"] - m["value"]) > tol * max(1.0, abs(m["value"])):
+            return False
+    return True
 
 
 def run(args: argparse.Namespace) -> int:

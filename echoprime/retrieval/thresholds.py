@@ -3,8 +3,9 @@
 A kNN probability ``p`` (the positive fraction among labelled neighbours) becomes a decision
 ``p >= threshold``. :func:`fit_thresholds` picks, per phenotype, the threshold that maximises
 Youden's J = sensitivity + specificity - 1 on a validation split. A phenotype whose split has
-no positives or no negatives has no ROC curve: it is recorded as not fitted, with the reason,
-and gets the default threshold 0.5, so callers can tell a fitted 0.5 from a fallback.
+no positives or no negatives has no ROC curve, and one whose scores do not separate them at all
+(best J = 0) has no useful threshold: either is recorded as not fitted, with the reason, and gets
+the default threshold 0.5, so callers can tell a fitted 0.5 from a fallback.
 """
 
 from __future__ import annotations
@@ -153,6 +154,15 @@ def fit_thresholds(
             fits[name] = ThresholdFit(default, False, reason, None, n_pos, n_neg)
             continue
         thr, j = youden_threshold(p, y)
+        if j <= 0:
+            # No score separates positives from negatives at all; the "best" threshold would be
+            # the lowest score, calling every study positive. Keep the default instead.
+            reason = (
+                f"no threshold separates the {n_pos} positives from the {n_neg} negatives of the "
+                f"validation split (best Youden's J {j:.2f})"
+            )
+            fits[name] = ThresholdFit(default, False, reason, j, n_pos, n_neg)
+            continue
         fits[name] = ThresholdFit(thr, True, None, j, n_pos, n_neg)
     return Thresholds(fits)
 

@@ -26,6 +26,7 @@ def test_cfg(tiny_cfg):
             "train.epochs=12",
             "train.time_budget_s=90",
             "train.checkpoint_every_steps=1000",
+            "views.epochs=4",
         ],
     )
 
@@ -67,10 +68,11 @@ def bundle_dir(ray_cluster, test_cfg, shards_dir, pretrained):
     from ray_jobs.train_views import run_train_views
 
     bundle = pretrained[0].parent
+    embedded: dict = {}  # as the quickstart does: the bank's thresholds reuse fit-mil's val embeddings
     stages = {
         "views": run_train_views(test_cfg, str(shards_dir), str(bundle)),
-        "mil": run_fit_mil(test_cfg, str(shards_dir), str(bundle)),
-        "bank": run_build_bank(test_cfg, str(shards_dir), str(bundle)),
+        "mil": run_fit_mil(test_cfg, str(shards_dir), str(bundle), keep_embeddings=embedded),
     }
+    stages["bank"] = run_build_bank(test_cfg, str(shards_dir), str(bundle), val_embeddings=embedded.get("val"))
     (bundle.parent / "stages.json").write_text(__import__("json").dumps(stages, default=str))
     return bundle

@@ -74,7 +74,8 @@ def test_worker_killed_mid_run_resumes_from_checkpoint_on_s3(test_cfg, shards_di
     cfg = test_cfg.replace(
         train={
             **test_cfg.train.model_dump(),
-            "epochs": 1,
+            "epochs": 2,
+            "max_steps": 9,  # ends inside the first epoch: a partial epoch is the last
             "time_budget_s": None,
             "checkpoint_every_steps": 3,
             "max_failures": 1,
@@ -86,7 +87,7 @@ def test_worker_killed_mid_run_resumes_from_checkpoint_on_s3(test_cfg, shards_di
         cfg, str(shards_dir), str(tmp_path / "model"), fault={"at_step": 5, "marker": str(marker)}
     )
     assert marker.exists(), "the fault was never injected"
-    assert res["steps"] == res["planned_steps"]  # same number of optimizer steps as without the failure
+    assert res["steps"] == res["planned_steps"] == 9  # same number of optimizer steps as without the failure
     keys = [
         o["Key"]
         for o in boto3.client("s3").list_objects_v2(Bucket="echo-runs", Prefix="runs/fault/")["Contents"]

@@ -88,3 +88,13 @@ def test_release_csv(tmp_path):
     path.write_text(",feature,threshold\n0,tavr,0.1\n1,tavr,0.2\n")
     with pytest.raises(ValueError, match="twice"):
         read_release_thresholds(path)
+
+
+def test_scores_that_separate_nothing_keep_the_default():
+    """One positive scored lowest of all (as a rare finding with a weak model): J = 0 at best,
+    whose threshold would call every study positive; the default is kept and the reason named."""
+    p = np.array([0.0, 0.1, 0.2, 0.3, 0.0, 0.4])
+    y = np.array([1, 0, 0, 0, 0, 0], dtype=float)
+    fit = fit_thresholds({"impella": p}, {"impella": y}).fits["impella"]
+    assert fit.threshold == 0.5 and not fit.fitted and fit.youden_j == pytest.approx(0.0)
+    assert fit.reason == "no threshold separates the 1 positives from the 5 negatives of the validation split (best Youden's J 0.00)"
