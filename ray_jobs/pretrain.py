@@ -20,9 +20,11 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -254,6 +256,43 @@ def _train_fn(config: dict[str, Any]) -> None:
             )
 
 
+def _finished_checkpoint(run_uri: str, epochs: int, total_steps: int) -> str | None:
+    """The run's latest checkpoint (a folder URI) when it has nothing left to train, else None.
+
+    Ray Train names checkpoints ``checkpoint_<timestamp>``, so the last by name is the latest; a
+    run is finished when that checkpoint reached ``total_steps`` or its last epoch (a run stopped
+    on its time budget records the last epoch).
+    """
+    from echoprime import storage
+
+    try:
+        files = storage.list_files(run_uri)
+    except FileNotFoundError:
+        return None
+    states = [
+        f for f in files if f.endswith("/state.json") and f.rsplit("/", 2)[-2].startswith("checkpoint_")
+    ]
+    if not states:
+        return None
+    latest = max(states, key=lambda f: f.rsplit("/", 2)[-2])
+    st = json.loads(storage.read_bytes(latest))
+    done = st.get("step", 0) >= total_steps or st.get("epoch", 0) >= epochs
+    return latest.rsplit("/", 1)[0] if done else None
+
+
+def _local_copy(folder_uri: str, dest: Path) -> Path:
+    """A checkpoint folder on local disk (S3 objects are downloaded to ``dest``)."""
+    from echoprime import storage
+
+    if not storage.is_s3(folder_uri):
+        return Path(folder_uri)
+    for f in storage.list_files(folder_uri):
+        target = dest / f[len(folder_uri) + 1 :]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(storage.read_bytes(f))
+    return dest
+
+
 # ------------------------------------------------------------------------------- the driver
 def run_pretrain(
     cfg: EchoPrimeConfig, shards: str, out: str, *, resume: bool = False, fault: dict[str, Any] | None = None
@@ -325,104 +364,119 @@ def run_pretrain(
     from echoprime.models.tokenizer import ReportTokenizer
 
     work = Path(tempfile.mkdtemp(prefix="echoprime-pretrain-"))
-    tok_dir = build_tokenizer(cfg.model.model_dump(), list(reports.values()), work / "tokenizer")
-    tokenizer = ReportTokenizer.from_pretrained(tok_dir)
+    try:
+        tok_dir = build_tokenizer(cfg.model.model_dump(), list(reports.values()), work / "tokenizer")
+        tokenizer = ReportTokenizer.from_pretrained(tok_dir)
 
-    with ray_session(cfg.ray):
-        quiet_ray_data()
-        require_resources(
-            tc.num_workers * tc.cpus_per_worker,
-            tc.num_workers * (1 if tc.use_gpu else 0),
-            cfg.ray.resource_wait_s,
-            f"pretraining ({tc.num_workers} workers)",
-        )
-        train_ds = _read_split(train_files).map_batches(
-            _tokenize, fn_kwargs={"tokenizer": tokenizer, "seed": cfg.seed}, batch_size=64
-        )
-        val_ds = _read_split(val_files).map_batches(
-            _tokenize, fn_kwargs={"tokenizer": tokenizer, "seed": cfg.seed + 1}, batch_size=64
-        )
-        bytes_est = n_train * math.prod(manifest.clip_shape)
-        store = ray.available_resources().get("object_store_memory", 0)
-        if tc.materialize == "always" or (tc.materialize == "auto" and bytes_est < store / 3):
-            # Small sets are held in memory: the pipeline then runs once instead of every epoch,
-            # and nothing competes with the workers for the few CPUs (ray-facts.md 3).
-            train_ds = train_ds.materialize()
-        val_ds = val_ds.materialize()  # evaluated every epoch; small by construction
-        with driver_progress("pretrain") as progress:
-            trainer = TorchTrainer(
-                _train_fn,
-                train_loop_config={
-                    "train": tc.model_dump(),
-                    "model": cfg.model.model_dump(),
-                    "spec": spec,
-                    "seed": cfg.seed,
-                    "vocab_size": tokenizer.vocab_size,
-                    "steps_per_epoch": steps_per_epoch,
-                    "total_steps": total_steps,
-                    "warmup_steps": warmup_steps,
-                    "config_dict": cfg.to_dict(),
-                    "progress": progress,
-                    "fault": fault,
-                },
-                scaling_config=ScalingConfig(
-                    num_workers=tc.num_workers,
-                    use_gpu=tc.use_gpu,
-                    resources_per_worker={"CPU": tc.cpus_per_worker, **({"GPU": 1} if tc.use_gpu else {})},
-                ),
-                run_config=RunConfig(
-                    name=tc.run_name,
-                    storage_path=storage_uri,
-                    failure_config=FailureConfig(max_failures=tc.max_failures),
-                    checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints),
-                ),
-                datasets={"train": train_ds, "val": val_ds},
-                dataset_config=DataConfig(datasets_to_split=["train"]),
-            )
-            result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"pretraining produced no checkpoint (error: {result.error})")
-    from echoprime.training.checkpoint import load_checkpoint
-    from echoprime.training.setup import build_clip
+        finished = _finished_checkpoint(run_dir.uri, tc.epochs, total_steps) if resume else None
+        if finished is None:
+            with ray_session(cfg.ray):
+                quiet_ray_data()
+                require_resources(
+                    tc.num_workers * tc.cpus_per_worker,
+                    tc.num_workers * (1 if tc.use_gpu else 0),
+                    cfg.ray.resource_wait_s,
+                    f"pretraining ({tc.num_workers} workers)",
+                )
+                train_ds = _read_split(train_files).map_batches(
+                    _tokenize, fn_kwargs={"tokenizer": tokenizer, "seed": cfg.seed}, batch_size=64
+                )
+                val_ds = _read_split(val_files).map_batches(
+                    _tokenize, fn_kwargs={"tokenizer": tokenizer, "seed": cfg.seed + 1}, batch_size=64
+                )
+                bytes_est = n_train * math.prod(manifest.clip_shape)
+                store = ray.available_resources().get("object_store_memory", 0)
+                if tc.materialize == "always" or (tc.materialize == "auto" and bytes_est < store / 3):
+                    # Small sets are held in memory: the pipeline then runs once instead of every epoch,
+                    # and nothing competes with the workers for the few CPUs (ray-facts.md 3).
+                    train_ds = train_ds.materialize()
+                val_ds = val_ds.materialize()  # evaluated every epoch; small by construction
+                with driver_progress("pretrain") as progress:
+                    trainer = TorchTrainer(
+                        _train_fn,
+                        train_loop_config={
+                            "train": tc.model_dump(),
+                            "model": cfg.model.model_dump(),
+                            "spec": spec,
+                            "seed": cfg.seed,
+                            "vocab_size": tokenizer.vocab_size,
+                            "steps_per_epoch": steps_per_epoch,
+                            "total_steps": total_steps,
+                            "warmup_steps": warmup_steps,
+                            "config_dict": cfg.to_dict(),
+                            "progress": progress,
+                            "fault": fault,
+                        },
+                        scaling_config=ScalingConfig(
+                            num_workers=tc.num_workers,
+                            use_gpu=tc.use_gpu,
+                            resources_per_worker={
+                                "CPU": tc.cpus_per_worker,
+                                **({"GPU": 1} if tc.use_gpu else {}),
+                            },
+                        ),
+                        run_config=RunConfig(
+                            name=tc.run_name,
+                            storage_path=storage_uri,
+                            failure_config=FailureConfig(max_failures=tc.max_failures),
+                            checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints),
+                        ),
+                        datasets={"train": train_ds, "val": val_ds},
+                        dataset_config=DataConfig(datasets_to_split=["train"]),
+                    )
+                    result = trainer.fit()
+            if result.checkpoint is None:
+                raise RuntimeError(f"pretraining produced no checkpoint (error: {result.error})")
+            checkpoint_dir: Any = result.checkpoint.as_directory()
+        else:
+            # Nothing left to train: export the last checkpoint without starting Ray Train.
+            print(f"pretrain: run {tc.run_name!r} has finished ({finished}); exporting its last checkpoint")
+            checkpoint_dir = contextlib.nullcontext(_local_copy(finished, work / "finished"))
+        from echoprime.training.checkpoint import load_checkpoint
+        from echoprime.training.setup import build_clip
 
-    model = build_clip(cfg.model.model_dump(), spec, tokenizer.vocab_size)
-    with result.checkpoint.as_directory() as d:
-        st = load_checkpoint(d, model)
-    history = st["extra"].get("history", [])
-    local_out = Path(out_loc.path) if not storage.is_s3(out_loc.uri) else work / "export"
-    export_pretrained(
-        model, local_out, tokenizer_dir=tok_dir, config_yaml=cfg.to_yaml(), spec=spec, metrics=history
-    )
-    load_pretrained(local_out)  # what was written loads back
-    if storage.is_s3(out_loc.uri):
-        for p in sorted(local_out.rglob("*")):
-            if p.is_file():
-                storage.write_bytes(out_loc.join(p.relative_to(local_out).as_posix()).uri, p.read_bytes())
-    epochs = [h for h in history if h.get("kind") == "epoch"]
-    last = epochs[-1] if epochs else {}
-    first = epochs[0] if epochs else {}
-    n_val_studies = manifest.studies.get("val", 0)
-    return {
-        "out": out_loc.uri,
-        "run": run_dir.uri,
-        "steps": st["step"],
-        "planned_steps": total_steps,
-        "epochs": len(epochs),
-        "stopped_on_budget": bool(st["extra"].get("stopped_on_budget", False)),
-        "train_clips": n_train,
-        "loss_first": first.get("loss"),
-        "loss_last": last.get("loss"),
-        "val_v2t_r@1": last.get("val_v2t_r@1"),
-        "val_v2t_r@5": last.get("val_v2t_r@5"),
-        "val_v2t_r@10": last.get("val_v2t_r@10"),
-        "val_t2v_r@10": last.get("val_t2v_r@10"),
-        "val_studies": n_val_studies,
-        "chance_r@10": min(1.0, 10 / max(n_val_studies, 1)),
-        "clips_per_s": last.get("clips_per_s"),
-        "data_wait_frac": last.get("data_wait_frac"),
-        "temperature": last.get("temperature"),
-        "wall_s": round(time.perf_counter() - t0, 1),
-    }
+        model = build_clip(cfg.model.model_dump(), spec, tokenizer.vocab_size)
+        with checkpoint_dir as d:
+            st = load_checkpoint(d, model)
+        history = st["extra"].get("history", [])
+        local_out = Path(out_loc.path) if not storage.is_s3(out_loc.uri) else work / "export"
+        export_pretrained(
+            model, local_out, tokenizer_dir=tok_dir, config_yaml=cfg.to_yaml(), spec=spec, metrics=history
+        )
+        load_pretrained(local_out)  # what was written loads back
+        if storage.is_s3(out_loc.uri):
+            for p in sorted(local_out.rglob("*")):
+                if p.is_file():
+                    storage.write_bytes(out_loc.join(p.relative_to(local_out).as_posix()).uri, p.read_bytes())
+        epochs = [h for h in history if h.get("kind") == "epoch"]
+        last = epochs[-1] if epochs else {}
+        first = epochs[0] if epochs else {}
+        n_val_studies = manifest.studies.get("val", 0)
+        return {
+            "out": out_loc.uri,
+            "run": run_dir.uri,
+            "already_finished": finished is not None,  # --resume of a finished run: exported only
+            "steps": st["step"],
+            "planned_steps": total_steps,
+            "epochs": len(epochs),
+            "stopped_on_budget": bool(st["extra"].get("stopped_on_budget", False)),
+            "train_clips": n_train,
+            "loss_first": first.get("loss"),
+            "loss_last": last.get("loss"),
+            "val_v2t_r@1": last.get("val_v2t_r@1"),
+            "val_v2t_r@5": last.get("val_v2t_r@5"),
+            "val_v2t_r@10": last.get("val_v2t_r@10"),
+            "val_t2v_r@10": last.get("val_t2v_r@10"),
+            "val_studies": n_val_studies,
+            "chance_r@10": min(1.0, 10 / max(n_val_studies, 1)),
+            "clips_per_s": last.get("clips_per_s"),
+            "data_wait_frac": last.get("data_wait_frac"),
+            "temperature": last.get("temperature"),
+            "wall_s": round(time.perf_counter() - t0, 1),
+        }
+    finally:
+        # The tokenizer and (for S3) the staged export were copied into the bundle.
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def run(args: argparse.Namespace) -> int:

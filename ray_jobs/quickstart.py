@@ -186,7 +186,12 @@ def run_pipeline(cfg: EchoPrimeConfig, out: Path) -> dict:
             (out / "serve").mkdir(exist_ok=True)
             (out / "serve" / f"{sid}.json").write_text(json.dumps(answer, indent=2))
             same = _same_interpretation(answer, result)
-            st.record(study=sid, http_status=200, same_as_in_process=same, round_trip_s=round(time.perf_counter() - t_serve, 1))
+            st.record(
+                study=sid,
+                http_status=200,
+                same_as_in_process=same,
+                round_trip_s=round(time.perf_counter() - t_serve, 1),
+            )
             _say(
                 "serve",
                 f"POST /v1/interpret for {sid}: {answer['status']}, report of {len(answer['report'])} sections; "

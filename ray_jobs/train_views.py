@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -115,49 +116,57 @@ def run_train_views(cfg: EchoPrimeConfig, shards: str, bundle: str) -> dict[str,
     vc = cfg.views
     steps = max(1, manifest.rows["train"] // vc.num_workers // vc.batch_size)
     out = Path(bundle) / "views"
-    with ray_session(cfg.ray):
-        quiet_ray_data()
-        require_resources(
-            vc.num_workers, 1 if cfg.train.use_gpu else 0, cfg.ray.resource_wait_s, "view classifier training"
-        )
-
-        def read(files: list[str]):
-            locs = [storage.locate(f) for f in files]
-            return (
-                ray.data.read_parquet([loc.path for loc in locs], filesystem=locs[0].fs)
-                .select_columns(["clip", "view"])
-                .filter(lambda r: r["view"] is not None)
-                .map_batches(_with_view_idx, batch_size=256)
-                .materialize()
+    # Ray Train's checkpoints go to scratch; only the weights are kept.
+    scratch = tempfile.mkdtemp(prefix="echoprime-views-")
+    try:
+        with ray_session(cfg.ray):
+            quiet_ray_data()
+            require_resources(
+                vc.num_workers,
+                1 if cfg.train.use_gpu else 0,
+                cfg.ray.resource_wait_s,
+                "view classifier training",
             )
 
-        trainer = TorchTrainer(
-            _train_fn,
-            train_loop_config={
-                "model": name,
-                "overrides": overrides,
-                "lr": vc.lr,
-                "epochs": vc.epochs,
-                "batch_size": vc.batch_size,
-                "spec": spec,
-                "seed": cfg.seed,
-                "steps_per_epoch": steps,
-            },
-            scaling_config=ScalingConfig(
-                num_workers=vc.num_workers,
-                use_gpu=cfg.train.use_gpu,
-                resources_per_worker={"CPU": 1, **({"GPU": 1} if cfg.train.use_gpu else {})},
-            ),
-            run_config=RunConfig(name="views", storage_path=tempfile.mkdtemp(prefix="echoprime-views-")),
-            datasets={"train": read(train_files), "val": read(val_files)},
-            dataset_config=DataConfig(datasets_to_split=["train"]),
-        )
-        result = trainer.fit()
-    out.mkdir(parents=True, exist_ok=True)
-    with result.checkpoint.as_directory() as d:
-        (out / "view_classifier.safetensors").write_bytes(
-            (Path(d) / "view_classifier.safetensors").read_bytes()
-        )
+            def read(files: list[str]):
+                locs = [storage.locate(f) for f in files]
+                return (
+                    ray.data.read_parquet([loc.path for loc in locs], filesystem=locs[0].fs)
+                    .select_columns(["clip", "view"])
+                    .filter(lambda r: r["view"] is not None)
+                    .map_batches(_with_view_idx, batch_size=256)
+                    .materialize()
+                )
+
+            trainer = TorchTrainer(
+                _train_fn,
+                train_loop_config={
+                    "model": name,
+                    "overrides": overrides,
+                    "lr": vc.lr,
+                    "epochs": vc.epochs,
+                    "batch_size": vc.batch_size,
+                    "spec": spec,
+                    "seed": cfg.seed,
+                    "steps_per_epoch": steps,
+                },
+                scaling_config=ScalingConfig(
+                    num_workers=vc.num_workers,
+                    use_gpu=cfg.train.use_gpu,
+                    resources_per_worker={"CPU": 1, **({"GPU": 1} if cfg.train.use_gpu else {})},
+                ),
+                run_config=RunConfig(name="views", storage_path=scratch),
+                datasets={"train": read(train_files), "val": read(val_files)},
+                dataset_config=DataConfig(datasets_to_split=["train"]),
+            )
+            result = trainer.fit()
+        out.mkdir(parents=True, exist_ok=True)
+        with result.checkpoint.as_directory() as d:
+            (out / "view_classifier.safetensors").write_bytes(
+                (Path(d) / "view_classifier.safetensors").read_bytes()
+            )
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     m = result.metrics
     metrics = {
         "val_accuracy": m["val_accuracy"],

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from echoprime.data.shards import ShardError, read_manifest, write_manifest
-from echoprime.training.setup import load_pretrained
+from echoprime.training.setup import CLIP_FILE, load_pretrained
 from ray_jobs.pretrain import run_pretrain
 
 
@@ -38,7 +38,9 @@ def _held_out_mean_rank(pretrained_dir, shards_dir) -> tuple[float, float, int]:
             reports.update(zip(t.column("study_id").to_pylist(), t.column("report").to_pylist(), strict=True))
         studies = sorted(reports)
         enc = tok([reports[s] for s in studies])
-        text = F.normalize(model.encode_text(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]), dim=-1)
+        text = F.normalize(
+            model.encode_text(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]), dim=-1
+        )
     video = F.normalize(torch.cat(embs).float(), dim=-1)
     which = torch.tensor([studies.index(s) for s in ids])
     study = F.normalize(torch.stack([video[which == j].mean(0) for j in range(len(studies))]), dim=-1)
@@ -97,7 +99,8 @@ def test_worker_killed_mid_run_resumes_from_checkpoint_on_s3(test_cfg, shards_di
     with pytest.raises(ValueError, match="already exists.*--resume"):
         run_pretrain(cfg, str(shards_dir), str(tmp_path / "model2"))
     again = run_pretrain(cfg, str(shards_dir), str(tmp_path / "model2"), resume=True)
-    assert again["steps"] == res["steps"]
+    assert again["already_finished"] and not res["already_finished"]
+    assert again["steps"] == res["steps"] and (tmp_path / "model2" / CLIP_FILE).is_file()
 
 
 def _copy_shards(src, dst):
