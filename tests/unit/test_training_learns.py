@@ -48,6 +48,11 @@ TEXT_TOWERS = {
     "tiny_bert": {"hidden": 32, "layers": 1, "heads": 2, "max_positions": 24},
     "tiny_bag": {"hidden": 32},
 }
+# (learning rate, steps) per tower. The attention tower needs a gentler, longer run: at 2e-3 for
+# 150 steps its recall@1 ranged 0.06-0.41 over seeds and fell under the bound on CI's CPU, while
+# 1e-3 for 300 steps gave recall@5 1.0 and recall@1 0.25-0.63 on seeds 0-5. The bag learns the
+# task exactly (recall@1 1.0) at 2e-3 in 150 steps on every seed tried.
+SCHEDULES = {"tiny_bert": (1e-3, 300), "tiny_bag": (2e-3, 150)}
 
 
 @pytest.mark.parametrize("text_encoder", sorted(TEXT_TOWERS))
@@ -65,24 +70,26 @@ def test_tiny_clip_learns_paired_toy_data(text_encoder):
         text_overrides={"vocab_size": len(tok), **TEXT_TOWERS[text_encoder]},
     )
     before = evaluate_retrieval(model, _batches(np.random.default_rng(1), 2, enc), "cpu", spec=SPEC)
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.0)
-    sched = cosine_scheduler(opt, 2e-3, warmup=10, total=150, min_lr=1e-4)
+    lr, steps = SCHEDULES[text_encoder]
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    sched = cosine_scheduler(opt, lr, warmup=10, total=steps, min_lr=1e-4)
     losses: list[float] = []
     stats = train_one_epoch(
         model,
         ClipLoss(),
         opt,
         sched,
-        _batches(np.random.default_rng(0), 150, enc),
+        _batches(np.random.default_rng(0), steps, enc),
         "cpu",
         spec=SPEC,
         on_step=lambda info: losses.append(info.loss),
     )
     after = evaluate_retrieval(model, _batches(np.random.default_rng(1), 2, enc), "cpu", spec=SPEC)
 
-    assert stats.steps == 150 and stats.clips == 150 * N_STUDIES
+    assert stats.steps == steps and stats.clips == steps * N_STUDIES
     assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.8
     assert before["v2t_r@5"] <= 0.5 and after["v2t_r@5"] >= 0.75
-    assert after["v2t_r@1"] > before["v2t_r@1"] + 0.15
+    # chance recall@1 is 1/16; demand at least three times chance and a clear gain
+    assert after["v2t_r@1"] >= 0.2 and after["v2t_r@1"] > before["v2t_r@1"] + 0.12
     assert after["t2v_r@5"] > before["t2v_r@5"] + 0.3
     assert after["v2t_median_rank"] <= 3
