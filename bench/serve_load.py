@@ -89,6 +89,43 @@ def drive(
     }
 
 
+def cpu_snapshot() -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of every process on the machine, by pid, with a short name
+    (Ray's process title, e.g. ``ray::ServeReplica:echoprime:Preprocess``, or the command)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    out: dict[int, tuple[str, float]] = {}
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        secs = (int(fields[11]) + int(fields[12])) / tick
+        name = (
+            cmd.split(" ")[0]
+            if cmd.startswith("ray::")
+            else Path(cmd.split(" ")[0]).name + " " + " ".join(a for a in cmd.split(" ")[1:3])
+        )
+        out[int(d.name)] = (name.strip() or stat[stat.index("(") + 1 : stat.rindex(")")], secs)
+    return out
+
+
+def cpu_breakdown(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], n: int
+) -> dict[str, float]:
+    """CPU seconds per study by process name between two snapshots (largest first)."""
+    by: dict[str, float] = {}
+    for pid, (name, secs) in after.items():
+        used = secs - before.get(pid, (name, 0.0))[1]
+        if used > 0.005 * max(n, 1):
+            key = "this process (clients)" if pid == os.getpid() else name
+            by[key] = by.get(key, 0.0) + used
+    return {k: round(v / max(n, 1), 4) for k, v in sorted(by.items(), key=lambda kv: -kv[1])}
+
+
 def make_studies(n: int) -> list[list[tuple[str, bytes]]]:
     from echoprime.synth.cohort import make_study, write_study
 
@@ -126,9 +163,12 @@ def load_bench(args: argparse.Namespace) -> dict[str, Any]:
     interp = StudyInterpreter.from_bundle(bundle, device="cpu")
     for s in studies[:2]:
         interp.interpret(s)  # warm-up
-    res["direct"] = [
-        drive(interp.interpret, studies, c, args.per_level_s, args.per_level_n) for c in args.levels
-    ]
+    res["direct"] = []
+    for c in args.levels:
+        before = cpu_snapshot()
+        r = drive(interp.interpret, studies, c, args.per_level_s, args.per_level_n)
+        r["cpu_s_per_study"] = cpu_breakdown(before, cpu_snapshot(), r["studies"])
+        res["direct"].append(r)
     for r in res["direct"]:
         print(
             f"direct  clients {r['clients']:>2}: {r['studies_per_s']:.2f} studies/s p50 {r.get('p50_s')}",
@@ -181,7 +221,13 @@ def load_bench(args: argparse.Namespace) -> dict[str, Any]:
 
             for s in studies[:2]:
                 call(s)  # warm-up
-            levels = [drive(call, studies, c, args.per_level_s, args.per_level_n) for c in args.levels]
+            levels = []
+            for c in args.levels:
+                before = cpu_snapshot()
+                r = drive(call, studies, c, args.per_level_s, args.per_level_n)
+                # Where the CPU went, per study: which hop of the graph costs what.
+                r["cpu_s_per_study"] = cpu_breakdown(before, cpu_snapshot(), r["studies"])
+                levels.append(r)
             enc = serve.get_deployment_handle("VideoEncoder", app_name="echoprime")
             batches = enc.stats.remote().result(timeout_s=60)["batches"]
         res["graph"][f"encoder_replicas_{replicas}"] = {
