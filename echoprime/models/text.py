@@ -13,13 +13,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
-from transformers import BertConfig, BertForMaskedLM
 
 from echoprime.models.registry import register_model
 from echoprime.taxonomy import SECTIONS
+
+if TYPE_CHECKING:
+    from transformers import BertConfig, BertForMaskedLM
+
+# transformers is imported where a BERT is built, not here: importing it takes ~5 s, and every
+# process that loads any model (a Ray Data embedding actor, a Serve replica of the video tower)
+# imports this module through the registry without needing BERT.
 
 BIOMEDBERT_NAME = "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract"
 
@@ -39,6 +46,8 @@ def biomedbert_config() -> BertConfig:
     same size as BERT's, different tokens), 2 token types, 512 positions. This lets a release
     text-encoder state dict be loaded without downloading the model.
     """
+    from transformers import BertConfig
+
     return BertConfig(
         vocab_size=30522,
         hidden_size=768,
@@ -65,6 +74,8 @@ def tiny_bert_config(
     section_type_ids: bool = True,
 ) -> BertConfig:
     """A small BERT for CPU training; with ``section_type_ids`` its token types hold report sections."""
+    from transformers import BertConfig
+
     return BertConfig(
         vocab_size=vocab_size,
         hidden_size=hidden,
@@ -186,6 +197,8 @@ class TextEncoder(nn.Module):
         cls, config: BertConfig, embed_dim: int = 512, section_type_ids: bool = False
     ) -> TextEncoder:
         """A randomly initialised encoder of the given BERT architecture."""
+        from transformers import BertForMaskedLM
+
         return cls(BertForMaskedLM(config), embed_dim=embed_dim, section_type_ids=section_type_ids)
 
     @classmethod
@@ -204,6 +217,8 @@ class TextEncoder(nn.Module):
         Raises:
             TextModelNotFoundError: the model is not available locally; says where to put it.
         """
+        from transformers import BertForMaskedLM
+
         backbone = _load_offline(BertForMaskedLM.from_pretrained, name_or_path, "model")
         if section_type_ids and backbone.config.type_vocab_size < SECTION_TYPE_VOCAB:
             expand_token_types(backbone, SECTION_TYPE_VOCAB)

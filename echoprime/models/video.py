@@ -15,14 +15,18 @@ and the view classifier can reuse features without the head.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn as nn
-from torchvision.models.video import mvit_v2_s
-from torchvision.models.video.mvit import MSBlockConfig, MViT
 
 from echoprime.models.registry import register_model
+
+if TYPE_CHECKING:
+    from torchvision.models.video.mvit import MViT
+
+# torchvision is imported by the MViT builders only: importing it pulls in torch._dynamo (~2.5 s),
+# which a process running the tiny encoder (or none) should not pay for.
 
 
 def check_clip_shape(x: torch.Tensor, frames: int, size: int, model: str) -> None:
@@ -90,6 +94,8 @@ def echoprime_mvit_v2_s(
         dropout: dropout before the projection (torchvision's default 0.5).
         stochastic_depth_prob: torchvision's default 0.2.
     """
+    from torchvision.models.video import mvit_v2_s
+
     backbone = mvit_v2_s(weights=None, dropout=dropout, stochastic_depth_prob=stochastic_depth_prob)
     # The release replaced only the last Linear of the head (Dropout stays at index 0).
     backbone.head[-1] = nn.Linear(backbone.head[-1].in_features, embed_dim)
@@ -113,6 +119,8 @@ def echoprime_mvit_tiny(
         raise ValueError(
             f"echoprime_mvit_tiny needs an even frames >= 2 and size % 8 == 0, got frames={frames}, size={size}"
         )
+    from torchvision.models.video.mvit import MSBlockConfig, MViT
+
     blocks = [
         # Block 1 keeps the 8x8 token grid and pools keys/values 2x spatially (MViT v2's cheap attention).
         MSBlockConfig(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
-from torchvision.models import convnext_base
 
 from echoprime.models.registry import register_model
 from echoprime.taxonomy import VIEWS
@@ -49,6 +48,8 @@ class ConvNeXtViewClassifier(nn.Module):
 
     def __init__(self, num_classes: int = len(VIEWS)) -> None:
         super().__init__()
+        from torchvision.models import convnext_base  # lazily: torchvision's import costs ~2.5 s
+
         self.backbone = convnext_base(weights=None)
         self.num_features = self.backbone.classifier[-1].in_features
         self.backbone.classifier[-1] = nn.Linear(self.num_features, num_classes)

@@ -32,3 +32,24 @@ def test_echoprime_imports_without_ray():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-3000:]
     assert int(out.stdout.strip()) >= 5
+
+
+def test_tiny_models_load_without_transformers_or_torchvision():
+    """A process that runs only the tiny video tower, view classifier and attention (a Ray Data
+    embedding actor, a Serve replica) must not pay the ~5 s imports of transformers/torchvision."""
+    code = textwrap.dedent(
+        """
+        import sys
+        from echoprime.models import create_model, list_models
+
+        assert "echoprime_tiny" in list_models("video") and "tiny_bert" in list_models("text")
+        create_model("echoprime_tiny", frames=4, size=16)
+        create_model("tiny_views")
+        heavy = sorted(m for m in ("transformers", "torchvision") if m in sys.modules)
+        assert not heavy, f"imported {heavy}"
+        create_model("tiny_bert", vocab_size=50, hidden=16, layers=1, max_positions=8)
+        assert "transformers" in sys.modules  # the BERT builder still imports it when asked
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
