@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from echoprime.config import load_config
     from echoprime.synth.cohort import make_study, write_study
     from ray_jobs.batch_interpret import run_batch_interpret
-    from ray_jobs.common import quiet_ray_data, ray_session
+    from ray_jobs.common import configure_ray_data, ray_session
     from tests.fixtures_bundle import make_random_bundle
 
     work = Path(tempfile.mkdtemp(prefix="bench-batch-"))
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = []
     load0 = os.getloadavg()
     with ray_session(cfg.ray):
-        quiet_ray_data()
+        configure_ray_data()
         for rep in range(args.repeats):
             for actors in (1, 2):
                 out = work / f"out-{actors}-{rep}"

@@ -157,7 +157,7 @@ def run_batch_interpret(
     import ray
 
     from echoprime.batch_interpret import BatchInterpreter, BatchOutput, group_studies
-    from ray_jobs.common import quiet_ray_data, ray_session, require_resources
+    from ray_jobs.common import configure_ray_data, ray_session, require_resources
 
     t0 = time.perf_counter()
     n_actors = cfg.bank.encode_actors if actors is None else actors
@@ -172,7 +172,7 @@ def run_batch_interpret(
     out.start(bundle, bundle_id, input_uri, force=force)
 
     with ray_session(cfg.ray):
-        quiet_ray_data()
+        configure_ray_data()
         # Fail now, naming what was asked, rather than wait forever for GPUs that never come.
         require_resources(n_actors * cpus, n_actors * gpus, cfg.ray.resource_wait_s, "batch-interpret")
         studies = group_studies(files, root, _study_uids(files), videos)

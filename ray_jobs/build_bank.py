@@ -120,7 +120,7 @@ def run_build_bank(
     from echoprime.staging import commit
     from echoprime.taxonomy import BINARY_PHENOTYPES
     from ray_jobs._embed import embed_split
-    from ray_jobs.common import quiet_ray_data, ray_session
+    from ray_jobs.common import configure_ray_data, ray_session
 
     t0 = time.perf_counter()
     vocab = default_vocabulary()
@@ -137,7 +137,7 @@ def run_build_bank(
             f"no training report of {shards} could be read into the phrase vocabulary (first error: {unparsed[:1]})"
         )
     with ray_session(cfg.ray):
-        quiet_ray_data()
+        configure_ray_data()
         ds = ray.data.from_items([{"study_id": s, "report": train[s][0]} for s in keep])
         ds = ds.map_batches(
             EmbedReports,

@@ -157,7 +157,7 @@ def run_evaluate(
     from echoprime.eval.suite import check_compatible, check_spec_compatible, evaluate_sets
     from echoprime.interpret import StudyInterpreter, load_bundle_parts
     from echoprime.runlog import ensure_writable_dir
-    from ray_jobs.common import quiet_ray_data, ray_session
+    from ray_jobs.common import configure_ray_data, ray_session
 
     t0 = time.perf_counter()
     out = Path(out)
@@ -169,7 +169,7 @@ def run_evaluate(
     labels, views, with_hidden = shard_label_sets(shards)
     check_compatible(bundle, manifest, shards, read_shard_manifest(shards).spec, labels, views)
     with ray_session(cfg.ray):
-        quiet_ray_data()
+        configure_ray_data()
         cols = embed_for_eval(cfg, shards, str(root), with_hidden)
     embed_s = time.perf_counter() - t0
     sets = {s: StudySet.from_columns(c) for s, c in cols.items()}

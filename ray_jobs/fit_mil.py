@@ -120,12 +120,12 @@ def run_fit_mil(
     from echoprime.taxonomy import MIL_SECTIONS, VIEWS
     from echoprime.training.mil_fit import UniformMIL, fit_mil, pad_bags, section_retrieval, table_alignment
     from ray_jobs._embed import embed_splits
-    from ray_jobs.common import quiet_ray_data, ray_session
+    from ray_jobs.common import configure_ray_data, ray_session
 
     t0 = time.perf_counter()
     validate_split(shards, "train"), validate_split(shards, "val")  # before Ray starts: fail fast
     with ray_session(cfg.ray):
-        quiet_ray_data()
+        configure_ray_data()
         emb = embed_splits(cfg, shards, ("train", "val"), bundle, with_views=True)
     tr, va = emb["train"], emb["val"]
     if keep_embeddings is not None:

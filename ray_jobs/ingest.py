@@ -139,7 +139,7 @@ def run_ingest(
     from echoprime.data.ingest import METADATA_FILES, FileDecoder
     from echoprime.data.shards import SPLITS, ShardManifest, read_manifest, write_manifest
     from echoprime.preprocess import PreprocessSpec
-    from ray_jobs.common import quiet_ray_data, ray_session
+    from ray_jobs.common import configure_ray_data, ray_session
 
     t0 = time.perf_counter()
     out = storage.ensure_dir(out_uri)
@@ -173,7 +173,7 @@ def run_ingest(
     data_dir = out.join(f"data-{run_id}")
 
     with ray_session(cfg.ray):
-        quiet_ray_data()
+        configure_ray_data()
         collector = ray.remote(num_cpus=0)(_Rejects).remote()
 
         class _Decoder(FileDecoder):

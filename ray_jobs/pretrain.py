@@ -318,7 +318,7 @@ def run_pretrain(
     from echoprime import storage
     from echoprime.data.shards import read_manifest, validate_split
     from echoprime.training.setup import build_tokenizer, export_pretrained, load_pretrained
-    from ray_jobs.common import driver_progress, quiet_ray_data, ray_session, require_resources
+    from ray_jobs.common import configure_ray_data, driver_progress, ray_session, require_resources
 
     t0 = time.perf_counter()
     tc = cfg.train
@@ -371,7 +371,7 @@ def run_pretrain(
         finished = _finished_checkpoint(run_dir.uri, tc.epochs, total_steps) if resume else None
         if finished is None:
             with ray_session(cfg.ray):
-                quiet_ray_data()
+                configure_ray_data()
                 require_resources(
                     tc.num_workers * tc.cpus_per_worker,
                     tc.num_workers * (1 if tc.use_gpu else 0),

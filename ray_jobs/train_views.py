@@ -103,7 +103,7 @@ def run_train_views(cfg: EchoPrimeConfig, shards: str, bundle: str) -> dict[str,
     from echoprime.data.shards import read_manifest, validate_split
     from echoprime.staging import spec_of, write_component
     from echoprime.training.setup import _builder_takes
-    from ray_jobs.common import quiet_ray_data, ray_session, require_resources
+    from ray_jobs.common import configure_ray_data, ray_session, require_resources
 
     t0 = time.perf_counter()
     train_files, val_files = validate_split(shards, "train"), validate_split(shards, "val")
@@ -120,7 +120,7 @@ def run_train_views(cfg: EchoPrimeConfig, shards: str, bundle: str) -> dict[str,
     scratch = tempfile.mkdtemp(prefix="echoprime-views-")
     try:
         with ray_session(cfg.ray):
-            quiet_ray_data()
+            configure_ray_data()
             require_resources(
                 vc.num_workers,
                 1 if cfg.train.use_gpu else 0,
