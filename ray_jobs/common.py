@@ -91,9 +91,10 @@ def configure_ray_data() -> None:
     * No per-operator progress logs (our jobs print their own progress).
     * Parquet is read by the V1 datasource. Ray 2.60's default V2 path lists files in a
       ``ListFiles`` task that starts nested footer-reading tasks, and hands the whole file list
-      to the next operator as one block: on a 2-core node reading 18 small shards took 11-15 s
-      against 4 s, and the single block fed one actor of a pool of two (measured in
-      docs/benchmarks.md, "Ray Data read path"). V1 makes one read task per file, so
+      to the next operator as one block: on a 2-core node reading 18 small shards took 12.6 s
+      against 7.4 s, and read + embed 29.8 s against 14.9 s, the single block feeding one actor
+      of a pool of two (bench/ray_data_read.py; docs/benchmarks.md, "Ray Data read path").
+      V1 makes one read task per file, so
       ``override_num_blocks`` and actor pools work as written.
     """
     import ray.data

@@ -24,7 +24,7 @@ from echoprime.taxonomy import SECTIONS
 if TYPE_CHECKING:
     from transformers import BertConfig, BertForMaskedLM
 
-# transformers is imported where a BERT is built, not here: importing it takes ~5 s, and every
+# transformers is imported where a BERT is built, not here: importing it takes seconds, and every
 # process that loads any model (a Ray Data embedding actor, a Serve replica of the video tower)
 # imports this module through the registry without needing BERT.
 
