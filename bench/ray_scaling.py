@@ -1,8 +1,9 @@
 """Ray stages on 1 and 2 CPUs: ingest throughput and memory, pretraining throughput and data wait.
 
-1. **Ingest** (`ray_jobs.ingest.run_ingest`) of one synthetic archive with 1 and with 2 decode
-   actors: files/s and clips/s. Then the same job on a third and on all of the archive with 2
-   actors: if the peak memory in use (the machine's MemTotal - MemAvailable, sampled every 0.2 s,
+1. **Ingest** (`ray_jobs.ingest.run_ingest`) of one synthetic archive and of a third of it,
+   each with 1 and with 2 decode actors: files/s, and the steady-state rate (the files the whole
+   archive adds over the third, per extra second: what every run pays once drops out). If the
+   peak memory in use (the machine's MemTotal - MemAvailable, sampled every 0.2 s,
    minus what was in use before) does not grow with the archive, Ray Data streams it instead of
    holding it, so an archive larger than RAM goes through the same way.
 2. **Pretraining** (`ray_jobs.pretrain.run_pretrain`) with 1 and 2 Ray Train workers (per-worker
@@ -75,7 +76,9 @@ def subset_archive(src: Path, dst: Path, fraction: float) -> int:
 
     pq.write_table(pa.Table.from_pylist(rows, schema=videos.schema), dst / "manifest.parquet")
     pq.write_table(
-        pa.Table.from_pylist([r for r in studies.to_pylist() if r["study_id"] in keep], schema=studies.schema),
+        pa.Table.from_pylist(
+            [r for r in studies.to_pylist() if r["study_id"] in keep], schema=studies.schema
+        ),
         dst / "studies.parquet",
     )
     return len(keep)
@@ -87,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--studies", type=int, default=300)
     ap.add_argument("--work", default="/tmp/echoprime-ray-scaling", help="scratch folder (deleted first)")
     ap.add_argument("--config", default="configs/tiny-cpu.yaml")
+    ap.add_argument("--skip-pretrain", action="store_true", help="only the ingest runs")
     args = ap.parse_args(argv)
 
     from echoprime.config import load_config
@@ -104,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         synth_job.generate(cfg, work / "cohort", use_ray=True)
         third = work / "cohort_third"
         n_third = subset_archive(work / "cohort", third, 1 / 3)
-        runs = [("all", work / "cohort", 1), ("all", work / "cohort", 2), ("third", third, 2)]
+        runs = [
+            ("all", work / "cohort", 1),
+            ("third", third, 1),
+            ("all", work / "cohort", 2),
+            ("third", third, 2),
+        ]
         for name, src, actors in runs:
             c = cfg.replace(ingest={**cfg.ingest.model_dump(), "decode_actors": actors})
             out = work / f"shards_{name}_{actors}"
@@ -125,8 +134,20 @@ def main(argv: list[str] | None = None) -> int:
             }
             res["ingest"].append(row)
             print("ingest", json.dumps(row), flush=True)
+        # Steady-state rate: the files the full archive adds over the third, per extra second. It
+        # leaves out what every run pays once (Ray Data start-up, listing, the actors' start, the
+        # manifest), which the plain files/s above includes.
+        for actors in (1, 2):
+            a, t = (
+                next(r for r in res["ingest"] if r["archive"] == n and r["decode_actors"] == actors)
+                for n in ("all", "third")
+            )
+            res.setdefault("ingest_marginal_files_per_s", {})[actors] = round(
+                (a["files"] - t["files"]) / max(a["wall_s"] - t["wall_s"], 1e-9), 2
+            )
+        print("ingest marginal files/s", json.dumps(res["ingest_marginal_files_per_s"]), flush=True)
         shards = work / "shards_all_2"
-        for workers in (1, 2):
+        for workers in () if args.skip_pretrain else (1, 2):
             c = cfg.replace(
                 train={
                     **cfg.train.model_dump(),
