@@ -113,7 +113,8 @@ def embed_for_eval(
     locs = [storage.locate(f) for f in owner]
     columns = tuple(c for c in PASS_THROUGH if with_hidden or c != "hidden_labels")
     n_actors = max(1, min(cfg.ingest.decode_actors, 2))
-    # Small shard sets are read as one block by default, which feeds a single actor: split them.
+    # One read block per file (V1 datasource, configure_ray_data); a shard set of only a few files
+    # would leave actors idle, so ask for at least four blocks per actor.
     ds = ray.data.read_parquet([loc.path for loc in locs], filesystem=locs[0].fs, include_paths=True,
                                override_num_blocks=max(len(locs), 4 * n_actors))  # fmt: skip
     ds = ds.select_columns(["clip", "n_valid", *columns, "path"])
