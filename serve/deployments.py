@@ -3,10 +3,12 @@
 (:class:`echoprime.interpret.StudyInterpreter`); none holds model logic of its own.
 
 Data between them: Preprocess returns ``{"clips": N x 3 x T x S x S float32, "files":
-[FileReport], "previews": [str] | None}``; the encoders take that dict (the ingress passes the
-Preprocess response on without fetching the clips itself) and return ``N x D`` / ``N x V``
-arrays; AnatomicalAttention turns one study's arrays into section embeddings and weights;
-RAIRetriever searches the bank and assembles the ``StudyResult`` JSON.
+[FileReport], "previews": [str] | None}``; the encoders take that dict and return ``N x D`` /
+``N x V`` arrays; AnatomicalAttention turns one study's arrays into section embeddings and
+weights; RAIRetriever searches the bank and assembles the ``StudyResult`` JSON. The ingress
+reads Preprocess's answer (file statuses, clip count) and hands each response on to the next
+deployment as it is (Serve passes it through the object store): the clips are not sent again,
+and of the later answers only the report comes back to the ingress.
 """
 
 from __future__ import annotations
@@ -274,6 +276,12 @@ class RAIRetriever:
             [sections], [weights], [torch.tensor(probs)], [files], k=self.k, n_neighbours=self.n_neighbours
         )
         return result.to_dict()
+
+    def report(
+        self, attended: tuple[np.ndarray, np.ndarray], probs: np.ndarray, files: list[FileReport]
+    ) -> dict[str, Any]:
+        """:meth:`assemble` from :meth:`AnatomicalAttention.attend`'s ``(sections, weights)``."""
+        return self.assemble(*attended, probs, files)
 
     @answers_errors
     def embed_text(self, reports: list[str]) -> np.ndarray:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
@@ -82,9 +83,18 @@ class Ingress:
         Raises:
             ApiError: the deployment's answer to a bad request; 503 once the retries are spent.
         """
+        return await self.retrying(lambda: method.remote(*args))
+
+    async def retrying(self, send: Callable[[], Any]) -> tuple[Any, Any]:
+        """``(response, value)`` of the downstream call (or chain of calls) that ``send()`` makes,
+        made again from the start if a replica on the way died meanwhile.
+
+        Raises:
+            ApiError: the deployment's answer to a bad request; 503 once the retries are spent.
+        """
         attempt = 0
         while True:
-            resp = method.remote(*args)
+            resp = send()
             try:
                 value = await resp
             except _retryable() as e:
@@ -141,9 +151,16 @@ class Ingress:
             no_views = np.zeros((0, len(VIEWS)), np.float32)
             _, result = await self.call(self.rai.assemble, None, None, no_views, pre["files"])
         else:
-            emb, probs = await self._encode(pre_resp)
-            _, (sections, weights) = await self.call(self.att.attend, emb, probs)
-            _, result = await self.call(self.rai.assemble, sections, weights, probs, pre["files"])
+
+            def chain() -> Any:
+                # Each deployment gets the previous one's response as it is (Serve hands the result
+                # on through the object store): this replica awaits only the report, not the
+                # embeddings, view probabilities and section weights on the way.
+                probs = self.views.classify.remote(pre_resp)
+                attended = self.att.attend.remote(self.enc.embed.remote(pre_resp), probs)
+                return self.rai.report.remote(attended, probs, pre["files"])
+
+            _, result = await self.retrying(chain)
         if previews:
             result["previews"] = pre["previews"]
         return result
