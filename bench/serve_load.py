@@ -7,6 +7,9 @@
 2. **Direct**: the same studies through ``StudyInterpreter.interpret`` in this one process,
    the same numbers of client threads (torch on all cores); the graph's overhead is
    ``direct studies/s / graph studies/s - 1`` and the p50 latency ratio.
+   With ``--towers release`` the same comparison runs with the release-size towers (random
+   weights): the graph's fixed cost per study against a realistic model cost on CPU (results
+   under ``load_release``).
 3. **CPU encoder cost** (``--cpu-cost``): the release-size video encoder (mViT v2 S, random
    weights, 3 x 16 x 224 x 224 clips) and view classifier (ConvNeXt-base on the first frame),
    seconds per clip by batch size on 2 threads, with glibc's allocator and with tcmalloc
@@ -16,6 +19,7 @@ Usage::
 
     python bench/serve_load.py [--out bench/out/serve_load.json] [--levels 1 4 16]
         [--per-level-s 40] [--per-level-n 64] [--bundle DIR] [--cpu-cost] [--skip-load]
+        [--encoder-replicas 1 2] [--skip-direct] [--towers tiny|release]
 """
 
 from __future__ import annotations
@@ -151,10 +155,10 @@ def load_bench(args: argparse.Namespace) -> dict[str, Any]:
         from tests.fixtures_bundle import make_random_bundle
 
         torch.set_num_threads(1)
-        bundle = str(make_random_bundle(work / "bundle"))
+        bundle = str(make_random_bundle(work / "bundle", towers=args.towers))
     studies = make_studies(8)
     res: dict[str, Any] = {
-        "bundle": "tests/fixtures_bundle.py random tiny" if args.bundle is None else bundle
+        "bundle": f"tests/fixtures_bundle.py random {args.towers}" if args.bundle is None else bundle
     }
     res["videos_per_study"] = [len(s) for s in studies]
 
@@ -164,7 +168,7 @@ def load_bench(args: argparse.Namespace) -> dict[str, Any]:
     for s in studies[:2]:
         interp.interpret(s)  # warm-up
     res["direct"] = []
-    for c in args.levels:
+    for c in [] if args.skip_direct else args.levels:
         before = cpu_snapshot()
         r = drive(interp.interpret, studies, c, args.per_level_s, args.per_level_n)
         r["cpu_s_per_study"] = cpu_breakdown(before, cpu_snapshot(), r["studies"])
@@ -196,7 +200,7 @@ def load_bench(args: argparse.Namespace) -> dict[str, Any]:
     )
     _, options, _ = read_serve_config(ROOT / "configs" / "serve.yaml")
     res["graph"] = {}
-    for replicas in (1, 2):
+    for replicas in args.encoder_replicas:
         opts = {k: dict(v) for k, v in options.items()}
         for name in opts:  # fixed replica counts: autoscaling would change them mid-level
             opts[name].pop("autoscaling_config", None)
@@ -243,14 +247,16 @@ def load_bench(args: argparse.Namespace) -> dict[str, Any]:
                 flush=True,
             )
     ray.shutdown()
-    one = res["graph"]["encoder_replicas_1"]["levels"]
+    # The overhead of each graph configuration over the direct path, level by level.
     res["overhead_vs_direct"] = [
         {
+            "encoder_replicas": int(name.rsplit("_", 1)[1]),
             "clients": d["clients"],
             "throughput_overhead": round(d["studies_per_s"] / g["studies_per_s"] - 1, 3),
             "p50_latency_ratio": round(g["p50_s"] / d["p50_s"], 2),
         }
-        for d, g in zip(res["direct"], one, strict=True)
+        for name, run in res["graph"].items()
+        for d, g in zip(res["direct"], run["levels"], strict=False)  # no direct run: no overhead
         if g["studies"] and d["studies"]
     ]
     return res
@@ -323,7 +329,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 4, 16])
     ap.add_argument("--per-level-s", type=float, default=40.0)
     ap.add_argument("--per-level-n", type=int, default=64)
+    ap.add_argument(
+        "--encoder-replicas", type=int, nargs="+", default=[1, 2], help="VideoEncoder replica counts to run"
+    )
+    ap.add_argument("--skip-direct", action="store_true", help="only the graph (no in-process baseline)")
     ap.add_argument("--bundle", default=None, help="a bundle to serve (default: a random tiny one)")
+    ap.add_argument(
+        "--towers",
+        choices=["tiny", "release"],
+        default="tiny",
+        help="towers of the random bundle: tiny, or the release-size mViT v2 S + ConvNeXt-base "
+        "(minutes per level on CPU: use e.g. --levels 4 --per-level-n 8 --encoder-replicas 1)",
+    )
     ap.add_argument("--cpu-cost", action="store_true", help="also time the release-size towers on CPU")
     ap.add_argument("--skip-load", action="store_true", help="only the CPU cost")
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8])
@@ -345,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         "platform": platform.platform(),
     }
     if not args.skip_load:
-        result["load"] = load_bench(args)
+        # The release-size run is kept beside the tiny one, not over it.
+        result["load" if args.towers == "tiny" else f"load_{args.towers}"] = load_bench(args)
     if args.cpu_cost or args.skip_load:
         result["cpu_cost"] = cpu_cost(args)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -14,8 +14,17 @@ import torch
 
 
 def make_random_bundle(
-    out: Path, *, n_bank: int = 300, seed: int = 0, size: int = 32, frames: int = 16
+    out: Path, *, n_bank: int = 300, seed: int = 0, size: int = 32, frames: int = 16, towers: str = "tiny"
 ) -> Path:
+    """A bundle with random weights and a bank of ``n_bank`` synthetic reports.
+
+    Args:
+        towers: ``"tiny"`` (the CPU test models at ``size`` x ``frames``) or ``"release"`` (the
+            release-size mViT v2 S and ConvNeXt-base at 224 x 16, for cost measurements;
+            ``size`` and ``frames`` are then ignored).
+    """
+    if towers not in ("tiny", "release"):
+        raise ValueError(f"towers must be 'tiny' or 'release', got {towers!r}")
     from echoprime.bundle import assemble_bundle
     from echoprime.models import create_model
     from echoprime.models.text import create_text_encoder
@@ -49,16 +58,23 @@ def make_random_bundle(
     bank = CandidateBank.build(emb, ids, [r.to_triples(vocab) for r in reports], lab, vocab)
     probs = {p: rng.random(50) for p in BINARY_PHENOTYPES}
     truth = {p: (rng.random(50) < 0.4).astype(float) for p in BINARY_PHENOTYPES}
+    if towers == "release":
+        size, frames = 224, 16
+        video = (create_model("echoprime_mvit_v2_s").eval(), "echoprime_mvit_v2_s", {})
+        views = (create_model("echoprime_convnext_base_views").eval(), "echoprime_convnext_base_views", {})
+    else:
+        video = (
+            create_model("echoprime_tiny", frames=frames, size=size).eval(),
+            "echoprime_tiny",
+            {"frames": frames, "size": size},
+        )
+        views = (create_model("tiny_views").eval(), "tiny_views", {})
     spec = PreprocessSpec(size=size, frames=frames)
     return assemble_bundle(
         out,
         spec=spec.to_dict(),
-        video_encoder=(
-            create_model("echoprime_tiny", frames=frames, size=size).eval(),
-            "echoprime_tiny",
-            {"frames": frames, "size": size},
-        ),
-        view_classifier=(create_model("tiny_views").eval(), "tiny_views", {}),
+        video_encoder=video,
+        view_classifier=views,
         bank=bank,
         mil_table=rng.random((len(MIL_SECTIONS), len(VIEWS))).astype(np.float32),
         mil=(create_model("section_attention_mil").eval(), "section_attention_mil", {}),
