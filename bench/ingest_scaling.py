@@ -20,6 +20,7 @@
 Usage::
 
     python bench/ingest_scaling.py [--out bench/out/ingest_scaling.json] [--studies 300] [--repeats 3]
+        [--decode-actors N]
         [--memory-studies 100] [--memory-size 160] [--cap-gb 3] [--skip-cores] [--skip-memory]
 
 Results in docs/benchmarks.md ("Scaling on 1 and 2 cores" and "Memory while ingesting").
@@ -212,13 +213,20 @@ def cores_part(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "all": replicate_archive(cohort, work / "all", 1),
         "third": replicate_archive(cohort, work / "third", 1, fraction=1 / 3),
     }
-    res: dict[str, Any] = {"archives": archives, "repeats": args.repeats, "runs": []}
+    res: dict[str, Any] = {
+        "archives": archives,
+        "repeats": args.repeats,
+        "decode_actors": args.decode_actors or cfg.ingest.decode_actors,
+        "runs": [],
+    }
     # Rounds interleave the configurations, so a slow spell of a shared machine hits all alike.
     for rnd in range(args.repeats):
         for cores in (1, 2):
             for name in ("all", "third"):
                 out = str(work / f"shards_{name}_{cores}")
                 spec = {"config": args.config, "src": str(work / name), "out": out, "cores": cores}
+                if args.decode_actors:
+                    spec["overrides"] = [f"ingest.decode_actors={args.decode_actors}"]
                 row = {"round": rnd, "cores": cores, "archive": name, **run_child(spec)}
                 res["runs"].append(row)
                 print("cores", json.dumps(row), flush=True)
@@ -287,6 +295,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", default="configs/tiny-cpu.yaml")
     ap.add_argument("--studies", type=int, default=300, help="studies in the cores part's archive")
     ap.add_argument("--repeats", type=int, default=3, help="rounds of the cores part (medians reported)")
+    ap.add_argument(
+        "--decode-actors",
+        type=int,
+        default=None,
+        help="ingest.decode_actors for the cores part (default: the config's)",
+    )
     ap.add_argument("--memory-studies", type=int, default=100, help="studies before replication")
     ap.add_argument(
         "--memory-size", type=int, default=160, help="rendered frame size (px) for the memory part"
