@@ -18,3 +18,13 @@ def test_jobs_read_parquet_with_the_v1_datasource_and_no_progress_bars():
         assert ctx.enable_progress_bars is False and ctx.print_on_execution_start is False
     finally:
         ctx.use_datasource_v2, ctx.enable_progress_bars, ctx.print_on_execution_start = before
+
+
+def test_ingest_cuts_the_file_list_into_blocks_of_about_16_files_with_work_for_every_actor():
+    from ray_jobs.ingest import input_blocks
+
+    assert input_blocks(1772, 2) == 110  # ~16 files a block (4 a block left cores idle)
+    assert input_blocks(30, 2) == 8  # a small archive: still 4 blocks per actor
+    assert input_blocks(5, 2) == 5  # never more blocks than files
+    assert input_blocks(1, 4) == 1
+    assert input_blocks(12_000_000, 64) == 400  # capped
