@@ -33,6 +33,19 @@ def _retryable() -> tuple[type[BaseException], ...]:
     return (RayActorError, ActorUnavailableError)
 
 
+def replica_died(e: BaseException) -> bool:
+    """Whether ``e`` says a replica died (worth sending the request again), directly or as the
+    cause of Serve's error for a chained call whose upstream replica died (Serve raises
+    ``RayServeException`` with the ``ActorDiedError`` as its ``__cause__``)."""
+    seen = 0
+    cur: BaseException | None = e
+    while cur is not None and seen < 5:
+        if isinstance(cur, _retryable()):
+            return True
+        cur, seen = cur.__cause__, seen + 1
+    return False
+
+
 def bundle_summary(uri: str) -> dict[str, Any]:
     """The bundle manifest without its file list: format, versions, label sets, spec, models."""
     from echoprime import storage
@@ -97,7 +110,9 @@ class Ingress:
             resp = send()
             try:
                 value = await resp
-            except _retryable() as e:
+            except Exception as e:
+                if not replica_died(e):
+                    raise
                 if attempt >= self.args.retries:
                     raise ApiError(
                         503, "unavailable", f"a back-end replica kept failing: {type(e).__name__}"

@@ -145,3 +145,26 @@ def test_the_builders_defaults_are_what_the_serve_config_states(root):
         assert o["max_ongoing_requests"] == d["max_ongoing_requests"], name
         assert o["ray_actor_options"]["num_cpus"] == d["ray_actor_options"]["num_cpus"], name
         assert o.get("user_config") == d.get("user_config"), name
+
+
+def test_a_dead_replica_is_recognised_directly_or_behind_serves_chained_call_error():
+    from ray.exceptions import ActorDiedError, ActorUnavailableError
+    from ray.serve.exceptions import RayServeException
+
+    from serve.ingress import replica_died
+
+    def chained(cause: BaseException) -> RayServeException:
+        # What Serve raises when a DeploymentResponse passed on as an argument failed because
+        # its replica died (router._make_upstream_crash_error).
+        e = RayServeException(
+            "Request to deployment 'AnatomicalAttention' failed because an upstream actor died"
+        )
+        e.__cause__ = cause
+        return e
+
+    assert replica_died(ActorDiedError())
+    assert replica_died(ActorUnavailableError("gone for now", b"\0" * 16))
+    assert replica_died(chained(ActorDiedError()))
+    assert not replica_died(RayServeException("a bug in a deployment"))
+    assert not replica_died(chained(ValueError("bad input")))
+    assert not replica_died(ValueError("bad input"))
