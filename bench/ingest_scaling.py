@@ -49,7 +49,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup/memory")
 def replicate_archive(src: Path, dst: Path, copies: int, fraction: float = 1.0) -> dict[str, int]:
     """An archive of ``copies`` replicas of the first ``fraction`` of ``src``'s studies: symbolic
     links to the same videos under ``r<k>/``, study and patient ids suffixed ``_r<k>`` (so the
-    split by patient still holds within a replica). Returns counts and the decoded size."""
+    split by patient still holds within a replica). Returns the studies and files it holds."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -58,6 +58,10 @@ def replicate_archive(src: Path, dst: Path, copies: int, fraction: float = 1.0) 
     keep = set(ids[: max(1, int(len(ids) * fraction))])
     videos = [r for r in pq.read_table(src / "manifest.parquet").to_pylist() if r["study_id"] in keep]
     st_rows = [r for r in studies.to_pylist() if r["study_id"] in keep]
+
+    def renamed(r: dict[str, Any], k: int) -> dict[str, Any]:
+        return {**r, "study_id": f"{r['study_id']}_r{k}", "patient_id": f"{r['patient_id']}_r{k}"}
+
     dst.mkdir(parents=True)
     out_v, out_s = [], []
     for k in range(copies):
@@ -65,32 +69,21 @@ def replicate_archive(src: Path, dst: Path, copies: int, fraction: float = 1.0) 
             path = f"r{k}/{r['path']}"
             (dst / path).parent.mkdir(parents=True, exist_ok=True)
             (dst / path).symlink_to((src / r["path"]).resolve())
-            out_v.append(
-                {
-                    **r,
-                    "path": path,
-                    "study_id": f"{r['study_id']}_r{k}",
-                    "patient_id": f"{r['patient_id']}_r{k}",
-                }
-            )
-        out_s += [
-            {**r, "study_id": f"{r['study_id']}_r{k}", "patient_id": f"{r['patient_id']}_r{k}"}
-            for r in st_rows
-        ]
+            out_v.append({**renamed(r, k), "path": path})
+        out_s += [renamed(r, k) for r in st_rows]
     vschema = pq.read_schema(src / "manifest.parquet")
     pq.write_table(pa.Table.from_pylist(out_v, schema=vschema), dst / "manifest.parquet")
     pq.write_table(pa.Table.from_pylist(out_s, schema=studies.schema), dst / "studies.parquet")
-    return {
-        "studies": len(out_s),
-        "files": len(out_v),
-        "decoded_gb": round(copies * decoded_bytes(src, videos) / 2**30, 2),
-    }
+    return {"studies": len(out_s), "files": len(out_v)}
 
 
-def decoded_bytes(src: Path, videos: list[dict[str, Any]]) -> int:
-    """Bytes of every frame of these videos decoded to RGB uint8 (what a reader holds per file)."""
+def decoded_bytes(src: Path) -> int:
+    """Bytes of every frame of ``src``'s videos decoded to RGB uint8 (what a reader holds per file)."""
+    import pyarrow.parquet as pq
+
     from echoprime.io import read_any
 
+    videos = pq.read_table(src / "manifest.parquet").to_pylist()
     total, seen = 0, {}
     for r in videos:
         # Frame count and size per (view, format) are fixed by the generator; read one of each.
@@ -263,10 +256,11 @@ def memory_part(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     with ray_session(cfg.ray):
         synth_job.generate(cfg, cohort, use_ray=True)
     cap = int(args.cap_gb * 2**30)
+    one_copy = decoded_bytes(cohort)
     res: dict[str, Any] = {"cap_gb": args.cap_gb, "synth_size": args.memory_size, "runs": []}
     for copies in args.copies:
         src = work / f"mem_x{copies}"
-        arch = replicate_archive(cohort, src, copies)
+        arch = {**replicate_archive(cohort, src, copies), "decoded_gb": round(copies * one_copy / 2**30, 2)}
         spec = {"config": args.config, "src": str(src), "out": str(work / f"shards_mem_x{copies}")}
         with MemoryCgroup(f"echoprime-ingest-{os.getpid()}", cap) as cg:
             spec["cgroup"] = str(cg.path)

@@ -29,6 +29,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from ingest_scaling import replicate_archive  # noqa: E402 - a bench/ sibling, found through sys.path
 
 
 def mem_in_use_gb() -> float:
@@ -60,30 +63,6 @@ class PeakMemory:
         self.peak_gb = round(self.peak - self.base, 2)
 
 
-def subset_archive(src: Path, dst: Path, fraction: float) -> int:
-    """A copy of the first ``fraction`` of the cohort's studies (links, not copies, of the videos)."""
-    import pyarrow.parquet as pq
-
-    studies = pq.read_table(src / "studies.parquet")
-    keep = set(sorted(studies.column("study_id").to_pylist())[: max(1, int(len(studies) * fraction))])
-    videos = pq.read_table(src / "manifest.parquet")
-    rows = [r for r in videos.to_pylist() if r["study_id"] in keep]
-    dst.mkdir(parents=True)
-    for r in rows:
-        (dst / r["path"]).parent.mkdir(parents=True, exist_ok=True)
-        (dst / r["path"]).symlink_to((src / r["path"]).resolve())
-    import pyarrow as pa
-
-    pq.write_table(pa.Table.from_pylist(rows, schema=videos.schema), dst / "manifest.parquet")
-    pq.write_table(
-        pa.Table.from_pylist(
-            [r for r in studies.to_pylist() if r["study_id"] in keep], schema=studies.schema
-        ),
-        dst / "studies.parquet",
-    )
-    return len(keep)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="bench/out/ray_scaling.json")
@@ -107,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     with ray_session(cfg.ray):
         synth_job.generate(cfg, work / "cohort", use_ray=True)
         third = work / "cohort_third"
-        n_third = subset_archive(work / "cohort", third, 1 / 3)
+        n_third = replicate_archive(work / "cohort", third, 1, fraction=1 / 3)["studies"]
         runs = [
             ("all", work / "cohort", 1),
             ("third", third, 1),
