@@ -9,7 +9,8 @@
    ``direct studies/s / graph studies/s - 1`` and the p50 latency ratio.
    With ``--towers release`` the same comparison runs with the release-size towers (random
    weights): the graph's fixed cost per study against a realistic model cost on CPU (results
-   under ``load_release``).
+   under ``load_release``). ``--videos MIN MAX`` sets the study size (default 3-4 videos) to see
+   how the graph's fixed cost per request compares with larger studies (``load_v48-52`` ...).
 3. **CPU encoder cost** (``--cpu-cost``): the release-size video encoder (mViT v2 S, random
    weights, 3 x 16 x 224 x 224 clips) and view classifier (ConvNeXt-base on the first frame),
    seconds per clip by batch size on 2 threads, with glibc's allocator and with tcmalloc
@@ -19,7 +20,7 @@ Usage::
 
     python bench/serve_load.py [--out bench/out/serve_load.json] [--levels 1 4 16]
         [--per-level-s 40] [--per-level-n 64] [--bundle DIR] [--cpu-cost] [--skip-load]
-        [--encoder-replicas 1 2] [--skip-direct] [--towers tiny|release]
+        [--encoder-replicas 1 2] [--skip-direct] [--towers tiny|release] [--videos MIN MAX]
 """
 
 from __future__ import annotations
@@ -130,13 +131,14 @@ def cpu_breakdown(
     return {k: round(v / max(n, 1), 4) for k, v in sorted(by.items(), key=lambda kv: -kv[1])}
 
 
-def make_studies(n: int) -> list[list[tuple[str, bytes]]]:
+def make_studies(n: int, videos: tuple[int, int] = (3, 4)) -> list[list[tuple[str, bytes]]]:
+    """``n`` synthetic 64-px studies of ``videos`` (min, max) files each, MP4 and DICOM mixed."""
     from echoprime.synth.cohort import make_study, write_study
 
     out = []
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(n):
-            st = make_study(31, i, min_videos=3, max_videos=4, size=64)
+            st = make_study(31, i, min_videos=videos[0], max_videos=videos[1], size=64)
             write_study(st, tmp, fmt="both")
             folder = Path(tmp) / "videos" / st.study_id
             out.append([(p.name, p.read_bytes()) for p in sorted(folder.iterdir())])
@@ -156,7 +158,7 @@ def load_bench(args: argparse.Namespace) -> dict[str, Any]:
 
         torch.set_num_threads(1)
         bundle = str(make_random_bundle(work / "bundle", towers=args.towers))
-    studies = make_studies(8)
+    studies = make_studies(8, tuple(args.videos))
     res: dict[str, Any] = {
         "bundle": f"tests/fixtures_bundle.py random {args.towers}" if args.bundle is None else bundle
     }
@@ -323,6 +325,13 @@ def cpu_cost(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def result_key(towers: str, videos: list[int]) -> str:
+    """Where a load run is kept in the output: ``load`` for the default (tiny towers, 3-4-video
+    studies), ``load_release``, ``load_v48-52`` ...: runs of other kinds sit beside it, not over it."""
+    key = "load" if towers == "tiny" else f"load_{towers}"
+    return key if list(videos) == [3, 4] else f"{key}_v{videos[0]}-{videos[1]}"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="bench/out/serve_load.json")
@@ -331,6 +340,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--per-level-n", type=int, default=64)
     ap.add_argument(
         "--encoder-replicas", type=int, nargs="+", default=[1, 2], help="VideoEncoder replica counts to run"
+    )
+    ap.add_argument(
+        "--videos",
+        type=int,
+        nargs=2,
+        default=[3, 4],
+        metavar=("MIN", "MAX"),
+        help="videos per study (default 3 4; a clinical study has dozens): the graph's fixed cost "
+        "per request against a study's size",
     )
     ap.add_argument("--skip-direct", action="store_true", help="only the graph (no in-process baseline)")
     ap.add_argument("--bundle", default=None, help="a bundle to serve (default: a random tiny one)")
@@ -363,7 +381,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     if not args.skip_load:
         # The release-size run is kept beside the tiny one, not over it.
-        result["load" if args.towers == "tiny" else f"load_{args.towers}"] = load_bench(args)
+        result[result_key(args.towers, args.videos)] = load_bench(args)
     if args.cpu_cost or args.skip_load:
         result["cpu_cost"] = cpu_cost(args)
     out.parent.mkdir(parents=True, exist_ok=True)
