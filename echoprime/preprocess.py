@@ -268,10 +268,14 @@ def normalise(
         raise ValueError(f"normalise expects (B x) T x H x W x 3, got shape {tuple(clip.shape)}")
     batched = clip.ndim == 5
     if isinstance(clip, torch.Tensor):
-        m = torch.tensor(mean, dtype=torch.float32, device=clip.device)
-        s = torch.tensor(std, dtype=torch.float32, device=clip.device)
-        x = (clip.to(torch.float32) - m) / s  # (B x) T x H x W x 3
-        x = x.movedim(-1, -4).contiguous()  # (B x) T x H x W x 3 -> (B x) 3 x T x H x W
+        # As below: channels first as a view, then one pass converting into a new contiguous
+        # float32 tensor and two in place: the same values bit for bit as out-of-place arithmetic
+        # followed by a contiguous copy, in about a quarter of the time (one CPU thread).
+        m = torch.tensor(mean, dtype=torch.float32, device=clip.device).view(3, 1, 1, 1)
+        s = torch.tensor(std, dtype=torch.float32, device=clip.device).view(3, 1, 1, 1)
+        moved = clip.movedim(-1, -4)  # (B x) T x H x W x 3 -> (B x) 3 x T x H x W (view)
+        x = torch.empty(moved.shape, dtype=torch.float32, device=clip.device)
+        x.copy_(moved).sub_(m).div_(s)
     else:
         m32 = np.asarray(mean, np.float32).reshape(3, 1, 1, 1)  # 3 -> 3 x 1 x 1 x 1 (over T x H x W)
         s32 = np.asarray(std, np.float32).reshape(3, 1, 1, 1)  # 3 -> 3 x 1 x 1 x 1

@@ -212,6 +212,22 @@ def test_normalise_numpy_torch_batched():
         normalise(clip, n_valid=[1])
 
 
+def test_normalise_torch_path_is_bit_identical_and_leaves_its_input_alone():
+    # The Serve towers normalise uint8 clips with the torch path; the one-process path uses numpy:
+    # the two must agree exactly. A float tensor given in is not changed in place.
+    rng = np.random.default_rng(1)
+    clip = rng.integers(0, 256, (3, 6, 10, 12, 3), dtype=np.uint8)
+    want = normalise(clip, n_valid=[6, 2, 1])
+    for given in (torch.from_numpy(clip), torch.from_numpy(clip).permute(0, 1, 3, 2, 4)):
+        got = normalise(given, n_valid=[6, 2, 1])
+        ref = want if given.shape == clip.shape else normalise(given.numpy(), n_valid=[6, 2, 1])
+        assert got.is_contiguous() and torch.equal(got, torch.from_numpy(ref))
+    as_float = torch.from_numpy(clip.astype(np.float32))
+    before = as_float.clone()
+    assert torch.equal(normalise(as_float, n_valid=[6, 2, 1]), torch.from_numpy(want))
+    assert torch.equal(as_float, before)
+
+
 def test_bad_frames_rejected():
     for bad in (
         np.zeros((4, 8, 8, 3), np.float32),
