@@ -1,8 +1,8 @@
 """The Serve graph's GPU work with the release-size models: studies/s for 50-video studies.
 
-What one VideoEncoder and one ViewClassifier replica do per batch, on one GPU: float32 clips
-(3 x 16 x 224 x 224, as Preprocess sends them) copied to the device, mViT v2 S -> unit-norm
-512-d embeddings and ConvNeXt-base (first frame) -> view probabilities, exactly as
+What one VideoEncoder and one ViewClassifier replica do per batch, on one GPU: uint8 clips
+(16 x 224 x 224 x 3, as Preprocess sends them) copied to the device and normalised there
+(``StudyInterpreter.normalise_clips``), mViT v2 S -> unit-norm 512-d embeddings and ConvNeXt-base (first frame) -> view probabilities, exactly as
 ``StudyInterpreter.embed_clips`` / ``classify_views`` (random weights; float32 as served, and
 bf16 autocast for comparison). Swept over the batch size (``user_config.max_batch_size``, in
 clips); a 50-video study is 50 clips. Only torch, torchvision and echoprime.models are needed,
@@ -27,6 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from echoprime.models import create_model  # noqa: E402
+from echoprime.preprocess import RELEASE_MEAN, RELEASE_STD, normalise  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,19 +46,22 @@ def main(argv: list[str] | None = None) -> int:
     else:
         enc = create_model("echoprime_mvit_v2_s").to(dev).eval()
         views = create_model("echoprime_convnext_base_views").to(dev).eval()
-    study = torch.randn(n_videos, 3, frames, size, size).pin_memory() if dev.type == "cuda" else None
-    study = study if study is not None else torch.randn(n_videos, 3, frames, size, size)
+    # Preprocess's answer for one study: uint8 clips (the storage form) and full-length clips.
+    study = torch.randint(0, 256, (n_videos, frames, size, size, 3), dtype=torch.uint8)
+    study = study.pin_memory() if dev.type == "cuda" else study
     out: dict = {
         "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__,
         "videos_per_study": n_videos,
-        "clip": [3, frames, size, size],
+        "clip": [frames, size, size, 3],
+        "clip_dtype_sent": "uint8",
         "runs": [],
     }
 
     def one_study(batch: int, dtype: torch.dtype | None) -> None:
         for i in range(0, n_videos, batch):
-            x = study[i : i + batch].to(dev, non_blocking=True)
+            u8 = study[i : i + batch].to(dev, non_blocking=True)
+            x = normalise(u8, RELEASE_MEAN, RELEASE_STD, n_valid=[frames] * u8.shape[0])  # B x 3 x T x S x S
             with torch.autocast(
                 device_type=dev.type, dtype=dtype or torch.float32, enabled=dtype is not None
             ):

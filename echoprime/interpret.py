@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from echoprime.io import EchoIOError, FileReport, read_any
-from echoprime.preprocess import PreprocessSpec, preprocess_video
+from echoprime.preprocess import PreprocessSpec, normalise, preprocess_uint8, valid_frames
 from echoprime.taxonomy import MIL_SECTIONS, PHENOTYPE_BY_NAME, VIEWS
 
 StudyInput = str | os.PathLike | Sequence[str | os.PathLike] | Sequence[tuple[str, bytes]] | torch.Tensor
@@ -173,11 +173,33 @@ class StudyInterpreter:
         """Read and preprocess a study's files; bad files are reported, never fatal.
 
         Returns:
-            ``N x 3 x T x S x S`` float32 clips of the usable files, and one report per file.
+            ``N x 3 x T x S x S`` float32 clips of the usable files, and one report per file:
+            :meth:`load_study_uint8` followed by :meth:`normalise_clips` (on the CPU).
         """
         if isinstance(study, torch.Tensor):
             self._check_clips(study)
             return study, [FileReport(f"clip[{i}]", "used") for i in range(study.shape[0])]
+        u8, n_valid, reports = self.load_study_uint8(study, max_frames=max_frames)
+        return torch.from_numpy(normalise(u8, self.spec.mean, self.spec.std, n_valid=n_valid)), reports
+
+    def load_study_uint8(
+        self, study: str | os.PathLike | Sequence[Any], *, max_frames: int | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[FileReport]]:
+        """Read a study's files into clips in their uint8 storage form, a quarter of the float
+        clips' size: what the Serve graph passes between replicas (the towers normalise on their
+        own device). Bad files are reported, never fatal.
+
+        Returns:
+            ``N x T x S x S x 3`` uint8 clips of the usable files, ``N`` int64 counts of each
+            clip's frames that come from its file (the rest is padding, see
+            :func:`echoprime.preprocess.valid_frames`), and one report per file.
+
+        Raises:
+            TypeError: ``study`` is a tensor (model clips are already past this step).
+            FileNotFoundError: a study folder that does not exist.
+        """
+        if isinstance(study, torch.Tensor):
+            raise TypeError("load_study_uint8 reads files; got a tensor of model clips (use load_study)")
         items: list[tuple[str, Any]]
         if isinstance(study, (str, os.PathLike)):
             folder = Path(study)
@@ -188,7 +210,7 @@ class StudyInterpreter:
             ]
         else:
             items = [(it[0], it[1]) if isinstance(it, tuple) else (str(it), Path(it)) for it in study]
-        clips, reports = [], []
+        clips, n_valid, reports = [], [], []
         limits = {"max_frames": max_frames or max(self.spec.frames * self.spec.stride, 1)}
         for name, src in items:
             try:
@@ -196,11 +218,32 @@ class StudyInterpreter:
             except EchoIOError as e:
                 reports.append(FileReport(name, "skipped", e.reason, code=e.code))
                 continue
-            clips.append(preprocess_video(vid.frames, self.spec))  # 3 x T x S x S
+            clips.append(preprocess_uint8(vid.frames, self.spec))  # T x S x S x 3, from frame 0
+            n_valid.append(valid_frames(vid.frames.shape[0], self.spec))
             reports.append(FileReport(name, "used", "", int(vid.meta.get("n_frames", 0)), vid.fps))
-        if not clips:
-            return torch.zeros((0, 3, self.spec.frames, self.spec.size, self.spec.size)), reports
-        return torch.from_numpy(np.stack(clips)), reports  # N x 3 x T x S x S
+        shape = (self.spec.frames, self.spec.size, self.spec.size, 3)
+        u8 = np.stack(clips) if clips else np.zeros((0, *shape), np.uint8)
+        return u8, np.asarray(n_valid, np.int64), reports
+
+    def normalise_clips(
+        self, clips: np.ndarray | torch.Tensor, n_valid: Sequence[int] | np.ndarray
+    ) -> torch.Tensor:
+        """:meth:`load_study_uint8`'s ``N x T x S x S x 3`` uint8 clips -> ``N x 3 x T x S x S``
+        float32 model input on this interpreter's device (moved there as uint8, then normalised;
+        the same values :meth:`load_study` gives).
+
+        Raises:
+            ValueError: not ``N x T x S x S x 3`` for this bundle's spec, or ``n_valid`` of another length.
+        """
+        want = (self.spec.frames, self.spec.size, self.spec.size, 3)
+        if clips.ndim != 5 or tuple(clips.shape[1:]) != want or clips.dtype not in (np.uint8, torch.uint8):
+            raise ValueError(
+                f"expected uint8 clips N x {' x '.join(map(str, want))}, got {clips.dtype} {tuple(clips.shape)}"
+            )
+        if len(n_valid) != clips.shape[0]:
+            raise ValueError(f"n_valid has {len(n_valid)} values for {clips.shape[0]} clips")
+        x = torch.as_tensor(clips).to(self.device)
+        return normalise(x, self.spec.mean, self.spec.std, n_valid=n_valid)
 
     def process_dicoms(self, folder: str | os.PathLike) -> torch.Tensor:
         """Release-compatible: every DICOM video in ``folder`` -> ``N x 3 x T x S x S``."""

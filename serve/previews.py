@@ -7,21 +7,20 @@ import base64
 import cv2
 import numpy as np
 
-from echoprime.preprocess import PreprocessSpec
 
-
-def first_frame_png(clip: np.ndarray, spec: PreprocessSpec, min_side: int = 128) -> str:
-    """A ``data:image/png`` URL of a model clip's first frame, un-normalised.
+def first_frame_png(clip: np.ndarray, min_side: int = 128) -> str:
+    """A ``data:image/png`` URL of a clip's first frame, as the model sees it before normalising.
 
     Args:
-        clip: ``3 x T x S x S`` float32 model input (per-channel normalised).
-        spec: the bundle's preprocessing, for its mean and std.
+        clip: ``T x S x S x 3`` uint8 RGB (a clip in its storage form, as Preprocess makes it).
         min_side: upscale (nearest neighbour) small clips to at least this many pixels.
+
+    Raises:
+        ValueError: not a ``T x S x S x 3`` uint8 clip.
     """
-    mean = np.asarray(spec.mean, np.float32)[:, None, None]
-    std = np.asarray(spec.std, np.float32)[:, None, None]
-    frame = clip[:, 0] * std + mean  # 3 x S x S in pixel units
-    rgb = np.clip(np.rint(frame), 0, 255).astype(np.uint8).transpose(1, 2, 0)  # 3 x S x S -> S x S x 3
+    if clip.ndim != 4 or clip.shape[-1] != 3 or clip.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 T x S x S x 3 clip, got {clip.dtype} {tuple(clip.shape)}")
+    rgb = np.ascontiguousarray(clip[0])  # S x S x 3
     if rgb.shape[0] < min_side:
         f = -(-min_side // rgb.shape[0])
         rgb = cv2.resize(rgb, None, fx=f, fy=f, interpolation=cv2.INTER_NEAREST)

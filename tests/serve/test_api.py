@@ -164,7 +164,7 @@ def test_answers_carry_no_patient_identifiers(served, study_dirs):
     assert not [i for i in identifiers if i in r.text]
 
 
-def test_previews_are_first_frames(served, study_dirs):
+def test_previews_are_first_frames(served, study_dirs, interpreter):
     import base64
 
     import cv2
@@ -172,9 +172,13 @@ def test_previews_are_first_frames(served, study_dirs):
     items = read_study(study_dirs[1])
     got = post_study(served, items, params={"previews": "true"}).json()
     assert len(got["previews"]) == len(got["videos"])
-    png = base64.b64decode(got["previews"][0].split(",", 1)[1])
-    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
-    assert img.shape[0] >= 128 and img.std() > 1  # an echo frame, not a blank
+    u8, _, _ = interpreter.load_study_uint8(items)
+    for preview, clip in zip(got["previews"], u8, strict=True):
+        png = base64.b64decode(preview.split(",", 1)[1])
+        img = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        f = img.shape[0] // clip.shape[1]  # upscaled by a whole factor to at least 128 px
+        assert img.shape[0] >= 128 and img.std() > 1  # an echo frame, not a blank
+        np.testing.assert_array_equal(img[::f, ::f], clip[0])  # exactly the clip's first frame
 
 
 def test_s3_uris_equal_uploads_and_a_missing_object_is_reported(served, study_dirs, interpreter, s3_server):
@@ -360,21 +364,26 @@ def test_concurrent_clients_are_all_answered_correctly(served, study_dirs, inter
 
 
 def test_the_encoder_batches_clips_across_requests(served, interpreter):
-    import torch
     from ray import serve
 
     enc = serve.get_deployment_handle("VideoEncoder", app_name="echoprime")
     rng = np.random.default_rng(0)
     spec = interpreter.spec
+    # Preprocess's answer: uint8 clips and how many of each clip's frames are real (the rest padding).
     studies = [
-        rng.standard_normal((2, 3, spec.frames, spec.size, spec.size)).astype(np.float32) for _ in range(8)
+        {
+            "clips": rng.integers(0, 256, (2, spec.frames, spec.size, spec.size, 3), dtype=np.uint8),
+            "n_valid": rng.integers(1, spec.frames + 1, 2),
+        }
+        for _ in range(8)
     ]
     before = len(enc.stats.remote().result(timeout_s=60)["batches"])
-    responses = [enc.embed.remote({"clips": x}) for x in studies]
+    responses = [enc.embed.remote(x) for x in studies]
     got = [r.result(timeout_s=120) for r in responses]
     batches = enc.stats.remote().result(timeout_s=60)["batches"][before:]
     for x, g in zip(studies, got, strict=True):
-        np.testing.assert_allclose(g, interpreter.embed_clips(torch.from_numpy(x)).numpy(), atol=1e-5)
+        want = interpreter.embed_clips(interpreter.normalise_clips(x["clips"], x["n_valid"]))
+        np.testing.assert_allclose(g, want.numpy(), atol=1e-5)
     assert sum(batches) == 16 and max(batches) > 2, batches  # clips of several requests in one forward pass
 
 

@@ -1,0 +1,75 @@
+"""The uint8 path the Serve graph uses: ``load_study_uint8`` + ``normalise_clips`` give exactly the
+float clips of ``load_study`` (which is what the one-process interpretation uses)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from echoprime.interpret import StudyInterpreter
+from echoprime.io import read_any
+from echoprime.preprocess import preprocess_video
+from tests.fixtures_bundle import make_random_bundle
+
+
+@pytest.fixture(scope="module")
+def interp(tmp_path_factory):
+    bundle = make_random_bundle(tmp_path_factory.mktemp("u8") / "bundle", n_bank=40)
+    return StudyInterpreter.from_bundle(bundle, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def files(real_echo_dir):
+    # Real scanners' DICOMs (JPEG, RLE, palette, uncompressed; stills that are skipped) and an MP4:
+    # several clips are shorter than the spec's frames, so padding is exercised.
+    return sorted(str(p) for p in real_echo_dir.iterdir() if p.suffix in (".dcm", ".mp4"))
+
+
+def test_uint8_path_equals_the_float_path_bit_for_bit(interp, files):
+    u8, n_valid, reports = interp.load_study_uint8(files)
+    clips, reports_f = interp.load_study(files)
+    assert reports == reports_f and sum(r.status == "used" for r in reports) == u8.shape[0] >= 3
+    spec = interp.spec
+    assert u8.dtype == np.uint8 and u8.shape[1:] == (spec.frames, spec.size, spec.size, 3)
+    assert n_valid.dtype == np.int64 and (n_valid < spec.frames).any()  # some clips are padded
+    got = interp.normalise_clips(u8, n_valid)
+    assert got.dtype == torch.float32 and torch.equal(got, clips)
+    # ...and both equal the per-clip preprocessing the library documents.
+    used = [f for f, r in zip(files, reports, strict=True) if r.status == "used"]
+    ref = [preprocess_video(read_any(f, max_frames=spec.frames * spec.stride).frames, spec) for f in used]
+    np.testing.assert_array_equal(np.stack(ref), clips.numpy())
+    assert u8.nbytes * 4 == clips.numel() * clips.element_size()
+
+
+def test_padding_frames_are_zero_after_normalising(interp, files):
+    u8, n_valid, _ = interp.load_study_uint8(files)
+    x = interp.normalise_clips(u8, n_valid)
+    for clip, v in zip(x, n_valid, strict=True):
+        assert torch.count_nonzero(clip[:, v:]) == 0 and torch.count_nonzero(clip[:, :v]) > 0
+
+
+def test_a_study_without_usable_files(interp, tmp_path):
+    (tmp_path / "a.mp4").write_bytes(b"not a video")
+    u8, n_valid, reports = interp.load_study_uint8(tmp_path)
+    spec = interp.spec
+    assert u8.shape == (0, spec.frames, spec.size, spec.size, 3) and n_valid.shape == (0,)
+    assert [r.status for r in reports] == ["skipped"]
+    assert interp.normalise_clips(u8, n_valid).shape == (0, 3, spec.frames, spec.size, spec.size)
+
+
+def test_bad_arguments_are_named(interp, tmp_path):
+    spec = interp.spec
+    with pytest.raises(TypeError, match="tensor"):
+        interp.load_study_uint8(torch.zeros(1, 3, spec.frames, spec.size, spec.size))
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        interp.load_study_uint8(tmp_path / "nowhere")
+    wrong = np.zeros((2, spec.frames, spec.size + 1, spec.size, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"expected uint8 clips N x .*got uint8 \(2,"):
+        interp.normalise_clips(wrong, [1, 1])
+    floats = np.zeros((2, spec.frames, spec.size, spec.size, 3), np.float32)  # already normalised?
+    with pytest.raises(ValueError, match="got float32"):
+        interp.normalise_clips(floats, [1, 1])
+    ok = np.zeros((2, spec.frames, spec.size, spec.size, 3), np.uint8)
+    with pytest.raises(ValueError, match="n_valid has 1 values for 2 clips"):
+        interp.normalise_clips(ok, [1])
