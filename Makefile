@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo   - install into $(VENV) and run 'echoprime quickstart' end to end (local Ray, CPU)"
 	@echo "make test   - install into $(VENV) and run the whole test suite"
-	@echo "make lint   - ruff check"
+	@echo "make lint   - ruff check and ruff format --check"
 	@echo "make bench  - run the benchmarks in bench/ (minutes; results in docs/benchmarks.md)"
 
 $(STAMP): pyproject.toml
@@ -34,6 +34,7 @@ test-unit: install
 
 lint: install
 	$(BIN)/ruff check echoprime ray_jobs serve tests bench
+	$(BIN)/ruff format --check echoprime ray_jobs serve tests bench
 
 bench: install
 	$(BIN)/python bench/run.py

@@ -68,18 +68,38 @@ def pretrain_check(dev: torch.device, smoke: bool) -> dict:
     loss = ClipLoss()
     steps_warm, steps = (1, 2) if smoke else (4, 20)
     ds = ClipSource(batch * (steps + steps_warm + 1), frames, size, tokens, 2000 if smoke else 30522)
-    dl = torch.utils.data.DataLoader(ds, batch_size=batch, num_workers=0 if smoke else 8, pin_memory=dev.type == "cuda",
-                                     drop_last=True, persistent_workers=not smoke, prefetch_factor=None if smoke else 4)
+    dl = torch.utils.data.DataLoader(
+        ds,
+        batch_size=batch,
+        num_workers=0 if smoke else 8,
+        pin_memory=dev.type == "cuda",
+        drop_last=True,
+        persistent_workers=not smoke,
+        prefetch_factor=None if smoke else 4,
+    )
     spec = {"mean": RELEASE_MEAN, "std": RELEASE_STD}
     dtype = torch.bfloat16 if dev.type == "cuda" else None
     it = iter(dl)
-    train_one_epoch(model, loss, opt, None, it, dev, spec=spec, autocast_dtype=dtype, grad_clip=1.0, max_steps=steps_warm)
+    train_one_epoch(
+        model, loss, opt, None, it, dev, spec=spec, autocast_dtype=dtype, grad_clip=1.0, max_steps=steps_warm
+    )
     if dev.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    st = train_one_epoch(model, loss, opt, None, it, dev, spec=spec, autocast_dtype=dtype, grad_clip=1.0, max_steps=steps)
-    out = {"video": vid, "text": text, "clip": [3, frames, size, size], "tokens": tokens, "batch": batch,
-           "precision": "bf16" if dtype else "fp32", "steps": st.steps, "clips_per_s": round(st.clips_per_s, 1),
-           "step_s": round(st.seconds / max(st.steps, 1), 3), "data_wait_frac": round(st.data_wait_frac, 4)}
+    st = train_one_epoch(
+        model, loss, opt, None, it, dev, spec=spec, autocast_dtype=dtype, grad_clip=1.0, max_steps=steps
+    )
+    out = {
+        "video": vid,
+        "text": text,
+        "clip": [3, frames, size, size],
+        "tokens": tokens,
+        "batch": batch,
+        "precision": "bf16" if dtype else "fp32",
+        "steps": st.steps,
+        "clips_per_s": round(st.clips_per_s, 1),
+        "step_s": round(st.seconds / max(st.steps, 1), 3),
+        "data_wait_frac": round(st.data_wait_frac, 4),
+    }
     if dev.type == "cuda":
         out["peak_mem_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     del model, opt
@@ -94,14 +114,20 @@ def interpret_check(dev: torch.device, smoke: bool) -> dict:
         views = create_model("tiny_views").to(dev).eval()
     else:
         enc = create_model("echoprime_mvit_v2_s").to(dev).eval()
-        views = create_model("echoprime_convnext_base_views").to(dev).eval().to(memory_format=torch.channels_last)
+        views = (
+            create_model("echoprime_convnext_base_views").to(dev).eval().to(memory_format=torch.channels_last)
+        )
     dtype = torch.bfloat16 if dev.type == "cuda" else torch.float32
     study = torch.randn(n_videos, 3, frames, size, size, device=dev)
+
     def one() -> None:
         with torch.autocast(device_type=dev.type, dtype=dtype, enabled=dev.type == "cuda"):
             emb = enc(study)
-            logits = views(study[:, :, 0].contiguous(memory_format=torch.channels_last) if not smoke else study[:, :, 0])
+            logits = views(
+                study[:, :, 0].contiguous(memory_format=torch.channels_last) if not smoke else study[:, :, 0]
+            )
         torch.cat([emb.float(), torch.nn.functional.one_hot(logits.argmax(1), 11).float()], 1).cpu()
+
     one()
     if dev.type == "cuda":
         torch.cuda.synchronize()
@@ -112,14 +138,18 @@ def interpret_check(dev: torch.device, smoke: bool) -> dict:
     if dev.type == "cuda":
         torch.cuda.synchronize()
     dt = (time.perf_counter() - t0) / n
-    return {"videos_per_study": n_videos, "s_per_study": round(dt, 4), "studies_per_s": round(1 / dt, 2),
-            "clips_per_s": round(n_videos / dt, 1)}
+    return {
+        "videos_per_study": n_videos,
+        "s_per_study": round(dt, 4),
+        "studies_per_s": round(1 / dt, 2),
+        "clips_per_s": round(n_videos / dt, 1),
+    }
 
 
 @torch.no_grad()
 def search_check(dev: torch.device, smoke: bool) -> dict:
     res = {}
-    for n in ((2000,) if smoke else (230_676, 1_230_676)):
+    for n in (2000,) if smoke else (230_676, 1_230_676):
         bank = torch.nn.functional.normalize(torch.randn(n, 512, device=dev), dim=1)
         q = torch.nn.functional.normalize(torch.randn(15, 512, device=dev), dim=1)
         (q @ bank.T).topk(50, dim=1)
@@ -140,8 +170,11 @@ def main() -> int:
     ap.add_argument("--out", default="bench/out/gpu_check.json")
     a = ap.parse_args()
     dev = torch.device("cuda" if torch.cuda.is_available() and not a.smoke else "cpu")
-    info = {"device": torch.cuda.get_device_name(0) if dev.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "python": platform.python_version()}
+    info = {
+        "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = True

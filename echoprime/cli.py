@@ -22,16 +22,43 @@ from echoprime.config import ConfigError, load_config
 # subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 JOBS: dict[str, tuple[str, str]] = {
     "synth": ("ray_jobs.synth", "generate a synthetic cohort of echo studies (videos, reports, labels)"),
-    "ingest": ("ray_jobs.ingest", "turn an archive of DICOM/MP4 studies into Parquet study shards (Ray Data; local or s3://)"),
-    "pretrain": ("ray_jobs.pretrain", "contrastive video-report pretraining on Ray Train (DDP; checkpoints survive worker failures)"),
-    "train-views": ("ray_jobs.train_views", "train the view classifier on Ray Train (accuracy, confusion matrix)"),
+    "ingest": (
+        "ray_jobs.ingest",
+        "turn an archive of DICOM/MP4 studies into Parquet study shards (Ray Data; local or s3://)",
+    ),
+    "pretrain": (
+        "ray_jobs.pretrain",
+        "contrastive video-report pretraining on Ray Train (DDP; checkpoints survive worker failures)",
+    ),
+    "train-views": (
+        "ray_jobs.train_views",
+        "train the view classifier on Ray Train (accuracy, confusion matrix)",
+    ),
     "fit-mil": ("ray_jobs.fit_mil", "fit the anatomical attention over a study's videos, per report section"),
-    "build-bank": ("ray_jobs.build_bank", "embed the report bank, fit thresholds and commit the model bundle"),
-    "import-release": ("ray_jobs.import_release", "convert a copy of the published EchoPrime release into a pickle-free bundle"),
-    "batch-interpret": ("ray_jobs.batch_interpret", "interpret every study of an archive (local or s3://) with Ray Data: Parquet results + rejects, resumable"),
-    "evaluate": ("ray_jobs.evaluate", "evaluate a bundle on held-out shards: retrieval, phenotypes, ablation, views, zero-shot (report.md)"),
-    "interpret": ("echoprime.interpret_cli", "interpret one study folder with a bundle (views, report, metrics)"),
-    "serve": ("ray_jobs.serve_app", "serve a bundle over HTTP on a local Ray (Serve graph, API key, study viewer at /)"),
+    "build-bank": (
+        "ray_jobs.build_bank",
+        "embed the report bank, fit thresholds and commit the model bundle",
+    ),
+    "import-release": (
+        "ray_jobs.import_release",
+        "convert a copy of the published EchoPrime release into a pickle-free bundle",
+    ),
+    "batch-interpret": (
+        "ray_jobs.batch_interpret",
+        "interpret every study of an archive (local or s3://) with Ray Data: Parquet results + rejects, resumable",
+    ),
+    "evaluate": (
+        "ray_jobs.evaluate",
+        "evaluate a bundle on held-out shards: retrieval, phenotypes, ablation, views, zero-shot (report.md)",
+    ),
+    "interpret": (
+        "echoprime.interpret_cli",
+        "interpret one study folder with a bundle (views, report, metrics)",
+    ),
+    "serve": (
+        "ray_jobs.serve_app",
+        "serve a bundle over HTTP on a local Ray (Serve graph, API key, study viewer at /)",
+    ),
     "quickstart": ("ray_jobs.quickstart", "run the whole pipeline end to end on a local Ray (the main job)"),
 }
 

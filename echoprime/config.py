@@ -245,14 +245,18 @@ class EchoPrimeConfig(_Cfg):
     def from_dict(cls, data: dict[str, Any], source: str = "<dict>") -> EchoPrimeConfig:
         """Validate a plain dict; errors name each bad key, the source and what is allowed."""
         if not isinstance(data, dict):
-            raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+            raise ConfigError(
+                f"{source}: the top level must be a mapping of sections, got {type(data).__name__}"
+            )
         try:
             return cls.model_validate(data)
         except ValidationError as e:
             raise ConfigError(_explain(e, source)) from None
 
     @classmethod
-    def from_yaml(cls, path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()) -> EchoPrimeConfig:
+    def from_yaml(
+        cls, path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()
+    ) -> EchoPrimeConfig:
         """Load ``path`` (or the defaults when ``None``) and apply ``key=value`` overrides.
 
         Raises:
@@ -264,7 +268,9 @@ class EchoPrimeConfig(_Cfg):
             p = Path(path)
             source = str(p)
             if not p.is_file():
-                raise ConfigError(f"config file not found: {p} (pass an existing YAML file, e.g. configs/tiny-cpu.yaml)")
+                raise ConfigError(
+                    f"config file not found: {p} (pass an existing YAML file, e.g. configs/tiny-cpu.yaml)"
+                )
             try:
                 loaded = yaml.safe_load(p.read_text())
             except (OSError, yaml.YAMLError) as e:
@@ -272,7 +278,9 @@ class EchoPrimeConfig(_Cfg):
             if loaded is None:
                 loaded = {}
             if not isinstance(loaded, dict):
-                raise ConfigError(f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}")
+                raise ConfigError(
+                    f"{p}: the top level must be a mapping of sections, got {type(loaded).__name__}"
+                )
             data = loaded
         for ov in overrides:
             apply_override(data, ov)
@@ -301,7 +309,11 @@ class EchoPrimeConfig(_Cfg):
         """A copy with whole sections or top-level values replaced (validated again)."""
         d = self.to_dict()
         for k, v in sections.items():
-            d[k] = v.to_dict() if isinstance(v, EchoPrimeConfig) else (json.loads(v.model_dump_json()) if isinstance(v, BaseModel) else v)
+            d[k] = (
+                v.to_dict()
+                if isinstance(v, EchoPrimeConfig)
+                else (json.loads(v.model_dump_json()) if isinstance(v, BaseModel) else v)
+            )
         return EchoPrimeConfig.from_dict(d, "<replace>")
 
 
@@ -337,7 +349,9 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     model: type[BaseModel] = EchoPrimeConfig
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
-        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+        if field is None or not (
+            isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+        ):
             return []
         model = field.annotation
     return sorted(model.model_fields)
@@ -358,6 +372,8 @@ def _explain(err: ValidationError, source: str) -> str:
     return f"invalid configuration in {source}:\n  " + "\n  ".join(lines)
 
 
-def load_config(path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()) -> EchoPrimeConfig:
+def load_config(
+    path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()
+) -> EchoPrimeConfig:
     """Shorthand for :meth:`EchoPrimeConfig.from_yaml`."""
     return EchoPrimeConfig.from_yaml(path, overrides)

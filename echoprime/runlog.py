@@ -75,7 +75,12 @@ class RunSummary:
             "status": "failed" if failed else ("running" if running else "ok"),
             "wall_s": round(time.time() - self.started, 2),
             "stages": {
-                n: {"status": s.status, "wall_s": s.wall_s, **({"error": s.error} if s.error else {}), **s.numbers}
+                n: {
+                    "status": s.status,
+                    "wall_s": s.wall_s,
+                    **({"error": s.error} if s.error else {}),
+                    **s.numbers,
+                }
                 for n, s in self.stages.items()
             },
         }

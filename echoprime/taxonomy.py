@@ -50,7 +50,9 @@ VIEWS: tuple[str, ...] = (
     "Subcostal",
 )
 VIEW_INDEX: dict[str, int] = {v: i for i, v in enumerate(VIEWS)}
-DOPPLER_VIEWS: frozenset[str] = frozenset({"Apical_Doppler", "Doppler_Parasternal_Long", "Doppler_Parasternal_Short"})
+DOPPLER_VIEWS: frozenset[str] = frozenset(
+    {"Apical_Doppler", "Doppler_Parasternal_Long", "Doppler_Parasternal_Short"}
+)
 
 # A finer view taxonomy (the paper distinguishes 58 fine views) mapped onto the 11 coarse
 # ones. Only the fine views a model in this project can emit are listed; extend freely, the

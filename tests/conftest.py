@@ -38,7 +38,9 @@ def root() -> Path:
 @pytest.fixture(scope="session")
 def real_echo_dir() -> Path:
     if not REAL_ECHO.is_dir():
-        pytest.fail(f"real echo test data missing: {REAL_ECHO} (expected ../shared/data/real-echo beside the repo)")
+        pytest.fail(
+            f"real echo test data missing: {REAL_ECHO} (expected ../shared/data/real-echo beside the repo)"
+        )
     return REAL_ECHO
 
 

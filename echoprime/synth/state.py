@@ -152,9 +152,17 @@ def sample_state(rng: np.random.Generator, patient_id: str, study_id: str) -> Pa
     s.ms = _grade(rng, (0.85, 0.05, 0.06, 0.04))
     s.ts = _grade(rng, (0.88, 0.04, 0.05, 0.03))
     s.effusion = _grade(rng, (0.55, 0.12, 0.1, 0.13, 0.1))
-    s.la_size = _grade(rng, (0.5, 0.2, 0.18, 0.12)) if (s.mr < 3 and s.ms < 2) else _grade(rng, (0.1, 0.2, 0.35, 0.35))
-    s.pasp = int(np.clip(round(rng.normal(28, 6) + 12 * (s.mr >= 3) + 10 * (s.la_size >= 2) + 8 * (s.ef < 40)), 15, 90))
-    s.rv_function = _grade(rng, (0.65, 0.15, 0.12, 0.08)) if s.pasp < 45 else _grade(rng, (0.2, 0.25, 0.3, 0.25))
+    s.la_size = (
+        _grade(rng, (0.5, 0.2, 0.18, 0.12))
+        if (s.mr < 3 and s.ms < 2)
+        else _grade(rng, (0.1, 0.2, 0.35, 0.35))
+    )
+    s.pasp = int(
+        np.clip(round(rng.normal(28, 6) + 12 * (s.mr >= 3) + 10 * (s.la_size >= 2) + 8 * (s.ef < 40)), 15, 90)
+    )
+    s.rv_function = (
+        _grade(rng, (0.65, 0.15, 0.12, 0.08)) if s.pasp < 45 else _grade(rng, (0.2, 0.25, 0.3, 0.25))
+    )
     s.rv_size = _grade(rng, (0.6, 0.15, 0.15, 0.1)) if s.pasp < 45 else _grade(rng, (0.15, 0.2, 0.35, 0.3))
     s.ra_size = _grade(rng, (0.6, 0.15, 0.15, 0.1)) if s.tr < 3 else _grade(rng, (0.1, 0.2, 0.35, 0.35))
     s.aortic_root = _grade(rng, (0.65, 0.15, 0.12, 0.08))

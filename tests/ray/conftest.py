@@ -73,6 +73,8 @@ def bundle_dir(ray_cluster, test_cfg, shards_dir, pretrained):
         "views": run_train_views(test_cfg, str(shards_dir), str(bundle)),
         "mil": run_fit_mil(test_cfg, str(shards_dir), str(bundle), keep_embeddings=embedded),
     }
-    stages["bank"] = run_build_bank(test_cfg, str(shards_dir), str(bundle), val_embeddings=embedded.get("val"))
+    stages["bank"] = run_build_bank(
+        test_cfg, str(shards_dir), str(bundle), val_embeddings=embedded.get("val")
+    )
     (bundle.parent / "stages.json").write_text(__import__("json").dumps(stages, default=str))
     return bundle

@@ -26,12 +26,26 @@ def evaluation(ray_cluster, test_cfg, shards_dir, bundle_dir, tmp_path_factory):
 def test_writes_metrics_plots_and_report(evaluation):
     res, m, out = evaluation
     report = (out / "report.md").read_text()
-    for png in ("retrieval", "clinical_auc", "calibration", "ablation", "view_confusion", "attention_vs_visibility"):
+    for png in (
+        "retrieval",
+        "clinical_auc",
+        "calibration",
+        "ablation",
+        "view_confusion",
+        "attention_vs_visibility",
+    ):
         assert (out / f"{png}.png").stat().st_size > 5000 and f"({png}.png)" in report
     assert m["headline"] == {k: v for k, v in res.items() if k in m["headline"]}
     assert m["splits"]["test"]["studies"] == res["test_studies"] >= 30
     assert m["retrieval"]["study"]["v2t"]["pool"] == res["test_studies"]
-    assert set(m["ablation"]["variants"]) == {"one_frame", "one_video", "mean", "table", "attention", "oracle"}
+    assert set(m["ablation"]["variants"]) == {
+        "one_frame",
+        "one_video",
+        "mean",
+        "table",
+        "attention",
+        "oracle",
+    }
     assert m["hidden"]["amyloidosis"]["linear"]["computable"] or "not computable" in report
 
 
@@ -41,7 +55,9 @@ def test_numbers_are_well_above_chance(evaluation):
     assert res["v2t_r@10_study"] >= 1.4 * res["chance_r@10_study"]
 
 
-def test_mismatched_shards_are_refused_before_any_work(ray_cluster, test_cfg, shards_dir, bundle_dir, tmp_path):
+def test_mismatched_shards_are_refused_before_any_work(
+    ray_cluster, test_cfg, shards_dir, bundle_dir, tmp_path
+):
     from echoprime.eval.suite import EvaluationInputError
     from ray_jobs.evaluate import run_evaluate
 
@@ -50,6 +66,9 @@ def test_mismatched_shards_are_refused_before_any_work(ray_cluster, test_cfg, sh
     man = json.loads((shards_dir / "_manifest.json").read_text())
     man["spec"]["size"] = 64
     (other / "_manifest.json").write_text(json.dumps(man))
-    with pytest.raises(EvaluationInputError, match=rf"bundle {bundle_dir} and shards {other} were preprocessed differently \(size: bundle 32 vs shards 64"):
+    with pytest.raises(
+        EvaluationInputError,
+        match=rf"bundle {bundle_dir} and shards {other} were preprocessed differently \(size: bundle 32 vs shards 64",
+    ):
         run_evaluate(test_cfg, str(bundle_dir), str(other), tmp_path / "out")
     shutil.rmtree(other)

@@ -62,7 +62,9 @@ def test_interpret_held_out_study(interp, test_studies):
         assert weights[0]["weight"] >= weights[-1]["weight"]
     json.dumps(r)  # serialisable
     # views: the classifier agrees with the generator's labels on most clips
-    views = {v["path"]: v["view"] for v in pq.read_table(files[0].parents[2] / "manifest.parquet").to_pylist()}
+    views = {
+        v["path"]: v["view"] for v in pq.read_table(files[0].parents[2] / "manifest.parquet").to_pylist()
+    }
     rel = [str(f.relative_to(files[0].parents[2])) for f in files]
     agree = np.mean([views[p] == v["view"] for p, v in zip(rel, r["videos"], strict=True)])
     assert agree >= 0.6
@@ -132,15 +134,31 @@ def test_tampered_or_incomplete_bundle_is_refused(bundle_dir, tmp_path):
     shutil.rmtree(bad)
     shutil.copytree(bundle_dir, bad)
     (bad / "views" / "view_classifier.safetensors").unlink()
-    with pytest.raises(BundleError, match="views/view_classifier.safetensors listed in the manifest is missing"):
+    with pytest.raises(
+        BundleError, match="views/view_classifier.safetensors listed in the manifest is missing"
+    ):
         StudyInterpreter.from_bundle(bad)
 
 
 def test_cli_interpret(bundle_dir, test_studies, tmp_path):
     _, files = test_studies[0]
     out = tmp_path / "r.json"
-    r = subprocess.run([sys.executable, "-m", "echoprime.cli", "interpret", "--bundle", str(bundle_dir), str(files[0].parent),
-                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "echoprime.cli",
+            "interpret",
+            "--bundle",
+            str(bundle_dir),
+            str(files[0].parent),
+            "--json",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "Left Ventricle:" in r.stdout and "ejection_fraction" in r.stdout
     assert json.loads(out.read_text())["status"] == "ok"

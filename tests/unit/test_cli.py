@@ -14,7 +14,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run(*argv: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "echoprime.cli", *argv], capture_output=True, text=True, cwd=cwd, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "echoprime.cli", *argv], capture_output=True, text=True, cwd=cwd, timeout=120
+    )
 
 
 def test_every_subcommand_has_help(capsys):

@@ -26,7 +26,10 @@ def test_paper_setting():
 
 
 def test_overrides_apply_and_parse_types():
-    cfg = load_config(ROOT / "configs" / "tiny-cpu.yaml", ["train.epochs=3", "seed=7", "data.mean=[1,2,3]", "train.use_gpu=false"])
+    cfg = load_config(
+        ROOT / "configs" / "tiny-cpu.yaml",
+        ["train.epochs=3", "seed=7", "data.mean=[1,2,3]", "train.use_gpu=false"],
+    )
     assert cfg.train.epochs == 3 and cfg.seed == 7 and cfg.data.mean == (1.0, 2.0, 3.0)
 
 

@@ -88,7 +88,10 @@ def test_config_options_reach_the_towers_and_travel_with_the_weights(tmp_path):
 
     cfg = load_config(
         "configs/tiny-cpu.yaml",
-        ["model.video_options={pool: spatial, dropout: 0.3, width: 8}", "model.text_options={token_dropout: 0.25}"],
+        [
+            "model.video_options={pool: spatial, dropout: 0.3, width: 8}",
+            "model.text_options={token_dropout: 0.25}",
+        ],
     )
     spec = {"frames": 16, "size": 32}
     clip = build_clip(cfg.model.model_dump(), spec, vocab_size=200)
@@ -118,7 +121,10 @@ def test_bundle_components_rebuild_the_towers_with_their_options(tmp_path):
 
     cfg = load_config(
         "configs/tiny-cpu.yaml",
-        ["model.video_options={pool: spatial, dropout: 0.3, width: 8}", "model.text_options={token_dropout: 0.25}"],
+        [
+            "model.video_options={pool: spatial, dropout: 0.3, width: 8}",
+            "model.text_options={token_dropout: 0.25}",
+        ],
     )
     rng = __import__("numpy").random.default_rng(0)
     reports = [compose_report(sample_state(rng, f"p{i}", f"s{i}"), rng).to_text() for i in range(20)]
@@ -127,7 +133,9 @@ def test_bundle_components_rebuild_the_towers_with_their_options(tmp_path):
 
     spec = {"frames": 16, "size": 32, "stride": 2, "mean": [0.0] * 3, "std": [1.0] * 3}
     clip = build_clip(cfg.model.model_dump(), spec, ReportTokenizer.from_pretrained(tok_dir).vocab_size)
-    export_pretrained(clip, tmp_path / "b" / "pretrained", tokenizer_dir=tok_dir, config_yaml=cfg.to_yaml(), spec=spec)
+    export_pretrained(
+        clip, tmp_path / "b" / "pretrained", tokenizer_dir=tok_dir, config_yaml=cfg.to_yaml(), spec=spec
+    )
     video = load_component(tmp_path / "b", "video_encoder")
     assert video.pool == "spatial" and video.num_features == 6 * 8 * 16
     for k, v in clip.video_encoder.state_dict().items():

@@ -97,4 +97,7 @@ def test_scores_that_separate_nothing_keep_the_default():
     y = np.array([1, 0, 0, 0, 0, 0], dtype=float)
     fit = fit_thresholds({"impella": p}, {"impella": y}).fits["impella"]
     assert fit.threshold == 0.5 and not fit.fitted and fit.youden_j == pytest.approx(0.0)
-    assert fit.reason == "no threshold separates the 1 positives from the 5 negatives of the validation split (best Youden's J 0.00)"
+    assert (
+        fit.reason
+        == "no threshold separates the 1 positives from the 5 negatives of the validation split (best Youden's J 0.00)"
+    )
