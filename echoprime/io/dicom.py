@@ -369,10 +369,10 @@ def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray
             )
     try:
         if n >= n_src:
-            arr, info = decoder.as_array(ds, as_rgb=True)
+            arr, info = decoder.as_array(ds, as_rgb=False)  # YBR -> RGB in to_rgb, frame by frame
         else:
             # Decode only what is kept; pydicom locates frames (offset table or JPEG markers).
-            frames = decoder.iter_array(ds, indices=range(n), as_rgb=True)
+            frames = decoder.iter_array(ds, indices=range(n), as_rgb=False)
             first, info = next(frames)
             arr = np.empty((n, *first.shape), first.dtype)  # n x H x W [x 3]
             arr[0] = first

@@ -112,6 +112,37 @@ def test_ybr_full_422_jpeg_has_no_colour_cast(real_echo_dir):
     assert np.abs(px - px.mean(1, keepdims=True)).max() <= 6  # no pixel has a colour cast
 
 
+@pytest.mark.parametrize("max_frames", [None, 7])
+def test_ybr_to_rgb_equals_pydicoms_own_conversion_in_a_fraction_of_the_memory(real_echo_dir, max_frames):
+    """read_dicom converts YBR_FULL(_422) frame by frame; the values must be exactly pydicom's
+    ``as_rgb=True`` (a whole-clip float32 conversion), and the peak memory a small multiple of
+    the clip instead of the ~8x the whole-clip conversion needs."""
+    import tracemalloc
+
+    from pydicom.pixels import get_decoder
+
+    path = real_echo_dir / "examples_ybr_color.dcm"  # JPEG Baseline, YBR_FULL_422, 30 frames
+    ds = pydicom.dcmread(path)
+    decoder = get_decoder(ds.file_meta.TransferSyntaxUID)
+    if max_frames is None:
+        want, _ = decoder.as_array(ds, as_rgb=True)
+    else:
+        want = np.stack([f for f, _ in decoder.iter_array(ds, indices=range(max_frames), as_rgb=True)])
+    tracemalloc.start()
+    got = read_dicom(path, max_frames=max_frames).frames
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    np.testing.assert_array_equal(got, want)
+    assert peak < 2.5 * got.nbytes + 2 * 1024**2, (peak, got.nbytes)
+    # The same for native and RLE YCbCr written here.
+    frames = colour_clip(n=4, h=48, w=64)
+    for ts in (ExplicitVRLittleEndian, RLELossless):
+        data = write_dicom(frames, photometric="YBR_FULL", transfer_syntax=ts)
+        ds = pydicom.dcmread(io.BytesIO(data))
+        want, _ = get_decoder(ds.file_meta.TransferSyntaxUID).as_array(ds, as_rgb=True)
+        np.testing.assert_array_equal(read_dicom(data).frames, want)
+
+
 def test_palette_16bit_lut_scaled_and_coloured(real_echo_dir):
     clip = read_dicom(real_echo_dir / "US-PAL-8-10x-echo.dcm")
     f = clip.frames
