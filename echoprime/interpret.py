@@ -292,6 +292,30 @@ class StudyInterpreter:
         ]
         return torch.cat(outs) if outs else torch.zeros((0, width))
 
+    @torch.no_grad()
+    def embed_and_classify_uint8(
+        self, clips: np.ndarray, n_valid: Sequence[int] | np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`embed_and_classify` from :meth:`load_study_uint8`'s clips, normalised on the
+        device one batch at a time: the float32 input of only ``batch_size`` clips ever exists
+        (the whole study's would be four times the uint8 clips), and both towers share each
+        normalised batch. The same values as ``embed_and_classify(normalise(...))``.
+
+        Raises:
+            ValueError: clips not ``N x T x S x S x 3`` uint8 for this bundle's spec.
+        """
+        n_valid = np.asarray(n_valid)
+        d = getattr(self.parts.video_encoder, "embed_dim", None) or 512
+        embs, probs = [torch.zeros((0, d))], [torch.zeros((0, len(VIEWS)))]
+        if len(n_valid) != clips.shape[0]:
+            raise ValueError(f"n_valid has {len(n_valid)} values for {clips.shape[0]} clips")
+        self.normalise_clips(clips[:0], n_valid[:0])  # checks the shape and dtype, even when empty
+        for i in range(0, clips.shape[0], self.batch_size):
+            x = self.normalise_clips(clips[i : i + self.batch_size], n_valid[i : i + self.batch_size])
+            embs.append(F.normalize(self.parts.video_encoder(x).float(), dim=-1).cpu())
+            probs.append(torch.softmax(self.parts.view_classifier(x).float(), dim=-1).cpu())
+        return torch.cat(embs), torch.cat(probs)
+
     def encode_study(self, clips: torch.Tensor) -> torch.Tensor:
         """Release-compatible study encoding ``N x (D + V)``: embedding, then the one-hot view."""
         emb, probs = self.embed_and_classify(clips)
@@ -348,8 +372,41 @@ class StudyInterpreter:
     def interpret_many(
         self, studies: Sequence[StudyInput], *, k: int | None = None, n_neighbours: int = 5
     ) -> list[StudyResult]:
-        """Interpret several studies: clips are encoded in shared batches, the bank searched once."""
-        return self.interpret_loaded([self.load_study(s) for s in studies], k=k, n_neighbours=n_neighbours)
+        """Interpret several studies: clips are encoded in shared batches, the bank searched once.
+        Files are read into uint8 clips (:meth:`load_study_uint8`) and normalised a batch at a
+        time; studies given as tensors of model clips are interpreted as they are."""
+        if any(isinstance(s, torch.Tensor) for s in studies):
+            return self.interpret_loaded(
+                [self.load_study(s) for s in studies], k=k, n_neighbours=n_neighbours
+            )
+        return self.interpret_stored(
+            [self.load_study_uint8(s) for s in studies], k=k, n_neighbours=n_neighbours
+        )
+
+    def interpret_stored(
+        self,
+        loaded: Sequence[tuple[np.ndarray, np.ndarray, Sequence[FileReport]]],
+        *,
+        k: int | None = None,
+        n_neighbours: int = 5,
+    ) -> list[StudyResult]:
+        """Interpret studies read by :meth:`load_study_uint8` (e.g. in reader threads): the same
+        answers as :meth:`interpret_loaded` on the float clips, with a quarter of the memory for
+        the clips held and the float32 input made one batch at a time.
+
+        Args:
+            loaded: per study, ``(clips N x T x S x S x 3 uint8, n_valid N, file reports)``.
+            k: neighbours for the metrics (default: the interpreter's).
+            n_neighbours: neighbour studies listed per section.
+        """
+        shape = (0, self.spec.frames, self.spec.size, self.spec.size, 3)
+        counts = [int(c.shape[0]) for c, _, _ in loaded]
+        clips = np.concatenate([c for c, _, _ in loaded if c.shape[0]] or [np.zeros(shape, np.uint8)])
+        n_valid = np.concatenate([np.asarray(v, np.int64) for _, v, _ in loaded] or [np.zeros(0, np.int64)])
+        emb, probs = self.embed_and_classify_uint8(clips, n_valid)
+        return self._interpret_encoded(
+            emb, probs, counts, [list(r) for _, _, r in loaded], k=k, n_neighbours=n_neighbours
+        )
 
     def interpret_loaded(
         self,

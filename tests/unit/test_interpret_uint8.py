@@ -73,3 +73,25 @@ def test_bad_arguments_are_named(interp, tmp_path):
     ok = np.zeros((2, spec.frames, spec.size, spec.size, 3), np.uint8)
     with pytest.raises(ValueError, match="n_valid has 1 values for 2 clips"):
         interp.normalise_clips(ok, [1])
+
+
+def test_studies_from_uint8_clips_get_the_answers_of_the_float_path(tmp_path_factory, files):
+    # A batch size that splits studies across batches: a study's clips share forward passes with
+    # the next study's, on both paths alike.
+    bundle = make_random_bundle(tmp_path_factory.mktemp("u8b") / "bundle", n_bank=40)
+    interp = StudyInterpreter.from_bundle(bundle, device="cpu", batch_size=3)
+    studies = [files, files[::-1], files[:2]]
+    got = [r.to_dict() for r in interp.interpret_many(studies)]
+    want = [r.to_dict() for r in interp.interpret_loaded([interp.load_study(s) for s in studies])]
+    assert got == want and got[0]["status"] == "ok"
+    stored = [interp.load_study_uint8(s) for s in studies]
+    assert [r.to_dict() for r in interp.interpret_stored(stored)] == want
+    # The towers on uint8 clips: the same values as on the float clips.
+    u8, n_valid, _ = stored[0]
+    emb, probs = interp.embed_and_classify_uint8(u8, n_valid)
+    emb_f, probs_f = interp.embed_and_classify(interp.normalise_clips(u8, n_valid))
+    assert torch.equal(emb, emb_f) and torch.equal(probs, probs_f)
+    with pytest.raises(ValueError, match="n_valid has 2 values for 5 clips"):
+        interp.embed_and_classify_uint8(u8, n_valid[:2])
+    empty = interp.embed_and_classify_uint8(u8[:0], n_valid[:0])
+    assert empty[0].shape == (0, 512) and empty[1].shape[0] == 0
