@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import io
 import struct
 import warnings
@@ -370,6 +371,11 @@ def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray
     try:
         if n >= n_src:
             arr, info = decoder.as_array(ds, as_rgb=False)  # YBR -> RGB in to_rgb, frame by frame
+        elif decoder.is_native and _photometric(ds) == "YBR_FULL_422":
+            # pydicom 3.0's frame iterator places native 4:2:2 frames at the offsets of
+            # full-size frames: frame 1 on is read from the wrong bytes (or "insufficient pixel
+            # data"). Decode the first n frames as a clip of n frames instead.
+            arr, info = decoder.as_array(_first_frames(ds, n, expected // n_src), as_rgb=False)
         else:
             # Decode only what is kept; pydicom locates frames (offset table or JPEG markers).
             frames = decoder.iter_array(ds, indices=range(n), as_rgb=False)
@@ -384,6 +390,22 @@ def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray
     if arr.ndim == (2 if spp == 1 else 3):  # one frame decoded while the header says more
         arr = arr[None]  # H x W [x 3] -> 1 x H x W [x 3]
     return np.ascontiguousarray(to_rgb(arr, str(info["photometric_interpretation"]), ds, path))
+
+
+def _photometric(ds: Dataset) -> str:
+    return str(ds.get("PhotometricInterpretation", "")).strip().upper()
+
+
+def _first_frames(ds: Dataset, n: int, frame_bytes: int) -> Dataset:
+    """A new data set with ``ds``'s image pixel description (group 0028, copied) and only the
+    first ``n`` frames of its native pixel data; ``ds`` itself is not changed."""
+    part = Dataset()
+    part.file_meta = ds.file_meta
+    for elem in ds.group_dataset(0x0028):
+        part.add(copy.deepcopy(elem))
+    part.NumberOfFrames = n
+    part.PixelData = ds.PixelData[: n * frame_bytes]
+    return part
 
 
 def _decode_mpeg(ds: Dataset, path: str | None, n: int, max_pixels: int, max_bytes: int) -> np.ndarray:

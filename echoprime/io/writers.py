@@ -122,6 +122,11 @@ def dicom_dataset(
     if ts in _MPEG:
         _set_mpeg(ds, frames, ts, fps or 30.0)
         return ds
+    if photometric == "YBR_FULL_422":
+        raise ValueError(
+            f"photometric 'YBR_FULL_422' is written here only with JPEG Baseline, not {ts.name}; "
+            "native 4:2:2 pixel data: echoprime.synth.writers.write_dicom"
+        )
     stored = frames
     if photometric == "MONOCHROME1":
         stored = 255 - frames

@@ -143,6 +143,41 @@ def test_ybr_to_rgb_equals_pydicoms_own_conversion_in_a_fraction_of_the_memory(r
         np.testing.assert_array_equal(read_dicom(data).frames, want)
 
 
+@pytest.mark.parametrize("n_src,keep", [(40, 32), (6, 3)])
+def test_native_ybr_422_keeps_the_right_frames_when_only_the_first_are_read(tmp_path, n_src, keep):
+    """Native 4:2:2 frames take 2 bytes a pixel. pydicom 3.0's frame iterator reads them at the
+    offsets of 3-byte frames, so reading the first ``keep`` of a longer clip gave frames from the
+    wrong bytes (6 -> 3) or failed with "insufficient pixel data" (40 -> 32)."""
+    from echoprime.io import dicom as dicom_mod
+    from echoprime.synth.writers import write_dicom as write_native_422
+
+    h, w = 48, 64
+    yy, xx = np.mgrid[0:h, 0:w]
+    frames = np.stack(
+        [
+            np.stack([(xx * 2 + 3 * i) % 256, (yy * 3 + 2 * i) % 256, np.full_like(xx, 5 * i)], -1)
+            for i in range(n_src)
+        ]
+    ).astype(np.uint8)  # gradients that move frame to frame
+    path = tmp_path / "n422.dcm"
+    uids = {"study_uid": "1.2.3", "series_uid": "1.2.3.4", "sop_uid": "1.2.3.4.5", "patient_id": "p"}
+    write_native_422(path, frames, 30.0, photometric="YBR_FULL_422", **uids)
+    full = read_dicom(path).frames
+    part = read_dicom(path, max_frames=keep).frames
+    assert part.shape == (keep, h, w, 3)
+    np.testing.assert_array_equal(part, full[:keep])
+    assert np.abs(part.astype(int) - frames[:keep]).mean(axis=(1, 2, 3)).max() < 2  # 4:2:2 chroma only
+    ds = pydicom.dcmread(path)
+    before = (ds.NumberOfFrames, len(ds.PixelData))
+    dicom_mod._first_frames(ds, keep, len(ds.PixelData) // n_src)
+    assert (ds.NumberOfFrames, len(ds.PixelData)) == before  # the caller's data set is untouched
+
+
+def test_the_test_writer_refuses_native_ybr_422():
+    with pytest.raises(ValueError, match="YBR_FULL_422.*only with JPEG Baseline"):
+        write_dicom(colour_clip(), photometric="YBR_FULL_422")
+
+
 def test_palette_16bit_lut_scaled_and_coloured(real_echo_dir):
     clip = read_dicom(real_echo_dir / "US-PAL-8-10x-echo.dcm")
     f = clip.frames
