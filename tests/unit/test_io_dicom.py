@@ -173,6 +173,45 @@ def test_native_ybr_422_keeps_the_right_frames_when_only_the_first_are_read(tmp_
     assert (ds.NumberOfFrames, len(ds.PixelData)) == before  # the caller's data set is untouched
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {},
+        {"transfer_syntax": ImplicitVRLittleEndian},
+        {"transfer_syntax": ExplicitVRBigEndian},
+        {"planar_configuration": 1},
+        {"photometric": "YBR_FULL"},
+        {"transfer_syntax": RLELossless},
+        {"transfer_syntax": RLELossless, "photometric": "YBR_FULL"},
+        {"transfer_syntax": JPEG2000Lossless},
+        {"transfer_syntax": JPEG2000, "photometric": "YBR_ICT", "j2k_cr": [4]},
+        {"transfer_syntax": JPEGBaseline8Bit},
+        {"transfer_syntax": JPEGBaseline8Bit, "fragments_per_frame": 3, "has_bot": False},
+        {"transfer_syntax": MPEG4HP41},
+    ],
+    ids=[
+        "le",
+        "implicit",
+        "be",
+        "planar1",
+        "ybr",
+        "rle",
+        "rle-ybr",
+        "j2k",
+        "j2k-ict",
+        "jpeg",
+        "jpeg-frag",
+        "h264",
+    ],
+)
+def test_first_frames_read_alone_equal_the_whole_clips_first_frames(kw):
+    frames = colour_clip(n=12, h=48, w=64)
+    data = write_dicom(frames, fps=30, **kw)
+    whole = read_dicom(data).frames
+    for keep in (2, 5, 11):
+        np.testing.assert_array_equal(read_dicom(data, max_frames=keep).frames, whole[:keep])
+
+
 def test_the_test_writer_refuses_native_ybr_422():
     with pytest.raises(ValueError, match="YBR_FULL_422.*only with JPEG Baseline"):
         write_dicom(colour_clip(), photometric="YBR_FULL_422")
