@@ -174,7 +174,8 @@ class StudyInterpreter:
 
         Returns:
             ``N x 3 x T x S x S`` float32 clips of the usable files, and one report per file:
-            :meth:`load_study_uint8` followed by :meth:`normalise_clips` (on the CPU).
+            :meth:`load_study_uint8` then normalised on the CPU (the values
+            :meth:`normalise_clips` gives on any device).
         """
         if isinstance(study, torch.Tensor):
             self._check_clips(study)
