@@ -12,14 +12,16 @@ encoder knows which section a word such as "moderate" belongs to. A report longe
 from __future__ import annotations
 
 import functools
+import heapq
 import json
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from echoprime.reports import SECTION_ALIASES, window_token_ids
@@ -39,10 +41,14 @@ WindowFn = Callable[[list[int], int, int, "np.random.Generator | None"], list[in
 def train_wordpiece_tokenizer(
     texts: Iterable[str], vocab_size: int = 2000, min_frequency: int = 1, model_max_length: int = 512
 ) -> PreTrainedTokenizerFast:
-    """Train a BERT-style uncased WordPiece tokenizer on report texts.
+    """Train a BERT-style uncased WordPiece tokenizer on report texts, deterministically.
 
     Lower-casing BERT normaliser, whitespace + punctuation pre-tokeniser, special tokens
     ``[PAD]=0, [UNK], [CLS], [SEP], [MASK]``; literal ``[SEP]`` in the texts is read as the special token.
+    The vocabulary is learned by :func:`wordpiece_vocab` (the merges of the ``tokenizers``
+    library's WordPiece trainer, whose ties between equally frequent pairs fall in hash order that
+    changes from process to process: the same corpus gave a different vocabulary each run). Here
+    ties go to the alphabetically first pair, so the same texts give the same tokenizer.
 
     Args:
         texts: the training corpus (report texts).
@@ -52,23 +58,27 @@ def train_wordpiece_tokenizer(
 
     Returns:
         A ``PreTrainedTokenizerFast``; persist it with ``save_pretrained(dir)``.
+
+    Raises:
+        ValueError: an empty corpus, or a text that is not a string.
     """
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(
+    normalizer = normalizers.BertNormalizer(
         lowercase=True, clean_text=True, handle_chinese_chars=True, strip_accents=None
     )
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        min_frequency=min_frequency,
-        special_tokens=list(SPECIAL_TOKENS),
-        show_progress=False,
-    )
-    # The trainer does not set special tokens apart, so a literal "[SEP]" would teach it the
-    # pieces "[", "sep", "]"; strip them from the training text (encoding still maps them).
-    tok.train_from_iterator((_strip_specials(t) for t in texts), trainer=trainer)
-    if tok.get_vocab_size() <= len(SPECIAL_TOKENS):
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # The special tokens are not text to learn: a literal "[SEP]" would teach the pieces "[",
+    # "sep", "]"; strip them from the training text (encoding still maps them).
+    words: Counter[str] = Counter()
+    for text in texts:
+        norm = normalizer.normalize_str(_strip_specials(text))
+        words.update(w for w, _ in pre_tokenizer.pre_tokenize_str(norm))
+    vocab = wordpiece_vocab(words, vocab_size, min_frequency)
+    if len(vocab) <= len(SPECIAL_TOKENS):
         raise ValueError("cannot train a tokenizer: the corpus is empty (no text beyond special tokens)")
+    tok = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
+    tok.add_special_tokens(list(SPECIAL_TOKENS))
     cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
@@ -85,6 +95,77 @@ def train_wordpiece_tokenizer(
         mask_token="[MASK]",
         model_max_length=model_max_length,
     )
+
+
+def wordpiece_vocab(words: Mapping[str, int], vocab_size: int, min_frequency: int = 1) -> list[str]:
+    """A WordPiece vocabulary from word counts, the same for the same counts.
+
+    The special tokens, then every character that starts a word and every ``##``-prefixed
+    character that continues one, then merges: repeatedly the most frequent adjacent pair of
+    pieces (weighted by word count; ties to the alphabetically first pair) becomes one piece, until
+    the vocabulary holds ``vocab_size`` pieces or no pair is seen ``min_frequency`` times.
+
+    Args:
+        words: pre-tokenised words and how often each occurs.
+        vocab_size: the size to stop at (the special tokens and the alphabet are always kept).
+        min_frequency: pairs seen fewer times are not merged.
+
+    Returns:
+        The pieces in id order.
+    """
+    order = sorted(w for w in words if w)
+    seqs = [[w[0], *("##" + c for c in w[1:])] for w in order]
+    freq = [int(words[w]) for w in order]
+    vocab = list(SPECIAL_TOKENS)
+    vocab += sorted({piece for seq in seqs for piece in seq} - set(vocab))
+    known = set(vocab)
+    counts: Counter[tuple[str, str]] = Counter()
+    holders: dict[tuple[str, str], set[int]] = {}
+    for i, seq in enumerate(seqs):
+        for pair in zip(seq, seq[1:], strict=False):
+            counts[pair] += freq[i]
+            holders.setdefault(pair, set()).add(i)
+    heap = [(-c, pair) for pair, c in counts.items()]
+    heapq.heapify(heap)
+    while len(vocab) < vocab_size and heap:
+        neg, pair = heapq.heappop(heap)
+        if counts.get(pair, 0) != -neg:
+            continue  # a stale entry: this pair's count has changed since it was pushed
+        if -neg < min_frequency:
+            break
+        a, b = pair
+        merged = a + b[2:]  # b continues a word, so it carries the "##" prefix
+        changed: set[tuple[str, str]] = set()
+        for i in sorted(holders.pop(pair, ())):
+            seq, f = seqs[i], freq[i]
+            out, j = [], 0
+            while j < len(seq):
+                if j + 1 < len(seq) and seq[j] == a and seq[j + 1] == b:
+                    out.append(merged)
+                    j += 2
+                else:
+                    out.append(seq[j])
+                    j += 1
+            if len(out) == len(seq):
+                continue  # no longer holds the pair
+            for p in zip(seq, seq[1:], strict=False):
+                counts[p] -= f
+                changed.add(p)
+            for p in zip(out, out[1:], strict=False):
+                counts[p] += f
+                holders.setdefault(p, set()).add(i)
+                changed.add(p)
+            seqs[i] = out
+        counts.pop(pair, None)
+        for p in changed:
+            if counts.get(p, 0) > 0:
+                heapq.heappush(heap, (-counts[p], p))
+            else:
+                counts.pop(p, None)
+        if merged not in known:
+            vocab.append(merged)
+            known.add(merged)
+    return vocab
 
 
 def _strip_specials(text: str) -> str:

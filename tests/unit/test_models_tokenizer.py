@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from echoprime.models.tokenizer import ReportTokenizer, report_chunks, train_wordpiece_tokenizer
+from echoprime.models.tokenizer import (
+    ReportTokenizer,
+    report_chunks,
+    train_wordpiece_tokenizer,
+    wordpiece_vocab,
+)
 from echoprime.taxonomy import SECTION_INDEX
 
 REPORTS = [
@@ -144,3 +149,30 @@ def test_save_and_load_round_trip(tok, tmp_path):
 def test_empty_corpus_rejected():
     with pytest.raises(ValueError, match="corpus is empty"):
         train_wordpiece_tokenizer(["[SEP]", ""], vocab_size=50)
+
+
+def test_training_is_deterministic():
+    # The tokenizers library's own trainer broke ties between equally frequent pairs in hash
+    # order: the same corpus gave a different vocabulary on each call (and in each process).
+    from echoprime.reports import compose_report
+    from echoprime.synth.state import sample_state
+
+    rng = np.random.default_rng(0)
+    texts = [compose_report(sample_state(rng, f"p{i}", f"s{i:04d}"), rng).to_text() for i in range(150)]
+    a, b = (train_wordpiece_tokenizer(texts, vocab_size=500) for _ in range(2))
+    assert a.get_vocab() == b.get_vocab() and len(a.get_vocab()) > 100
+    assert a(texts[:5])["input_ids"] == b(texts[:5])["input_ids"]
+    assert a.unk_token_id not in sum(a(texts)["input_ids"], [])  # the training text is fully covered
+
+
+def test_wordpiece_merges_most_frequent_pair_first_and_breaks_ties_alphabetically():
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    alphabet = ["##b", "##d", "a", "c"]
+    words = {"ab": 2, "cd": 2, "abd": 1}
+    # (a, ##b) is seen 3 times; then (ab, ##d) once and (c, ##d) twice; stop at the size asked
+    assert wordpiece_vocab(words, 10) == specials + alphabet + ["ab"]
+    assert wordpiece_vocab(words, 11) == specials + alphabet + ["ab", "cd"]
+    assert wordpiece_vocab(words, 100) == specials + alphabet + ["ab", "cd", "abd"]
+    assert wordpiece_vocab({"ab": 2, "cd": 2}, 10) == specials + alphabet + ["ab"]  # a tie: "a" < "c"
+    assert wordpiece_vocab(words, 100, min_frequency=3) == specials + alphabet + ["ab"]
+    assert wordpiece_vocab({}, 100) == specials
