@@ -236,6 +236,13 @@ class StudyInterpreter:
         Raises:
             ValueError: not ``N x T x S x S x 3`` for this bundle's spec, or ``n_valid`` of another length.
         """
+        self._check_uint8_clips(clips, n_valid)
+        x = torch.as_tensor(clips).to(self.device)
+        return normalise(x, self.spec.mean, self.spec.std, n_valid=n_valid)
+
+    def _check_uint8_clips(
+        self, clips: np.ndarray | torch.Tensor, n_valid: Sequence[int] | np.ndarray
+    ) -> None:
         want = (self.spec.frames, self.spec.size, self.spec.size, 3)
         if clips.ndim != 5 or tuple(clips.shape[1:]) != want or clips.dtype not in (np.uint8, torch.uint8):
             raise ValueError(
@@ -243,8 +250,6 @@ class StudyInterpreter:
             )
         if len(n_valid) != clips.shape[0]:
             raise ValueError(f"n_valid has {len(n_valid)} values for {clips.shape[0]} clips")
-        x = torch.as_tensor(clips).to(self.device)
-        return normalise(x, self.spec.mean, self.spec.std, n_valid=n_valid)
 
     def process_dicoms(self, folder: str | os.PathLike) -> torch.Tensor:
         """Release-compatible: every DICOM video in ``folder`` -> ``N x 3 x T x S x S``."""
@@ -275,14 +280,21 @@ class StudyInterpreter:
 
     def embed_clips(self, clips: torch.Tensor) -> torch.Tensor:
         """``N`` clips ``N x 3 x T x S x S`` -> unit-norm embeddings ``N x D``, in batches."""
-        d = getattr(self.parts.video_encoder, "embed_dim", None) or 512
-        return self._batched(clips, lambda x: F.normalize(self.parts.video_encoder(x).float(), dim=-1), d)
+        return self._batched(clips, self._embed, self._embed_dim)
 
     def classify_views(self, clips: torch.Tensor) -> torch.Tensor:
         """``N`` clips ``N x 3 x T x S x S`` -> view probabilities ``N x V``, in batches."""
-        return self._batched(
-            clips, lambda x: torch.softmax(self.parts.view_classifier(x).float(), dim=-1), len(VIEWS)
-        )
+        return self._batched(clips, self._classify, len(VIEWS))
+
+    @property
+    def _embed_dim(self) -> int:
+        return getattr(self.parts.video_encoder, "embed_dim", None) or 512
+
+    def _embed(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.parts.video_encoder(x).float(), dim=-1)
+
+    def _classify(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.parts.view_classifier(x).float(), dim=-1)
 
     @torch.no_grad()
     def _batched(self, clips: torch.Tensor, fn: Any, width: int) -> torch.Tensor:
@@ -303,18 +315,15 @@ class StudyInterpreter:
         normalised batch. The same values as ``embed_and_classify(normalise(...))``.
 
         Raises:
-            ValueError: clips not ``N x T x S x S x 3`` uint8 for this bundle's spec.
+            ValueError: clips not ``N x T x S x S x 3`` uint8 for this bundle's spec, or
+                ``n_valid`` of another length.
         """
-        n_valid = np.asarray(n_valid)
-        d = getattr(self.parts.video_encoder, "embed_dim", None) or 512
-        embs, probs = [torch.zeros((0, d))], [torch.zeros((0, len(VIEWS)))]
-        if len(n_valid) != clips.shape[0]:
-            raise ValueError(f"n_valid has {len(n_valid)} values for {clips.shape[0]} clips")
-        self.normalise_clips(clips[:0], n_valid[:0])  # checks the shape and dtype, even when empty
+        self._check_uint8_clips(clips, n_valid)
+        embs, probs = [torch.zeros((0, self._embed_dim))], [torch.zeros((0, len(VIEWS)))]
         for i in range(0, clips.shape[0], self.batch_size):
             x = self.normalise_clips(clips[i : i + self.batch_size], n_valid[i : i + self.batch_size])
-            embs.append(F.normalize(self.parts.video_encoder(x).float(), dim=-1).cpu())
-            probs.append(torch.softmax(self.parts.view_classifier(x).float(), dim=-1).cpu())
+            embs.append(self._embed(x).cpu())
+            probs.append(self._classify(x).cpu())
         return torch.cat(embs), torch.cat(probs)
 
     def encode_study(self, clips: torch.Tensor) -> torch.Tensor:

@@ -14,8 +14,12 @@ from tests.fixtures_bundle import make_random_bundle
 
 
 @pytest.fixture(scope="module")
-def interp(tmp_path_factory):
-    bundle = make_random_bundle(tmp_path_factory.mktemp("u8") / "bundle", n_bank=40)
+def bundle(tmp_path_factory):
+    return make_random_bundle(tmp_path_factory.mktemp("u8") / "bundle", n_bank=40)
+
+
+@pytest.fixture(scope="module")
+def interp(bundle):
     return StudyInterpreter.from_bundle(bundle, device="cpu")
 
 
@@ -75,10 +79,9 @@ def test_bad_arguments_are_named(interp, tmp_path):
         interp.normalise_clips(ok, [1])
 
 
-def test_studies_from_uint8_clips_get_the_answers_of_the_float_path(tmp_path_factory, files):
+def test_studies_from_uint8_clips_get_the_answers_of_the_float_path(bundle, files):
     # A batch size that splits studies across batches: a study's clips share forward passes with
     # the next study's, on both paths alike.
-    bundle = make_random_bundle(tmp_path_factory.mktemp("u8b") / "bundle", n_bank=40)
     interp = StudyInterpreter.from_bundle(bundle, device="cpu", batch_size=3)
     studies = [files, files[::-1], files[:2]]
     got = [r.to_dict() for r in interp.interpret_many(studies)]
