@@ -371,10 +371,10 @@ def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray
     try:
         if n >= n_src:
             arr, info = decoder.as_array(ds, as_rgb=False)  # YBR -> RGB in to_rgb, frame by frame
-        elif decoder.is_native and _photometric(ds) == "YBR_FULL_422":
-            # pydicom 3.0's frame iterator places native 4:2:2 frames at the offsets of
-            # full-size frames: frame 1 on is read from the wrong bytes (or "insufficient pixel
-            # data"). Decode the first n frames as a clip of n frames instead.
+        elif decoder.is_native and expected % n_src == 0:
+            # Native frames are fixed-size runs of bytes: decode the first n as a clip of n
+            # frames. (pydicom 3.0's frame iterator places native 4:2:2 frames at the offsets of
+            # full-size ones, reading frame 1 on from the wrong bytes.)
             arr, info = decoder.as_array(_first_frames(ds, n, expected // n_src), as_rgb=False)
         else:
             # Decode only what is kept; pydicom locates frames (offset table or JPEG markers).
@@ -390,10 +390,6 @@ def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray
     if arr.ndim == (2 if spp == 1 else 3):  # one frame decoded while the header says more
         arr = arr[None]  # H x W [x 3] -> 1 x H x W [x 3]
     return np.ascontiguousarray(to_rgb(arr, str(info["photometric_interpretation"]), ds, path))
-
-
-def _photometric(ds: Dataset) -> str:
-    return str(ds.get("PhotometricInterpretation", "")).strip().upper()
 
 
 def _first_frames(ds: Dataset, n: int, frame_bytes: int) -> Dataset:
