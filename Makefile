@@ -7,11 +7,15 @@ STAMP  := $(VENV)/.installed
 OUT    ?= quickstart-out
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit lint bench clean help
+.PHONY: install system-deps demo test test-unit lint bench clean help
+
+# System packages the test suite drives for real (Debian's): chromium for the study viewer's
+# browser test. Installed with apt-get when missing and we are root; otherwise a clear message.
+SYSTEM_TOOLS := chromium
 
 help:
 	@echo "make demo   - install into $(VENV) and run 'echoprime quickstart' end to end (local Ray, CPU)"
-	@echo "make test   - install into $(VENV) and run the whole test suite"
+	@echo "make test   - install into $(VENV) (and the system packages the suite needs: $(SYSTEM_TOOLS)) and run the whole test suite"
 	@echo "make lint   - ruff check and ruff format --check"
 	@echo "make bench  - run the benchmarks in bench/ (minutes; results in docs/benchmarks.md)"
 
@@ -26,7 +30,19 @@ install: $(STAMP)
 demo: install
 	$(BIN)/echoprime quickstart --out $(OUT) --clean
 
-test: install
+system-deps:
+	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian packages for the test suite:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else \
+	    echo "the test suite needs these system packages:$$missing" >&2; \
+	    echo "install them first, e.g.: sudo apt-get install -y$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+
+test: install system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-unit: install
