@@ -52,6 +52,9 @@ class InterpreterParts:
         text_encoder: report -> embedding (optional: text embedding and search).
         tokenizer: the text encoder's :class:`ReportTokenizer` (optional).
         manifest: where it came from (bundle manifest or a description of the release).
+        normalize_embeddings: clip embeddings are unit-normalised before the attention pools
+            them (our bundles); False pools the encoder's raw outputs, as the published release
+            does (its converted bundles record ``normalize: false``).
 
     A part not loaded (``load_bundle_parts(..., components=...)``) is ``None``.
     """
@@ -101,6 +104,14 @@ def _clean(x: Any) -> Any:
     if isinstance(x, np.bool_):
         return bool(x)
     return x
+
+
+def _threshold_source(thresholds: Mapping[str, float], phenotype: str) -> str | None:
+    """``youden`` / ``release`` / ``default`` for a phenotype's decision threshold; None when it has none."""
+    if phenotype not in thresholds:
+        return None
+    fits = getattr(thresholds, "fits", None)
+    return fits[phenotype].source if fits is not None else "given"
 
 
 class StudyInterpreter:
@@ -279,7 +290,8 @@ class StudyInterpreter:
         return self.embed_clips(clips), self.classify_views(clips)
 
     def embed_clips(self, clips: torch.Tensor) -> torch.Tensor:
-        """``N`` clips ``N x 3 x T x S x S`` -> unit-norm embeddings ``N x D``, in batches."""
+        """``N`` clips ``N x 3 x T x S x S`` -> embeddings ``N x D``, in batches (unit-norm unless
+        ``parts.normalize_embeddings`` is False, as for the published release)."""
         return self._batched(clips, self._embed, self._embed_dim)
 
     def classify_views(self, clips: torch.Tensor) -> torch.Tensor:
@@ -291,7 +303,8 @@ class StudyInterpreter:
         return getattr(self.parts.video_encoder, "embed_dim", None) or 512
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.parts.video_encoder(x).float(), dim=-1)
+        e = self.parts.video_encoder(x).float()
+        return F.normalize(e, dim=-1) if self.parts.normalize_embeddings else e
 
     def _classify(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.parts.view_classifier(x).float(), dim=-1)
@@ -554,6 +567,7 @@ class StudyInterpreter:
                 "kind": info.kind if info else "binary",
                 "unit": info.unit if info else "",
                 "threshold": float(self.parts.thresholds[ph]) if ph in self.parts.thresholds else None,
+                "threshold_source": _threshold_source(self.parts.thresholds, ph),
             }
         neighbours = {}
         for r, row in enumerate(neigh.rows):

@@ -17,7 +17,9 @@ To exercise the report rules, the bank is shaped on purpose:
 * ``IVC_PHRASE``, a Pericardium phrase that names the IVC, is in ~8 % of reports (often ones
   without an IVC section): a header-string search would take it for the IVC section;
 * labels: 20 % missing at random, and ``SPARSE_PHENOTYPE`` labelled for 1 % only (NaN predictions);
-* some numeric slot values are floats (``55.0`` must print as ``55.0``), study ids are integers.
+* some numeric slot values are floats (``55.0`` must print as ``55.0``), study ids are integers;
+* ``roc_thresholds.csv`` holds exactly the published file's 16 rows (:data:`PUBLISHED_ROC_FEATURES`):
+  13 binaries, three names that are no phenotype, no row for six binaries.
 """
 
 from __future__ import annotations
@@ -35,6 +37,38 @@ import torch
 import torch.nn as nn
 
 IVC_PHRASE = "Pericardial fluid tracks along the IVC."
+# The rows of the published roc_thresholds.csv, in the order the format page lists them: 13 of
+# the 19 binary phenotypes, then three names that are no phenotype of the taxonomy (the last
+# with a threshold above 1). Six binaries have no row.
+PUBLISHED_ROC_BINARIES = (
+    "pacemaker",
+    "impella",
+    "tavr",
+    "mitraclip",
+    "aortic_stenosis",
+    "aortic_regurgitation",
+    "dilated_ivc",
+    "left_atrium_dilation",
+    "mitral_annular_calcification",
+    "mitral_regurgitation",
+    "rv_systolic_function_depressed",
+    "right_ventricle_dilation",
+    "tricuspid_valve_regurgitation",
+)
+PUBLISHED_ROC_EXTRA = {
+    "elevated_left_atrial_pressure": None,
+    "wall_motion_hypokinesis": None,
+    "atrial_septum_hypertrophy": 1.06,
+}
+PUBLISHED_ROC_FEATURES = {**dict.fromkeys(PUBLISHED_ROC_BINARIES), **PUBLISHED_ROC_EXTRA}
+PUBLISHED_ROC_MISSING = (
+    "right_atrium_dilation",
+    "mitral_stenosis",
+    "bicuspid_aov_morphology",
+    "tricuspid_stenosis",
+    "pericardial_effusion",
+    "aortic_root_dilation",
+)
 SPARSE_PHENOTYPE = "tricuspid_stenosis"
 EMBED_DIM = 512
 
@@ -156,6 +190,23 @@ def _bank_reports(
     return reports, truths
 
 
+def write_roc_thresholds(
+    path: Path, rng: np.random.Generator, features: dict[str, float | None]
+) -> dict[str, float]:
+    """``roc_thresholds.csv`` as pandas writes it (header ``,feature,threshold``, a row index
+    first); a feature's value is drawn in [0.1, 0.6) unless given. Returns what was written."""
+    written = {
+        name: float(value) if value is not None else round(float(rng.uniform(0.1, 0.6)), 6)
+        for name, value in features.items()
+    }
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["", "feature", "threshold"])
+        for i, (name, value) in enumerate(written.items()):
+            w.writerow([i, name, repr(value)])
+    return written
+
+
 def make_fake_release(
     root: str | Path,
     n_candidates: int = 3000,
@@ -236,12 +287,7 @@ def make_fake_release(
             w.writerow([s, *(repr(float(x)) for x in row)])
     with open(assets / "section_to_phenotypes.pkl", "wb") as f:
         pickle.dump({s: list(ps) for s, ps in SECTION_TO_PHENOTYPES.items()}, f)
-    with open(assets / "roc_thresholds.csv", "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(["", "feature", "threshold"])
-        binaries = [p.name for p in PHENOTYPES if p.kind == "binary"]
-        for i, name in enumerate(binaries):
-            w.writerow([i, name, repr(round(float(rng.uniform(0.1, 0.6)), 6))])
+    write_roc_thresholds(assets / "roc_thresholds.csv", rng, PUBLISHED_ROC_FEATURES)
 
     return FakeRelease(
         root=root,

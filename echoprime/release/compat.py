@@ -211,8 +211,8 @@ class EchoPrime:
     def interpret(self, study: StudyInput, **kwargs: Any) -> StudyResult:
         """This package's full answer (views with confidence, evidence, neighbours, decisions).
 
-        Note: ``StudyInterpreter`` pools unit-norm clip embeddings, where the release (and
-        :meth:`encode_study`) pools the raw ones; for the release's numbers use
-        ``predict_metrics(encode_study(clips))`` (docs/release-compat.md).
+        It pools the encoder's raw clip embeddings, as the release and :meth:`encode_study` do
+        (the parts' ``normalize_embeddings`` is False), so its metrics are the release's numbers
+        with the kNN neighbours paired by section name.
         """
         return self.interpreter.interpret(study, **kwargs)

@@ -73,6 +73,7 @@ def write_release_bundle(parts: Any, out: str | os.PathLike, *, extra: dict[str,
         "source": "published EchoPrime release (converted by echoprime import-release)",
         "section_to_phenotypes": man["section_to_phenotypes"],
         "text_features": man["text_features"],
+        "release_thresholds": man["thresholds"],
         "release_source": man["source"],
     } | dict(extra or {})
     with tempfile.TemporaryDirectory() as tmp:

@@ -126,7 +126,8 @@ def read_release_tables(paths: ReleasePaths, *, trust_pickles: bool) -> dict[str
     """Everything but the weights: vocabulary, MIL table, thresholds, phenotype pairing, bank.
 
     Returns:
-        ``{"vocab", "mil_table" (15 x 11 float32), "thresholds", "section_to_phenotypes", "bank"}``.
+        ``{"vocab", "mil_table" (15 x 11 float32), "thresholds" (one per binary phenotype),
+        "threshold_info" (see :func:`_release_thresholds`), "section_to_phenotypes", "bank"}``.
 
     Raises:
         ReleaseFormatError: any file malformed or inconsistent with another, naming it.
@@ -150,10 +151,7 @@ def read_release_tables(paths: ReleasePaths, *, trust_pickles: bool) -> dict[str
         thresholds = read_release_thresholds(paths["roc_thresholds"])
     except ValueError as e:
         raise ReleaseFormatError(f"{disp['roc_thresholds']}: {e}") from None
-    if missing := [p for p in taxonomy.BINARY_PHENOTYPES if p not in thresholds]:
-        raise ReleaseFormatError(
-            f"{disp['roc_thresholds']}: no threshold for the binary phenotypes {missing}"
-        )
+    thresholds, threshold_info = _release_thresholds(thresholds, disp["roc_thresholds"])
     s2p = check_section_to_phenotypes(
         load_trusted_pickle(
             paths["section_to_phenotypes"], disp["section_to_phenotypes"], trust_pickles=trust_pickles
@@ -197,9 +195,46 @@ def read_release_tables(paths: ReleasePaths, *, trust_pickles: bool) -> dict[str
         "vocab": vocab,
         "mil_table": table,
         "thresholds": thresholds,
+        "threshold_info": threshold_info,
         "section_to_phenotypes": s2p,
         "bank": bank,
     }
+
+
+def _release_thresholds(read: Any, display: str) -> tuple[Any, dict[str, Any]]:
+    """The release's thresholds for the taxonomy's binaries, and what the file did not cover.
+
+    The published ``roc_thresholds.csv`` has rows for 13 of the 19 binary phenotypes plus three
+    names that are no phenotype (docs/release-compat.md). Binaries without a row decide at the
+    default 0.5 of neighbours (``source: default``); rows without a phenotype are kept in the
+    returned info, not used. One warning at load names both (not one per study).
+
+    Returns:
+        ``(thresholds, info)``: thresholds for exactly the binary phenotypes, in taxonomy order;
+        ``info = {"from_file": [...], "default": [...], "rows_without_phenotype": {name: value}}``.
+    """
+    from echoprime.retrieval.thresholds import DEFAULT_THRESHOLD
+
+    binaries = taxonomy.BINARY_PHENOTYPES
+    unused = {name: read[name] for name in read if name not in binaries}
+    missing = [p for p in binaries if p not in read]
+    reason = f"{display} has no row for it; decided at the default {DEFAULT_THRESHOLD} of neighbours"
+    thresholds = read.select(binaries).with_defaults(missing, reason).select(binaries)
+    info = {
+        "from_file": [p for p in binaries if p in read],
+        "default": missing,
+        "rows_without_phenotype": unused,
+    }
+    if missing or unused:
+        log.warning(
+            "%s: binary phenotypes without a row decide at the default %s of neighbours: %s; "
+            "rows that name no phenotype are kept but not used: %s",
+            display,
+            DEFAULT_THRESHOLD,
+            missing or "none",
+            sorted(unused) or "none",
+        )
+    return thresholds, info
 
 
 def load_release_text(
@@ -297,6 +332,7 @@ def load_release_parts(
         | ({"text_encoder": TEXT_MODEL} if text is not None else {}),
         "bank": {"n": len(tables["bank"]), "dim": tables["bank"].dim},
         "section_to_phenotypes": tables["section_to_phenotypes"],
+        "thresholds": tables["threshold_info"],
         "text_features": text_status,
     }
     return InterpreterParts(

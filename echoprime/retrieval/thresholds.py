@@ -6,6 +6,10 @@ Youden's J = sensitivity + specificity - 1 on a validation split. A phenotype wh
 no positives or no negatives has no ROC curve, and one whose scores do not separate them at all
 (best J = 0) has no useful threshold: either is recorded as not fitted, with the reason, and gets
 the default threshold 0.5, so callers can tell a fitted 0.5 from a fallback.
+
+Every threshold records its :attr:`ThresholdFit.source`: ``youden`` (fitted here on a
+validation split), ``release`` (a row of the published release's ``roc_thresholds.csv``) or
+``default`` (nothing to fit or no row: the stated default). Results show it beside each decision.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from os import PathLike
 from pathlib import Path
@@ -23,6 +27,7 @@ import numpy as np
 
 DEFAULT_THRESHOLD = 0.5
 JSON_FORMAT = "echoprime-thresholds"
+SOURCES = ("youden", "release", "default")
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,8 @@ class ThresholdFit:
         reason: why it was not fitted (None when fitted).
         youden_j: J at the threshold on the fitting split (None when not fitted).
         n_pos, n_neg: labelled positives / negatives used (0 for a threshold read from a file).
+        source: one of :data:`SOURCES`; files written before it existed get ``youden`` when
+            fitted and ``default`` when not.
     """
 
     threshold: float
@@ -43,6 +50,15 @@ class ThresholdFit:
     youden_j: float | None = None
     n_pos: int = 0
     n_neg: int = 0
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.source:
+            object.__setattr__(self, "source", "youden" if self.fitted else "default")
+        if self.source not in SOURCES:
+            raise ValueError(f"threshold source must be one of {SOURCES}, got {self.source!r}")
+        if (self.source == "default") == self.fitted:
+            raise ValueError(f"a {self.source!r} threshold cannot have fitted={self.fitted}")
 
 
 class Thresholds(Mapping[str, float]):
@@ -66,6 +82,20 @@ class Thresholds(Mapping[str, float]):
     def not_fitted(self) -> dict[str, str]:
         """``{phenotype: reason}`` of the phenotypes that fell back to the default."""
         return {p: f.reason or "" for p, f in self.fits.items() if not f.fitted}
+
+    def source(self, phenotype: str) -> str:
+        """Where ``phenotype``'s threshold came from (:data:`SOURCES`)."""
+        return self.fits[phenotype].source
+
+    def select(self, names: Sequence[str]) -> Thresholds:
+        """Only the thresholds of ``names`` that are present, in ``names`` order."""
+        return Thresholds({n: self.fits[n] for n in names if n in self.fits})
+
+    def with_defaults(self, names: Sequence[str], reason: str, default: float = DEFAULT_THRESHOLD) -> Thresholds:
+        """These thresholds plus a ``default`` one (source ``default``, ``reason``) for each of
+        ``names`` that has none."""
+        extra = {n: ThresholdFit(default, False, reason) for n in names if n not in self.fits}
+        return Thresholds(self.fits | extra)
 
     def to_json(self, path: str | PathLike[str]) -> Path:
         """Write as JSON: ``{"format", "thresholds": {phenotype: {threshold, fitted, ...}}}``."""
@@ -92,7 +122,7 @@ class Thresholds(Mapping[str, float]):
         for name, entry in payload.get("thresholds", {}).items():
             try:
                 fits[name] = ThresholdFit(**entry)
-            except TypeError as err:
+            except (TypeError, ValueError) as err:
                 raise ValueError(f"{str(path)!r}: bad entry for {name!r}: {entry!r} ({err})") from err
             _check_value(fits[name].threshold, f"{str(path)!r}: threshold of {name!r}")
         return cls(fits)
@@ -170,6 +200,9 @@ def fit_thresholds(
 def read_release_thresholds(path: str | PathLike[str]) -> Thresholds:
     """Read the release's ``roc_thresholds.csv`` (columns ``,feature,threshold``; the first is a row index).
 
+    Every row is kept as written, including rows that name no phenotype of the taxonomy (the
+    published file has three) and thresholds above 1; which rows apply is the caller's choice.
+
     Raises:
         ValueError: missing columns, a non-numeric threshold or a repeated feature, naming the line.
     """
@@ -197,7 +230,7 @@ def read_release_thresholds(path: str | PathLike[str]) -> Thresholds:
         _check_value(value, f"{str(path)!r} line {line_no} ({name!r})")
         if name in fits:
             raise ValueError(f"{str(path)!r} line {line_no}: feature {name!r} appears twice")
-        fits[name] = ThresholdFit(value, True, None, None)
+        fits[name] = ThresholdFit(value, True, None, None, source="release")
     return Thresholds(fits)
 
 

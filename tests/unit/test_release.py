@@ -20,7 +20,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from tests.fixtures_release import IVC_PHRASE, SPARSE_PHENOTYPE, cached_fake_release
+from tests.fixtures_release import (
+    IVC_PHRASE,
+    PUBLISHED_ROC_BINARIES,
+    PUBLISHED_ROC_EXTRA,
+    PUBLISHED_ROC_FEATURES,
+    PUBLISHED_ROC_MISSING,
+    SPARSE_PHENOTYPE,
+    cached_fake_release,
+    write_roc_thresholds,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -473,10 +482,142 @@ def test_study_interpreter_from_release(release, ep, encoding):
 
 
 def test_decisions_use_release_thresholds(ep, reference, encoding):
+    """The published file's 13 binary rows decide at their thresholds; the six binaries without
+    a row at the default 0.5; the three rows that name no phenotype decide nothing."""
     metrics = ep.predict_metrics(encoding)
     decisions = ep.decisions(metrics)
     with open(reference.md.parent / "assets" / "roc_thresholds.csv", newline="") as f:
         thr = {r["feature"]: float(r["threshold"]) for r in csv.DictReader(f)}
-    assert set(decisions) == set(thr)
+    assert list(thr) == list(PUBLISHED_ROC_FEATURES)  # the fixture is the published file's rows
+    binaries = [
+        p
+        for p, v in metrics.items()
+        if p not in ("ejection_fraction", "pulmonary_artery_pressure_continuous")
+    ]
+    assert set(decisions) == set(binaries) and len(binaries) == 19
     for p, d in decisions.items():
-        assert d == (None if math.isnan(metrics[p]) else metrics[p] >= thr[p])
+        t = thr[p] if p in PUBLISHED_ROC_BINARIES else 0.5
+        assert d == (None if math.isnan(metrics[p]) else metrics[p] >= t), p
+
+
+def test_published_threshold_rows_load_as_they_are(ep, ep_bundle, release, caplog, tmp_path):
+    """16 rows, not one per binary: loaded, each decision's source stated, the rows without a
+    phenotype kept and named in one warning, not per study."""
+    import logging
+
+    from echoprime.release.files import locate
+    from echoprime.release.load import read_release_tables
+
+    thr = ep.parts.thresholds
+    assert [thr.source(p) for p in PUBLISHED_ROC_BINARIES] == ["release"] * 13
+    assert [thr.source(p) for p in PUBLISHED_ROC_MISSING] == ["default"] * 6
+    assert all(thr[p] == 0.5 and "no row" in thr.fits[p].reason for p in PUBLISHED_ROC_MISSING)
+    assert not set(PUBLISHED_ROC_EXTRA) & set(thr)
+    info = ep.parts.manifest["thresholds"]
+    assert info["from_file"] == [p for p in thr if p in PUBLISHED_ROC_BINARIES]
+    assert sorted(info["default"]) == sorted(PUBLISHED_ROC_MISSING)
+    assert info["rows_without_phenotype"]["atrial_septum_hypertrophy"] == 1.06
+    assert set(info["rows_without_phenotype"]) == set(PUBLISHED_ROC_EXTRA)
+    # The converted bundle keeps values and sources, and records the file's coverage.
+    assert {p: (f.threshold, f.source) for p, f in ep_bundle.parts.thresholds.fits.items()} == {
+        p: (f.threshold, f.source) for p, f in thr.fits.items()
+    }
+    assert ep_bundle.parts.manifest["extra"]["release_thresholds"] == info
+
+    with caplog.at_level(logging.WARNING, logger="echoprime.release.load"):
+        read_release_tables(locate(release.model_data, release.assets), trust_pickles=True)
+    warned = [r.getMessage() for r in caplog.records if "roc_thresholds.csv" in r.getMessage()]
+    assert len(warned) == 1
+    assert all(p in warned[0] for p in (*PUBLISHED_ROC_MISSING, *PUBLISHED_ROC_EXTRA))
+
+
+def test_interpret_states_threshold_sources_and_pools_raw_embeddings(ep, ep_bundle, clips, encoding, caplog):
+    """``interpret`` on release parts pools the raw clip embeddings (``normalize_embeddings``
+    False), so its findings are the release's ``predict_metrics(encode_study(...))``; each binary
+    says where its threshold came from; no threshold warning per study."""
+    import logging
+
+    want = ep.predict_metrics(encoding)
+    assert encoding[:, :512].norm(dim=1).sub(1).abs().max() > 0.01  # raw, unequal norms
+    for e in (ep, ep_bundle):
+        assert e.parts.normalize_embeddings is False
+        with caplog.at_level(logging.WARNING):
+            res = e.interpret(clips, k=50).to_dict()
+        assert not [r for r in caplog.records if "roc_thresholds" in r.getMessage()]
+        got = {p: m["value"] for p, m in res["metrics"].items()}
+        assert_same_metrics({p: math.nan if v is None else v for p, v in got.items()}, want)
+        for p, m in res["metrics"].items():
+            if p in PUBLISHED_ROC_BINARIES:
+                assert m["threshold_source"] == "release" and m["threshold"] == e.parts.thresholds[p]
+            elif p in PUBLISHED_ROC_MISSING:
+                assert m["threshold_source"] == "default" and m["threshold"] == 0.5
+            else:
+                assert m["threshold_source"] is None and m["decision"] is None
+
+
+def test_same_findings_as_with_a_row_for_every_binary(ep, release, encoding, tmp_path):
+    """Where the published file has a row, values and decisions are what a file with a row for
+    every binary gave before; only the six without a row change (to the default 0.5)."""
+    from echoprime.retrieval import predict_metrics, read_release_thresholds
+
+    with open(release.assets / "roc_thresholds.csv", newline="") as f:
+        published = {r["feature"]: float(r["threshold"]) for r in csv.DictReader(f)}
+    complete = {p: published.get(p, 0.3) for p in (*PUBLISHED_ROC_BINARIES, *PUBLISHED_ROC_MISSING)}
+    write_roc_thresholds(tmp_path / "complete.csv", np.random.default_rng(0), complete)
+    sec, _ = ep.interpreter.section_embeddings(encoding)
+    before = predict_metrics(
+        sec, ep.parts.bank, 50, thresholds=read_release_thresholds(tmp_path / "complete.csv")
+    )
+    now = predict_metrics(sec, ep.parts.bank, 50, thresholds=ep.parts.thresholds)
+    assert list(before) == list(now)
+    for p in now:
+        assert now[p].value == before[p].value or (math.isnan(now[p].value) and math.isnan(before[p].value))
+        if p in PUBLISHED_ROC_BINARIES:
+            assert now[p].decision == before[p].decision, p
+
+
+def test_fixture_mirrors_the_published_shapes(release):
+    """The fake release holds the published files' shapes as docs/echoprime-release-format.md
+    states them, quirks included; a fixture tidier than the real files hides bugs (the
+    roc_thresholds.csv one did). Constants here are the format page's, not echoprime's."""
+    a, cd = release.assets, release.model_data / "candidates_data"
+    with open(a / "roc_thresholds.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["", "feature", "threshold"] and [r[0] for r in rows[1:]] == [str(i) for i in range(16)]
+    assert [r[1] for r in rows[1:]] == list(PUBLISHED_ROC_FEATURES) and rows[-1][2] == "1.06"
+    with open(a / "MIL_weights.csv", newline="") as f:
+        mil = list(csv.reader(f))
+    assert mil[0] == ["Section", *VIEWS] and len(mil) == 16
+    assert "Postoperative Findings" not in [r[0] for r in mil[1:]]
+    assert all(0.0 <= float(x) <= 1.0 for r in mil[1:] for x in r[1:])
+    with open(a / "section_to_phenotypes.pkl", "rb") as f:
+        s2p = pickle.load(f)
+    assert list(s2p) == ["Left Ventricle", "Right Ventricle", "Left Atrium", "Right Atrium", "Mitral Valve",
+                         "Aortic Valve", "Tricuspid Valve", "Pericardium", "Aorta", "IVC", "Pulmonary Artery"]  # fmt: skip
+    assert s2p["Left Ventricle"] == ["impella", "ejection_fraction"] and sum(map(len, s2p.values())) == 21
+    layout = json.loads((a / "all_phr.json").read_text())
+    assert len(layout) == 16 and list(layout)[-1] == "Postoperative Findings"
+    assert all(
+        isinstance(sub, dict) and all(isinstance(v, list) for v in sub.values()) for sub in layout.values()
+    )
+    assert (cd / "candidate_studies.csv").read_text().splitlines()[0] == "Study"
+    with open(cd / "candidate_reports.pkl", "rb") as f:
+        reports = pickle.load(f)
+    assert isinstance(reports, list) and all(isinstance(r, list) for r in reports)
+    assert all(isinstance(t, tuple) and len(t) == 3 for r in reports[:50] for t in r)
+    with open(cd / "candidate_labels.pkl", "rb") as f:
+        labels = pickle.load(f)
+    assert set(labels) == {p for ps in s2p.values() for p in ps}
+    assert all(isinstance(v, dict) for v in labels.values())
+    p1 = torch.load(cd / "candidate_embeddings_p1.pt")
+    p2 = torch.load(cd / "candidate_embeddings_p2.pt")
+    assert p1.ndim == p2.ndim == 2 and p1.shape[1] == p2.shape[1] == 512 and p1.dtype == torch.float32
+    enc = torch.load(release.model_data / "weights/echo_prime_encoder.pt")
+    assert tuple(enc["head.1.weight"].shape) == (512, 768) and "conv_proj.weight" in enc
+    views = torch.load(release.model_data / "weights/view_classifier.pt")
+    assert tuple(views["classifier.2.weight"].shape) == (11, 1024)
+    text = torch.load(release.model_data / "weights/echo_prime_text_encoder.pt")
+    assert tuple(text["text_projection.weight"].shape) == (512, 768)
+    assert any(k.startswith("backbone.bert.") for k in text) and any(
+        k.startswith("backbone.cls.") for k in text
+    )

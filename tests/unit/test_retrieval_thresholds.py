@@ -101,3 +101,40 @@ def test_scores_that_separate_nothing_keep_the_default():
         fit.reason
         == "no threshold separates the 1 positives from the 5 negatives of the validation split (best Youden's J 0.00)"
     )
+
+
+def test_every_threshold_states_its_source(tmp_path):
+    """youden (fitted), release (a CSV row, kept even above 1 or naming no phenotype), default."""
+    import json
+
+    rng = np.random.default_rng(3)
+    y = (rng.random(200) < 0.4).astype(float)
+    fits = fit_thresholds(
+        {"tavr": y * 0.5 + rng.random(200) * 0.5, "impella": rng.random(200)},
+        {"tavr": y, "impella": np.zeros(200)},
+    )
+    assert fits.source("tavr") == "youden" and fits.source("impella") == "default"
+    path = tmp_path / "roc_thresholds.csv"
+    path.write_text(",feature,threshold\n0,tavr,0.3\n1,atrial_septum_hypertrophy,1.06\n")
+    thr = read_release_thresholds(path)
+    assert dict(thr) == {"tavr": 0.3, "atrial_septum_hypertrophy": 1.06}
+    assert {p: thr.source(p) for p in thr} == {"tavr": "release", "atrial_septum_hypertrophy": "release"}
+    more = thr.select(["tavr", "impella"]).with_defaults(["tavr", "impella"], "no row")
+    assert (
+        list(more) == ["tavr", "impella"] and more["impella"] == 0.5 and more.source("impella") == "default"
+    )
+    assert more.not_fitted() == {"impella": "no row"}
+    again = Thresholds.from_json(more.to_json(tmp_path / "t.json"))
+    assert again.fits == more.fits
+    # files written before sources existed read as youden (fitted) / default (not fitted)
+    old = {
+        "format": "echoprime-thresholds",
+        "thresholds": {"a": {"threshold": 0.2, "fitted": True}, "b": {"threshold": 0.5, "fitted": False}},
+    }
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    legacy = Thresholds.from_json(tmp_path / "old.json")
+    assert legacy.source("a") == "youden" and legacy.source("b") == "default"
+    old["thresholds"]["a"]["source"] = "guessed"
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    with pytest.raises(ValueError, match="bad entry for 'a'.*source"):
+        Thresholds.from_json(tmp_path / "old.json")
