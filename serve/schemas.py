@@ -71,6 +71,11 @@ class Metric(BaseModel):
     kind: str
     unit: str
     threshold: float | None
+    threshold_source: str | None = Field(
+        None,
+        description="where the threshold came from: youden (fitted on validation studies), release "
+        "(the published roc_thresholds.csv), default (0.5: nothing to fit or no row)",
+    )
 
 
 class Evidence(BaseModel):
