@@ -53,16 +53,12 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from learning_diagnostics import (  # noqa: E402
-    AuxHeads,
-    AuxLoss,
     LabelTextEncoder,
     StudyPooledLoss,
     label_text_inputs,
-    study_label_table,
     supervised_run,
 )
 from learning_lib import (  # noqa: E402
-    PHENOTYPES,
     ROOT,
     batches,
     concat,
@@ -79,9 +75,10 @@ from learning_lib import (  # noqa: E402
 
 from echoprime.config import load_config  # noqa: E402
 from echoprime.data.shards import read_manifest  # noqa: E402
-from echoprime.losses import ClipLoss  # noqa: E402
+from echoprime.losses import ClipLabelLoss, ClipLoss, LabelLoss  # noqa: E402
 from echoprime.models import create_clip  # noqa: E402
 from echoprime.models.tokenizer import ReportTokenizer  # noqa: E402
+from echoprime.training.labels import LABEL_NAMES, REGRESSION  # noqa: E402
 from echoprime.training.loop import embed_for_retrieval, retrieval_metrics, train_one_epoch  # noqa: E402
 from echoprime.training.schedule import cosine_scheduler  # noqa: E402
 from echoprime.training.setup import build_tokenizer  # noqa: E402
@@ -122,6 +119,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     overrides = [f"train.{k}={v}" for k, v in parse_kv(args.train).items()]
+    if args.objective == "clip_aux":  # the production label loss, named by --aux
+        w = parse_kv(args.aux)
+        overrides += [
+            f"model.label_heads={'shared' if int(w.get('shared', 0)) else 'separate'}",
+            f"train.label_weight_video={float(w.get('video', 1.0))}",
+            f"train.label_weight_text={float(w.get('text', 1.0))}",
+        ]
     overrides += [f"model.{k}={v}" for k, v in parse_kv(args.model).items()]
     cfg = load_config(args.config, overrides)
     tc, mc = cfg.train, cfg.model
@@ -137,6 +141,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         text_overrides=text_kw,
         init_logit_scale=mc.init_logit_scale,
         max_logit_scale=mc.max_logit_scale,
+        label_outputs=len(LABEL_NAMES) if mc.label_heads != "none" else 0,
+        shared_label_head=mc.label_heads == "shared",
     )
     aug = {"brightness": tc.brightness, "contrast": tc.contrast, **parse_kv(args.aug)}
     n_ev = len(set(ev["study"]))
@@ -192,12 +198,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             mc.max_logit_scale,
         )
         d = d | {"TR": TR, "EV": EV}
+    # The production objective (ray_jobs/pretrain.py): CLIP, plus the label loss of
+    # echoprime.losses when train.label_weight_* > 0 (model.label_heads set).
     loss_fn: Any = ClipLoss()
-    if args.objective == "clip_aux":
-        w = parse_kv(args.aux)
-        model = AuxHeads(model, len(PHENOTYPES), shared=bool(w.get("shared", 0)))
-        loss_fn = AuxLoss(study_label_table(d), float(w.get("video", 1.0)), float(w.get("text", 1.0)))
-    elif args.objective == "clip_study":
+    if tc.label_weight_video > 0 or tc.label_weight_text > 0:
+        loss_fn = ClipLabelLoss(loss_fn, LabelLoss(REGRESSION, tc.label_weight_video, tc.label_weight_text))
+    if args.objective == "clip_study":
         loss_fn = StudyPooledLoss()
     model.to(dev)
     bs, n = tc.batch_size, len(tr["study"])

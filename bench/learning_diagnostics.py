@@ -5,7 +5,8 @@
 * ``clip_labels``: CLIP against a text tower that reads the study's labels, not its words: the
   contrastive objective with a report space organised by the findings and nothing else.
 * ``clip_aux``: CLIP plus linear heads reading the report-derived labels off the joint-space
-  embeddings (``AuxHeads`` / ``AuxLoss``).
+  embeddings: the production objective (``model.label_heads``, ``train.label_weight_*``;
+  ``echoprime.losses.ClipLabelLoss``), named here by ``--aux video=W,text=W,shared=0|1``.
 * ``clip_study``: CLIP between studies (clip embeddings of a study averaged, as at evaluation).
 """
 
@@ -24,7 +25,6 @@ from echoprime.synth.state import VISIBILITY
 from echoprime.taxonomy import PHENOTYPES
 from echoprime.training.batch import prepare_batch
 from echoprime.training.schedule import cosine_scheduler
-from echoprime.training.setup import study_index
 
 
 def visible_mask(data: dict[str, Any]) -> torch.Tensor:
@@ -183,69 +183,6 @@ def label_text_inputs(
     return table, swap(d["TR"], d["tr"]["study"]), swap(d["EV"], d["ev"]["study"])
 
 
-class AuxHeads(torch.nn.Module):
-    """EchoClip plus linear heads that read the study's labels off each side's embedding.
-
-    The heads work on the normalised joint-space features, so the auxiliary loss organises the
-    joint space itself by the findings (the kNN vote through the report bank relies on that).
-    """
-
-    def __init__(self, clip: torch.nn.Module, n_out: int, shared: bool = False) -> None:
-        super().__init__()
-        self.clip = clip
-        d = clip.video_encoder.embed_dim
-        self.video_head = torch.nn.Linear(d, n_out)
-        # shared: one head reads the labels off both sides, so both put them in the same directions
-        self.text_head = self.video_head if shared else torch.nn.Linear(d, n_out)
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return super().__getattr__(name)
-        except AttributeError:
-            return getattr(self.clip, name)  # encode_video, encode_text, scale ... for evaluation
-
-    def forward(self, video: torch.Tensor, *text: Any) -> dict[str, torch.Tensor]:
-        out = self.clip(video, *text)
-        out["video_logits"] = self.video_head(out["video_features"])
-        out["text_logits"] = self.text_head(out["text_features"])
-        return out
-
-
-class AuxLoss:
-    """ClipLoss + ``weight`` x (label loss of the video head + label loss of the text head).
-
-    Labels per study come from ``table`` (study index -> standardised phenotype row); binaries
-    take BCE, regressions (standardised) MSE. No view masking: a clip predicts its whole study's
-    labels, the prior where its view shows nothing.
-    """
-
-    def __init__(self, table: dict[int, torch.Tensor], weight: float, text_weight: float) -> None:
-        self.table, self.w, self.wt = table, weight, text_weight
-        self.reg = torch.tensor([p.kind == "regression" for p in PHENOTYPES])
-        self.clip = ClipLoss()
-
-    def _part(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        reg = self.reg.to(logits.device)
-        bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, y.clamp(0, 1), reduction="none")
-        return torch.where(reg, (logits - y) ** 2, bce).mean()
-
-    def __call__(
-        self,
-        *,
-        study_ids: torch.Tensor,
-        video_logits: torch.Tensor,
-        text_logits: torch.Tensor,
-        **clip_kw: torch.Tensor,
-    ) -> dict[str, torch.Tensor]:
-        out = dict(self.clip(**clip_kw, study_ids=study_ids))
-        y = torch.stack([self.table[int(s)] for s in study_ids.tolist()]).to(video_logits.device)
-        if self.w > 0:
-            out["video_label_loss"] = self.w * self._part(video_logits, y)
-        if self.wt > 0:
-            out["text_label_loss"] = self.wt * self._part(text_logits, y)
-        return out
-
-
 class StudyPooledLoss:
     """CLIP between studies: a study's video embedding is the normalised mean of its clips in the
     batch (as at evaluation), its report is embedded once; plain CLIP over the batch's studies."""
@@ -260,6 +197,7 @@ class StudyPooledLoss:
         text_features: torch.Tensor,
         logit_scale: torch.Tensor,
         study_ids: torch.Tensor,
+        **_: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
         uniq, inv = torch.unique(study_ids, return_inverse=True)
         n = len(uniq)
@@ -269,19 +207,3 @@ class StudyPooledLoss:
             0, inv, torch.arange(len(study_ids), device=study_ids.device), reduce="amin"
         )
         return self.clip(pooled, text_features[first], logit_scale, study_ids=uniq)
-
-
-def study_label_table(d: dict[str, Any]) -> dict[int, torch.Tensor]:
-    """study index -> standardised phenotype row (EF (x-50)/15, PASP (x-30)/10, binaries 0/1)."""
-    scale = {"ejection_fraction": (50.0, 15.0), "pulmonary_artery_pressure_continuous": (30.0, 10.0)}
-    labels = d["tr"]["labels"] | d["ev"]["labels"]
-    return {
-        study_index(s): torch.tensor(
-            [
-                (lab[p.name] - scale.get(p.name, (0.0, 1.0))[0]) / scale.get(p.name, (0.0, 1.0))[1]
-                for p in PHENOTYPES
-            ],
-            dtype=torch.float32,
-        )
-        for s, lab in labels.items()
-    }

@@ -23,6 +23,7 @@ from echoprime.models.tokenizer import ReportTokenizer  # noqa: E402
 from echoprime.synth.state import VISIBILITY  # noqa: E402
 from echoprime.taxonomy import PHENOTYPE_BY_NAME, PHENOTYPES  # noqa: E402
 from echoprime.training.batch import prepare_batch  # noqa: E402
+from echoprime.training.labels import label_row  # noqa: E402
 from echoprime.training.loop import embed_for_retrieval  # noqa: E402
 from echoprime.training.setup import study_index  # noqa: E402
 
@@ -136,6 +137,7 @@ def encode(data: dict[str, Any], tok: ReportTokenizer) -> dict[str, torch.Tensor
         "clip": torch.from_numpy(np.ascontiguousarray(data["clip"])),
         **enc,
         "study_idx": torch.tensor([study_index(s) for s in data["study"]]),
+        "labels": torch.from_numpy(np.stack([label_row(data["labels"][s]) for s in data["study"]])),
     }
 
 

@@ -130,6 +130,9 @@ class ModelCfg(_Cfg):
     """More arguments of the text tower's builder, e.g. ``{token_dropout: 0.3}`` for ``tiny_bag``."""
     init_logit_scale: float = Field(default=math.log(1 / 0.07))
     max_logit_scale: float = Field(default=math.log(100.0))
+    label_heads: Literal["none", "separate", "shared"] = "none"
+    """Linear heads that read the report's findings off each tower's joint features, for
+    ``train.label_weight_video`` / ``label_weight_text`` (``separate``: one per tower)."""
 
 
 class TrainCfg(_Cfg):
@@ -174,6 +177,12 @@ class TrainCfg(_Cfg):
     """Std of additive Gaussian noise on training clips (normalised units)."""
     reverse: float = Field(default=0.0, ge=0, le=1)
     """Probability of playing a training clip backwards."""
+    label_weight_video: float = Field(default=0.0, ge=0)
+    """Weight of the video head's label loss (the report's findings, docs/learning.md); 0 = the
+    paper's contrastive objective alone. Needs ``model.label_heads``."""
+    label_weight_text: float = Field(default=0.0, ge=0)
+    """Weight of the text head's label loss: organises the report space, and so the bank, by the
+    findings. Needs ``model.label_heads``."""
 
 
 class ViewsCfg(_Cfg):
@@ -239,6 +248,19 @@ class EchoPrimeConfig(_Cfg):
     bank: BankCfg = BankCfg()
     interpret: InterpretCfg = InterpretCfg()
     serve: ServeCfg = ServeCfg()
+
+    @model_validator(mode="after")
+    def _label_heads(self) -> EchoPrimeConfig:
+        weights = {
+            "train.label_weight_video": self.train.label_weight_video,
+            "train.label_weight_text": self.train.label_weight_text,
+        }
+        if any(w > 0 for w in weights.values()) and self.model.label_heads == "none":
+            raise ValueError(
+                f"{', '.join(f'{k}={v}' for k, v in weights.items() if v > 0)} needs label heads to train: "
+                "set model.label_heads to separate or shared"
+            )
+        return self
 
     # ----------------------------------------------------------------------------- loading
     @classmethod

@@ -6,9 +6,16 @@ habit); a training step adds up every ``*_loss`` key of the returned dict.
 batch gathered across DDP ranks so every rank contrasts against the global batch, and with
 clips of the same study treated as positives of each other (they share one report). See
 docs/models.md for the multi-positive rule and the gradient scaling under DDP.
+
+:class:`LabelLoss` puts the report's findings into the objective: heads on both towers' joint
+features (:class:`~echoprime.models.clip.EchoClip` with ``label_outputs``) predict the study's
+labels (cross-entropy for binaries, squared error for standardised regressions, missing labels
+masked). :class:`ClipLabelLoss` adds it to the CLIP loss.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 import torch.distributed as dist
@@ -147,3 +154,82 @@ class ClipLoss(nn.Module):
             loss_v2t = -(soft * F.log_softmax(logits, dim=1)).sum(dim=1).mean()
             loss_t2v = -(soft * F.log_softmax(logits.T, dim=1)).sum(dim=1).mean()
         return {"contrastive_loss": 0.5 * (loss_v2t + loss_t2v)}
+
+
+class LabelLoss(nn.Module):
+    """Weighted label losses of the video and text heads, missing labels (NaN) masked.
+
+    Each weight multiplies the mean over the batch's labelled entries of that head's loss:
+    binary cross-entropy on logits for binaries, squared error for standardised regressions.
+    Per rank under DDP: the gradient average over ranks is the global batch's mean loss.
+
+    Args:
+        regression: per label column, True for a regression (see ``echoprime.training.labels``).
+        video_weight: weight of the video head's loss (0: not computed).
+        text_weight: weight of the text head's loss (0: not computed).
+    """
+
+    def __init__(self, regression: Sequence[bool], video_weight: float, text_weight: float) -> None:
+        super().__init__()
+        if video_weight < 0 or text_weight < 0:
+            raise ValueError(f"label loss weights must be >= 0, got video {video_weight}, text {text_weight}")
+        self.register_buffer("regression", torch.tensor(list(regression), dtype=torch.bool), persistent=False)
+        self.video_weight, self.text_weight = float(video_weight), float(text_weight)
+
+    def part(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """Mean loss over the labelled entries of ``B x P`` logits (0 when none is labelled)."""
+        if logits.shape != labels.shape or logits.shape[-1] != self.regression.numel():
+            raise ValueError(
+                f"label logits {tuple(logits.shape)} and labels {tuple(labels.shape)} must both be "
+                f"B x {self.regression.numel()}"
+            )
+        logits, labels = logits.float(), labels.to(logits.device).float()
+        known = ~torch.isnan(labels)
+        y = torch.where(known, labels, torch.zeros_like(labels))
+        reg = self.regression.to(logits.device).expand_as(y)
+        bce = F.binary_cross_entropy_with_logits(logits, y.clamp(0, 1), reduction="none")
+        each = torch.where(reg, (logits - y) ** 2, bce)
+        return (each * known).sum() / known.sum().clamp(min=1)
+
+    def forward(
+        self,
+        labels: torch.Tensor,
+        video_label_logits: torch.Tensor | None = None,
+        text_label_logits: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for name, w, logits in (
+            ("video_label_loss", self.video_weight, video_label_logits),
+            ("text_label_loss", self.text_weight, text_label_logits),
+        ):
+            if w > 0:
+                if logits is None:
+                    raise ValueError(
+                        f"{name} has weight {w} but the model has no label head (model.label_heads)"
+                    )
+                out[name] = w * self.part(logits, labels)
+        return out
+
+
+class ClipLabelLoss(nn.Module):
+    """:class:`ClipLoss` plus :class:`LabelLoss`: the paper's contrastive objective with the
+    report's findings on both towers. Returns every ``*_loss`` of both (summed by the step)."""
+
+    def __init__(self, clip: ClipLoss, labels: LabelLoss) -> None:
+        super().__init__()
+        self.clip, self.labels = clip, labels
+
+    def forward(
+        self,
+        video_features: torch.Tensor,
+        text_features: torch.Tensor,
+        logit_scale: torch.Tensor,
+        study_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        video_label_logits: torch.Tensor | None = None,
+        text_label_logits: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        if labels is None:
+            raise ValueError("the label objective needs each clip's labels (batch key 'labels')")
+        out = dict(self.clip(video_features, text_features, logit_scale, study_ids=study_ids))
+        return out | self.labels(labels, video_label_logits, text_label_logits)

@@ -51,13 +51,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 # ------------------------------------------------------------------------------------ data side
 def _tokenize(batch: dict[str, Any], tokenizer: Any, seed: int) -> dict[str, Any]:
-    """Ray Data map: shard rows -> model-ready columns (clip, tokens, study index).
+    """Ray Data map: shard rows -> model-ready columns (clip, tokens, study index, label row).
 
     A plain function (Ray tasks), not an actor pool: tokenising is cheap, and tasks need no
     start-up of their own. Long reports get a random window of whole sections per batch.
     """
     import numpy as np
 
+    from echoprime.training.labels import label_matrix
     from echoprime.training.setup import study_index
 
     idx = np.array([study_index(str(s)) for s in batch["study_id"]], dtype=np.int64)
@@ -69,6 +70,7 @@ def _tokenize(batch: dict[str, Any], tokenizer: Any, seed: int) -> dict[str, Any
         "attention_mask": enc["attention_mask"].numpy(),
         "token_type_ids": enc["token_type_ids"].numpy(),
         "study_idx": idx,
+        "labels": label_matrix(list(batch["labels"])),
     }
 
 
@@ -79,7 +81,7 @@ def _read_split(files: list[str]):
 
     locs = [storage.locate(f) for f in files]
     return ray.data.read_parquet([loc.path for loc in locs], filesystem=locs[0].fs).select_columns(
-        ["clip", "study_id", "report"]
+        ["clip", "study_id", "report", "labels"]
     )
 
 
@@ -90,8 +92,9 @@ def _train_fn(config: dict[str, Any]) -> None:
     import ray.train.torch
     import torch
 
-    from echoprime.losses import ClipLoss
+    from echoprime.losses import ClipLabelLoss, ClipLoss, LabelLoss
     from echoprime.training.checkpoint import load_checkpoint, save_checkpoint, unwrap
+    from echoprime.training.labels import REGRESSION
     from echoprime.training.loop import embed_for_retrieval, retrieval_metrics, train_one_epoch
     from echoprime.training.schedule import cosine_scheduler
     from echoprime.training.setup import build_clip, set_threads
@@ -110,6 +113,10 @@ def _train_fn(config: dict[str, Any]) -> None:
     steps_per_epoch, total = config["steps_per_epoch"], config["total_steps"]
     sched = cosine_scheduler(opt, tc["lr"], config["warmup_steps"], total, tc["min_lr"])
     loss_fn = ClipLoss(rank=rank, world_size=world, gather_with_grad=True)
+    if tc["label_weight_video"] > 0 or tc["label_weight_text"] > 0:
+        loss_fn = ClipLabelLoss(
+            loss_fn, LabelLoss(REGRESSION, tc["label_weight_video"], tc["label_weight_text"])
+        )
     autocast = torch.bfloat16 if tc["precision"] == "bf16" else None
 
     state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "history": [], "elapsed": 0.0}
@@ -147,6 +154,7 @@ def _train_fn(config: dict[str, Any]) -> None:
         "attention_mask": torch.long,
         "token_type_ids": torch.long,
         "study_idx": torch.long,
+        "labels": torch.float32,
     }
     gen = torch.Generator().manual_seed(config["seed"] * 1000 + rank)
     while state["epoch"] < tc["epochs"] and state["step"] < total:

@@ -22,6 +22,13 @@ class EchoClip(nn.Module):
         init_logit_scale: initial ``log`` of the similarity scale (``ln(1/0.07)``, CLIP's choice).
         max_logit_scale: the scale is clamped to ``exp(max_logit_scale)`` (100) so the softmax
             cannot become a hard argmax early in training.
+        label_outputs: > 0 adds linear heads that read the report's findings (that many label
+            columns) off each tower's normalised joint features, so a label loss organises the
+            joint space itself by the findings (the kNN vote through the report bank relies on
+            that); ``forward`` then also returns ``video_label_logits`` / ``text_label_logits``.
+            The heads are training aids: the bundle keeps only the towers.
+        shared_label_head: one head for both towers (the same directions carry each finding).
+        embed_dim: joint-space width (needed only for the heads).
     """
 
     def __init__(
@@ -30,6 +37,10 @@ class EchoClip(nn.Module):
         text_encoder: nn.Module,
         init_logit_scale: float = math.log(1 / 0.07),
         max_logit_scale: float = math.log(100.0),
+        *,
+        label_outputs: int = 0,
+        shared_label_head: bool = False,
+        embed_dim: int = 512,
     ) -> None:
         super().__init__()
         if init_logit_scale > max_logit_scale:
@@ -38,6 +49,12 @@ class EchoClip(nn.Module):
         self.text_encoder = text_encoder
         self.logit_scale = nn.Parameter(torch.tensor(float(init_logit_scale)))
         self.max_logit_scale = float(max_logit_scale)
+        self.video_label_head = self.text_label_head = None
+        if label_outputs > 0:
+            self.video_label_head = nn.Linear(embed_dim, label_outputs)
+            self.text_label_head = (
+                self.video_label_head if shared_label_head else nn.Linear(embed_dim, label_outputs)
+            )
 
     def encode_video(self, video: torch.Tensor) -> torch.Tensor:
         """``B x 3 x T x H x W`` -> L2-normalised ``B x D``."""
@@ -70,14 +87,19 @@ class EchoClip(nn.Module):
 
         Returns:
             ``video_features`` ``B x D`` and ``text_features`` ``B x D`` (unit norm) and
-            ``logit_scale`` (0-d, already exponentiated and clamped).
+            ``logit_scale`` (0-d, already exponentiated and clamped); with label heads also
+            ``video_label_logits`` and ``text_label_logits`` ``B x P``.
         """
         if video.shape[0] != input_ids.shape[0]:
             raise ValueError(
                 f"{video.shape[0]} clips but {input_ids.shape[0]} reports: each clip needs its study's report"
             )
-        return {
+        out = {
             "video_features": self.encode_video(video),
             "text_features": self.encode_text(input_ids, attention_mask, token_type_ids),
             "logit_scale": self.scale(),
         }
+        if self.video_label_head is not None:
+            out["video_label_logits"] = self.video_label_head(out["video_features"])
+            out["text_label_logits"] = self.text_label_head(out["text_features"])
+        return out

@@ -42,6 +42,8 @@ def create_clip(
     text_overrides: dict[str, Any] | None = None,
     init_logit_scale: float = math.log(1 / 0.07),
     max_logit_scale: float = math.log(100.0),
+    label_outputs: int = 0,
+    shared_label_head: bool = False,
 ) -> nn.Module:
     """Build an :class:`~echoprime.models.clip.EchoClip` from a video and a text model name.
 
@@ -53,6 +55,8 @@ def create_clip(
         text_overrides: more arguments for the text tower (``vocab_size``, ``section_type_ids``).
         init_logit_scale: initial log temperature scale.
         max_logit_scale: clamp of the log scale.
+        label_outputs: label heads' width (0: none); see :class:`~echoprime.models.clip.EchoClip`.
+        shared_label_head: one label head for both towers.
     """
     from echoprime.models.clip import EchoClip
     from echoprime.models.text import create_text_encoder
@@ -61,4 +65,12 @@ def create_clip(
         raise ValueError(f"{video_encoder!r} is a {get_entry(video_encoder).kind} model, not a video encoder")
     video = create_model(video_encoder, embed_dim=embed_dim, **(video_overrides or {}))
     text = create_text_encoder(text_encoder, embed_dim=embed_dim, **(text_overrides or {}))
-    return EchoClip(video, text, init_logit_scale=init_logit_scale, max_logit_scale=max_logit_scale)
+    return EchoClip(
+        video,
+        text,
+        init_logit_scale=init_logit_scale,
+        max_logit_scale=max_logit_scale,
+        label_outputs=label_outputs,
+        shared_label_head=shared_label_head,
+        embed_dim=embed_dim,
+    )

@@ -91,7 +91,9 @@ class Thresholds(Mapping[str, float]):
         """Only the thresholds of ``names`` that are present, in ``names`` order."""
         return Thresholds({n: self.fits[n] for n in names if n in self.fits})
 
-    def with_defaults(self, names: Sequence[str], reason: str, default: float = DEFAULT_THRESHOLD) -> Thresholds:
+    def with_defaults(
+        self, names: Sequence[str], reason: str, default: float = DEFAULT_THRESHOLD
+    ) -> Thresholds:
         """These thresholds plus a ``default`` one (source ``default``, ``reason``) for each of
         ``names`` that has none."""
         extra = {n: ThresholdFit(default, False, reason) for n in names if n not in self.fits}

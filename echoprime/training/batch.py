@@ -9,6 +9,8 @@ The batch dict (what ``iter_torch_batches`` over study shards yields, after toke
 ``attention_mask`` int ``B x L``
 ``token_type_ids`` int ``B x L`` (section of each token; zeros for BiomedBERT)
 ``study_idx``      int ``B``: rows with equal values share a report
+``labels``         float ``B x P`` (optional): the study's standardised findings, NaN =
+                   missing (``echoprime.training.labels``), for a label loss
 =================  ==============================================================
 
 Normalisation happens here, on the device, because uint8 clips are 4x smaller to move from the
@@ -180,7 +182,8 @@ def prepare_batch(
         generator: random source for the augmentation.
 
     Returns:
-        ``video`` float ``B x 3 x T x H x W`` plus the text keys and ``study_idx`` as int64 tensors.
+        ``video`` float ``B x 3 x T x H x W`` plus the text keys and ``study_idx`` as int64 tensors
+        (and ``labels`` as float32 when the batch has them).
 
     Raises:
         ValueError: a missing key, a uint8 clip without a spec, or inconsistent batch sizes.
@@ -227,6 +230,8 @@ def prepare_batch(
     for key in (*TEXT_KEYS, "study_idx"):
         if key in batch and batch[key] is not None:
             out[key] = _as_tensor(batch[key], key).to(device, non_blocking=True).long()
+    if batch.get("labels") is not None:
+        out["labels"] = _as_tensor(batch["labels"], "labels").to(device, non_blocking=True).float()
     n = video.shape[0]
     for key, t in out.items():
         if t.shape[0] != n:

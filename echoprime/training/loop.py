@@ -109,10 +109,12 @@ def train_one_epoch(
     Args:
         model: takes ``(video, input_ids, attention_mask, token_type_ids)`` and returns the loss
             kwargs (``EchoClip``, possibly DDP-wrapped).
-        loss_fn: ``loss_fn(**model_out, study_ids=...)`` -> dict whose ``*_loss`` values are summed.
+        loss_fn: ``loss_fn(**model_out, study_ids=...)`` (plus ``labels=`` when the batches have
+            them) -> dict whose ``*_loss`` values are summed.
         optimizer: steps once per batch.
         scheduler: ``step()``-ed after each optimizer step, or None.
-        batches: dicts with ``clip``, ``input_ids``, ``attention_mask``, ``token_type_ids``, ``study_idx``.
+        batches: dicts with ``clip``, ``input_ids``, ``attention_mask``, ``token_type_ids``, ``study_idx``
+            and optionally ``labels``.
         device: where to compute.
         spec: preprocessing spec (``mean``/``std`` pixel units) for uint8 clips.
         autocast_dtype: e.g. ``torch.bfloat16`` for mixed precision; None for fp32.
@@ -159,7 +161,8 @@ def train_one_epoch(
             out = model(b["video"], b["input_ids"], b.get("attention_mask"), b.get("token_type_ids"))
         # The loss runs outside autocast: logits and softmax in fp32 (a bf16 softmax over a
         # global batch loses the small differences the contrastive loss is made of).
-        losses = loss_fn(**out, study_ids=b["study_idx"])
+        extra = {"labels": b["labels"]} if "labels" in b else {}
+        losses = loss_fn(**out, study_ids=b["study_idx"], **extra)
         parts = {k: v for k, v in losses.items() if k.endswith("_loss")}
         if not parts:
             raise ValueError(f"loss_fn returned no '*_loss' key (keys: {sorted(losses)})")

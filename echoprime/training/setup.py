@@ -53,6 +53,7 @@ def build_clip(model_cfg: Mapping[str, Any], spec: Mapping[str, Any], vocab_size
     tiny text tower's vocabulary size.
     """
     from echoprime.models import create_clip
+    from echoprime.training.labels import LABEL_NAMES
 
     video, text = model_cfg["video_encoder"], model_cfg["text_encoder"]
     vo = {k: int(spec[k]) for k in ("frames", "size") if _builder_takes(video, k)}
@@ -72,6 +73,8 @@ def build_clip(model_cfg: Mapping[str, Any], spec: Mapping[str, Any], vocab_size
         text_overrides=to,
         init_logit_scale=float(model_cfg["init_logit_scale"]),
         max_logit_scale=float(model_cfg["max_logit_scale"]),
+        label_outputs=len(LABEL_NAMES) if model_cfg.get("label_heads", "none") != "none" else 0,
+        shared_label_head=model_cfg.get("label_heads") == "shared",
     )
 
 
