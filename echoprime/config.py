@@ -130,6 +130,10 @@ class ModelCfg(_Cfg):
     """More arguments of the text tower's builder, e.g. ``{token_dropout: 0.3}`` for ``tiny_bag``."""
     init_logit_scale: float = Field(default=math.log(1 / 0.07))
     max_logit_scale: float = Field(default=math.log(100.0))
+    number_step: float = Field(default=0.0, ge=0)
+    """Round every number of a report to this step before the text tower reads it (the report
+    stays as written): exact EF / PASP / heart-rate tokens let a small text tower recognise each
+    report instead of grouping reports by finding (docs/learning.md). 0: numbers as written."""
     label_heads: Literal["none", "separate", "shared"] = "none"
     """Linear heads that read the report's findings off each tower's joint features, for
     ``train.label_weight_video`` / ``label_weight_text`` (``separate``: one per tower)."""

@@ -15,6 +15,7 @@ import functools
 import heapq
 import json
 import os
+import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -33,6 +34,27 @@ _SECTION_BY_LOWER = {s.lower(): i for i, s in enumerate(SECTIONS)} | {
     a: SECTION_INDEX[s] for a, s in SECTION_ALIASES.items()
 }
 _CONFIG_NAME = "report_tokenizer.json"
+
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:\.\d+)?(?![\w.]*\d)")
+
+
+def quantise_numbers(text: str, step: float) -> str:
+    """Every number in ``text`` rounded to the nearest multiple of ``step`` (``step <= 0``: unchanged).
+
+    What the text tower reads, not what the report says: the exact ejection fraction, pressure
+    and heart rate make each report recognisable by a number token, which a small text tower
+    memorises instead of grouping reports by their findings (docs/learning.md). Rounded values
+    print as integers when the step is whole (``"57%"`` -> ``"55%"`` at step 5).
+    """
+    if step <= 0:
+        return text
+
+    def repl(m: re.Match[str]) -> str:
+        v = round(float(m.group(0)) / step) * step
+        return str(int(round(v))) if float(step).is_integer() else f"{v:g}"
+
+    return _NUMBER.sub(repl, text)
+
 
 # (token_ids, sep_id, max_len, rng) -> a window of token_ids of at most max_len tokens.
 WindowFn = Callable[[list[int], int, int, "np.random.Generator | None"], list[int]]
@@ -241,6 +263,9 @@ class ReportTokenizer:
             default :func:`echoprime.reports.window_token_ids` (first window without ``rng``,
             a random window of whole sections with it).
         strict_sections: reject text chunks without a known section header (free text otherwise).
+        number_step: round every number of a report to this step before tokenising it
+            (:func:`quantise_numbers`; 0: numbers as written). Saved with the tokenizer, so the
+            bank, search and zero-shot read reports exactly as training did.
     """
 
     def __init__(
@@ -250,7 +275,10 @@ class ReportTokenizer:
         section_type_ids: bool = True,
         window_fn: WindowFn | None = None,
         strict_sections: bool = True,
+        number_step: float = 0.0,
     ) -> None:
+        if number_step < 0:
+            raise ValueError(f"number_step must be >= 0, got {number_step}")
         for name in ("cls_token_id", "sep_token_id", "pad_token_id"):
             if getattr(tokenizer, name, None) is None:
                 raise ValueError(
@@ -265,6 +293,7 @@ class ReportTokenizer:
             window_token_ids, cls_id=tokenizer.cls_token_id
         )
         self.strict_sections = strict_sections
+        self.number_step = float(number_step)
         self.cls_id, self.sep_id, self.pad_id = (
             tokenizer.cls_token_id,
             tokenizer.sep_token_id,
@@ -289,7 +318,7 @@ class ReportTokenizer:
         for t in texts:
             if not isinstance(t, str):
                 raise ValueError(f"report texts must be str, got {type(t).__name__}")
-            parsed.append(report_chunks(t, strict=self.strict_sections))
+            parsed.append(report_chunks(quantise_numbers(t, self.number_step), strict=self.strict_sections))
         chunks = [c for p in parsed for _, c in p]
         # One batched call into the Rust tokenizer for all chunks of all reports.
         pieces = self.tokenizer(chunks, add_special_tokens=False)["input_ids"] if chunks else []
@@ -347,6 +376,7 @@ class ReportTokenizer:
             "max_len": self.max_len,
             "section_type_ids": self.section_type_ids,
             "strict_sections": self.strict_sections,
+            "number_step": self.number_step,
         }
         (d / _CONFIG_NAME).write_text(json.dumps(cfg, indent=2))
         return d
@@ -372,7 +402,7 @@ class ReportTokenizer:
             except json.JSONDecodeError as e:
                 raise ValueError(f"{p}: not valid JSON: {e}") from None
         cfg.update(overrides)
-        allowed = {"max_len", "section_type_ids", "strict_sections"}
+        allowed = {"max_len", "section_type_ids", "strict_sections", "number_step"}
         if set(cfg) - allowed:
             raise ValueError(
                 f"{p}: unknown ReportTokenizer settings {sorted(set(cfg) - allowed)}; allowed: {sorted(allowed)}"

@@ -94,12 +94,15 @@ def build_tokenizer(model_cfg: Mapping[str, Any], reports: Iterable[str], out_di
         echoprime.models.text.TextModelNotFoundError: a named BERT tokenizer is not available locally.
     """
     from echoprime.models.text import load_pretrained_tokenizer
-    from echoprime.models.tokenizer import ReportTokenizer, train_wordpiece_tokenizer
+    from echoprime.models.tokenizer import ReportTokenizer, quantise_numbers, train_wordpiece_tokenizer
 
     max_len = int(model_cfg["max_tokens"])
+    step = float(model_cfg.get("number_step", 0.0))
     if uses_trained_tokenizer(model_cfg):
         hf = train_wordpiece_tokenizer(
-            reports, vocab_size=int(model_cfg["tokenizer_vocab"]), model_max_length=max_len
+            (quantise_numbers(r, step) for r in reports),
+            vocab_size=int(model_cfg["tokenizer_vocab"]),
+            model_max_length=max_len,
         )
     else:
         name = model_cfg["text_encoder"]
@@ -107,7 +110,10 @@ def build_tokenizer(model_cfg: Mapping[str, Any], reports: Iterable[str], out_di
             "microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract" if name == "biomedbert" else name
         )
     tok = ReportTokenizer(
-        hf, max_len=max_len, section_type_ids=bool(model_cfg.get("section_type_ids", False))
+        hf,
+        max_len=max_len,
+        section_type_ids=bool(model_cfg.get("section_type_ids", False)),
+        number_step=step,
     )
     return tok.save_pretrained(out_dir)
 

@@ -176,3 +176,24 @@ def test_wordpiece_merges_most_frequent_pair_first_and_breaks_ties_alphabeticall
     assert wordpiece_vocab({"ab": 2, "cd": 2}, 10) == specials + alphabet + ["ab"]  # a tie: "a" < "c"
     assert wordpiece_vocab(words, 100, min_frequency=3) == specials + alphabet + ["ab"]
     assert wordpiece_vocab({}, 100) == specials
+
+
+def test_number_step_quantises_what_the_text_tower_reads(tmp_path):
+    """EF 57 % and 54 % read alike at step 5; the setting survives save/load; 0 leaves text alone."""
+    from echoprime.models.tokenizer import ReportTokenizer, quantise_numbers, train_wordpiece_tokenizer
+
+    assert quantise_numbers("Left Ventricle: EF of 57%. Rate 86 bpm, 12.4 cm, A4C. [SEP]", 5) == (
+        "Left Ventricle: EF of 55%. Rate 85 bpm, 10 cm, A4C. [SEP]"
+    )
+    assert quantise_numbers("EF 57%", 0) == "EF 57%" and quantise_numbers("x 1.26", 0.5) == "x 1.5"
+    texts = [f"Left Ventricle: Ejection fraction of {v}%. [SEP]" for v in (54, 57, 61, 35)]
+    hf = train_wordpiece_tokenizer(texts, vocab_size=120)
+    tok = ReportTokenizer(hf, max_len=24, number_step=5)
+    ids = tok(texts)["input_ids"]
+    assert torch.equal(ids[0], ids[1]) and not torch.equal(ids[0], ids[2]) and not torch.equal(ids[0], ids[3])
+    again = ReportTokenizer.from_pretrained(tok.save_pretrained(tmp_path / "tok"))
+    assert again.number_step == 5 and torch.equal(again(texts)["input_ids"], ids)
+    plain = ReportTokenizer(hf, max_len=24)
+    assert not torch.equal(plain(texts[:1])["input_ids"], plain(texts[1:2])["input_ids"])
+    with pytest.raises(ValueError, match="number_step"):
+        ReportTokenizer(hf, number_step=-1)
