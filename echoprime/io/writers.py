@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import av
@@ -231,6 +231,7 @@ def write_video(
     crf: int = 18,
     threads: int = 0,
     preset: str | None = None,
+    options: Mapping[str, str] | None = None,
 ) -> bytes:
     """Encode RGB frames as a video with PyAV (ffmpeg).
 
@@ -243,8 +244,11 @@ def write_video(
             for mjpeg).
         crf: H.264/H.265 constant rate factor (lower is better quality).
         threads: encoder threads; 0 lets ffmpeg choose. x264 writes its thread count into the
-            stream, so 1 gives the same bytes on every machine.
+            stream, so identical bytes need 1; that alone is not enough for x264 (see the
+            ``cpu-independent`` option in :func:`echoprime.synth.writers.write_mp4`).
         preset: H.264/H.265 speed preset (e.g. ``"veryfast"``); ``None`` keeps the encoder's default.
+        options: further encoder options (ffmpeg AVOptions), applied last, e.g.
+            ``{"x264-params": "cpu-independent=1"}``.
 
     Returns:
         The file's bytes.
@@ -263,12 +267,14 @@ def write_video(
         stream.height, stream.width = int(first.shape[0]), int(first.shape[1])
         stream.pix_fmt = "yuvj420p" if codec == "mjpeg" else "yuv420p"
         stream.codec_context.thread_count = threads
+        opts: dict[str, str] = {}
         if codec == "libx264":
-            stream.options = {"crf": str(crf)} | ({"preset": preset} if preset else {})
+            opts = {"crf": str(crf)} | ({"preset": preset} if preset else {})
         elif codec == "libx265":
-            stream.options = {"crf": str(crf), "x265-params": "log-level=none"} | (
-                {"preset": preset} if preset else {}
-            )
+            opts = {"crf": str(crf), "x265-params": "log-level=none"} | ({"preset": preset} if preset else {})
+        opts |= dict(options or {})
+        if opts:
+            stream.options = opts
         for f in frames:
             for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
                 out.mux(packet)

@@ -2,9 +2,9 @@
 
 Both build on :mod:`echoprime.io.writers` (the encoders the readers are tested against) and
 add what a reproducible synthetic archive needs: identical bytes for identical input (one
-encoder thread, fixed dates, UIDs chosen by the caller), native YBR_FULL_422 storage, and
-atomic writes (a temporary name renamed into place, so an interrupted run leaves no
-half-written file under the final name).
+x264 thread and its CPU-independent code, fixed dates, UIDs chosen by the caller), native
+YBR_FULL_422 storage, and atomic writes (a temporary name renamed into place, so an
+interrupted run leaves no half-written file under the final name).
 """
 
 from __future__ import annotations
@@ -23,6 +23,8 @@ PHOTOMETRICS = ("RGB", "YBR_FULL_422")
 # Fixed acquisition date and time: the same cohort seed must give the same bytes.
 STUDY_DATE, STUDY_TIME = "20240101", "120000"
 JPEG_QUALITY = 92
+# x264 options for identical bytes on every run and CPU (see write_mp4)
+X264_DETERMINISTIC = {"x264-params": "cpu-independent=1"}
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
@@ -56,10 +58,21 @@ def write_mp4(path: str | os.PathLike[str], frames: np.ndarray, fps: float) -> N
     _check_frames(frames)
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
-    # one thread: x264 records its thread count in the stream, so this keeps bytes equal across
-    # machines; "veryfast" encodes speckle 2.5x faster than the default preset at the same error
+    # one thread: x264 records its thread count in the stream. cpu-independent: x264's SIMD
+    # macroblock-tree propagation (mbtree, on in every preset but ultrafast) reads uninitialised
+    # memory, so even one thread gave different bytes from run to run (a few decoded values in a
+    # thousand, up to 50 grey levels) and may differ between CPUs; this option uses the C version,
+    # no measured cost, 0.1 % more bytes (docs/benchmarks.md). "veryfast" encodes speckle 2.5x
+    # faster than the default preset at the same error.
     data = write_video(
-        frames, fps=fps, codec="libx264", container="mp4", crf=18, threads=1, preset="veryfast"
+        frames,
+        fps=fps,
+        codec="libx264",
+        container="mp4",
+        crf=18,
+        threads=1,
+        preset="veryfast",
+        options=X264_DETERMINISTIC,
     )
     atomic_write(path, data)
 
