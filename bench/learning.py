@@ -69,6 +69,7 @@ from learning_lib import (  # noqa: E402
     load_split,
     mean_over_seeds,
     parse_kv,
+    stream_split,
     summary,
     table,
 )
@@ -89,12 +90,19 @@ OUT_DIR = ROOT / "bench" / "out" / "learning"
 _DATA: dict[tuple[str, str, int], dict[str, Any]] = {}
 
 
-def load_data(shards: str, eval_splits: str, mc: Any) -> dict[str, Any]:
-    """Train and held-out splits, tokenised (a WordPiece trained on the train reports); cached per process."""
-    key = (shards, eval_splits, int(mc.tokenizer_vocab))
+def load_data(
+    shards: str, eval_splits: str, mc: Any, stream: str | None = None, cfg: Any = None
+) -> dict[str, Any]:
+    """Train and held-out splits, tokenised (a WordPiece trained on the train reports); cached per process.
+
+    ``stream="N"`` or ``"N,seed"``: the training set is N synthetic studies rendered as the
+    production stream renders them (``echoprime.data.stream``, seed default 1), not the shards'
+    train split; the held-out splits stay the shards'.
+    """
+    key = (shards, eval_splits, int(mc.tokenizer_vocab), stream, float(mc.number_step))
     if key not in _DATA:
         t0 = time.perf_counter()
-        tr = load_split(shards, "train")
+        tr = load_split(shards, "train") if not stream else stream_split(shards, stream, cfg)
         ev = concat([load_split(shards, s) for s in eval_splits.split(",")])
         with tempfile.TemporaryDirectory() as tmp:
             build_tokenizer(mc.model_dump(), tr["report"], tmp)
@@ -129,7 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     overrides += [f"model.{k}={v}" for k, v in parse_kv(args.model).items()]
     cfg = load_config(args.config, overrides)
     tc, mc = cfg.train, cfg.model
-    d = load_data(args.shards, args.eval_splits, mc)
+    d = load_data(args.shards, args.eval_splits, mc, args.stream, cfg)
     tr, ev, spec, dev = d["tr"], d["ev"], d["spec"], args.device
     video_kw = {"frames": int(spec["frames"]), "size": int(spec["size"]), **parse_kv(args.video)}
     text_kw = {"vocab_size": d["vocab"], **parse_kv(args.text)}
@@ -278,6 +286,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text", help="text builder overrides, e.g. hidden=64,token_dropout=0.2")
     p.add_argument("--aug", help="augmentation overrides, e.g. shift=2,noise=0.1,reverse=0.5,brightness=0.1")
     p.add_argument("--sampler", default="random", choices=["random", "study", "grouped"])
+    p.add_argument(
+        "--stream",
+        help="train on N freshly rendered synthetic studies instead of the train split: N or N,seed "
+        "(the production stream, echoprime.data.stream; seed default 1)",
+    )
     p.add_argument("--aux", help="clip_aux loss weights and head sharing, e.g. video=1,text=1,shared=1")
     p.add_argument(
         "--objective",

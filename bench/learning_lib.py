@@ -117,6 +117,39 @@ def load_split(shards: str, split: str) -> dict[str, Any]:
     }
 
 
+def stream_split(shards: str, stream: str, cfg: Any) -> dict[str, Any]:
+    """A training split of ``N`` stream studies (``"N"`` or ``"N,seed"``), in :func:`load_split`'s
+    shape, rendered at the shards' spec with the config's synth shape (as pretraining does)."""
+    from echoprime.data.stream import stream_rows
+    from echoprime.preprocess import PreprocessSpec
+
+    n, _, seed = stream.partition(",")
+    rows = stream_rows(
+        range(int(n)),
+        seed=int(seed or 1),
+        spec=PreprocessSpec.from_dict(read_manifest(shards).spec),
+        min_videos=cfg.synth.min_videos,
+        max_videos=cfg.synth.max_videos,
+        frames=cfg.synth.frames,
+        size=cfg.synth.size,
+        clips_per_video=cfg.ingest.clips_per_video,
+    )
+    studies, views = rows["study_id"].tolist(), rows["view"].tolist()
+    labels: dict[str, dict[str, float]] = {}
+    seen: dict[str, set[str]] = {}
+    for st, v, lab in zip(studies, views, rows["labels"].tolist(), strict=True):
+        labels.setdefault(st, json.loads(lab))
+        seen.setdefault(st, set()).add(v)
+    return {
+        "clip": rows["clip"],
+        "study": studies,
+        "view": views,
+        "report": rows["report"].tolist(),
+        "labels": labels,
+        "views": seen,
+    }
+
+
 def concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
     out = {
         "clip": np.concatenate([p["clip"] for p in parts]),

@@ -59,6 +59,11 @@ class SynthCfg(_Cfg):
     frames: int = Field(default=32, ge=2)
     size: int = Field(default=112, ge=16, le=1024)
     format: Literal["mp4", "dicom", "both"] = "mp4"
+    test_studies: int = Field(default=0, ge=0)
+    """0: the ``studies`` are split train/val/test (0.7/0.15/0.15) by patient. > 0: the cohort also
+    holds this many test studies from a separate seed namespace (ids ``s{seed}_t{index:06d}``,
+    all split ``test``; no ordinary study of any seed, nor a synthetic stream, can draw them) and
+    the ``studies`` are split train/val only (docs/synthetic-data.md)."""
 
     @model_validator(mode="after")
     def _videos(self) -> SynthCfg:
@@ -189,6 +194,20 @@ class TrainCfg(_Cfg):
     findings. Needs ``model.label_heads``."""
 
 
+class StreamCfg(_Cfg):
+    """Pretraining on synthetic studies rendered on the fly (``echoprime.data.stream``)."""
+
+    studies: int = Field(default=0, ge=0)
+    """0: pretrain on the shards' train split; > 0: on this many freshly rendered studies (shape
+    from ``synth``, clips at the shards' spec), each seen once over the run's ``train.epochs``
+    (the stream is one pass cut into that many parts, validation after each)."""
+    seed: int = Field(default=1, ge=0)
+    """The stream's seed; must differ from the top-level ``seed`` of the stored cohort, whose
+    validation studies it would otherwise replay."""
+    studies_per_task: int = Field(default=4, ge=1)
+    """Studies rendered by one Ray Data task (one block of rows)."""
+
+
 class ViewsCfg(_Cfg):
     """View classifier training (``echoprime train-views``)."""
 
@@ -247,11 +266,21 @@ class EchoPrimeConfig(_Cfg):
     ingest: IngestCfg = IngestCfg()
     model: ModelCfg = ModelCfg()
     train: TrainCfg = TrainCfg()
+    stream: StreamCfg = StreamCfg()
     views: ViewsCfg = ViewsCfg()
     mil: MilCfg = MilCfg()
     bank: BankCfg = BankCfg()
     interpret: InterpretCfg = InterpretCfg()
     serve: ServeCfg = ServeCfg()
+
+    @model_validator(mode="after")
+    def _stream_seed(self) -> EchoPrimeConfig:
+        if self.stream.studies > 0 and self.stream.seed == self.seed:
+            raise ValueError(
+                f"stream.seed ({self.stream.seed}) equals seed ({self.seed}): the stream would replay the "
+                "stored cohort's studies, validation ones included; choose another stream.seed"
+            )
+        return self
 
     @model_validator(mode="after")
     def _label_heads(self) -> EchoPrimeConfig:

@@ -74,6 +74,34 @@ def _tokenize(batch: dict[str, Any], tokenizer: Any, seed: int) -> dict[str, Any
     }
 
 
+def _render_stream(batch: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    """Ray Data map: study indices -> rendered clip rows (``echoprime.data.stream``)."""
+    from echoprime.data.stream import stream_rows
+
+    return stream_rows(batch["id"], **kw)
+
+
+def _stream_dataset(cfg: EchoPrimeConfig, spec: dict[str, Any]):
+    """``cfg.stream.studies`` synthetic studies rendered by Ray Data tasks, as shard-like rows."""
+    import ray
+
+    from echoprime.preprocess import PreprocessSpec
+
+    n, per = cfg.stream.studies, cfg.stream.studies_per_task
+    kw = {
+        "seed": cfg.stream.seed,
+        "spec": PreprocessSpec.from_dict(spec),
+        "min_videos": cfg.synth.min_videos,
+        "max_videos": cfg.synth.max_videos,
+        "frames": cfg.synth.frames,
+        "size": cfg.synth.size,
+        "clips_per_video": cfg.ingest.clips_per_video,
+    }
+    return ray.data.range(n, override_num_blocks=max(1, math.ceil(n / per))).map_batches(
+        _render_stream, fn_kwargs=kw, batch_size=per
+    )
+
+
 def _read_split(files: list[str]):
     import ray
 
@@ -148,6 +176,10 @@ def _train_fn(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
 
     shard = ray.train.get_dataset_shard("train")
+    # A synthetic stream is one pass over fresh studies cut into train.epochs parts: one iterator
+    # for the whole run (each epoch takes the next steps_per_epoch batches). A restarted run
+    # starts the stream from its beginning again.
+    stream_batches = None
     dtypes = {
         "clip": torch.uint8,
         "input_ids": torch.long,
@@ -188,20 +220,22 @@ def _train_fn(config: dict[str, Any]) -> None:
                 )
             return False
 
+        batches = shard.iter_torch_batches(
+            batch_size=tc["batch_size"],
+            dtypes=dtypes,
+            drop_last=True,
+            local_shuffle_buffer_size=tc["shuffle_buffer"] or None,
+            local_shuffle_seed=config["seed"] + state["epoch"] * 97 + rank if tc["shuffle_buffer"] else None,
+        )
+        if config.get("stream"):
+            stream_batches = stream_batches or iter(batches)
+            batches = stream_batches
         stats = train_one_epoch(
             model,
             loss_fn,
             opt,
             sched,
-            shard.iter_torch_batches(
-                batch_size=tc["batch_size"],
-                dtypes=dtypes,
-                drop_last=True,
-                local_shuffle_buffer_size=tc["shuffle_buffer"] or None,
-                local_shuffle_seed=config["seed"] + state["epoch"] * 97 + rank
-                if tc["shuffle_buffer"]
-                else None,
-            ),
+            batches,
             device,
             spec=spec,
             autocast_dtype=autocast,
@@ -348,13 +382,23 @@ def run_pretrain(
             f"a run named {tc.run_name!r} already exists at {storage_uri}; pass --resume to continue it, "
             f"or set train.run_name=<new name>"
         )
-    n_train = manifest.rows["train"]
-    per_worker = n_train // tc.num_workers
-    steps_per_epoch = per_worker // tc.batch_size
+    stream = cfg.stream.studies > 0
+    if stream:
+        from echoprime.data.stream import min_stream_clips
+
+        # Each study has at least synth.min_videos videos; the stream is split equally between
+        # the workers, so every worker has at least this many clips in its part of one pass.
+        n_train = min_stream_clips(cfg.stream.studies, cfg.synth.min_videos, cfg.ingest.clips_per_video)
+        steps_per_epoch = n_train // tc.num_workers // tc.batch_size // tc.epochs
+    else:
+        n_train = manifest.rows["train"]
+        steps_per_epoch = n_train // tc.num_workers // tc.batch_size
     if steps_per_epoch < 1:
+        what = f"{cfg.stream.studies} stream studies hold" if stream else "the train split has"
         raise ValueError(
-            f"the train split has {n_train} clips: too few for {tc.num_workers} workers x batch {tc.batch_size} "
-            f"(lower train.batch_size or train.num_workers, or ingest more studies)"
+            f"{what} {n_train} clips: too few for {tc.num_workers} workers x batch {tc.batch_size}"
+            + (f" x {tc.epochs} epochs" if stream else "")
+            + " (lower train.batch_size or train.num_workers, or use more studies)"
         )
     total_steps = steps_per_epoch * tc.epochs
     if tc.max_steps is not None:
@@ -386,7 +430,7 @@ def run_pretrain(
                     cfg.ray.resource_wait_s,
                     f"pretraining ({tc.num_workers} workers)",
                 )
-                train_ds = _read_split(train_files).map_batches(
+                train_ds = (_stream_dataset(cfg, spec) if stream else _read_split(train_files)).map_batches(
                     _tokenize, fn_kwargs={"tokenizer": tokenizer, "seed": cfg.seed}, batch_size=64
                 )
                 val_ds = _read_split(val_files).map_batches(
@@ -394,7 +438,9 @@ def run_pretrain(
                 )
                 bytes_est = n_train * math.prod(manifest.clip_shape)
                 store = ray.available_resources().get("object_store_memory", 0)
-                if tc.materialize == "always" or (tc.materialize == "auto" and bytes_est < store / 3):
+                if not stream and (
+                    tc.materialize == "always" or (tc.materialize == "auto" and bytes_est < store / 3)
+                ):
                     # Small sets are held in memory: the pipeline then runs once instead of every epoch,
                     # and nothing competes with the workers for the few CPUs (ray-facts.md 3).
                     train_ds = train_ds.materialize()
@@ -414,6 +460,7 @@ def run_pretrain(
                             "config_dict": cfg.to_dict(),
                             "progress": progress,
                             "fault": fault,
+                            "stream": stream,
                         },
                         scaling_config=ScalingConfig(
                             num_workers=tc.num_workers,
@@ -468,7 +515,8 @@ def run_pretrain(
             "planned_steps": total_steps,
             "epochs": len(epochs),
             "stopped_on_budget": bool(st["extra"].get("stopped_on_budget", False)),
-            "train_clips": n_train,
+            "train_clips": n_train,  # a stream's lower bound (its studies' minimum videos)
+            "stream_studies": cfg.stream.studies,
             "loss_first": first.get("loss"),
             "loss_last": last.get("loss"),
             "val_v2t_r@1": last.get("val_v2t_r@1"),

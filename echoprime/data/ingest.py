@@ -135,6 +135,24 @@ def _norm(p: str) -> str:
     return posixpath.normpath(p.replace(os.sep, "/")).lstrip("./") if p else p
 
 
+def video_clips(
+    frames: np.ndarray, spec: PreprocessSpec, clips_per_video: int = 1
+) -> list[tuple[int, np.ndarray]]:
+    """``(offset, clip)`` of one decoded video: ``clips_per_video`` evenly spaced windows, each
+    masked to the detected sector, cropped and scaled (:func:`preprocess_uint8`), uint8 ``T x S x S x 3``.
+
+    The one place where a video becomes training clips: ingest (from files) and the synthetic
+    stream (from rendered frames) both call it, so they make the same clips of the same frames.
+    """
+    from echoprime.sector import sector_mask
+
+    window = (spec.frames - 1) * spec.stride + 1
+    last = max(0, int(frames.shape[0]) - window)
+    offsets = sorted({int(round(x)) for x in np.linspace(0, last, clips_per_video)})
+    sector = sector_mask(frames) if spec.mask else None
+    return [(off, preprocess_uint8(frames, spec, offset=off, sector=sector)) for off in offsets]
+
+
 def _check_split(value: Any, source: str, i: int) -> str | None:
     if value in (None, ""):
         return None
@@ -231,20 +249,14 @@ class FileDecoder:
         rel = self.relpath(uri)
         study_id, view, split, info = self.index.resolve(rel, vid.meta, _patient_hint(data, vid.meta))
         n_src = int(vid.frames.shape[0])
-        window = (self.spec.frames - 1) * self.spec.stride + 1
-        last = max(0, n_src - window)
-        offsets = sorted({int(round(x)) for x in np.linspace(0, last, self.clips_per_video)})
-        from echoprime.sector import sector_mask
-
-        sector = sector_mask(vid.frames) if self.spec.mask else None
         base = posixpath.splitext(rel)[0].replace("/", "__")
+        clips = video_clips(vid.frames, self.spec, self.clips_per_video)
         rows = []
-        for k, off in enumerate(offsets):
-            clip = preprocess_uint8(vid.frames, self.spec, offset=off, sector=sector)
+        for k, (off, clip) in enumerate(clips):
             rows.append(
                 {
                     "study_id": study_id,
-                    "video_id": base if len(offsets) == 1 else f"{base}#{k}",
+                    "video_id": base if len(clips) == 1 else f"{base}#{k}",
                     "source_uri": uri,
                     "view": view,
                     "clip": clip,

@@ -1,0 +1,79 @@
+"""Synthetic training data that never runs out: studies rendered on the fly, as shard rows.
+
+Study ``i`` of a stream is ``make_study(seed, i)`` (:mod:`echoprime.synth.cohort`), rendered at
+the synthetic cohort's size and made into clips by :func:`echoprime.data.ingest.video_clips`,
+the function ingest applies to a decoded file: a stream row is an ingested row of the same study
+minus the video codec. Nothing is written, decoded or stored, so a run can see thousands of
+studies, each once, for the cost of rendering them (docs/learning.md: with ~200 stored studies
+both towers memorise; with more the findings generalise).
+
+The rows carry the columns pretraining reads from shards (:data:`STREAM_COLUMNS`), so they go
+through the same tokenising map and ``get_dataset_shard`` path as file shards
+(``ray_jobs/pretrain.py``). A stream is a pure function of its seed and the study indices;
+its seed must differ from the stored cohort's (whose validation studies it would replay), and
+the held-out test studies come from a namespace ``make_study(seed, index)`` never draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from echoprime.preprocess import PreprocessSpec
+
+STREAM_COLUMNS: tuple[str, ...] = ("clip", "study_id", "view", "report", "labels")
+"""What a stream row holds: the shard columns pretraining, view training and attention fitting read."""
+
+
+def stream_rows(
+    indices: Iterable[int],
+    *,
+    seed: int,
+    spec: PreprocessSpec,
+    min_videos: int,
+    max_videos: int,
+    frames: int,
+    size: int,
+    clips_per_video: int = 1,
+) -> dict[str, np.ndarray]:
+    """Render studies ``indices`` of stream ``seed`` into clip rows (one per clip, study by study).
+
+    Args:
+        indices: study indices (non-negative).
+        seed: the stream's seed.
+        spec: preprocessing of a clip (the shards' spec, so stream and stored clips match).
+        min_videos, max_videos, frames, size: the synthetic studies' shape (``synth`` config).
+        clips_per_video: clips per video, as at ingest.
+
+    Returns:
+        ``{"clip": N x T x S x S x 3 uint8, "study_id", "view", "report", "labels" (JSON)}``,
+        the last four as object arrays of ``str``.
+    """
+    from echoprime.data.ingest import video_clips
+    from echoprime.data.shards import dump_labels
+    from echoprime.synth.cohort import make_study
+
+    clips: list[np.ndarray] = []
+    cols: dict[str, list[str]] = {k: [] for k in STREAM_COLUMNS[1:]}
+    for i in indices:
+        study = make_study(
+            seed, int(i), min_videos=min_videos, max_videos=max_videos, frames=frames, size=size
+        )
+        report, labels = study.report.to_text(), dump_labels(study.labels())
+        for video in study.videos:
+            for _, clip in video_clips(video.frames, spec, clips_per_video):
+                clips.append(clip)
+                cols["study_id"].append(study.study_id)
+                cols["view"].append(video.view)
+                cols["report"].append(report)
+                cols["labels"].append(labels)
+    shape = (0, spec.frames, spec.size, spec.size, 3)
+    out: dict[str, Any] = {"clip": np.stack(clips) if clips else np.zeros(shape, np.uint8)}
+    return out | {k: np.array(v, dtype=object) for k, v in cols.items()}
+
+
+def min_stream_clips(n_studies: int, min_videos: int, clips_per_video: int = 1) -> int:
+    """The fewest clips ``n_studies`` stream studies can hold (every study has >= ``min_videos``)."""
+    return n_studies * min_videos * clips_per_video

@@ -1,0 +1,62 @@
+"""The synthetic training stream: a pure function of (seed, index), the clips ingest would make of
+the same study's files (less the codec), and a stream seed that cannot replay the stored cohort."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from echoprime.data.stream import STREAM_COLUMNS, min_stream_clips, stream_rows
+from echoprime.preprocess import PreprocessSpec
+
+SPEC = PreprocessSpec(size=32, frames=16, stride=2, crop_fraction=0.1, mask=True)
+SHAPE = {"min_videos": 2, "max_videos": 3, "frames": 32, "size": 64}
+
+
+def test_rows_are_a_pure_function_of_seed_and_index():
+    a = stream_rows([3, 4], seed=5, spec=SPEC, **SHAPE)
+    b = stream_rows([4], seed=5, spec=SPEC, **SHAPE)
+    assert set(a) == set(STREAM_COLUMNS)
+    assert a["clip"].dtype == np.uint8 and a["clip"].shape[1:] == (16, 32, 32, 3)
+    n3 = int((a["study_id"] == "s5_000003").sum())
+    assert 2 <= n3 <= 3 and len(a["clip"]) - n3 == len(b["clip"])  # study 4 alone renders the same rows
+    assert np.array_equal(a["clip"][n3:], b["clip"]) and list(a["report"][n3:]) == list(b["report"])
+    other = stream_rows([3], seed=6, spec=SPEC, **SHAPE)
+    assert set(other["study_id"]) == {"s6_000003"} and not np.array_equal(other["clip"][:2], a["clip"][:2])
+    labels = json.loads(a["labels"][0])
+    assert len(labels) == 21 and labels["ejection_fraction"] > 0
+    assert all(r.startswith("Left Ventricle:") for r in a["report"])
+    assert stream_rows([], seed=5, spec=SPEC, **SHAPE)["clip"].shape == (0, 16, 32, 32, 3)
+    assert min_stream_clips(10, 2) == 20 and min_stream_clips(10, 2, clips_per_video=2) == 40
+
+
+def test_stream_clip_equals_the_ingested_clip_of_a_lossless_file(tmp_path):
+    """Written as native RGB DICOM (no codec loss), read back and cut into clips as ingest does:
+    the same bytes as the stream's row."""
+    from echoprime.data.ingest import video_clips
+    from echoprime.io import read_any
+    from echoprime.synth.cohort import make_study
+    from echoprime.synth.writers import write_dicom
+
+    rows = stream_rows([7], seed=9, spec=SPEC, **SHAPE)
+    study = make_study(9, 7, **SHAPE)
+    assert len(rows["clip"]) == len(study.videos)
+    for k, video in enumerate(study.videos):
+        path = tmp_path / f"v{k}.dcm"
+        write_dicom(path, video.frames, video.fps, study_uid="1.2.3", series_uid="1.2.3.4",
+                    sop_uid=f"1.2.3.4.{k}", patient_id="p", photometric="RGB")  # fmt: skip
+        vid = read_any(path.read_bytes(), name=path.name)
+        assert np.array_equal(vid.frames, video.frames)
+        ((off, clip),) = video_clips(vid.frames, SPEC)
+        assert off == 0 and np.array_equal(clip, rows["clip"][k]) and rows["view"][k] == video.view
+    assert rows["report"][0] == study.report.to_text()
+
+
+def test_stream_seed_must_differ_from_the_cohort_seed():
+    from echoprime.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="stream.seed \\(0\\) equals seed \\(0\\)"):
+        load_config("configs/tiny-cpu.yaml", ["seed=0", "stream.studies=10", "stream.seed=0"])
+    assert load_config("configs/tiny-cpu.yaml", ["stream.studies=10", "stream.seed=7"]).stream.studies == 10
