@@ -80,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
-    cfg = load_config(args.config, [f"synth.studies={args.studies}"])
+    # --studies is the whole cohort: no separate test set on top of it
+    cfg = load_config(args.config, [f"synth.studies={args.studies}", "synth.test_studies=0"])
     res: dict = {"config": args.config, "studies": args.studies, "ingest": [], "pretrain": []}
     t_all = time.perf_counter()
     with ray_session(cfg.ray):

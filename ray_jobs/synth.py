@@ -6,10 +6,12 @@ its structured report and its labels. Studies are generated in parallel Ray task
 Ray (or serially with --no-ray); the same seed gives byte-identical files.
 
 Writes DIR/videos/..., DIR/manifest.parquet (one row per video) and DIR/studies.parquet (one
-row per study: report, labels, hidden diagnoses, split), the manifest last.
+row per study: report, labels, hidden diagnoses, split), the manifest last. With --test-studies N
+the cohort also holds N test studies from a separate seed namespace (docs/synthetic-data.md).
 
 Example:
   echoprime synth --studies 50 --out synth-out --format both --size 112
+  echoprime synth --studies 300 --test-studies 200 --out synth-out   # + a separate test set
 """
 
 from __future__ import annotations
@@ -42,6 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--frames", type=int, default=None, help="frames per video (default: synth.frames)")
     p.add_argument(
+        "--test-studies",
+        type=int,
+        default=None,
+        help="also make N test studies from a separate seed namespace (all split test; the "
+        "--studies are then split train/val only; default: synth.test_studies)",
+    )
+    p.add_argument(
         "--no-ray", action="store_true", help="generate serially in this process instead of Ray tasks"
     )
     from echoprime.cli import add_config_arguments
@@ -59,20 +68,26 @@ def _cfg_from_args(args: argparse.Namespace) -> EchoPrimeConfig:
         ("format", args.format),
         ("size", args.size),
         ("frames", args.frames),
+        ("test_studies", args.test_studies),
     ):
         if val is not None:
             overrides.append(f"{'seed' if key == 'seed' else 'synth.' + key}={val}")
     if args.studies is not None and args.studies < 1:
         raise ValueError(f"--studies must be at least 1, got {args.studies}")
+    if args.test_studies is not None and args.test_studies < 0:
+        raise ValueError(f"--test-studies must be non-negative, got {args.test_studies}")
     args.overrides = overrides
     return resolve_config(args)
 
 
-def _make_chunk(seed: int, indices: list[int], out_dir: str, synth: dict[str, Any]) -> list[dict]:
+def _make_chunk(
+    seed: int, indices: list[tuple[int, bool]], out_dir: str, synth: dict[str, Any]
+) -> list[dict]:
+    """Make and write the studies ``(index, test)`` of one chunk; returns their manifest rows."""
     from echoprime.synth.cohort import make_study, write_study
 
     rows: list[dict] = []
-    for i in indices:
+    for i, test in indices:
         study = make_study(
             seed,
             i,
@@ -80,13 +95,16 @@ def _make_chunk(seed: int, indices: list[int], out_dir: str, synth: dict[str, An
             max_videos=synth["max_videos"],
             frames=synth["frames"],
             size=synth["size"],
+            test=test,
+            separate_test=synth.get("test_studies", 0) > 0,
         )
         rows.extend(write_study(study, out_dir, fmt=synth["format"]))
     return rows
 
 
 def generate(cfg: EchoPrimeConfig, out: str | Path, use_ray: bool = True, chunk: int = 4) -> dict[str, Any]:
-    """Generate ``cfg.synth.studies`` studies into ``out``; returns headline numbers.
+    """Generate ``cfg.synth.studies`` studies (and ``cfg.synth.test_studies`` of the separate
+    test set) into ``out``; returns headline numbers.
 
     Inside a running Ray (or with ``use_ray``) studies are made by Ray tasks in chunks; the
     manifest is written by the driver once every study is on disk.
@@ -94,11 +112,11 @@ def generate(cfg: EchoPrimeConfig, out: str | Path, use_ray: bool = True, chunk:
     from echoprime.runlog import ensure_writable_dir
 
     out_dir = ensure_writable_dir(out)
-    from echoprime.synth.cohort import write_manifest
+    from echoprime.synth.cohort import cohort_plan, write_manifest
 
     synth = cfg.synth.model_dump()
-    n = cfg.synth.studies
-    chunks = [list(range(s, min(n, s + chunk))) for s in range(0, n, chunk)]
+    plan = cohort_plan(cfg.synth.studies, cfg.synth.test_studies)
+    chunks = [plan[s : s + chunk] for s in range(0, len(plan), chunk)]
     t0 = time.perf_counter()
     rows: list[dict] = []
     if use_ray:

@@ -6,6 +6,12 @@ parasternal long axis), with its structured report and its labels. Study ``index
 ``seed`` draws everything from ``np.random.default_rng([seed, index])``, so studies can be made
 in parallel, in any order, and the same seed gives byte-identical files.
 
+A cohort may also hold a separate **test set** (``test_studies``): studies drawn from their own
+namespace, ``np.random.default_rng([seed, index, TEST_NAMESPACE])`` with ids ``p{seed}_t{index:06d}``
+/ ``s{seed}_t{index:06d}``, which no ordinary study of any seed can reach (see :func:`study_rng`).
+Every one of them is in split ``test``, and the ordinary studies are then split between ``train``
+and ``val`` only, so a training stream made of ordinary studies never sees a test study.
+
 Layout of a written cohort::
 
     out_dir/videos/<study_id>/<video_id>.mp4 | .dcm
@@ -35,6 +41,13 @@ from echoprime.taxonomy import DOPPLER_VIEWS, VIEWS
 
 FORMATS = ("mp4", "dicom", "both")
 SPLITS = ("train", "val", "test")
+SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+"""Train / val / test shares of the ordinary studies of a cohort without a separate test set."""
+TEST_NAMESPACE = 0x7E57
+"""Third word of a test study's rng key ``[seed, index, TEST_NAMESPACE]``; non-zero, so no
+two-word key ``[seed, index]`` of an ordinary study equals it (see :func:`study_rng`)."""
+MAX_KEY = 2**32
+"""Seeds and indices must be below this: each is one 32-bit word of the rng key."""
 APICAL_VIEWS = ("A2C", "A3C", "A4C", "A5C")
 # How often a sonographer records each view (relative weights).
 VIEW_WEIGHTS: dict[str, float] = {
@@ -82,10 +95,11 @@ class SynthStudy:
         state: the patient.
         videos: the rendered clips (``video.view`` names each one's view).
         report: the structured report (never mentions the hidden diagnoses).
-        split: ``train`` / ``val`` / ``test``, by patient.
+        split: ``train`` / ``val`` / ``test``, by patient (``test`` for every test study).
         dicom_variant: per video, an index into :data:`DICOM_VARIANTS` used when it is
             written as DICOM.
         as_dicom: per video, whether it is written as DICOM in a mixed (``both``) archive.
+        test: a study of the cohort's separate test set (its own rng namespace and ids).
     """
 
     seed: int
@@ -96,6 +110,7 @@ class SynthStudy:
     split: str
     dicom_variant: list[int]
     as_dicom: list[bool]
+    test: bool = False
 
     @property
     def study_id(self) -> str:
@@ -133,25 +148,70 @@ def _weights(pool) -> np.ndarray:
     return w / w.sum()
 
 
-def study_ids(seed: int, index: int) -> tuple[str, str]:
-    """Patient and study id of study ``index`` of cohort ``seed``."""
-    return f"p{seed}_{index:06d}", f"s{seed}_{index:06d}"
+def study_ids(seed: int, index: int, *, test: bool = False) -> tuple[str, str]:
+    """Patient and study id of study ``index`` of cohort ``seed`` (``test``: of its separate test
+    set; the ``t`` before the index keeps the two kinds of ids apart)."""
+    t = "t" if test else ""
+    return f"p{seed}_{t}{index:06d}", f"s{seed}_{t}{index:06d}"
+
+
+def study_rng(seed: int, index: int, *, test: bool = False) -> np.random.Generator:
+    """The generator study ``index`` of cohort ``seed`` draws everything from.
+
+    Ordinary studies: ``default_rng([seed, index])``; test studies: ``default_rng([seed, index,
+    TEST_NAMESPACE])``. NumPy's ``SeedSequence`` reads a key as 32-bit words and treats missing
+    trailing words as zeros (``[s, i]`` is ``[s, i, 0]``), so with ``seed`` and ``index`` each
+    one word (below :data:`MAX_KEY`, which :func:`make_study` enforces) an ordinary key never
+    has a non-zero third word, and no ordinary study of any seed draws a test study's numbers.
+
+    Raises:
+        ValueError: ``seed`` or ``index`` negative or not below :data:`MAX_KEY`.
+    """
+    if not (0 <= seed < MAX_KEY and 0 <= index < MAX_KEY):
+        raise ValueError(
+            f"seed and index must be non-negative and below 2**32, got seed={seed}, index={index}"
+        )
+    return np.random.default_rng([seed, index, TEST_NAMESPACE] if test else [seed, index])
+
+
+def ordinary_split(patient_id: str, *, separate_test: bool = False) -> str:
+    """Split of an ordinary study's patient: :data:`SPLIT_FRACTIONS` by the patient hash, or with
+    ``separate_test`` (the cohort has its own test set) train / val only, their shares
+    renormalised (0.7 / 0.15 -> 0.8235 / 0.1765) by the same hash."""
+    if not separate_test:
+        return assign_split(patient_id, SPLIT_FRACTIONS)
+    train = SPLIT_FRACTIONS[0] / (SPLIT_FRACTIONS[0] + SPLIT_FRACTIONS[1])
+    return "train" if assign_split(patient_id, (train, 1.0 - train, 0.0)) == "train" else "val"
 
 
 def make_study(
-    seed: int, index: int, *, min_videos: int = 6, max_videos: int = 20, frames: int = 32, size: int = 112
+    seed: int,
+    index: int,
+    *,
+    min_videos: int = 6,
+    max_videos: int = 20,
+    frames: int = 32,
+    size: int = 112,
+    test: bool = False,
+    separate_test: bool = False,
 ) -> SynthStudy:
     """Make study ``index`` of cohort ``seed`` (state, clips, report, split) in memory.
 
+    Args:
+        test: a study of the cohort's separate test set (its own rng namespace and ids, split
+            ``test``), not an ordinary one.
+        separate_test: for an ordinary study, the cohort has a separate test set, so the study is
+            split between train and val only (:func:`ordinary_split`).
+
     Raises:
-        ValueError: negative seed or index, or an empty/inverted video-count range.
+        ValueError: seed or index negative or not below 2**32, or an empty/inverted video-count range.
     """
     if seed < 0 or index < 0:
         raise ValueError(f"seed and index must be non-negative, got seed={seed}, index={index}")
     if not 1 <= min_videos <= max_videos:
         raise ValueError(f"need 1 <= min_videos <= max_videos, got {min_videos}, {max_videos}")
-    rng = np.random.default_rng([seed, index])
-    patient_id, study_id = study_ids(seed, index)
+    rng = study_rng(seed, index, test=test)
+    patient_id, study_id = study_ids(seed, index, test=test)
     state = sample_state(rng, patient_id, study_id)
     report = compose_report(state, np.random.default_rng(rng.integers(0, 2**63 - 1)))
     n = int(rng.integers(min_videos, max_videos + 1))
@@ -163,11 +223,13 @@ def make_study(
         render_video(state, v, np.random.default_rng(int(s)), frames=frames, size=size)
         for v, s in zip(views, video_seeds, strict=True)
     ]
-    return SynthStudy(seed, index, state, videos, report, assign_split(patient_id), variants, as_dicom)
+    split = "test" if test else ordinary_split(patient_id, separate_test=separate_test)
+    return SynthStudy(seed, index, state, videos, report, split, variants, as_dicom, test)
 
 
 def _uid(study: SynthStudy, *parts: str) -> str:
-    return generate_uid(entropy_srcs=["echoprime.synth", str(study.seed), str(study.index), *parts])
+    key = [str(study.seed), str(study.index)] + (["test"] if study.test else [])
+    return generate_uid(entropy_srcs=["echoprime.synth", *key, *parts])
 
 
 def write_study(study: SynthStudy, out_dir: str | Path, fmt: str = "mp4") -> list[dict[str, Any]]:
@@ -281,6 +343,11 @@ def write_manifest(rows: list[dict[str, Any]], out_dir: str | Path) -> None:
     atomic_write(out / "manifest.parquet", _parquet_bytes(manifest))
 
 
+def cohort_plan(n_studies: int, test_studies: int = 0) -> list[tuple[int, bool]]:
+    """The ``(index, test)`` pairs a cohort is made of: the ordinary studies, then the test set."""
+    return [(i, False) for i in range(n_studies)] + [(i, True) for i in range(test_studies)]
+
+
 def generate_cohort(
     out_dir: str | Path,
     n_studies: int,
@@ -292,28 +359,37 @@ def generate_cohort(
     *,
     min_videos: int = 6,
     max_videos: int = 20,
+    test_studies: int = 0,
 ) -> list[dict[str, Any]]:
     """Make and write ``n_studies`` studies serially, then the manifests; returns the rows.
+
+    With ``test_studies > 0`` the cohort also holds that many studies of its separate test set
+    (all split ``test``) and the ordinary studies are split between train and val only.
 
     A manifest left by an earlier run is removed first, so an interrupted run never looks
     complete.
 
     Raises:
-        ValueError: ``n_studies < 1`` or bad study parameters.
+        ValueError: ``n_studies < 1``, ``test_studies < 0`` or bad study parameters.
     """
     if n_studies < 1:
         raise ValueError(f"n_studies must be at least 1, got {n_studies}")
+    if test_studies < 0:
+        raise ValueError(f"test_studies must be non-negative, got {test_studies}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     (out / "manifest.parquet").unlink(missing_ok=True)
-    indices = range(n_studies)
+    todo = cohort_plan(n_studies, test_studies)
     if progress:
         from tqdm import tqdm
 
-        indices = tqdm(indices, desc="synth", unit="study")
+        todo = tqdm(todo, desc="synth", unit="study")
     rows: list[dict[str, Any]] = []
-    for i in indices:
-        study = make_study(seed, i, min_videos=min_videos, max_videos=max_videos, frames=frames, size=size)
+    for i, test in todo:
+        study = make_study(
+            seed, i, min_videos=min_videos, max_videos=max_videos, frames=frames, size=size,
+            test=test, separate_test=test_studies > 0,
+        )  # fmt: skip
         rows.extend(write_study(study, out, fmt=fmt))
     write_manifest(rows, out)
     return rows

@@ -71,7 +71,14 @@ def archive(tmp_path_factory, tiny_cfg, real_echo_dir):
 
     root = tmp_path_factory.mktemp("archive")
     cfg = tiny_cfg.replace(
-        synth={**tiny_cfg.synth.model_dump(), "studies": 6, "size": 64, "format": "both", "max_videos": 8}
+        synth={
+            **tiny_cfg.synth.model_dump(),
+            "studies": 6,
+            "size": 64,
+            "format": "both",
+            "max_videos": 8,
+            "test_studies": 0,
+        }
     )
     generate(cfg, root, use_ray=True)
     bad = _bad_files(root / "incoming" / "bad")

@@ -186,3 +186,109 @@ def test_bad_arguments(tmp_path):
         generate_cohort(tmp_path, 0)
     with pytest.raises(ValueError, match="at least one row"):
         write_manifest([], tmp_path)
+
+
+def test_test_studies_have_their_own_namespace():
+    """A test study's ids and generator belong to no ordinary study of any seed."""
+    t = make_study(3, 0, test=True, **TINY)
+    assert (t.patient_id, t.study_id, t.split, t.test) == ("p3_t000000", "s3_t000000", "test", True)
+    assert t.video_id(0) == "s3_t000000_v00"
+    again = make_study(3, 0, test=True, **TINY)
+    assert t.report.to_text() == again.report.to_text()
+    assert all(np.array_equal(a.frames, b.frames) for a, b in zip(t.videos, again.videos, strict=True))
+    # ids: an ordinary id is p{seed}_{digits}, so no ordinary index of any seed spells a test id
+    ordinary = {cohort.study_ids(s, i)[k] for s in range(5) for i in range(300) for k in (0, 1)}
+    tests = {cohort.study_ids(s, i, test=True)[k] for s in range(5) for i in range(300) for k in (0, 1)}
+    assert not ordinary & tests and all("_t" in x for x in tests)
+    # rngs: NumPy pads a key with zero words ([s, i] == [s, i, 0]), so the third word must be non-zero
+    assert cohort.TEST_NAMESPACE % 2**32 != 0
+    assert np.array_equal(np.random.default_rng([3, 5]).random(4), np.random.default_rng([3, 5, 0]).random(4))
+    first = lambda g: tuple(g.integers(0, 2**63 - 1, size=4))  # noqa: E731
+    seen = {
+        first(cohort.study_rng(s, i)) for s in range(4) for i in list(range(200)) + [cohort.TEST_NAMESPACE]
+    }
+    drawn = {first(cohort.study_rng(s, i, test=True)) for s in range(4) for i in range(200)}
+    assert len(drawn) == 800 and not seen & drawn
+    # the index that would make [seed, index] spell a test key is refused
+    for bad in (2**32, 2**32 * cohort.TEST_NAMESPACE):
+        with pytest.raises(ValueError, match="below 2\\*\\*32"):
+            make_study(3, bad, **TINY)
+        with pytest.raises(ValueError, match="below 2\\*\\*32"):
+            make_study(bad, 0, **TINY)
+
+
+def test_ordinary_split_without_and_with_a_separate_test_set():
+    ids = [f"p0_{i:06d}" for i in range(3000)]
+    assert [cohort.ordinary_split(p) for p in ids] == [assign_split(p) for p in ids]
+    two = [cohort.ordinary_split(p, separate_test=True) for p in ids]
+    assert set(two) == {"train", "val"}
+    assert two.count("train") / len(ids) == pytest.approx(0.7 / 0.85, abs=0.03)
+    # the same hash: a patient in train of the three-way split stays in train
+    assert all(t == "train" for p, t in zip(ids, two, strict=True) if assign_split(p) == "train")
+
+
+def _split_counts(root: Path) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for s in pq.read_table(root / "studies.parquet").to_pylist():
+        out.setdefault(s["split"], []).append(s["study_id"])
+    return out
+
+
+def test_cohort_with_test_studies_is_reproducible_and_split_as_stated(tmp_path):
+    kw = dict(n_studies=12, seed=4, fmt="both", progress=False, test_studies=5, **TINY)
+    a = generate_cohort(tmp_path / "a", **kw)
+    b = generate_cohort(tmp_path / "b", **kw)
+    assert a == b
+    fa, fb = _files(tmp_path / "a"), _files(tmp_path / "b")
+    assert fa.keys() == fb.keys() and all(fa[k] == fb[k] for k in fa)
+    splits = _split_counts(tmp_path / "a")
+    assert sorted(splits["test"]) == [f"s4_t{i:06d}" for i in range(5)]
+    assert len(splits.get("train", [])) + len(splits.get("val", [])) == 12
+    for sid in splits.get("train", []) + splits.get("val", []):
+        assert "_t" not in sid
+    # the ordinary studies are the same studies as without a test set, split train/val only
+    plain = generate_cohort(tmp_path / "c", **{**kw, "test_studies": 0})
+    with_test = {r["video_id"]: r for r in a}
+    for r in plain:
+        other = with_test[r["video_id"]]
+        assert {k: v for k, v in other.items() if k != "split"} == {
+            k: v for k, v in r.items() if k != "split"
+        }
+        assert other["split"] == cohort.ordinary_split(r["patient_id"], separate_test=True)
+    # DICOM UIDs of test study i differ from those of ordinary study i
+    uids = {}
+    for r in a:
+        if r["format"] == "dicom":
+            uids.setdefault(r["study_id"], pydicom.dcmread(tmp_path / "a" / r["path"]).StudyInstanceUID)
+    assert len(set(uids.values())) == len(uids)
+
+
+def test_synth_job_with_test_studies_matches_the_serial_cohort(tmp_path):
+    """ray_jobs.synth.generate (its chunked path, without Ray here) writes the same files as generate_cohort."""
+    from echoprime.config import EchoPrimeConfig
+    from ray_jobs.synth import generate
+
+    cfg = EchoPrimeConfig().replace(
+        seed=6,
+        synth=dict(studies=6, test_studies=3, min_videos=3, max_videos=5, frames=4, size=32, format="mp4"),
+    )
+    res = generate(cfg, tmp_path / "job", use_ray=False, chunk=4)
+    assert res["studies"] == 9 and res["splits"]["test"] == 3
+    assert sum(v for k, v in res["splits"].items() if k != "test") == 6
+    generate_cohort(tmp_path / "serial", 6, seed=6, progress=False, test_studies=3, **TINY)
+    fa, fb = _files(tmp_path / "job"), _files(tmp_path / "serial")
+    fa = {k: v for k, v in fa.items() if k != "config.yaml"}
+    assert fa.keys() == fb.keys() and all(fa[k] == fb[k] for k in fa)
+
+
+def test_synth_cli_test_studies_flag():
+    import argparse
+
+    from ray_jobs.synth import _cfg_from_args, add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--out", "x", "--test-studies", "7", "--config", "configs/tiny-cpu.yaml"])
+    assert _cfg_from_args(args).synth.test_studies == 7
+    with pytest.raises(ValueError, match="test-studies"):
+        _cfg_from_args(p.parse_args(["--out", "x", "--test-studies", "-1"]))
