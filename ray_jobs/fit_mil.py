@@ -113,12 +113,13 @@ def run_fit_mil(
 
     from echoprime.bundle import write_mil_table
     from echoprime.data.shards import validate_split
+    from echoprime.eval.views import visibility_alignment
     from echoprime.models import create_model
     from echoprime.models.mil import TableMIL, export_table
     from echoprime.staging import write_component
     from echoprime.synth.state import section_view_visibility
     from echoprime.taxonomy import MIL_SECTIONS, VIEWS
-    from echoprime.training.mil_fit import UniformMIL, fit_mil, pad_bags, section_retrieval, table_alignment
+    from echoprime.training.mil_fit import UniformMIL, fit_mil, pad_bags, section_retrieval
     from ray_jobs._embed import embed_splits
     from ray_jobs.common import configure_ray_data, ray_session
 
@@ -182,7 +183,7 @@ def run_fit_mil(
         table = truth if cfg.mil.mode == "table" else np.ones_like(truth)
         write_component(out, "mil", {"kind": "table", "table": "mil/mil_table.csv"})
     write_mil_table(out / "mil_table.csv", np.clip(table, 0.0, 1.0))
-    align = table_alignment(table, truth)
+    align = visibility_alignment(table, truth)
     metrics["alignment_with_visibility"] = align
     metrics["table"] = {
         "sections": list(MIL_SECTIONS),
@@ -199,6 +200,7 @@ def run_fit_mil(
         "val_section_r@1_visibility_table": round(truth_table["r@1"], 4),
         "alignment_auc": round(align["mean_auc"], 3),
         "alignment_correlation": round(align["mean_correlation"], 3),
+        "alignment_spearman": round(align["mean_spearman"], 3),
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     if cfg.mil.mode == "learned":

@@ -42,6 +42,8 @@ def headline(m: Mapping[str, Any]) -> dict[str, Any]:
     study = r.get("study", {})
     out: dict[str, Any] = {
         "test_studies": m["splits"]["test"]["studies"],
+        "v2t_r@1_study": study.get("v2t", {}).get("r@1"),
+        "t2v_r@1_study": study.get("t2v", {}).get("r@1"),
         "v2t_r@10_study": study.get("v2t", {}).get("r@10"),
         "t2v_r@10_study": study.get("t2v", {}).get("r@10"),
         "chance_r@10_study": study.get("v2t", {}).get("chance_r@10"),
@@ -50,6 +52,9 @@ def headline(m: Mapping[str, Any]) -> dict[str, Any]:
         "ef_mae_knn": cs.get("ejection_fraction_mae_knn"),
         "ef_mae_linear": cs.get("ejection_fraction_mae_linear"),
         "ef_mae_train_mean": cs.get("ejection_fraction_mae_train_mean"),
+        "pasp_mae_knn": cs.get("pulmonary_artery_pressure_continuous_mae_knn"),
+        "pasp_mae_linear": cs.get("pulmonary_artery_pressure_continuous_mae_linear"),
+        "pasp_mae_train_mean": cs.get("pulmonary_artery_pressure_continuous_mae_train_mean"),
         "mean_auc_knn": cs.get("mean_auc_knn"),
         "mean_auc_linear": cs.get("mean_auc_linear"),
         "mean_auc_zero_shot": zs.get("mean_auc_zero_shot"),
@@ -70,11 +75,15 @@ def format_headline(h: Mapping[str, Any]) -> str:
     """The headline as a plain-text table for the terminal."""
     lines = [
         f"test studies                         {h['test_studies']}",
+        f"retrieval R@1, study level           video->text {_f(h.get('v2t_r@1_study'))}  text->video "
+        f"{_f(h.get('t2v_r@1_study'))}",
         f"retrieval R@10, study level          video->text {_f(h['v2t_r@10_study'])}  text->video "
         f"{_f(h['t2v_r@10_study'])}  (chance {_f(h['chance_r@10_study'])})",
         f"retrieval R@10, video level          video->text {_f(h['v2t_r@10_video'])}  text->video {_f(h['t2v_r@10_video'])}",
         f"EF MAE (%)                           kNN {_f(h['ef_mae_knn'], 2)}  probe {_f(h['ef_mae_linear'], 2)}  "
         f"train mean {_f(h['ef_mae_train_mean'], 2)}",
+        f"PASP MAE (mmHg)                      kNN {_f(h.get('pasp_mae_knn'), 2)}  probe "
+        f"{_f(h.get('pasp_mae_linear'), 2)}  train mean {_f(h.get('pasp_mae_train_mean'), 2)}",
         f"mean AUC, {h['binary_phenotypes_scored'] or 0} binary phenotypes      kNN {_f(h['mean_auc_knn'])}  probe "
         f"{_f(h['mean_auc_linear'])}  zero-shot {_f(h['mean_auc_zero_shot'])}",
         f"hidden diagnoses mean AUC            kNN {_f(h['hidden_mean_auc_knn'])}  probe {_f(h['hidden_mean_auc_linear'])}",
@@ -166,7 +175,7 @@ def ablation_findings(m: Mapping[str, Any]) -> list[str]:
             out.append(
                 f"- {name}: alignment with the visibility table, mean per-section AUC {_f(a['mean_auc'])} "
                 f"(0.5 = unrelated, 1 = every visible view above every invisible one), correlation "
-                f"{_f(a['mean_correlation'])}."
+                f"{_f(a['mean_correlation'])}, Spearman rho {_f(a.get('mean_spearman'))}."
             )
     return out
 

@@ -40,6 +40,11 @@ def test_planted_signal_is_found_by_every_task(evaluated):
         h["v2t_r@10_study"] > 2 * h["chance_r@10_study"] and h["t2v_r@10_study"] > 2 * h["chance_r@10_study"]
     )
     assert h["mean_auc_knn"] > 0.65 and h["mean_auc_linear"] > 0.6 and h["mean_auc_zero_shot"] > 0.6
+    study = m["retrieval"]["study"]
+    assert (h["v2t_r@1_study"], h["t2v_r@1_study"]) == (study["v2t"]["r@1"], study["t2v"]["r@1"])
+    assert 0 <= h["v2t_r@1_study"] <= h["v2t_r@10_study"] and 0 <= h["t2v_r@1_study"] <= h["t2v_r@10_study"]
+    pasp = m["clinical"]["pulmonary_artery_pressure_continuous"]["knn"]
+    assert pasp["computable"] and h["pasp_mae_knn"] == pasp["mae"] > 0
     assert (
         h["ef_mae_knn"] < 0.8 * h["ef_mae_train_mean"] and h["ef_mae_linear"] < 0.8 * h["ef_mae_train_mean"]
     )
