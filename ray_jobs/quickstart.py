@@ -3,7 +3,8 @@
 Starts a local Ray (or joins the one in the config), then runs each stage into its own folder
 under --out and records its status, wall time and headline numbers in DIR/summary.json:
 
-  synth/      a synthetic cohort of echo studies (parallel Ray tasks)
+  synth/      a synthetic cohort of echo studies (parallel Ray tasks): train/val studies, and
+              synth.test_studies (200) test studies from a seed namespace no training step reaches
   shards/     the cohort ingested into Parquet study shards (Ray Data)
   bundle/     the model bundle, stage by stage:
                 pretrained/  contrastive video-report pretraining (Ray Train, 2 workers)
@@ -11,7 +12,7 @@ under --out and records its status, wall time and headline numbers in DIR/summar
                 mil/         the anatomical attention (per-section weights over a study's videos)
                 bank/        the candidate report bank, thresholds, and the committed manifest
   interpret/  one held-out study interpreted, next to its true report and labels
-  eval/       the bundle evaluated on the held-out split (metrics.json, report.md, figures)
+  eval/       the bundle evaluated on the test split (metrics.json, report.md, figures)
   serve/      the bundle served as the Ray Serve graph; the same study sent over HTTP
 
 Every later capability of the project joins this job as a stage. With configs/tiny-cpu.yaml
