@@ -210,7 +210,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     # echoprime.losses when train.label_weight_* > 0 (model.label_heads set).
     loss_fn: Any = ClipLoss()
     if tc.label_weight_video > 0 or tc.label_weight_text > 0:
-        loss_fn = ClipLabelLoss(loss_fn, LabelLoss(REGRESSION, tc.label_weight_video, tc.label_weight_text))
+        loss_fn = ClipLabelLoss(
+            loss_fn,
+            LabelLoss(REGRESSION, tc.label_weight_video, tc.label_weight_text),
+            pool_studies=tc.label_pool == "study",
+        )
     if args.objective == "clip_study":
         loss_fn = StudyPooledLoss()
     model.to(dev)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -120,20 +121,34 @@ def load_split(shards: str, split: str) -> dict[str, Any]:
 def stream_split(shards: str, stream: str, cfg: Any) -> dict[str, Any]:
     """A training split of ``N`` stream studies (``"N"`` or ``"N,seed"``), in :func:`load_split`'s
     shape, rendered at the shards' spec with the config's synth shape (as pretraining does)."""
+    import hashlib
+
     from echoprime.data.stream import stream_rows
     from echoprime.preprocess import PreprocessSpec
 
     n, _, seed = stream.partition(",")
-    rows = stream_rows(
-        range(int(n)),
-        seed=int(seed or 1),
-        spec=PreprocessSpec.from_dict(read_manifest(shards).spec),
-        min_videos=cfg.synth.min_videos,
-        max_videos=cfg.synth.max_videos,
-        frames=cfg.synth.frames,
-        size=cfg.synth.size,
-        clips_per_video=cfg.ingest.clips_per_video,
-    )
+    kw = {
+        "seed": int(seed or 1),
+        "spec": PreprocessSpec.from_dict(read_manifest(shards).spec),
+        "min_videos": cfg.synth.min_videos,
+        "max_videos": cfg.synth.max_videos,
+        "frames": cfg.synth.frames,
+        "size": cfg.synth.size,
+        "clips_per_video": cfg.ingest.clips_per_video,
+    }
+    # Rendering thousands of studies takes minutes; runs of one sweep share a cache (the rows
+    # are a pure function of these settings).
+    key = hashlib.sha256(repr((int(n), sorted(kw.items(), key=str))).encode()).hexdigest()[:16]
+    cache = Path(tempfile.gettempdir()) / "echoprime-bench-stream" / f"{key}.npz"
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as z:
+            rows = {k: z[k] if k == "clip" else z[k].astype(object) for k in z.files}
+    else:
+        rows = stream_rows(range(int(n)), **kw)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, **{k: v if k == "clip" else v.astype(str) for k, v in rows.items()})
+        tmp.replace(cache)
     studies, views = rows["study_id"].tolist(), rows["view"].tolist()
     labels: dict[str, dict[str, float]] = {}
     seen: dict[str, set[str]] = {}

@@ -189,6 +189,11 @@ class TrainCfg(_Cfg):
     label_weight_video: float = Field(default=0.0, ge=0)
     """Weight of the video head's label loss (the report's findings, docs/learning.md); 0 = the
     paper's contrastive objective alone. Needs ``model.label_heads``."""
+    label_pool: Literal["clip", "study"] = "clip"
+    """``study``: the video head's label loss is on each study's mean logits over its clips in
+    the batch (labels are the study's; a clip shows only its view's findings), with batches that
+    keep a study's clips together (``shuffle_buffer: 0``; the stream and shards are written
+    study by study); ``clip``: every clip predicts every label."""
     label_weight_text: float = Field(default=0.0, ge=0)
     """Weight of the text head's label loss: organises the report space, and so the bank, by the
     findings. Needs ``model.label_heads``."""

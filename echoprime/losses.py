@@ -211,13 +211,43 @@ class LabelLoss(nn.Module):
         return out
 
 
+def pool_by_study(study_ids: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of ``x``'s rows per study id, and the row index of each study's first row.
+
+    Returns:
+        ``(pooled U x ..., first U)`` for the ``U`` distinct ids, in ``torch.unique`` order.
+    """
+    uniq, inv = torch.unique(study_ids, return_inverse=True)
+    n = len(uniq)
+    counts = torch.zeros(n, device=x.device, dtype=x.dtype).index_add_(
+        0, inv, torch.ones_like(inv, dtype=x.dtype)
+    )
+    pooled = x.new_zeros((n, *x.shape[1:])).index_add_(0, inv, x) / counts.view(-1, *([1] * (x.ndim - 1)))
+    rows = torch.arange(len(study_ids), device=study_ids.device)
+    first = torch.full((n,), len(study_ids), device=study_ids.device).scatter_reduce_(
+        0, inv, rows, reduce="amin"
+    )
+    return pooled, first
+
+
 class ClipLabelLoss(nn.Module):
     """:class:`ClipLoss` plus :class:`LabelLoss`: the paper's contrastive objective with the
-    report's findings on both towers. Returns every ``*_loss`` of both (summed by the step)."""
+    report's findings on both towers. Returns every ``*_loss`` of both (summed by the step).
 
-    def __init__(self, clip: ClipLoss, labels: LabelLoss) -> None:
+    Args:
+        clip: the contrastive part.
+        labels: the label part.
+        pool_studies: the video head's loss is taken on each study's *mean* logits over its clips
+            in the (local) batch, not clip by clip: labels belong to the study, and a clip
+            cannot show a finding its view does not image, so each clip only has to add what it
+            sees (multiple-instance learning; the kNN vote also pools a study's clips). Needs
+            batches that hold several clips of a study (no or a small shuffle buffer). The CLIP
+            part stays per clip (its all-gather needs equal shapes on every rank).
+    """
+
+    def __init__(self, clip: ClipLoss, labels: LabelLoss, *, pool_studies: bool = False) -> None:
         super().__init__()
-        self.clip, self.labels = clip, labels
+        self.clip, self.labels, self.pool_studies = clip, labels, bool(pool_studies)
 
     def forward(
         self,
@@ -232,4 +262,12 @@ class ClipLabelLoss(nn.Module):
         if labels is None:
             raise ValueError("the label objective needs each clip's labels (batch key 'labels')")
         out = dict(self.clip(video_features, text_features, logit_scale, study_ids=study_ids))
-        return out | self.labels(labels, video_label_logits, text_label_logits)
+        out |= self.labels(labels, video_label_logits, text_label_logits)
+        if self.pool_studies and "video_label_loss" in out:
+            if study_ids is None:
+                raise ValueError("pool_studies needs each clip's study_ids")
+            pooled, first = pool_by_study(study_ids, video_label_logits)
+            out["video_label_loss"] = self.labels.video_weight * self.labels.part(
+                pooled, labels.to(pooled.device)[first]
+            )
+        return out

@@ -143,7 +143,9 @@ def _train_fn(config: dict[str, Any]) -> None:
     loss_fn = ClipLoss(rank=rank, world_size=world, gather_with_grad=True)
     if tc["label_weight_video"] > 0 or tc["label_weight_text"] > 0:
         loss_fn = ClipLabelLoss(
-            loss_fn, LabelLoss(REGRESSION, tc["label_weight_video"], tc["label_weight_text"])
+            loss_fn,
+            LabelLoss(REGRESSION, tc["label_weight_video"], tc["label_weight_text"]),
+            pool_studies=tc["label_pool"] == "study",
         )
     autocast = torch.bfloat16 if tc["precision"] == "bf16" else None
 

@@ -120,3 +120,32 @@ def test_one_step_of_the_production_loop_lowers_the_label_loss():
 def test_label_weights_need_heads():
     with pytest.raises(ConfigError, match="train.label_weight_text=2.0 needs label heads"):
         load_config("configs/tiny-cpu.yaml", ["model.label_heads=none", "train.label_weight_text=2"])
+
+
+def test_study_pooling_takes_the_video_label_loss_on_each_study_mean():
+    """pool_studies: the video head's loss is on the mean logits of each study's clips (labels
+    are the study's); CLIP and the text head stay per clip."""
+    from echoprime.losses import pool_by_study
+
+    ids = torch.tensor([7, 3, 7, 7, 3, 9])
+    x = torch.arange(12, dtype=torch.float32).view(6, 2)
+    pooled, first = pool_by_study(ids, x)
+    torch.testing.assert_close(pooled, torch.stack([x[[1, 4]].mean(0), x[[0, 2, 3]].mean(0), x[5]]))
+    assert first.tolist() == [1, 0, 5]
+
+    torch.manual_seed(0)
+    v, t = F.normalize(torch.randn(6, 8), dim=-1), F.normalize(torch.randn(6, 8), dim=-1)
+    vlog, tlog = torch.randn(6, 21), torch.randn(6, 21)
+    y = torch.from_numpy(
+        np.stack([label_row({"tavr": int(s % 2), "ejection_fraction": 40.0 + s}) for s in ids.tolist()])
+    )
+    labels = LabelLoss(REGRESSION, 2.0, 3.0)
+    got = ClipLabelLoss(ClipLoss(), labels, pool_studies=True)(v, t, torch.tensor(10.0), ids, y, vlog, tlog)
+    pv, f = pool_by_study(ids, vlog)
+    torch.testing.assert_close(got["video_label_loss"], 2.0 * labels.part(pv, y[f]))
+    torch.testing.assert_close(got["text_label_loss"], 3.0 * labels.part(tlog, y))
+    torch.testing.assert_close(
+        got["contrastive_loss"], ClipLoss()(v, t, torch.tensor(10.0), study_ids=ids)["contrastive_loss"]
+    )
+    plain = ClipLabelLoss(ClipLoss(), labels)(v, t, torch.tensor(10.0), ids, y, vlog, tlog)
+    assert not torch.allclose(plain["video_label_loss"], got["video_label_loss"])
