@@ -211,6 +211,10 @@ class StreamCfg(_Cfg):
     validation studies it would otherwise replay."""
     studies_per_task: int = Field(default=4, ge=1)
     """Studies rendered by one Ray Data task (one block of rows)."""
+    bank_studies: int = Field(default=0, ge=0)
+    """The report bank also holds the reports (and labels) of this many stream studies, besides
+    the train split's: the kNN vote has more neighbours to choose from. Reports only: nothing is
+    rendered (seconds for thousands). Independent of ``studies``."""
 
 
 class ViewsCfg(_Cfg):
@@ -280,7 +284,7 @@ class EchoPrimeConfig(_Cfg):
 
     @model_validator(mode="after")
     def _stream_seed(self) -> EchoPrimeConfig:
-        if self.stream.studies > 0 and self.stream.seed == self.seed:
+        if (self.stream.studies > 0 or self.stream.bank_studies > 0) and self.stream.seed == self.seed:
             raise ValueError(
                 f"stream.seed ({self.stream.seed}) equals seed ({self.seed}): the stream would replay the "
                 "stored cohort's studies, validation ones included; choose another stream.seed"

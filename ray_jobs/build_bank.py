@@ -1,6 +1,7 @@
 """Build the candidate-report bank, fit decision thresholds, and commit the bundle.
 
-Every training study's report is embedded by the pretrained text tower (Ray Data, an actor pool
+Every training study's report (and, with ``stream.bank_studies``, the reports of that many
+synthetic stream studies) is embedded by the pretrained text tower (Ray Data, an actor pool
 of encoders) and stored with its study id, its structured form (phrase-id triples) and its labels;
 exact inner-product search by default, an IVF/PQ faiss index above bank.ivf_threshold reports.
 The validation studies are then interpreted through the staged models (video encoder, view
@@ -125,6 +126,10 @@ def run_build_bank(
     t0 = time.perf_counter()
     vocab = default_vocabulary()
     train = _studies(shards, "train")
+    if cfg.stream.bank_studies:
+        from echoprime.data.stream import stream_reports
+
+        train |= stream_reports(range(cfg.stream.bank_studies), seed=cfg.stream.seed)
     triples, keep, unparsed = {}, [], []
     for sid, (rep, _) in train.items():
         try:

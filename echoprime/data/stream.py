@@ -74,6 +74,19 @@ def stream_rows(
     return out | {k: np.array(v, dtype=object) for k, v in cols.items()}
 
 
+def stream_reports(indices: Iterable[int], *, seed: int) -> dict[str, tuple[str, str]]:
+    """``{study_id: (report text, labels JSON)}`` of stream studies ``indices``: the same studies
+    :func:`stream_rows` renders, without rendering (for a report bank larger than the cohort)."""
+    from echoprime.data.shards import dump_labels
+    from echoprime.synth.cohort import study_report
+
+    out = {}
+    for i in indices:
+        state, report = study_report(seed, int(i))
+        out[state.study_id] = (report.to_text(), dump_labels(state.labels()))
+    return out
+
+
 def min_stream_clips(n_studies: int, min_videos: int, clips_per_video: int = 1) -> int:
     """The fewest clips ``n_studies`` stream studies can hold (every study has >= ``min_videos``)."""
     return n_studies * min_videos * clips_per_video

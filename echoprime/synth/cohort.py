@@ -184,6 +184,30 @@ def ordinary_split(patient_id: str, *, separate_test: bool = False) -> str:
     return "train" if assign_split(patient_id, (train, 1.0 - train, 0.0)) == "train" else "val"
 
 
+def _state_and_report(
+    seed: int, index: int, test: bool
+) -> tuple[np.random.Generator, PatientState, StructuredReport]:
+    """What a study draws first: its patient and report (the generator continues with the videos)."""
+    rng = study_rng(seed, index, test=test)
+    patient_id, study_id = study_ids(seed, index, test=test)
+    state = sample_state(rng, patient_id, study_id)
+    report = compose_report(state, np.random.default_rng(rng.integers(0, 2**63 - 1)))
+    return rng, state, report
+
+
+def study_report(seed: int, index: int, *, test: bool = False) -> tuple[PatientState, StructuredReport]:
+    """The patient and report of study ``index`` of cohort ``seed``, as :func:`make_study` draws
+    them, without rendering a video (a report bank of thousands of studies in seconds).
+
+    Raises:
+        ValueError: seed or index negative or not below 2**32.
+    """
+    if seed < 0 or index < 0:
+        raise ValueError(f"seed and index must be non-negative, got seed={seed}, index={index}")
+    _, state, report = _state_and_report(seed, index, test)
+    return state, report
+
+
 def make_study(
     seed: int,
     index: int,
@@ -210,10 +234,8 @@ def make_study(
         raise ValueError(f"seed and index must be non-negative, got seed={seed}, index={index}")
     if not 1 <= min_videos <= max_videos:
         raise ValueError(f"need 1 <= min_videos <= max_videos, got {min_videos}, {max_videos}")
-    rng = study_rng(seed, index, test=test)
-    patient_id, study_id = study_ids(seed, index, test=test)
-    state = sample_state(rng, patient_id, study_id)
-    report = compose_report(state, np.random.default_rng(rng.integers(0, 2**63 - 1)))
+    rng, state, report = _state_and_report(seed, index, test)
+    patient_id = state.patient_id
     n = int(rng.integers(min_videos, max_videos + 1))
     views = sample_views(rng, n)
     video_seeds = rng.integers(0, 2**63 - 1, size=n)

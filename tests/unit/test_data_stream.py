@@ -60,3 +60,16 @@ def test_stream_seed_must_differ_from_the_cohort_seed():
     with pytest.raises(ConfigError, match="stream.seed \\(0\\) equals seed \\(0\\)"):
         load_config("configs/tiny-cpu.yaml", ["seed=0", "stream.studies=10", "stream.seed=0"])
     assert load_config("configs/tiny-cpu.yaml", ["stream.studies=10", "stream.seed=7"]).stream.studies == 10
+
+
+def test_stream_reports_are_the_rendered_studies_reports_without_rendering():
+    from echoprime.data.stream import stream_reports
+    from echoprime.synth.cohort import make_study
+
+    reps = stream_reports([3, 4], seed=5)
+    rows = stream_rows([3, 4], seed=5, spec=SPEC, **SHAPE)
+    assert list(reps) == ["s5_000003", "s5_000004"]
+    for sid, (text, labels) in reps.items():
+        k = list(rows["study_id"]).index(sid)
+        assert text == rows["report"][k] and labels == rows["labels"][k]
+    assert reps["s5_000003"][0] == make_study(5, 3, **SHAPE).report.to_text()
