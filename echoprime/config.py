@@ -203,9 +203,9 @@ class StreamCfg(_Cfg):
     """Pretraining on synthetic studies rendered on the fly (``echoprime.data.stream``)."""
 
     studies: int = Field(default=0, ge=0)
-    """0: pretrain on the shards' train split; > 0: on this many freshly rendered studies (shape
-    from ``synth``, clips at the shards' spec), each seen once over the run's ``train.epochs``
-    (the stream is one pass cut into that many parts, validation after each)."""
+    """0: pretrain on the shards' train split; > 0: on this many studies rendered on the fly
+    (shape from ``synth``, clips at the shards' spec) for ``train.epochs`` epochs, held in the
+    object store like a small train split (``train.materialize``) or rendered again each epoch."""
     seed: int = Field(default=1, ge=0)
     """The stream's seed; must differ from the top-level ``seed`` of the stored cohort, whose
     validation studies it would otherwise replay."""

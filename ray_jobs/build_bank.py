@@ -197,6 +197,7 @@ def run_build_bank(
     not_fitted = thresholds.not_fitted()
     return {
         "bank_reports": len(keep),
+        "bank_stream_reports": cfg.stream.bank_studies,
         "unparsed_reports": len(unparsed),
         "index": type(bank.index).__name__,
         "threshold_studies": len(ids),

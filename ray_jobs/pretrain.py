@@ -178,10 +178,6 @@ def _train_fn(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
 
     shard = ray.train.get_dataset_shard("train")
-    # A synthetic stream is one pass over fresh studies cut into train.epochs parts: one iterator
-    # for the whole run (each epoch takes the next steps_per_epoch batches). A restarted run
-    # starts the stream from its beginning again.
-    stream_batches = None
     dtypes = {
         "clip": torch.uint8,
         "input_ids": torch.long,
@@ -229,9 +225,6 @@ def _train_fn(config: dict[str, Any]) -> None:
             local_shuffle_buffer_size=tc["shuffle_buffer"] or None,
             local_shuffle_seed=config["seed"] + state["epoch"] * 97 + rank if tc["shuffle_buffer"] else None,
         )
-        if config.get("stream"):
-            stream_batches = stream_batches or iter(batches)
-            batches = stream_batches
         stats = train_one_epoch(
             model,
             loss_fn,
@@ -388,10 +381,10 @@ def run_pretrain(
     if stream:
         from echoprime.data.stream import min_stream_clips
 
-        # Each study has at least synth.min_videos videos; the stream is split equally between
-        # the workers, so every worker has at least this many clips in its part of one pass.
+        # Each study has at least synth.min_videos videos; the rows are split equally between
+        # the workers, so every worker has at least this many clips in an epoch.
         n_train = min_stream_clips(cfg.stream.studies, cfg.synth.min_videos, cfg.ingest.clips_per_video)
-        steps_per_epoch = n_train // tc.num_workers // tc.batch_size // tc.epochs
+        steps_per_epoch = n_train // tc.num_workers // tc.batch_size
     else:
         n_train = manifest.rows["train"]
         steps_per_epoch = n_train // tc.num_workers // tc.batch_size
@@ -399,7 +392,6 @@ def run_pretrain(
         what = f"{cfg.stream.studies} stream studies hold" if stream else "the train split has"
         raise ValueError(
             f"{what} {n_train} clips: too few for {tc.num_workers} workers x batch {tc.batch_size}"
-            + (f" x {tc.epochs} epochs" if stream else "")
             + " (lower train.batch_size or train.num_workers, or use more studies)"
         )
     total_steps = steps_per_epoch * tc.epochs
@@ -440,9 +432,7 @@ def run_pretrain(
                 )
                 bytes_est = n_train * math.prod(manifest.clip_shape)
                 store = ray.available_resources().get("object_store_memory", 0)
-                if not stream and (
-                    tc.materialize == "always" or (tc.materialize == "auto" and bytes_est < store / 3)
-                ):
+                if tc.materialize == "always" or (tc.materialize == "auto" and bytes_est < store / 3):
                     # Small sets are held in memory: the pipeline then runs once instead of every epoch,
                     # and nothing competes with the workers for the few CPUs (ray-facts.md 3).
                     train_ds = train_ds.materialize()
@@ -462,7 +452,6 @@ def run_pretrain(
                             "config_dict": cfg.to_dict(),
                             "progress": progress,
                             "fault": fault,
-                            "stream": stream,
                         },
                         scaling_config=ScalingConfig(
                             num_workers=tc.num_workers,

@@ -23,6 +23,8 @@ def test_cfg(tiny_cfg):
             "synth.min_videos=4",
             "synth.max_videos=6",
             "synth.test_studies=0",  # the split's own ~45 test studies: the suite's time stays as it was
+            "stream.studies=0",  # pretraining from the shards here; the stream has its own test
+            "stream.bank_studies=40",  # the bank also holds 40 stream reports (rendered: none)
             "train.batch_size=32",
             "train.epochs=12",
             "train.time_budget_s=90",

@@ -44,7 +44,8 @@ def test_attention_and_bank_stage_numbers(stages):
     mil, bank = stages["mil"], stages["bank"]
     assert mil["val_studies"] >= 30 and 0 <= mil["alignment_auc"] <= 1
     assert mil["val_section_r@1_learned"] >= 0.0
-    assert bank["bank_reports"] == mil["train_studies"] and bank["unparsed_reports"] == 0
+    assert bank["bank_reports"] == mil["train_studies"] + 40 and bank["unparsed_reports"] == 0
+    assert bank["bank_stream_reports"] == 40
     assert bank["thresholds_fitted"] >= 10
 
 

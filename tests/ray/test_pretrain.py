@@ -152,7 +152,7 @@ def test_unwritable_storage_fails_before_the_first_step(test_cfg, shards_dir, tm
 
 def test_pretraining_on_a_synthetic_stream_with_the_label_objective(test_cfg, shards_dir, tmp_path):
     """Ray Data renders studies on the fly into the same tokenising map and get_dataset_shard
-    path as file shards; the labels reach the loss; one pass cut into epochs runs as planned."""
+    path as file shards; the labels reach the loss; the epochs run as planned."""
     import math
 
     cfg = test_cfg.replace(
@@ -162,9 +162,9 @@ def test_pretraining_on_a_synthetic_stream_with_the_label_objective(test_cfg, sh
         stream={"studies": 48, "seed": test_cfg.seed + 1, "studies_per_task": 4},
     )  # fmt: skip
     res = run_pretrain(cfg, str(shards_dir), str(tmp_path / "bundle" / "pretrained"))
-    # 48 studies x >= 4 videos = 192 clips; / 2 workers / batch 16 / 2 epochs = 3 steps an epoch
+    # 48 studies x >= 4 videos = 192 clips; / 2 workers / batch 16 = 6 steps an epoch
     assert res["stream_studies"] == 48 and res["train_clips"] == 192
-    assert res["steps"] == res["planned_steps"] == 6 and res["epochs"] == 2
+    assert res["steps"] == res["planned_steps"] == 12 and res["epochs"] == 2
     assert math.isfinite(res["loss_first"]) and math.isfinite(res["loss_last"])
     hist = json.loads((tmp_path / "bundle" / "pretrained" / "metrics.json").read_text())
     assert all("val_v2t_r@10" in h for h in hist if h["kind"] == "epoch")
