@@ -224,6 +224,9 @@ class ViewsCfg(_Cfg):
     batch_size: int = Field(default=64, ge=1)
     lr: float = Field(default=2e-3, gt=0)
     num_workers: int = Field(default=1, ge=1)
+    stream_studies: int = Field(default=0, ge=0)
+    """0: train on the shards' train split; > 0: on this many synthetic stream studies rendered
+    on the fly (``stream.seed``, as pretraining's stream; validation stays the shards')."""
 
 
 class MilCfg(_Cfg):
@@ -284,7 +287,8 @@ class EchoPrimeConfig(_Cfg):
 
     @model_validator(mode="after")
     def _stream_seed(self) -> EchoPrimeConfig:
-        if (self.stream.studies > 0 or self.stream.bank_studies > 0) and self.stream.seed == self.seed:
+        uses = self.stream.studies or self.stream.bank_studies or self.views.stream_studies
+        if uses and self.stream.seed == self.seed:
             raise ValueError(
                 f"stream.seed ({self.stream.seed}) equals seed ({self.seed}): the stream would replay the "
                 "stored cohort's studies, validation ones included; choose another stream.seed"

@@ -205,3 +205,35 @@ def driver_progress(desc: str, unit: str = "step") -> Iterator[Any]:
         stop.set()
         t.join(timeout=2)
         ray.kill(actor)
+
+
+def _render_stream(batch: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    """Ray Data map: study indices -> rendered clip rows (``echoprime.data.stream``)."""
+    from echoprime.data.stream import stream_rows
+
+    return stream_rows(batch["id"], **kw)
+
+
+def stream_dataset(cfg: EchoPrimeConfig, spec: dict[str, Any], n_studies: int) -> Any:
+    """``n_studies`` synthetic stream studies (``cfg.stream.seed``, shape of ``cfg.synth``, clips
+    at ``spec``) rendered by Ray Data tasks of ``cfg.stream.studies_per_task`` studies, as rows
+    with the shard columns of :data:`echoprime.data.stream.STREAM_COLUMNS`."""
+    import math
+
+    import ray
+
+    from echoprime.preprocess import PreprocessSpec
+
+    per = cfg.stream.studies_per_task
+    kw = {
+        "seed": cfg.stream.seed,
+        "spec": PreprocessSpec.from_dict(spec),
+        "min_videos": cfg.synth.min_videos,
+        "max_videos": cfg.synth.max_videos,
+        "frames": cfg.synth.frames,
+        "size": cfg.synth.size,
+        "clips_per_video": cfg.ingest.clips_per_video,
+    }
+    return ray.data.range(n_studies, override_num_blocks=max(1, math.ceil(n_studies / per))).map_batches(
+        _render_stream, fn_kwargs=kw, batch_size=per
+    )

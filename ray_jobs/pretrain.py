@@ -74,34 +74,6 @@ def _tokenize(batch: dict[str, Any], tokenizer: Any, seed: int) -> dict[str, Any
     }
 
 
-def _render_stream(batch: dict[str, Any], **kw: Any) -> dict[str, Any]:
-    """Ray Data map: study indices -> rendered clip rows (``echoprime.data.stream``)."""
-    from echoprime.data.stream import stream_rows
-
-    return stream_rows(batch["id"], **kw)
-
-
-def _stream_dataset(cfg: EchoPrimeConfig, spec: dict[str, Any]):
-    """``cfg.stream.studies`` synthetic studies rendered by Ray Data tasks, as shard-like rows."""
-    import ray
-
-    from echoprime.preprocess import PreprocessSpec
-
-    n, per = cfg.stream.studies, cfg.stream.studies_per_task
-    kw = {
-        "seed": cfg.stream.seed,
-        "spec": PreprocessSpec.from_dict(spec),
-        "min_videos": cfg.synth.min_videos,
-        "max_videos": cfg.synth.max_videos,
-        "frames": cfg.synth.frames,
-        "size": cfg.synth.size,
-        "clips_per_video": cfg.ingest.clips_per_video,
-    }
-    return ray.data.range(n, override_num_blocks=max(1, math.ceil(n / per))).map_batches(
-        _render_stream, fn_kwargs=kw, batch_size=per
-    )
-
-
 def _read_split(files: list[str]):
     import ray
 
@@ -355,7 +327,13 @@ def run_pretrain(
     from echoprime import storage
     from echoprime.data.shards import read_manifest, validate_split
     from echoprime.training.setup import build_tokenizer, export_pretrained, load_pretrained
-    from ray_jobs.common import configure_ray_data, driver_progress, ray_session, require_resources
+    from ray_jobs.common import (
+        configure_ray_data,
+        driver_progress,
+        ray_session,
+        require_resources,
+        stream_dataset,
+    )
 
     t0 = time.perf_counter()
     tc = cfg.train
@@ -384,10 +362,9 @@ def run_pretrain(
         # Each study has at least synth.min_videos videos; the rows are split equally between
         # the workers, so every worker has at least this many clips in an epoch.
         n_train = min_stream_clips(cfg.stream.studies, cfg.synth.min_videos, cfg.ingest.clips_per_video)
-        steps_per_epoch = n_train // tc.num_workers // tc.batch_size
     else:
         n_train = manifest.rows["train"]
-        steps_per_epoch = n_train // tc.num_workers // tc.batch_size
+    steps_per_epoch = n_train // tc.num_workers // tc.batch_size
     if steps_per_epoch < 1:
         what = f"{cfg.stream.studies} stream studies hold" if stream else "the train split has"
         raise ValueError(
@@ -424,9 +401,9 @@ def run_pretrain(
                     cfg.ray.resource_wait_s,
                     f"pretraining ({tc.num_workers} workers)",
                 )
-                train_ds = (_stream_dataset(cfg, spec) if stream else _read_split(train_files)).map_batches(
-                    _tokenize, fn_kwargs={"tokenizer": tokenizer, "seed": cfg.seed}, batch_size=64
-                )
+                train_ds = (
+                    stream_dataset(cfg, spec, cfg.stream.studies) if stream else _read_split(train_files)
+                ).map_batches(_tokenize, fn_kwargs={"tokenizer": tokenizer, "seed": cfg.seed}, batch_size=64)
                 val_ds = _read_split(val_files).map_batches(
                     _tokenize, fn_kwargs={"tokenizer": tokenizer, "seed": cfg.seed + 1}, batch_size=64
                 )

@@ -48,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         help="also make N test studies from a separate seed namespace (all split test; the "
-        "--studies are then split train/val only; default: synth.test_studies)",
+        "--studies are then split train/val only; default: 0 when --studies is given, else "
+        "synth.test_studies of the config)",
     )
     p.add_argument(
         "--no-ray", action="store_true", help="generate serially in this process instead of Ray tasks"
@@ -68,7 +69,9 @@ def _cfg_from_args(args: argparse.Namespace) -> EchoPrimeConfig:
         ("format", args.format),
         ("size", args.size),
         ("frames", args.frames),
-        ("test_studies", args.test_studies),
+        # "--studies 50" means 50 studies: the config's separate test set (the quickstart's 200)
+        # joins only when asked for, or when the cohort size comes from the config as well.
+        ("test_studies", args.test_studies if args.test_studies is not None or args.studies is None else 0),
     ):
         if val is not None:
             overrides.append(f"{'seed' if key == 'seed' else 'synth.' + key}={val}")

@@ -103,7 +103,7 @@ def run_train_views(cfg: EchoPrimeConfig, shards: str, bundle: str) -> dict[str,
     from echoprime.data.shards import read_manifest, validate_split
     from echoprime.staging import spec_of, write_component
     from echoprime.training.setup import _builder_takes
-    from ray_jobs.common import configure_ray_data, ray_session, require_resources
+    from ray_jobs.common import configure_ray_data, ray_session, require_resources, stream_dataset
 
     t0 = time.perf_counter()
     train_files, val_files = validate_split(shards, "train"), validate_split(shards, "val")
@@ -114,7 +114,12 @@ def run_train_views(cfg: EchoPrimeConfig, shards: str, bundle: str) -> dict[str,
     if _builder_takes(name, "frames"):
         overrides["frames"] = 1  # the first frame, as the release classifies views
     vc = cfg.views
-    steps = max(1, manifest.rows["train"] // vc.num_workers // vc.batch_size)
+    n_train = manifest.rows["train"]
+    if vc.stream_studies:
+        from echoprime.data.stream import min_stream_clips
+
+        n_train = min_stream_clips(vc.stream_studies, cfg.synth.min_videos, cfg.ingest.clips_per_video)
+    steps = max(1, n_train // vc.num_workers // vc.batch_size)
     out = Path(bundle) / "views"
     # Ray Train's checkpoints go to scratch; only the weights are kept.
     scratch = tempfile.mkdtemp(prefix="echoprime-views-")
@@ -130,13 +135,23 @@ def run_train_views(cfg: EchoPrimeConfig, shards: str, bundle: str) -> dict[str,
 
             def read(files: list[str]):
                 locs = [storage.locate(f) for f in files]
-                return (
+                return views_only(
                     ray.data.read_parquet([loc.path for loc in locs], filesystem=locs[0].fs)
-                    .select_columns(["clip", "view"])
+                )
+
+            def views_only(ds: Any):
+                return (
+                    ds.select_columns(["clip", "view"])
                     .filter(lambda r: r["view"] is not None)
                     .map_batches(_with_view_idx, batch_size=256)
                     .materialize()
                 )
+
+            train_ds = (
+                views_only(stream_dataset(cfg, spec, vc.stream_studies))
+                if vc.stream_studies
+                else read(train_files)
+            )
 
             trainer = TorchTrainer(
                 _train_fn,
@@ -156,7 +171,7 @@ def run_train_views(cfg: EchoPrimeConfig, shards: str, bundle: str) -> dict[str,
                     resources_per_worker={"CPU": 1, **({"GPU": 1} if cfg.train.use_gpu else {})},
                 ),
                 run_config=RunConfig(name="views", storage_path=scratch),
-                datasets={"train": read(train_files), "val": read(val_files)},
+                datasets={"train": train_ds, "val": read(val_files)},
                 dataset_config=DataConfig(datasets_to_split=["train"]),
             )
             result = trainer.fit()
@@ -186,6 +201,9 @@ def run_train_views(cfg: EchoPrimeConfig, shards: str, bundle: str) -> dict[str,
         "val_accuracy": round(metrics["val_accuracy"], 4),
         "train_accuracy": round(metrics["train_accuracy"], 4),
         "val_clips": metrics["val_clips"],
+        "epochs": metrics["epochs"],
+        "train_clips": n_train,  # a stream's lower bound (its studies' minimum videos)
+        "stream_studies": vc.stream_studies,
         "chance": round(1 / 11, 4),
         "wall_s": round(time.perf_counter() - t0, 1),
     }

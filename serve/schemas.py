@@ -74,7 +74,7 @@ class Metric(BaseModel):
     threshold_source: str | None = Field(
         None,
         description="where the threshold came from: youden (fitted on validation studies), release "
-        "(the published roc_thresholds.csv), default (0.5: nothing to fit or no row)",
+        "(the published roc_thresholds.csv), default (0.5: nothing to fit or no row); given: a plain mapping passed in code",
     )
 
 

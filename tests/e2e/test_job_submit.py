@@ -165,7 +165,7 @@ def test_submitted_job_joins_the_head_and_writes_its_output(
     job = _submit_when_agent_is_up(
         client,
         entrypoint=(
-            f"python -m ray_jobs.synth --config configs/tiny-cpu.yaml --studies 2 --frames 8 --size 64 "
+            f"python -m ray_jobs.synth --config configs/tiny-cpu.yaml --studies 2 --test-studies 0 --frames 8 --size 64 "
             f"--out {out} ray.address=auto"
         ),
         runtime_env=runtime_env,

@@ -170,3 +170,20 @@ def test_pretraining_on_a_synthetic_stream_with_the_label_objective(test_cfg, sh
     assert all("val_v2t_r@10" in h for h in hist if h["kind"] == "epoch")
     model, *_ = load_pretrained(tmp_path / "bundle" / "pretrained")
     assert model.video_label_head is not None and model.text_label_head is not model.video_label_head
+
+
+def test_view_classifier_on_a_synthetic_stream(test_cfg, shards_dir, pretrained, tmp_path):
+    """views.stream_studies: the classifier trains on rendered studies (their views are the
+    renderer's truth), validated on the shards' val split as before."""
+    from ray_jobs.train_views import run_train_views
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(pretrained[0], bundle / "pretrained")  # a bundle of our own: views/ is written here
+    cfg = test_cfg.replace(
+        views={**test_cfg.views.model_dump(), "stream_studies": 40, "epochs": 2},
+        stream={**test_cfg.stream.model_dump(), "seed": test_cfg.seed + 1},
+    )
+    res = run_train_views(cfg, str(shards_dir), str(bundle))
+    assert (bundle / "views" / "view_classifier.safetensors").is_file()
+    assert res["val_clips"] > 100 and 0.0 <= res["val_accuracy"] <= 1.0 and res["epochs"] == 2
+    assert res["train_accuracy"] > 1 / 11  # it learned something from the rendered views

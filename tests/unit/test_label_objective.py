@@ -61,7 +61,8 @@ def test_label_loss_masks_missing_and_matches_hand_computation():
 def _tiny_clip(label_heads: str):
     from echoprime.training.setup import build_clip
 
-    cfg = load_config("configs/tiny-cpu.yaml", [f"model.label_heads={label_heads}"])
+    off = ["train.label_weight_video=0", "train.label_weight_text=0"] if label_heads == "none" else []
+    cfg = load_config("configs/tiny-cpu.yaml", [*off, f"model.label_heads={label_heads}"])
     spec = {"frames": 16, "size": 32}
     return build_clip(cfg.model.model_dump(), spec, 200)
 

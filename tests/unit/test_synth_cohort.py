@@ -290,5 +290,14 @@ def test_synth_cli_test_studies_flag():
     add_arguments(p)
     args = p.parse_args(["--out", "x", "--test-studies", "7", "--config", "configs/tiny-cpu.yaml"])
     assert _cfg_from_args(args).synth.test_studies == 7
+    # "--studies N" alone means N studies; the config's test set joins when the size is the config's too
+    only = p.parse_args(["--out", "x", "--studies", "5", "--config", "configs/tiny-cpu.yaml"])
+    assert _cfg_from_args(only).synth.test_studies == 0
+    both = p.parse_args(
+        ["--out", "x", "--studies", "5", "--test-studies", "3", "--config", "configs/tiny-cpu.yaml"]
+    )
+    assert _cfg_from_args(both).synth.test_studies == 3
+    cfg_size = p.parse_args(["--out", "x", "--config", "configs/tiny-cpu.yaml"])
+    assert _cfg_from_args(cfg_size).synth.test_studies == 200
     with pytest.raises(ValueError, match="test-studies"):
         _cfg_from_args(p.parse_args(["--out", "x", "--test-studies", "-1"]))
