@@ -135,9 +135,7 @@ def run_train_views(cfg: EchoPrimeConfig, shards: str, bundle: str) -> dict[str,
 
             def read(files: list[str]):
                 locs = [storage.locate(f) for f in files]
-                return views_only(
-                    ray.data.read_parquet([loc.path for loc in locs], filesystem=locs[0].fs)
-                )
+                return views_only(ray.data.read_parquet([loc.path for loc in locs], filesystem=locs[0].fs))
 
             def views_only(ds: Any):
                 return (
