@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from learning_lib import PHENOTYPE_FIELD, _auc, batches, epoch_order
 
-from echoprime.losses import ClipLoss
+from echoprime.losses import ClipLoss, pool_by_study
 from echoprime.synth.state import VISIBILITY
 from echoprime.taxonomy import PHENOTYPES
 from echoprime.training.batch import prepare_batch
@@ -199,11 +199,6 @@ class StudyPooledLoss:
         study_ids: torch.Tensor,
         **_: torch.Tensor,
     ) -> dict[str, torch.Tensor]:
-        uniq, inv = torch.unique(study_ids, return_inverse=True)
-        n = len(uniq)
-        pooled = video_features.new_zeros(n, video_features.shape[1]).index_add_(0, inv, video_features)
+        pooled, first = pool_by_study(study_ids, video_features)
         pooled = torch.nn.functional.normalize(pooled, dim=1)
-        first = torch.full((n,), len(study_ids), device=study_ids.device).scatter_reduce_(
-            0, inv, torch.arange(len(study_ids), device=study_ids.device), reduce="amin"
-        )
-        return self.clip(pooled, text_features[first], logit_scale, study_ids=uniq)
+        return self.clip(pooled, text_features[first], logit_scale, study_ids=study_ids[first])
