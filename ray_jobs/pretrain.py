@@ -1,8 +1,10 @@
 """Contrastive video-report pretraining on Ray Train (the EchoPrime joint space).
 
 Ray Data streams (or, when small, holds) the ingest shards' training split into TorchTrainer
-workers (DDP: gloo on CPU, NCCL on GPU); each clip is pulled towards its study's report and
-pushed away from every other report in the global batch. Each epoch ends with video<->report
+workers (DDP: gloo on CPU, NCCL on GPU), or, with stream.studies > 0, synthetic studies rendered
+on the fly into the same rows; each clip is pulled towards its study's report and pushed away
+from every other report in the global batch (and, with model.label_heads and
+train.label_weight_*, both towers also predict the report's findings: docs/training.md). Each epoch ends with video<->report
 recall@1/5/10 on the validation split. Checkpoints (model, optimizer, scheduler, step, config,
 tokenizer) go to train.storage_path (local or s3://) every train.checkpoint_every_steps steps and
 at each epoch end; a run survives train.max_failures worker failures by resuming from the last.
@@ -15,6 +17,7 @@ Examples:
   echoprime pretrain --shards shards --bundle bundle --config configs/tiny-cpu.yaml
   echoprime pretrain --shards s3://b/shards --bundle /shared/bundles/v1 --config configs/a6000x2.yaml
   echoprime pretrain ... --resume          # continue the run named train.run_name
+  echoprime pretrain ... stream.studies=2000 model.label_heads=separate train.label_weight_text=20
 """
 
 from __future__ import annotations
