@@ -4,8 +4,8 @@ Ray Data streams (or, when small, holds) the ingest shards' training split into 
 workers (DDP: gloo on CPU, NCCL on GPU), or, with stream.studies > 0, synthetic studies rendered
 on the fly into the same rows; each clip is pulled towards its study's report and pushed away
 from every other report in the global batch (and, with model.label_heads and
-train.label_weight_*, both towers also predict the report's findings: docs/training.md). Each epoch ends with video<->report
-recall@1/5/10 on the validation split. Checkpoints (model, optimizer, scheduler, step, config,
+train.label_weight_*, both towers also predict the report's findings: docs/training.md).
+Each epoch ends with video<->report recall@1/5/10 on the validation split. Checkpoints (model, optimizer, scheduler, step, config,
 tokenizer) go to train.storage_path (local or s3://) every train.checkpoint_every_steps steps and
 at each epoch end; a run survives train.max_failures worker failures by resuming from the last.
 
