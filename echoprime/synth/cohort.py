@@ -200,10 +200,8 @@ def study_report(seed: int, index: int, *, test: bool = False) -> tuple[PatientS
     them, without rendering a video (a report bank of thousands of studies in seconds).
 
     Raises:
-        ValueError: seed or index negative or not below 2**32.
+        ValueError: seed or index negative or not below 2**32 (:func:`study_rng`).
     """
-    if seed < 0 or index < 0:
-        raise ValueError(f"seed and index must be non-negative, got seed={seed}, index={index}")
     _, state, report = _state_and_report(seed, index, test)
     return state, report
 
