@@ -32,6 +32,7 @@ def test_cfg(tiny_cfg):
             "train.label_weight_text=0",
             "model.label_heads=none",
             "stream.bank_studies=40",  # the bank also holds 40 stream reports (rendered: none)
+            "interpret.k=10",  # a bank of ~280 reports
             "train.batch_size=32",
             "train.epochs=12",
             "train.time_budget_s=90",
