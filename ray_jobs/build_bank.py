@@ -128,6 +128,9 @@ def run_build_bank(
     train = _studies(shards, "train")
     if cfg.stream.bank_studies:
         from echoprime.data.stream import stream_reports
+        from ray_jobs.common import check_stream_seed
+
+        check_stream_seed(cfg, shards)
 
         train |= stream_reports(range(cfg.stream.bank_studies), seed=cfg.stream.seed)
     triples, keep, unparsed = {}, [], []

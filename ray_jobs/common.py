@@ -237,3 +237,28 @@ def stream_dataset(cfg: EchoPrimeConfig, spec: dict[str, Any], n_studies: int) -
     return ray.data.range(n_studies, override_num_blocks=max(1, math.ceil(n_studies / per))).map_batches(
         _render_stream, fn_kwargs=kw, batch_size=per
     )
+
+
+def check_stream_seed(cfg: EchoPrimeConfig, shards: str) -> None:
+    """Refuse a stream that would replay the shards' own studies (they were synthesised with the
+    stream's seed): its validation and test studies would be trained on, or voted with.
+
+    The config already refuses ``stream.seed == seed``; this catches shards made with another
+    seed than the config's (``echoprime synth --seed N``).
+
+    Raises:
+        ValueError: naming the seed and a few of the studies.
+    """
+    from echoprime.data.shards import SPLITS, read_manifest, read_split
+    from echoprime.data.stream import stream_overlap
+
+    m = read_manifest(shards)
+    ids: set[str] = set()
+    for split in SPLITS:
+        if m.rows.get(split, 0):
+            ids.update(read_split(shards, split, columns=["study_id"]).column("study_id").to_pylist())
+    if clash := stream_overlap(cfg.stream.seed, ids):
+        raise ValueError(
+            f"stream.seed={cfg.stream.seed} would draw {len(clash)} studies these shards already hold "
+            f"(e.g. {clash[:3]}): they were synthesised with seed {cfg.stream.seed}; choose another stream.seed"
+        )

@@ -331,6 +331,7 @@ def run_pretrain(
     from echoprime.data.shards import read_manifest, validate_split
     from echoprime.training.setup import build_tokenizer, export_pretrained, load_pretrained
     from ray_jobs.common import (
+        check_stream_seed,
         configure_ray_data,
         driver_progress,
         ray_session,
@@ -361,6 +362,8 @@ def run_pretrain(
     stream = cfg.stream.studies > 0
     if stream:
         from echoprime.data.stream import min_stream_clips
+
+        check_stream_seed(cfg, shards)
 
         # Each study has at least synth.min_videos videos; the rows are split equally between
         # the workers, so every worker has at least this many clips in an epoch.

@@ -103,10 +103,18 @@ def run_train_views(cfg: EchoPrimeConfig, shards: str, bundle: str) -> dict[str,
     from echoprime.data.shards import read_manifest, validate_split
     from echoprime.staging import spec_of, write_component
     from echoprime.training.setup import _builder_takes
-    from ray_jobs.common import configure_ray_data, ray_session, require_resources, stream_dataset
+    from ray_jobs.common import (
+        check_stream_seed,
+        configure_ray_data,
+        ray_session,
+        require_resources,
+        stream_dataset,
+    )
 
     t0 = time.perf_counter()
     train_files, val_files = validate_split(shards, "train"), validate_split(shards, "val")
+    if cfg.views.stream_studies:
+        check_stream_seed(cfg, shards)
     spec = spec_of(bundle).to_dict()
     manifest = read_manifest(shards)
     name = cfg.model.view_classifier

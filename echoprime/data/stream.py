@@ -87,6 +87,16 @@ def stream_reports(indices: Iterable[int], *, seed: int) -> dict[str, tuple[str,
     return out
 
 
+def stream_overlap(seed: int, study_ids: Iterable[str]) -> list[str]:
+    """The ids among ``study_ids`` that stream ``seed`` would draw again (``s{seed}_{index}``, the
+    ids ``make_study(seed, index)`` gives): a cohort made with the stream's seed, whose
+    validation or test studies would then be trained on."""
+    import re
+
+    own = re.compile(rf"s{int(seed)}_\d+")
+    return sorted(i for i in set(study_ids) if own.fullmatch(str(i)))
+
+
 def min_stream_clips(n_studies: int, min_videos: int, clips_per_video: int = 1) -> int:
     """The fewest clips ``n_studies`` stream studies can hold (every study has >= ``min_videos``)."""
     return n_studies * min_videos * clips_per_video

@@ -187,3 +187,22 @@ def test_view_classifier_on_a_synthetic_stream(test_cfg, shards_dir, pretrained,
     assert (bundle / "views" / "view_classifier.safetensors").is_file()
     assert res["val_clips"] > 100 and 0.0 <= res["val_accuracy"] <= 1.0 and res["epochs"] == 2
     assert res["train_accuracy"] > 1 / 11  # it learned something from the rendered views
+
+
+def test_a_stream_that_would_replay_the_shards_studies_is_refused(test_cfg, shards_dir, tmp_path):
+    """The shards were synthesised with seed 0; a config whose own seed differs passes the config
+    check, but a stream of seed 0 would train on the shards' val/test studies: refused before
+    any worker starts, naming the seed."""
+    from ray_jobs.train_views import run_train_views
+
+    cfg = test_cfg.replace(
+        seed=5,
+        train={**test_cfg.train.model_dump(), "storage_path": str(tmp_path / "runs")},
+        stream={**test_cfg.stream.model_dump(), "studies": 8, "seed": 0},
+        views={**test_cfg.views.model_dump(), "stream_studies": 8},
+    )
+    with pytest.raises(ValueError, match=r"stream.seed=0 would draw \d+ studies these shards already hold"):
+        run_pretrain(cfg, str(shards_dir), str(tmp_path / "bundle" / "pretrained"))
+    with pytest.raises(ValueError, match="stream.seed=0 would draw"):
+        run_train_views(cfg, str(shards_dir), str(tmp_path / "bundle"))
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())

@@ -73,3 +73,11 @@ def test_stream_reports_are_the_rendered_studies_reports_without_rendering():
         k = list(rows["study_id"]).index(sid)
         assert text == rows["report"][k] and labels == rows["labels"][k]
     assert reps["s5_000003"][0] == make_study(5, 3, **SHAPE).report.to_text()
+
+
+def test_stream_overlap_names_the_ids_a_stream_would_draw_again():
+    from echoprime.data.stream import stream_overlap
+
+    ids = ["s1_000003", "s1_t000004", "s11_000002", "s1_000010", "p1_000003", "IM0001"]
+    assert stream_overlap(1, ids) == ["s1_000003", "s1_000010"]  # not the test namespace, not seed 11
+    assert stream_overlap(2, ids) == []
