@@ -107,7 +107,9 @@ def _clean(x: Any) -> Any:
 
 
 def _threshold_source(thresholds: Mapping[str, float], phenotype: str) -> str | None:
-    """``youden`` / ``release`` / ``default`` for a phenotype's decision threshold; None when it has none."""
+    """Where a phenotype's decision threshold came from: ``youden`` / ``release`` / ``default``
+    (a :class:`~echoprime.retrieval.Thresholds`), ``given`` (a plain mapping passed in code), or
+    None when it has none."""
     if phenotype not in thresholds:
         return None
     fits = getattr(thresholds, "fits", None)
