@@ -102,19 +102,31 @@ def load_split(shards: str, split: str) -> dict[str, Any]:
     t = read_split(shards, split, ["clip", "study_id", "view", "report", "labels"])
     if t.num_rows == 0:
         raise ValueError(f"{shards} has no rows in split {split!r}")
-    studies = t.column("study_id").to_pylist()
-    labels: dict[str, dict[str, float]] = {}
-    views: dict[str, set[str]] = {}
-    for s, v, lab in zip(studies, t.column("view").to_pylist(), t.column("labels").to_pylist(), strict=True):
-        labels.setdefault(s, json.loads(lab))
-        views.setdefault(s, set()).add(v)
+    return _split_dict(
+        clips_to_numpy(t.column("clip"), m.clip_shape),
+        t.column("study_id").to_pylist(),
+        t.column("view").to_pylist(),
+        t.column("report").to_pylist(),
+        t.column("labels").to_pylist(),
+    )
+
+
+def _split_dict(
+    clip: np.ndarray, studies: list[str], views: list[str], reports: list[str], labels: list[str]
+) -> dict[str, Any]:
+    """A split as the benchmark holds it: per-clip columns, per-study labels and set of views."""
+    by_study: dict[str, dict[str, float]] = {}
+    seen: dict[str, set[str]] = {}
+    for st, v, lab in zip(studies, views, labels, strict=True):
+        by_study.setdefault(st, json.loads(lab))
+        seen.setdefault(st, set()).add(v)
     return {
-        "clip": clips_to_numpy(t.column("clip"), m.clip_shape),
+        "clip": clip,
         "study": studies,
-        "view": t.column("view").to_pylist(),
-        "report": t.column("report").to_pylist(),
-        "labels": labels,
-        "views": views,
+        "view": views,
+        "report": reports,
+        "labels": by_study,
+        "views": seen,
     }
 
 
@@ -149,20 +161,13 @@ def stream_split(shards: str, stream: str, cfg: Any) -> dict[str, Any]:
         tmp = cache.with_suffix(".tmp.npz")
         np.savez(tmp, **{k: v if k == "clip" else v.astype(str) for k, v in rows.items()})
         tmp.replace(cache)
-    studies, views = rows["study_id"].tolist(), rows["view"].tolist()
-    labels: dict[str, dict[str, float]] = {}
-    seen: dict[str, set[str]] = {}
-    for st, v, lab in zip(studies, views, rows["labels"].tolist(), strict=True):
-        labels.setdefault(st, json.loads(lab))
-        seen.setdefault(st, set()).add(v)
-    return {
-        "clip": rows["clip"],
-        "study": studies,
-        "view": views,
-        "report": rows["report"].tolist(),
-        "labels": labels,
-        "views": seen,
-    }
+    return _split_dict(
+        rows["clip"],
+        rows["study_id"].tolist(),
+        rows["view"].tolist(),
+        rows["report"].tolist(),
+        rows["labels"].tolist(),
+    )
 
 
 def concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
