@@ -196,18 +196,27 @@ class LabelLoss(nn.Module):
         labels: torch.Tensor,
         video_label_logits: torch.Tensor | None = None,
         text_label_logits: torch.Tensor | None = None,
+        *,
+        video_labels: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        """``labels`` ``B x P`` for both heads, or ``video_labels`` for the video head's rows when
+        they are not the batch's (study-pooled logits)."""
         out: dict[str, torch.Tensor] = {}
-        for name, w, logits in (
-            ("video_label_loss", self.video_weight, video_label_logits),
-            ("text_label_loss", self.text_weight, text_label_logits),
+        for name, w, logits, y in (
+            (
+                "video_label_loss",
+                self.video_weight,
+                video_label_logits,
+                labels if video_labels is None else video_labels,
+            ),
+            ("text_label_loss", self.text_weight, text_label_logits, labels),
         ):
             if w > 0:
                 if logits is None:
                     raise ValueError(
                         f"{name} has weight {w} but the model has no label head (model.label_heads)"
                     )
-                out[name] = w * self.part(logits, labels)
+                out[name] = w * self.part(logits, y)
         return out
 
 
@@ -262,12 +271,10 @@ class ClipLabelLoss(nn.Module):
         if labels is None:
             raise ValueError("the label objective needs each clip's labels (batch key 'labels')")
         out = dict(self.clip(video_features, text_features, logit_scale, study_ids=study_ids))
-        out |= self.labels(labels, video_label_logits, text_label_logits)
-        if self.pool_studies and "video_label_loss" in out:
+        video_labels = None
+        if self.pool_studies and video_label_logits is not None:
             if study_ids is None:
                 raise ValueError("pool_studies needs each clip's study_ids")
-            pooled, first = pool_by_study(study_ids, video_label_logits)
-            out["video_label_loss"] = self.labels.video_weight * self.labels.part(
-                pooled, labels.to(pooled.device)[first]
-            )
-        return out
+            video_label_logits, first = pool_by_study(study_ids, video_label_logits)
+            video_labels = labels.to(first.device)[first]
+        return out | self.labels(labels, video_label_logits, text_label_logits, video_labels=video_labels)
