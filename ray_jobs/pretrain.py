@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import math
 import os
+import posixpath
 import shutil
 import tempfile
 import time
+import zlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,15 +129,45 @@ def _train_fn(config: dict[str, Any]) -> None:
     autocast = torch.bfloat16 if tc["precision"] == "bf16" else None
 
     state = {"step": 0, "epoch": 0, "step_in_epoch": 0, "history": [], "elapsed": 0.0}
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is not None:
-        with ckpt.as_directory() as d:
-            st = load_checkpoint(d, unwrap(model), opt, sched, map_location=device)
+    fault = config.get("fault") or {}
+    probe = Path(fault["probe"]) if fault.get("probe") else None
+    skip = 0  # batches of the first epoch run here that the checkpoint's model has already taken
+    # Every rank restores the checkpoint rank 0 found (_newest_checkpoint says why not Ray's own).
+    box = [_newest_checkpoint(config["run_uri"]) if rank == 0 else None]
+    if world > 1:
+        torch.distributed.broadcast_object_list(box, src=0)
+    if box[0] is not None:
+        uri = box[0][0]
+        with tempfile.TemporaryDirectory() as tmp:
+            st = load_checkpoint(_local_copy(uri, Path(tmp)), unwrap(model), opt, sched, map_location=device)
         state.update(st["extra"])
         state["step"] = st["step"]
+        skip = state["step_in_epoch"]
+        state["history"].append(
+            {
+                "kind": "resume",
+                "step": state["step"],
+                "epoch": state["epoch"],
+                "skipped_batches": skip,
+                "lr": float(opt.param_groups[0]["lr"]),
+                "checkpoint": posixpath.basename(uri),
+            }
+        )
+        registered = ray.train.get_checkpoint()
+        if rank == 0 and (
+            registered is None or posixpath.basename(registered.path) != posixpath.basename(uri)
+        ):
+            print(
+                f"pretrain: resuming from {uri} (step {st['step']}); Ray Train had registered "
+                f"{registered.path if registered else 'no checkpoint'}"
+            )
+        if probe is not None:  # test hook: the optimizer and scheduler state as restored on this rank
+            torch.save(
+                {"optimizer": opt.state_dict(), "scheduler": sched.state_dict()},
+                probe / f"restored-rank{rank}.pt",
+            )
     start = time.monotonic() - state["elapsed"]
     progress = config.get("progress")
-    fault = config.get("fault") or {}
 
     def save_and_report(metrics: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -200,6 +234,14 @@ def _train_fn(config: dict[str, Any]) -> None:
             local_shuffle_buffer_size=tc["shuffle_buffer"] or None,
             local_shuffle_seed=config["seed"] + state["epoch"] * 97 + rank if tc["shuffle_buffer"] else None,
         )
+        if skip:
+            # Resumed inside this epoch: its first `skip` batches went into the checkpoint's model.
+            # The same split and shuffle seed give the same order (docs/training.md, "Resuming"),
+            # so passing over them continues the epoch instead of replaying its start.
+            batches = itertools.islice(batches, skip, None)
+            skip = 0
+        if probe is not None:
+            batches = _logged(batches, probe / f"batches-rank{rank}.jsonl", state, opt)
         stats = train_one_epoch(
             model,
             loss_fn,
@@ -268,28 +310,80 @@ def _train_fn(config: dict[str, Any]) -> None:
             )
 
 
-def _finished_checkpoint(run_uri: str, epochs: int, total_steps: int) -> str | None:
-    """The run's latest checkpoint (a folder URI) when it has nothing left to train, else None.
+def _logged(batches: Iterable[dict[str, Any]], path: Path, state: dict[str, Any], opt: Any) -> Iterator[Any]:
+    """Test hook (``fault["probe"]``): before each step, one JSON line with the step it feeds, the
+    learning rate it will use and a CRC32 of each of its clips, so a test can see what a resumed
+    run took."""
+    for b in batches:
+        rec = {
+            "epoch": state["epoch"],
+            "step": state["step"] + 1,
+            "lr": float(opt.param_groups[0]["lr"]),
+            "clips": [zlib.crc32(c.numpy().tobytes()) for c in b["clip"]],
+        }
+        with open(path, "a") as f:
+            f.write(json.dumps(rec) + "\n")
+        yield b
 
-    Ray Train names checkpoints ``checkpoint_<timestamp>``, so the last by name is the latest; a
-    run is finished when that checkpoint reached ``total_steps`` or its last epoch (a run stopped
-    on its time budget records the last epoch).
+
+def _checkpoints(run_uri: str) -> list[tuple[str, dict[str, Any]]]:
+    """The run's complete checkpoints, oldest first, as (folder URI, its ``state.json``).
+
+    Ray Train names checkpoints ``checkpoint_<timestamp>``, so name order is the order they were
+    written in. A folder whose files are not all there at their written size (an upload cut off
+    by a dying worker) is left out (:func:`echoprime.training.checkpoint.is_complete`).
     """
-    from echoprime import storage
+    import pyarrow.fs as pafs
 
-    try:
-        files = storage.list_files(run_uri)
-    except FileNotFoundError:
+    from echoprime import storage
+    from echoprime.training.checkpoint import STATE_FILE, is_complete
+
+    run = storage.locate(run_uri)
+    if run.fs.get_file_info(run.path).type != pafs.FileType.Directory:
+        return []
+    folders: dict[str, dict[str, int]] = {}
+    for info in run.fs.get_file_info(pafs.FileSelector(run.path, recursive=True)):
+        parts = posixpath.relpath(info.path, run.path).split("/")
+        if info.type == pafs.FileType.File and len(parts) == 2 and parts[0].startswith("checkpoint_"):
+            folders.setdefault(parts[0], {})[parts[1]] = int(info.size or 0)
+    out = []
+    for name in sorted(folders):
+        if STATE_FILE not in folders[name]:
+            continue
+        try:
+            st = json.loads(storage.read_bytes(run.join(name, STATE_FILE).uri))
+        except (OSError, ValueError):  # a state.json cut short
+            continue
+        if is_complete(st, folders[name]):
+            out.append((run.join(name).uri, st))
+    return out
+
+
+def _newest_checkpoint(run_uri: str) -> tuple[str, dict[str, Any]] | None:
+    """The complete checkpoint a (re)started run goes on from: the highest step, the latest
+    written among equals; None for a run with none.
+
+    The run's folder decides, not only Ray Train's latest registered checkpoint: Ray registers a
+    reported checkpoint when its controller next polls the workers (every ~2 s), so one written
+    just before a worker died may never be registered, and the restarted group would silently
+    go back to an older checkpoint, or to step 0 (as it did before this was read from storage).
+    """
+    cks = _checkpoints(run_uri)
+    return max(cks, key=lambda c: (int(c[1].get("step", 0)), c[0])) if cks else None
+
+
+def _finished_checkpoint(run_uri: str, epochs: int, total_steps: int) -> str | None:
+    """The run's latest complete checkpoint (a folder URI) when it has nothing left to train, else None.
+
+    A run is finished when that checkpoint reached ``total_steps`` or its last epoch (a run
+    stopped on its time budget records the last epoch).
+    """
+    cks = _checkpoints(run_uri)
+    if not cks:
         return None
-    states = [
-        f for f in files if f.endswith("/state.json") and f.rsplit("/", 2)[-2].startswith("checkpoint_")
-    ]
-    if not states:
-        return None
-    latest = max(states, key=lambda f: f.rsplit("/", 2)[-2])
-    st = json.loads(storage.read_bytes(latest))
+    latest, st = cks[-1]
     done = st.get("step", 0) >= total_steps or st.get("epoch", 0) >= epochs
-    return latest.rsplit("/", 1)[0] if done else None
+    return latest if done else None
 
 
 def _local_copy(folder_uri: str, dest: Path) -> Path:
@@ -316,7 +410,9 @@ def run_pretrain(
         shards: ingest output with committed train and val splits.
         out: output folder (local or s3://).
         resume: continue ``train.run_name`` from its last checkpoint instead of refusing to reuse it.
-        fault: test hook ``{"at_step": k, "marker": path}``: the last worker dies once at step k.
+        fault: test hooks: ``{"at_step": k, "marker": path}``: the last worker dies once at step k;
+            ``"probe": folder``: each rank writes there the optimizer and scheduler state it
+            restored and, per step, the clips it took (``_logged``).
 
     Raises:
         ShardError: missing/empty split, missing column or wrong clip shape (before training).
@@ -433,6 +529,7 @@ def run_pretrain(
                             "total_steps": total_steps,
                             "warmup_steps": warmup_steps,
                             "config_dict": cfg.to_dict(),
+                            "run_uri": run_dir.uri,
                             "progress": progress,
                             "fault": fault,
                         },

@@ -5,8 +5,9 @@ Layout::
     model.safetensors   the model's weights (safetensors; shared/tied tensors stored once)
     optimizer.pt        optimizer state (torch.save of a state dict of tensors and numbers)
     scheduler.pt        LR scheduler state (when there is a scheduler)
-    state.json          {"step", "epoch", "extra"}
     config.yaml         the resolved run configuration (what built the model, the data spec)
+    state.json          {"step", "epoch", "extra", "files"}: written last; "files" holds the
+                        size of every other file, so a copy cut short is known (:func:`is_complete`)
 
 ``optimizer.pt``/``scheduler.pt`` are our own training state, not a shipped artifact: they are
 read back with ``torch.load(weights_only=True)``, which refuses anything but tensors and plain
@@ -20,6 +21,7 @@ import json
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,12 +83,15 @@ def save_checkpoint(
             torch.save(optimizer.state_dict(), tmp / OPTIMIZER_FILE)
         if scheduler is not None:
             torch.save(scheduler.state_dict(), tmp / SCHEDULER_FILE)
+        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+        files = {p.name: p.stat().st_size for p in sorted(tmp.iterdir())}
         try:
-            state = json.dumps({"step": int(step), "epoch": int(epoch), "extra": extra or {}}, indent=2)
+            state = json.dumps(
+                {"step": int(step), "epoch": int(epoch), "extra": extra or {}, "files": files}, indent=2
+            )
         except TypeError as e:
             raise ValueError(f"checkpoint extra must be JSON-serialisable: {e}") from None
         (tmp / STATE_FILE).write_text(state)
-        (tmp / CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -94,6 +99,20 @@ def save_checkpoint(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def is_complete(state: Mapping[str, Any], sizes: Mapping[str, int]) -> bool:
+    """Whether a checkpoint folder is whole: ``state`` is its ``state.json`` and ``sizes`` the
+    files the folder holds (name -> bytes).
+
+    Every file ``state.json`` lists must be there at the size it was written with; a checkpoint
+    copied only in part (an upload cut off by a dying worker) is not complete. A checkpoint
+    written before ``state.json`` listed its files counts when it has its weights.
+    """
+    files = state.get("files")
+    if not isinstance(files, Mapping):
+        return MODEL_FILE in sizes
+    return all(sizes.get(name) == size for name, size in files.items())
 
 
 def load_checkpoint(
@@ -113,7 +132,7 @@ def load_checkpoint(
         map_location: where optimizer tensors are loaded.
 
     Returns:
-        ``{"step", "epoch", "extra", "config"}``.
+        ``{"step", "epoch", "extra", "files", "config"}``.
 
     Raises:
         FileNotFoundError: not a checkpoint directory, or a requested part is missing.
