@@ -30,7 +30,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from echoprime.io import EchoIOError, FileReport, read_any
+from echoprime.io import FileReport, VideoData
+from echoprime.io.files import load_file
 from echoprime.preprocess import PreprocessSpec, normalise, preprocess_uint8, valid_frames
 from echoprime.taxonomy import MIL_SECTIONS, PHENOTYPE_BY_NAME, VIEWS
 
@@ -226,15 +227,17 @@ class StudyInterpreter:
             items = [(it[0], it[1]) if isinstance(it, tuple) else (str(it), Path(it)) for it in study]
         clips, n_valid, reports = [], [], []
         limits = {"max_frames": max_frames or max(self.spec.frames * self.spec.stride, 1)}
+
+        def prepare(vid: VideoData) -> tuple[np.ndarray, int]:
+            # T x S x S x 3 from frame 0, and how many of its frames come from the file
+            return preprocess_uint8(vid.frames, self.spec), valid_frames(vid.frames.shape[0], self.spec)
+
         for name, src in items:
-            try:
-                vid = read_any(src, name=name, **limits)
-            except EchoIOError as e:
-                reports.append(FileReport(name, "skipped", e.reason, code=e.code))
-                continue
-            clips.append(preprocess_uint8(vid.frames, self.spec))  # T x S x S x 3, from frame 0
-            n_valid.append(valid_frames(vid.frames.shape[0], self.spec))
-            reports.append(FileReport(name, "used", "", int(vid.meta.get("n_frames", 0)), vid.fps))
+            prepared, report = load_file(name, src, prepare, **limits)  # a bad file: a report, never a raise
+            reports.append(report)
+            if prepared is not None:
+                clips.append(prepared[0])
+                n_valid.append(prepared[1])
         shape = (self.spec.frames, self.spec.size, self.spec.size, 3)
         u8 = np.stack(clips) if clips else np.zeros((0, *shape), np.uint8)
         return u8, np.asarray(n_valid, np.int64), reports

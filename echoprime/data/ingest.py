@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from echoprime.data.shards import SPLITS, assign_split, dump_labels
-from echoprime.io import EchoIOError, read_any
+from echoprime.io import EchoIOError, file_boundary, read_any
 from echoprime.preprocess import PreprocessSpec, preprocess_uint8, valid_frames
 
 # Files in the input root that describe the archive rather than belong to it.
@@ -277,14 +277,11 @@ class FileDecoder:
         for uri in batch["uri"]:
             uri = str(uri)
             try:
-                rows.extend(self.decode(uri))
+                # The file boundary: whatever one file makes a decoder raise is its reject, not the batch's.
+                with file_boundary(uri):
+                    rows.extend(self.decode(uri))
             except EchoIOError as e:
                 rejects.append({"source_uri": uri, "reason": e.reason, "code": e.code})
-            except (MemoryError, ValueError, OSError, RuntimeError) as e:
-                # An unexpected decoder failure is still one file's problem, not the batch's.
-                rejects.append(
-                    {"source_uri": uri, "reason": f"{type(e).__name__}: {e}", "code": "decode_failed"}
-                )
         if rejects:
             self.rejects.extend(rejects)
             if self.on_reject is not None:

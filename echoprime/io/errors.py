@@ -8,7 +8,13 @@ their fields so that they cross process boundaries (Ray tasks) intact.
 
 from __future__ import annotations
 
+import logging
+import re
+import zlib
 from os import PathLike
+from types import TracebackType
+
+log = logging.getLogger("echoprime.io")
 
 
 class EchoIOError(ValueError):
@@ -84,13 +90,122 @@ class FrameTooLargeError(EchoIOError):
     code = "frame_too_large"
 
 
+class PreprocessError(EchoIOError):
+    """A file that decoded but whose clip cannot be prepared for the model (say frames too small
+    to crop)."""
+
+    code = "preprocess_failed"
+
+
+# ------------------------------------------------------------------------------ the boundary
+_PATH = re.compile(r"(?:[A-Za-z]:)?(?:[/\\][\w.\-~]+){2,}")
+_IN_FILE = re.compile(r"\s+in file\s+\S.*$")
+
+
+def public_text(message: object, limit: int = 200) -> str:
+    """A library's error message made fit for a reason a client sees.
+
+    The message stays (it is often the most precise words for what is wrong), but file system
+    paths (pydicom and FFmpeg append the file they read) become ``<file>``, line breaks (a C++
+    backtrace, a traceback) go, and it is cut at ``limit`` characters.
+    """
+    lines = str(message).strip().splitlines()
+    text = _PATH.sub("<file>", _IN_FILE.sub("", lines[0] if lines else ""))
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe(exc: BaseException, error: type[EchoIOError] = EchoIOError) -> str:
+    """See :func:`_describe`; the words only."""
+    return _describe(exc, error)[0]
+
+
+def _describe(exc: BaseException, error: type[EchoIOError]) -> tuple[str, bool]:
+    """Words for an exception no reader foresaw: specific where the kind of failure says what is
+    wrong with the file, else the last resort ``could not be read (<ExceptionClass>)``.
+
+    Args:
+        exc: The exception.
+        error: The typed error it will become (the words name DICOM for DICOM readers).
+
+    Returns:
+        ``(reason, known)``: ``known`` is False for the last resort.
+    """
+    what = "DICOM" if issubclass(error, DicomDecodeError) else "file"
+    if isinstance(exc, RecursionError):
+        reason = (
+            f"{what} structures (sequences within sequences) are nested too deeply to read; "
+            "expected at most a few levels of nesting"
+        )
+    elif isinstance(exc, MemoryError):
+        reason = "decoding needs more memory than this process can get; the file declares an implausibly large image"
+    elif isinstance(exc, zlib.error):
+        reason = f"{what} compressed (deflate) data is corrupt: {public_text(exc).split(': ')[-1]}"
+    elif isinstance(exc, (EOFError, StopIteration)):
+        reason = f"the {what} ends inside a structure (truncated or corrupt); expected the structure to be complete"
+    elif isinstance(exc, UnicodeError):
+        reason = f"a text value of the {what} is not valid in its character set"
+    elif isinstance(exc, OverflowError):
+        reason = f"a value in the {what} header is out of range"
+    else:
+        return f"could not be read ({type(exc).__name__})", False
+    return reason, True
+
+
+class file_boundary:  # noqa: N801  (used as a context manager, like contextlib's lower-case ones)
+    """Turn any exception raised while reading one file into that file's typed error.
+
+    A reader raises :class:`EchoIOError` for every failure it foresees. Decoder libraries can
+    still raise what nobody foresaw (``RecursionError`` from pydicom on sequences nested
+    thousands deep, ``zlib.error``, ``MemoryError``, a ``KeyError`` inside a plugin): one file
+    must never take down its study, a Serve replica or a batch job, so the public readers run
+    their body inside this boundary. A typed error passes through unchanged; any other
+    ``Exception`` becomes ``error(path, describe(exc))``, chained to the original and logged for
+    the operator (one line for the kinds :func:`describe` names, the traceback for the rest); the
+    reason itself carries no traceback and no server path.
+    ``BaseException`` (KeyboardInterrupt, SystemExit) is never caught.
+
+    Example::
+
+        with file_boundary(path, DicomDecodeError):
+            ds = pydicom.dcmread(fh)
+    """
+
+    def __init__(self, path: str | None, error: type[EchoIOError] = EchoIOError) -> None:
+        self.path, self.error = path, error
+
+    def __enter__(self) -> file_boundary:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        if exc is None or isinstance(exc, EchoIOError) or not isinstance(exc, Exception):
+            return False  # nothing happened, already typed, or not ours to catch
+        reason, known = _describe(exc, self.error)
+        if known:  # a kind of failure the reason already names: one line for the operator
+            log.info("%s: %s while reading (%s): %s", self.path, type(exc).__name__, self.error.code, reason)
+        else:  # nobody foresaw it: the traceback is what fixes it
+            log.warning(
+                "%s: %s while reading, reported as %s",
+                self.path,
+                type(exc).__name__,
+                self.error.code,
+                exc_info=exc,
+            )
+        raise self.error(self.path, reason) from exc
+
+
 __all__ = [
     "DicomDecodeError",
     "EchoIOError",
     "FrameTooLargeError",
     "NotAVideoError",
     "NotUltrasoundError",
+    "PreprocessError",
     "UnknownFormatError",
     "UnsupportedTransferSyntax",
     "VideoDecodeError",
+    "describe",
+    "file_boundary",
+    "public_text",
 ]

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from echoprime.io.dicom import read_dicom
-from echoprime.io.errors import EchoIOError
+from echoprime.io.files import load_file
 from echoprime.io.types import FileReport, VideoData
 from echoprime.io.video import VIDEO_SUFFIXES, read_video
 from echoprime.preprocess import RELEASE_SPEC, PreprocessSpec, preprocess_video
@@ -47,7 +47,8 @@ def process_files(
 
     Args:
         paths: Files, in the order their clips should have.
-        reader: Decodes one file (raises :class:`EchoIOError` for a bad one).
+        reader: Decodes one file (raises :class:`EchoIOError` for a bad one; anything else it or
+            the preprocessing raises is also the file's reason: :func:`~echoprime.io.files.load_file`).
         spec: Preprocessing spec.
         accept: Optional pre-filter: returns a reason to skip a file without reading it.
 
@@ -61,13 +62,12 @@ def process_files(
         if accept is not None and (why := accept(p)) is not None:
             reports.append(FileReport(str(p), "skipped", why, code="not_selected"))
             continue
-        try:
-            video = reader(p)
-        except EchoIOError as e:
-            reports.append(FileReport(str(p), "skipped", e.reason, code=e.code))
-            continue
-        clips.append(preprocess_video(video.frames, spec))  # 3 x T x S x S
-        reports.append(FileReport(str(p), "used", "", int(video.meta.get("n_frames", 0)), video.fps))
+        clip, report = load_file(
+            str(p), p, lambda v: preprocess_video(v.frames, spec), reader=lambda src, name: reader(src)
+        )  # 3 x T x S x S, or a skipped report: a bad file never stops the folder
+        reports.append(report)
+        if clip is not None:
+            clips.append(clip)
     if not clips:
         return torch.zeros((0, 3, spec.frames, spec.size, spec.size)), reports
     return torch.from_numpy(np.stack(clips)), reports  # N x (3 x T x S x S) -> N x 3 x T x S x S

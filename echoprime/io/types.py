@@ -18,6 +18,13 @@ DEFAULT_MAX_PIXELS = 4096 * 4096
 """Largest frame (rows x columns) read by default; larger headers are refused before decoding."""
 DEFAULT_MAX_BYTES = 4 * 1024**3
 """Largest decoded clip (frames x rows x columns x 3 bytes) read by default."""
+MAX_DECLARED_FRAMES = 100_000
+"""Largest frame count a header may declare (DICOM NumberOfFrames, a container's frame count).
+
+Not a configuration: no echo cine comes near it (a 60 s loop at 1000 frames per second is 60 000
+frames), and a header above it is lying. Refused before decoding even when ``max_frames`` would
+read only the start, so that no reader sizes a frame index, an offset table or a buffer by it.
+"""
 
 
 @dataclass(frozen=True)
@@ -111,11 +118,18 @@ def check_frame_limits(
         The number of frames that will be decoded.
 
     Raises:
-        FrameTooLargeError: The frame or the decoded clip would be larger than allowed.
+        FrameTooLargeError: The frame or the decoded clip would be larger than allowed, or the
+            header declares more than :data:`MAX_DECLARED_FRAMES` frames.
         NotAVideoError: Fewer than two frames.
     """
     if rows <= 0 or cols <= 0:
         raise NotAVideoError(path, f"header gives an empty frame size {rows} x {cols}")
+    if n_frames > MAX_DECLARED_FRAMES:
+        raise FrameTooLargeError(
+            path,
+            f"header declares {n_frames} frames, more than the {MAX_DECLARED_FRAMES} any echo cine has; "
+            "refused before decoding",
+        )
     if rows * cols > max_pixels:
         raise FrameTooLargeError(
             path,
