@@ -24,24 +24,35 @@ from typing import Any, BinaryIO
 
 import numpy as np
 import pydicom
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
+from pydicom.filereader import _read_file_meta_info, read_preamble
 from pydicom.pixels import get_decoder
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import (
     UID,
+    DeflatedExplicitVRLittleEndian,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEG2000TransferSyntaxes,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
     MPEGTransferSyntaxes,
 )
 
+from echoprime.io.codestream import CodestreamError, j2k_frame_size, jpeg_frame_size
+from echoprime.io.deflate import DeflatedPixels, read_deflated
 from echoprime.io.dicom_pixels import to_rgb
 from echoprime.io.errors import (
     DicomDecodeError,
     EchoIOError,
+    NotAVideoError,
     NotUltrasoundError,
     UnsupportedTransferSyntax,
+    file_boundary,
+    public_text,
 )
 from echoprime.io.types import (
     DEFAULT_MAX_BYTES,
@@ -112,14 +123,41 @@ def _sniff(head: bytes) -> str:
     return ""
 
 
-def _read_dataset(src: Source, name: str | None, *, stop_before_pixels: bool) -> Dataset:
-    """Parse a DICOM data set from a path or bytes, with or without the 128-byte preamble."""
+def _peek_file_meta(fh: BinaryIO) -> tuple[FileMetaDataset | None, int]:
+    """The file meta group and where the data set starts, without reading the data set (a
+    deflated data set must not reach pydicom, which inflates it whole); ``(None, 0)`` when the
+    start of the file does not parse (the full read then says precisely why)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            read_preamble(fh, True)
+            # pydicom's own file-meta reader (private in pydicom 3.0, which pyproject pins): the
+            # group-2 rules (explicit VR, implicit fallback) are not worth a second copy here.
+            meta = _read_file_meta_info(fh)
+            return meta, fh.tell()
+    except Exception:  # noqa: BLE001  (a peek: any failure falls through to the full read)
+        return None, 0
+    finally:
+        fh.seek(0)
+
+
+def _read_dataset(
+    src: Source, name: str | None, *, stop_before_pixels: bool
+) -> tuple[Dataset, DeflatedPixels | None]:
+    """Parse a DICOM data set from a path or bytes, with or without the 128-byte preamble.
+
+    Returns:
+        The data set, and for a deflated data set read with its pixels its Pixel Data element
+        still deflated (:mod:`echoprime.io.deflate`: inflated only once the caller checked the
+        header against its limits); ``None`` otherwise.
+    """
     path = source_name(src, name)
     try:
         # Paths are parsed from the open file (no extra copy of a large cine in memory).
         fh: BinaryIO = io.BytesIO(bytes(src)) if is_bytes(src) else open(src, "rb")  # type: ignore[arg-type]  # noqa: SIM115
     except OSError as e:
         raise DicomDecodeError(path, f"cannot read the file: {e.strerror or e}") from e
+    pixels: DeflatedPixels | None = None
     with fh:
         try:
             head = fh.read(132)
@@ -129,12 +167,20 @@ def _read_dataset(src: Source, name: str | None, *, stop_before_pixels: bool) ->
             raise DicomDecodeError(path, f"cannot read the file: {e.strerror or e}") from e
         if size == 0:
             raise DicomDecodeError(path, "the file is empty (0 bytes)")
+        file_meta, body_at = _peek_file_meta(fh)
         # pydicom reports a file cut inside an element only as a warning and returns what it
         # has; record warnings so that truncation becomes an error that says so.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            notes: list[str] = []
             try:
-                if head[128:132] == b"DICM":
+                if (
+                    file_meta is not None
+                    and file_meta.get("TransferSyntaxUID") == DeflatedExplicitVRLittleEndian
+                ):
+                    fh.seek(body_at)
+                    ds, pixels, notes = read_deflated(io.BytesIO(fh.read()), path, file_meta)
+                elif head[128:132] == b"DICM":
                     ds = pydicom.dcmread(fh, stop_before_pixels=stop_before_pixels)
                 else:
                     ds = _read_without_preamble(fh, head, path, stop_before_pixels)
@@ -143,11 +189,12 @@ def _read_dataset(src: Source, name: str | None, *, stop_before_pixels: bool) ->
             except OSError as e:
                 raise DicomDecodeError(path, f"cannot read the file: {e.strerror or e}") from e
             except _PARSE_ERRORS as e:
-                raise DicomDecodeError(path, f"not a readable DICOM file: {type(e).__name__}: {e}") from e
-    for w in caught:
-        msg = str(w.message)
+                raise DicomDecodeError(
+                    path, f"not a readable DICOM file: {type(e).__name__}: {public_text(e)}"
+                ) from e
+    for msg in [str(w.message) for w in caught] + notes:
         if "End of file reached" in msg or "truncated" in msg.lower():
-            raise DicomDecodeError(path, f"the file is truncated ({size} bytes): {msg}")
+            raise DicomDecodeError(path, f"the file is truncated ({size} bytes): {public_text(msg)}")
     if "TransferSyntaxUID" not in ds.file_meta:
         # Raw data sets (no file meta) carry their encoding only implicitly; the pixel decoders
         # need it spelled out.
@@ -158,7 +205,7 @@ def _read_dataset(src: Source, name: str | None, *, stop_before_pixels: bool) ->
             else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
         )
         ds.file_meta.TransferSyntaxUID = ts
-    return ds
+    return ds, (None if stop_before_pixels else pixels)
 
 
 def _read_without_preamble(fh: BinaryIO, head: bytes, path: str | None, stop_before_pixels: bool) -> Dataset:
@@ -261,12 +308,121 @@ def _check_object(ds: Dataset, path: str | None, modalities: tuple[str, ...] | N
     modality = _str(ds, "Modality")
     if modality is not None and modalities is not None and modality.upper() not in modalities:
         raise NotUltrasoundError(path, f"modality {modality!r}, expected one of {list(modalities)}")
+
+
+def _check_pixels(ds: Dataset, path: str | None) -> None:
+    """Refuse a data set without (or with empty) Pixel Data."""
     if "PixelData" not in ds:
         if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
             raise NotUltrasoundError(path, "float pixel data (a parametric map), not an ultrasound image")
-        has_geometry = "Rows" in ds and "Columns" in ds
-        hint = " (the file may be truncated)" if has_geometry or len(ds) == 0 else ""
+        image_class = (_str(ds, "SOPClassUID") or "").startswith("1.2.840.10008.5.1.4.1.1.")
+        hint = " (the file may be truncated)" if image_class or "Rows" in ds or len(ds) == 0 else ""
         raise DicomDecodeError(path, f"no Pixel Data element (7FE0,0010){hint}")
+    if not ds.PixelData:
+        hint = " (the file may be truncated)" if "Rows" in ds else ""
+        raise DicomDecodeError(
+            path, f"the Pixel Data element is empty (0 bytes){hint}; expected the frames' pixels"
+        )
+
+
+def _show(v: object) -> str:
+    """A header value for an error message: its repr, cut short."""
+    text = repr(v[:24] if isinstance(v, (bytes, bytearray)) else v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _header_int(ds: Dataset, keyword: str, path: str | None, meaning: str) -> int | None:
+    """An integer attribute of the image description, strictly: ``None`` when absent or empty,
+    a :class:`DicomDecodeError` naming the attribute, its VR and value when it is there but not
+    a single integer (a wrong VR, text, a sequence, several values)."""
+    if keyword not in ds:
+        return None
+    try:
+        elem = ds[keyword]
+        value = elem.value
+    except Exception as e:  # noqa: BLE001  (pydicom's value converters raise many kinds)
+        raise DicomDecodeError(
+            path, f"{keyword} cannot be decoded ({public_text(e)}); expected {meaning}"
+        ) from None
+    if value is None or value == "":
+        return None
+    try:
+        if isinstance(value, (bytes, bytearray, str)) and not str(value).strip().lstrip("+-").isdigit():
+            raise ValueError
+        number = int(value)  # type: ignore[call-overload]
+        if number != float(value):  # type: ignore[arg-type]
+            raise ValueError
+    except (TypeError, ValueError, OverflowError):
+        raise DicomDecodeError(
+            path, f"{keyword} is not an integer: VR {elem.VR}, value {_show(value)}; expected {meaning}"
+        ) from None
+    return number
+
+
+def _geometry(ds: Dataset, path: str | None) -> tuple[int, int, int]:
+    """``(rows, cols, frames)`` the header declares, each a checked integer (a missing
+    NumberOfFrames means one frame)."""
+    rows = _header_int(ds, "Rows", path, "the frame height in pixels") or 0
+    cols = _header_int(ds, "Columns", path, "the frame width in pixels") or 0
+    frames = _header_int(ds, "NumberOfFrames", path, "the number of frames")
+    if frames is not None and frames < 0:
+        raise NotAVideoError(
+            path, f"NumberOfFrames is {frames}; expected the number of frames (>= 2 for a cine)"
+        )
+    return rows, cols, 1 if frames is None else frames
+
+
+def _check_encapsulated(
+    ds: Dataset, path: str | None, ts: UID, n: int, n_src: int, rows: int, cols: int
+) -> None:
+    """Before any decoder runs: the encapsulated Pixel Data holds the first ``n`` frames, and
+    each JPEG / JPEG-LS / JPEG 2000 frame's own header (SOF / SIZ, which the decoder sizes its
+    output by) states exactly Rows x Columns."""
+    if not ts.is_encapsulated or ts in MPEGTransferSyntaxes:
+        return
+    data = ds.PixelData
+    if bytes(data[:4]) != b"\xfe\xff\x00\xe0":
+        raise DicomDecodeError(
+            path,
+            f"Pixel Data is not encapsulated (no item tag (FFFE,E000) at its start) although the "
+            f"transfer syntax {ts.name} requires it",
+        )
+    kind, size_of = None, None
+    if ts in JPEGTransferSyntaxes or ts in JPEGLSTransferSyntaxes:
+        kind, size_of = "JPEG", jpeg_frame_size
+    elif ts in JPEG2000TransferSyntaxes:
+        kind, size_of = "JPEG 2000", j2k_frame_size
+    extended = None
+    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
+        extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
+    frames = generate_frames(data, number_of_frames=n_src, extended_offsets=extended)
+    for k in range(n):
+        try:
+            frame = next(frames)
+        except StopIteration:
+            raise DicomDecodeError(
+                path, f"encapsulated Pixel Data holds {k} frames; NumberOfFrames declares {n_src}"
+            ) from None
+        except Exception as e:  # noqa: BLE001  (pydicom's item parser: ValueError, struct.error, ...)
+            raise DicomDecodeError(
+                path, f"encapsulated Pixel Data is malformed at frame {k}: {public_text(e)}"
+            ) from None
+        if size_of is None:
+            continue
+        try:
+            f_rows, f_cols = size_of(frame)
+        except CodestreamError as e:
+            raise DicomDecodeError(path, f"{kind} frame {k} {e}; expected a {kind} codestream") from None
+        if f_rows > rows or f_cols > cols:
+            raise DicomDecodeError(
+                path,
+                f"{kind} frame {f_rows}x{f_cols} exceeds Rows/Columns {rows}x{cols} (frame {k}); "
+                "refused before decoding",
+            )
+        if (f_rows, f_cols) != (rows, cols):
+            raise DicomDecodeError(
+                path, f"{kind} frame {f_rows}x{f_cols} does not match Rows/Columns {rows}x{cols} (frame {k})"
+            )
 
 
 def dicom_header(src: Source, *, name: str | None = None) -> dict[str, Any]:
@@ -281,12 +437,14 @@ def dicom_header(src: Source, *, name: str | None = None) -> dict[str, Any]:
         ``fps_source``.
 
     Raises:
-        DicomDecodeError: Not DICOM, unreadable or truncated header.
+        DicomDecodeError: Not DICOM, unreadable or truncated header (and anything else the
+            file's content makes a library raise: :class:`~echoprime.io.errors.file_boundary`).
     """
-    ds = _read_dataset(src, name, stop_before_pixels=True)
-    meta = _meta(ds)
-    meta["fps"], meta["fps_source"] = dicom_fps(ds)
-    return meta
+    with file_boundary(source_name(src, name), DicomDecodeError):
+        ds, _ = _read_dataset(src, name, stop_before_pixels=True)
+        meta = _meta(ds)
+        meta["fps"], meta["fps_source"] = dicom_fps(ds)
+        return meta
 
 
 def read_dicom(
@@ -299,6 +457,12 @@ def read_dicom(
     modalities: tuple[str, ...] | None = ("US",),
 ) -> VideoData:
     """Decode a DICOM cine clip to RGB frames.
+
+    Every limit is checked from the header before the allocation it prevents: frame count and
+    size (:func:`~echoprime.io.types.check_frame_limits`), the size of native pixel data, each
+    JPEG / JPEG 2000 frame's own SOF / SIZ size against Rows/Columns, and a deflated data set's
+    inflated size (:mod:`echoprime.io.deflate`). Whatever else the file makes a library raise
+    becomes a :class:`DicomDecodeError` (:class:`~echoprime.io.errors.file_boundary`).
 
     Args:
         src: Path or the file's bytes.
@@ -313,7 +477,8 @@ def read_dicom(
         ``max_frames < 2``), ``fps`` from the frame-timing tags and header ``meta``.
 
     Raises:
-        DicomDecodeError: Not DICOM, truncated, no pixel data, or the pixel data fails to decode.
+        DicomDecodeError: Not DICOM, truncated, no pixel data, a header value of the wrong kind,
+            or the pixel data fails to decode.
         UnsupportedTransferSyntax: No decoder for the transfer syntax.
         NotUltrasoundError: A report, waveform, directory or an image of another modality.
         NotAVideoError: A still image (one frame) or no frames.
@@ -322,51 +487,65 @@ def read_dicom(
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
     path = source_name(src, name)
-    ds = _read_dataset(src, name, stop_before_pixels=False)
-    _check_object(ds, path, modalities)
-    meta = _meta(ds)
-    rows, cols = meta["Rows"] or 0, meta["Columns"] or 0
-    n_src = meta["NumberOfFrames"] or 0
-    n = check_frame_limits(
-        path,
-        n_frames=n_src,
-        rows=rows,
-        cols=cols,
-        max_frames=max_frames,
-        max_pixels=max_pixels,
-        max_bytes=max_bytes,
-    )
-    fps, fps_source = dicom_fps(ds)
-    ts = UID(meta["TransferSyntaxUID"])
-    if ts in MPEGTransferSyntaxes:
-        frames, decoder_name = _decode_mpeg(ds, path, n, max_pixels, max_bytes), "pyav"
-    else:
-        frames, decoder_name = _decode_frames(ds, path, ts, n), "pydicom"
-    meta.update(decoder=decoder_name, fps_source=fps_source)
-    return VideoData(frames=frames, fps=fps, meta=meta)
+    with file_boundary(path, DicomDecodeError):
+        ds, deflated = _read_dataset(src, name, stop_before_pixels=False)
+        _check_object(ds, path, modalities)
+        meta = _meta(ds)
+        rows, cols, n_src = _geometry(ds, path)
+        if deflated is None:  # (a deflated data set's Pixel Data exists, still deflated)
+            _check_pixels(ds, path)
+        n = check_frame_limits(
+            path,
+            n_frames=n_src,
+            rows=rows,
+            cols=cols,
+            max_frames=max_frames,
+            max_pixels=max_pixels,
+            max_bytes=max_bytes,
+        )
+        fps, fps_source = dicom_fps(ds)
+        ts = UID(meta["TransferSyntaxUID"])
+        if deflated is not None:
+            ds = deflated.load(ds, n)
+        if ts in MPEGTransferSyntaxes:
+            frames, decoder_name = _decode_mpeg(ds, path, n, max_pixels, max_bytes), "pyav"
+        else:
+            _decoder(ts, path)  # an unknown syntax is named before its pixel data is looked at
+            _check_encapsulated(ds, path, ts, n, n_src, rows, cols)
+            frames, decoder_name = _decode_frames(ds, path, ts, n), "pydicom"
+        meta.update(decoder=decoder_name, fps_source=fps_source)
+        return VideoData(frames=frames, fps=fps, meta=meta)
 
 
-def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray:
-    """Decode the first ``n`` frames with pydicom's decoder for ``ts`` and convert them to RGB."""
+def _decoder(ts: UID, path: str | None) -> Any:
+    """pydicom's pixel data decoder for ``ts``, or why there is none."""
     try:
         decoder = get_decoder(ts)
-    except NotImplementedError as e:
+    except (NotImplementedError, ValueError) as e:  # ValueError: the UID is no transfer syntax
         raise UnsupportedTransferSyntax(
             path, f"transfer syntax {ts} ({ts.name}) has no pixel data decoder in pydicom"
         ) from e
     if not decoder.is_available:
         needs = "; ".join(decoder.missing_dependencies) or "a decoding plugin"
         raise UnsupportedTransferSyntax(path, f"transfer syntax {ts} ({ts.name}) needs {needs}")
+    return decoder
+
+
+def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray:
+    """Decode the first ``n`` frames with pydicom's decoder for ``ts`` and convert them to RGB."""
+    decoder = _decoder(ts, path)
     n_src = _int(ds, "NumberOfFrames", 1) or 1
     if decoder.is_native:
         try:
             expected = int(get_expected_length(ds, unit="bytes"))
         except _PARSE_ERRORS as e:
-            raise DicomDecodeError(path, f"inconsistent image header: {e}") from e
+            raise DicomDecodeError(path, f"inconsistent image header: {public_text(e)}") from e
         have = len(ds.PixelData)
         if have < expected:
             raise DicomDecodeError(
-                path, f"the file is truncated: Pixel Data has {have} bytes, the header needs {expected}"
+                path,
+                f"the file is truncated: Pixel Data has {have} bytes, the header needs {expected} "
+                f"({n_src} frames of {ds.get('Rows')} x {ds.get('Columns')})",
             )
     try:
         if n >= n_src:
@@ -385,7 +564,7 @@ def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray
             for i, (frame, _) in enumerate(frames, start=1):
                 arr[i] = frame
     except (*_PARSE_ERRORS, RuntimeError) as e:
-        raise DicomDecodeError(path, f"pixel data ({ts.name}) failed to decode: {e}") from e
+        raise DicomDecodeError(path, f"pixel data ({ts.name}) failed to decode: {public_text(e)}") from e
     spp = int(info.get("samples_per_pixel", 1))
     if arr.ndim == (2 if spp == 1 else 3):  # one frame decoded while the header says more
         arr = arr[None]  # H x W [x 3] -> 1 x H x W [x 3]
@@ -413,7 +592,7 @@ def _decode_mpeg(ds: Dataset, path: str | None, n: int, max_pixels: int, max_byt
     try:
         stream = b"".join(generate_fragments(ds.PixelData))
     except _PARSE_ERRORS as e:
-        raise DicomDecodeError(path, f"encapsulated MPEG pixel data is malformed: {e}") from e
+        raise DicomDecodeError(path, f"encapsulated MPEG pixel data is malformed: {public_text(e)}") from e
     try:
         clip = read_video(stream, name=path, max_frames=n, max_pixels=max_pixels, max_bytes=max_bytes)
     except EchoIOError as e:

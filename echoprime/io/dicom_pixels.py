@@ -17,7 +17,7 @@ import numpy as np
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, convert_color_space
 
-from echoprime.io.errors import DicomDecodeError
+from echoprime.io.errors import DicomDecodeError, public_text
 
 
 def to_uint8(arr: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:
@@ -59,6 +59,9 @@ def palette_table(ds: Dataset, bits_allocated: int) -> np.ndarray:
         ``N x 3`` uint8 with ``N = 2 ** bits_allocated``, so that ``table[indices]`` colours a clip
         in one gather instead of running the LUT per pixel per frame.
     """
+    if bits_allocated not in (8, 16):
+        raise ValueError(f"palette indices of {bits_allocated} bits; expected 8 or 16")
+    _check_palette(ds)
     domain = np.arange(1 << bits_allocated, dtype=np.uint8 if bits_allocated <= 8 else np.uint16)
     rgb = apply_color_lut(domain, ds)  # N x 3
     if rgb.dtype == np.uint8:
@@ -69,6 +72,33 @@ def palette_table(ds: Dataset, bits_allocated: int) -> np.ndarray:
     if int(rgb.max()) <= 255:
         return rgb.astype(np.uint8)
     return (rgb >> 8).astype(np.uint8)
+
+
+def _check_palette(ds: Dataset) -> None:
+    """Each colour's LUT data holds the entries its descriptor declares (segmented LUTs are left
+    to pydicom's expansion).
+
+    Raises:
+        ValueError: A descriptor that is not three numbers, or LUT data shorter than it declares.
+    """
+    colours = ("Red", "Green", "Blue")
+    if any(f"Segmented{c}PaletteColorLookupTableData" in ds for c in colours):
+        return
+    for colour in colours:
+        desc = ds.get(f"{colour}PaletteColorLookupTableDescriptor")
+        data = ds.get(f"{colour}PaletteColorLookupTableData")
+        if desc is None or data is None:
+            continue  # pydicom names the missing table
+        if len(desc) != 3:
+            raise ValueError(f"{colour} palette descriptor has {len(desc)} values, expected 3")
+        entries = int(desc[0]) or 65536  # 0 means 2^16 entries
+        bits = int(desc[2])
+        if bits not in (8, 16):
+            raise ValueError(f"{colour} palette entries of {bits} bits, expected 8 or 16")
+        if len(data) < entries * bits // 8:
+            raise ValueError(
+                f"{colour} palette data has {len(data)} bytes for {entries} entries of {bits} bits"
+            )
 
 
 def to_rgb(arr: np.ndarray, photometric: str, ds: Dataset, path: str | None) -> np.ndarray:
@@ -95,8 +125,10 @@ def to_rgb(arr: np.ndarray, photometric: str, ds: Dataset, path: str | None) -> 
             raise DicomDecodeError(path, f"PALETTE COLOR needs one sample per pixel, got array {arr.shape}")
         try:
             table = palette_table(ds, bits_allocated)
-        except (ValueError, AttributeError, KeyError) as e:
-            raise DicomDecodeError(path, f"PALETTE COLOR image with an unusable colour table: {e}") from e
+        except Exception as e:  # noqa: BLE001  (pydicom's LUT code raises ValueError, TypeError, ...)
+            raise DicomDecodeError(
+                path, f"PALETTE COLOR image with an unusable colour table: {public_text(e)}"
+            ) from e
         return table[arr]  # F x H x W -> F x H x W x 3
     if arr.ndim == 3:  # F x H x W: greyscale
         if pi not in ("MONOCHROME1", "MONOCHROME2"):
