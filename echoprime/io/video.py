@@ -1,9 +1,11 @@
 """MP4/AVI/MOV clips to ``F x H x W x 3`` uint8 RGB, and :func:`read_any` for any supported file.
 
-Decoding tries decord first (fast, frame-accurate batch decode) and falls back to PyAV, which
-copes with streams decord rejects (odd containers, broken indexes, raw elementary streams).
-Both yield RGB. A PyAV probe of the container header comes first so that absurd frame sizes are
-refused before anything is decoded.
+Decoding is PyAV's (FFmpeg), one frame at a time from the start: the container's header is probed
+first, so that absurd frame sizes and frame counts are refused before anything is decoded; then
+every decoded frame's size is checked before its RGB copy is made, and decoding stops at
+``max_frames``. (decord was tried first until a hostile MP4, a chunk offset past the end of the
+file, made it crash the process from bytes: a segmentation fault, which no exception handler
+catches. For the first ``max_frames`` frames PyAV is as fast.)
 
 Example::
 
@@ -29,6 +31,8 @@ from echoprime.io.errors import (
     NotAVideoError,
     UnknownFormatError,
     VideoDecodeError,
+    file_boundary,
+    public_text,
 )
 from echoprime.io.types import (
     DEFAULT_MAX_BYTES,
@@ -89,25 +93,17 @@ def _probe(src: Source, path: str | None) -> _Probe:
         except EchoIOError:
             raise
         except (av.FFmpegError, OSError, ValueError) as e:
-            raise VideoDecodeError(path, f"not a readable video: {e}") from e
+            raise VideoDecodeError(path, f"not a readable video: {_av_text(e)}") from e
 
 
-def _decode_decord(src: Source, n: int | None, threads: int) -> tuple[np.ndarray, float | None]:
-    import decord
-
-    uri: Any = io.BytesIO(bytes(src)) if is_bytes(src) else str(src)  # decord takes paths or file objects
-    vr = decord.VideoReader(uri, ctx=decord.cpu(0), num_threads=threads)
-    total = len(vr)
-    k = total if n is None else min(n, total)
-    fps = float(vr.get_avg_fps()) or None
-    if k == 0:
-        return np.zeros((0, 1, 1, 3), np.uint8), fps
-    frames = vr.get_batch(list(range(k))).asnumpy()  # k x H x W x 3, RGB
-    return frames, fps
+def _av_text(e: BaseException) -> str:
+    """FFmpeg's words for an error, without the ``[Errno n]`` and the input's name it appends."""
+    text = getattr(e, "strerror", None) or str(e)
+    return public_text(text)
 
 
 def _decode_pyav(
-    src: Source, path: str | None, n: int | None, threads: int, max_bytes: int
+    src: Source, path: str | None, n: int | None, threads: int, max_pixels: int, max_bytes: int
 ) -> tuple[np.ndarray, float | None]:
     out: list[np.ndarray] = []
     used = 0
@@ -117,15 +113,26 @@ def _decode_pyav(
         s.codec_context.thread_count = threads
         rate = s.average_rate or s.guessed_rate
         for frame in c.decode(s):
-            img = frame.to_ndarray(format="rgb24")  # H x W x 3, RGB
-            used += img.nbytes
+            # Checked on the decoder's frame, before its RGB copy: a stream may change size midway.
+            h, w = int(frame.height), int(frame.width)
+            if h * w > max_pixels:
+                raise FrameTooLargeError(
+                    path,
+                    f"frame {len(out)} is {h} x {w} ({h * w} pixels), more than the limit of {max_pixels}",
+                )
+            if out and (h, w) != out[0].shape[:2]:
+                raise VideoDecodeError(
+                    path,
+                    f"frame {len(out)} is {h} x {w} where the stream began at {out[0].shape[0]} x {out[0].shape[1]}",
+                )
+            used += h * w * 3
             if used > max_bytes:
                 raise FrameTooLargeError(
                     path,
                     f"decoded frames exceed the limit of {max_bytes} bytes after {len(out)} frames; "
                     "pass max_frames to read the start of the clip",
                 )
-            out.append(img)
+            out.append(frame.to_ndarray(format="rgb24"))  # H x W x 3, RGB
             if n is not None and len(out) >= n:
                 break
     if not out:
@@ -164,6 +171,13 @@ def read_video(
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
     path = source_name(src, name)
+    with file_boundary(path, VideoDecodeError):
+        return _read_video(src, path, max_frames, max_pixels, max_bytes, threads)
+
+
+def _read_video(
+    src: Source, path: str | None, max_frames: int | None, max_pixels: int, max_bytes: int, threads: int
+) -> VideoData:
     probe = _probe(src, path)
     if probe.n_frames:
         check_frame_limits(
@@ -175,24 +189,12 @@ def read_video(
             path, n_frames=2, rows=probe.rows, cols=probe.cols,
             max_frames=max_frames, max_pixels=max_pixels, max_bytes=max_bytes,
         )  # fmt: skip
-    import decord  # imported lazily: it starts native threads and is only needed here
-
-    decoder = "decord"
     try:
-        frames, fps = _decode_decord(src, max_frames, threads)
-    except (decord.DECORDError, RuntimeError, ValueError, OSError, IndexError):
-        # decord rejects some valid streams (broken indexes, raw elementary streams, some AVI
-        # codecs); PyAV decodes those or says precisely why not.
-        frames = None
-    if frames is None or frames.shape[0] < 2:
-        # decord also reports 0/1 frames for some streams PyAV reads in full; let PyAV decide.
-        decoder = "pyav"
-        try:
-            frames, fps = _decode_pyav(src, path, max_frames, threads, max_bytes)
-        except (av.FFmpegError, OSError, ValueError, IndexError) as e:
-            if isinstance(e, EchoIOError):
-                raise
-            raise VideoDecodeError(path, f"{probe.codec} stream failed to decode: {e}") from e
+        frames, fps = _decode_pyav(src, path, max_frames, threads, max_pixels, max_bytes)
+    except (av.FFmpegError, OSError, ValueError, IndexError) as e:
+        if isinstance(e, EchoIOError):
+            raise
+        raise VideoDecodeError(path, f"{probe.codec} stream failed to decode: {_av_text(e)}") from e
     if frames.shape[0] < 2:
         kind = "no frames" if frames.shape[0] == 0 else "a single frame"
         raise NotAVideoError(path, f"{kind} in the {probe.codec} stream: not a cine clip")
@@ -204,7 +206,7 @@ def read_video(
         "n_frames": max(probe.n_frames, int(frames.shape[0])),
         "rows": int(frames.shape[1]),
         "cols": int(frames.shape[2]),
-        "decoder": decoder,
+        "decoder": "pyav",
         "fps_source": "container" if fps else None,
     }
     return VideoData(frames=np.ascontiguousarray(frames), fps=fps, meta=meta)
@@ -252,14 +254,21 @@ def read_any(src: Source, name: str | None = None, **kwargs: Any) -> VideoData:
     path = source_name(src, name)
     suffix = PurePath(path).suffix.lower() if path else ""
     guess: type[EchoIOError] = VideoDecodeError if suffix in VIDEO_SUFFIXES else DicomDecodeError
-    head = _head(src, path, guess)
     kw = {k: v for k, v in kwargs.items() if k in ("max_frames", "max_pixels", "max_bytes")}
     if unknown := set(kwargs) - set(kw):
         raise TypeError(f"read_any got unexpected keyword arguments {sorted(unknown)}")
-    if head[128:132] == b"DICM" or suffix in DICOM_SUFFIXES or (suffix == "" and not _looks_like_video(head)):
-        return read_dicom(src, name=name, **kw)
-    if suffix in VIDEO_SUFFIXES or _looks_like_video(head):
-        return read_video(src, name=name, **kw)
+    if kw.get("max_frames") is not None and kw["max_frames"] < 1:
+        raise ValueError(f"max_frames must be >= 1 or None, got {kw['max_frames']}")
+    with file_boundary(path, guess):
+        head = _head(src, path, guess)
+        if (
+            head[128:132] == b"DICM"
+            or suffix in DICOM_SUFFIXES
+            or (suffix == "" and not _looks_like_video(head))
+        ):
+            return read_dicom(src, name=name, **kw)
+        if suffix in VIDEO_SUFFIXES or _looks_like_video(head):
+            return read_video(src, name=name, **kw)
     raise UnknownFormatError(
         path,
         f"neither DICOM (no 'DICM' marker) nor a known video container; suffix {suffix!r} "
