@@ -265,6 +265,12 @@ class ServeCfg(_Cfg):
     max_files: int = Field(default=100, ge=1)
     max_frames_per_file: int = Field(default=1024, ge=1)
     request_timeout_s: float = Field(default=120.0, gt=0)
+    body_timeout_s: float = Field(default=60.0, gt=0)
+    """A request body must have arrived within this long (and within request_timeout_s), else 408."""
+    body_idle_timeout_s: float = Field(default=15.0, gt=0)
+    """Longest wait for the next piece of a request body, else 408 (a stalled or trickling client)."""
+    max_concurrent_uploads: int = Field(default=16, ge=1)
+    """Requests with a body in one ingress replica at once (read and worked on); more get 503."""
 
 
 class EchoPrimeConfig(_Cfg):

@@ -61,8 +61,19 @@ def build_app(args: ServeArgs | Mapping[str, Any]) -> Application:
     return build_graph(args)
 
 
+CLASSES: dict[str, type] = {
+    "Preprocess": Preprocess,
+    "ViewClassifier": ViewClassifier,
+    "VideoEncoder": VideoEncoder,
+    "AnatomicalAttention": AnatomicalAttention,
+    "RAIRetriever": RAIRetriever,
+}
+
+
 def build_graph(
-    args: ServeArgs | Mapping[str, Any], options: Mapping[str, Mapping[str, Any]] | None = None
+    args: ServeArgs | Mapping[str, Any],
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+    classes: Mapping[str, type] | None = None,
 ) -> Application:
     """The application with per-deployment options over :data:`DEFAULTS`.
 
@@ -71,24 +82,32 @@ def build_graph(
         options: deployment name -> ``serve.deployment`` options (``num_replicas`` or
             ``autoscaling_config``, ``max_ongoing_requests``, ``ray_actor_options``,
             ``user_config``, ...), as in a Serve config's ``deployments`` list.
+        classes: deployment name -> a subclass of its class to deploy instead (how the tests
+            inject faults into a real graph: tests/serve/faults.py).
 
     Raises:
-        ValueError: options for a deployment the graph does not have.
+        ValueError: options or classes for a deployment the graph does not have, or a class
+            that is not a subclass of the deployment's own.
         pydantic.ValidationError: bad ``args``.
     """
     a = args if isinstance(args, ServeArgs) else ServeArgs.model_validate(dict(args))
     merged = deployment_options(options)
+    chosen = dict(CLASSES)
+    for name, cls in (classes or {}).items():
+        if name not in CLASSES or not (isinstance(cls, type) and issubclass(cls, CLASSES[name])):
+            raise ValueError(f"classes[{name!r}] must subclass one of the graph's classes {sorted(CLASSES)}")
+        chosen[name] = cls
 
-    def deployment(cls: type, name: str) -> Any:
-        return serve.deployment(cls, name=name).options(**merged[name])
+    def deployment(name: str, cls: type | None = None) -> Any:
+        return serve.deployment(cls or chosen[name], name=name).options(**merged[name])
 
     verify = a.verify_bundle
-    pre = deployment(Preprocess, "Preprocess").bind(a.bundle_uri, Limits.from_args(a))
-    views = deployment(ViewClassifier, "ViewClassifier").bind(a.bundle_uri, a.device, verify)
-    enc = deployment(VideoEncoder, "VideoEncoder").bind(a.bundle_uri, a.device, verify)
-    att = deployment(AnatomicalAttention, "AnatomicalAttention").bind(a.bundle_uri, a.device, verify)
-    rai = deployment(RAIRetriever, "RAIRetriever").bind(a.bundle_uri, a.k, a.n_neighbours, a.device, verify)
-    return deployment(serve.ingress()(Ingress), "Ingress").bind(pre, views, enc, att, rai, a)
+    pre = deployment("Preprocess").bind(a.bundle_uri, Limits.from_args(a))
+    views = deployment("ViewClassifier").bind(a.bundle_uri, a.device, verify)
+    enc = deployment("VideoEncoder").bind(a.bundle_uri, a.device, verify)
+    att = deployment("AnatomicalAttention").bind(a.bundle_uri, a.device, verify)
+    rai = deployment("RAIRetriever").bind(a.bundle_uri, a.k, a.n_neighbours, a.device, verify)
+    return deployment("Ingress", serve.ingress()(Ingress)).bind(pre, views, enc, att, rai, a)
 
 
 def deployment_options(options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:

@@ -36,7 +36,15 @@ class ServeArgs(BaseModel):
     max_files: int = Field(default=_LIMITS.max_files, ge=1)
     max_frames_per_file: int = Field(default=_LIMITS.max_frames_per_file, ge=1)
     request_timeout_s: float = Field(default=_LIMITS.request_timeout_s, gt=0)
-    """Answer 408 after this long; keep it below the proxy's ``http_options.request_timeout_s``."""
+    """Answer 408 once a request (its body included) took this long; keep it below the proxy's
+    ``http_options.request_timeout_s``."""
+    body_timeout_s: float = Field(default=_LIMITS.body_timeout_s, gt=0)
+    """Answer 408 when the body has not arrived within this long (slow or stalled clients)."""
+    body_idle_timeout_s: float = Field(default=_LIMITS.body_idle_timeout_s, gt=0)
+    """Answer 408 when no piece of the body arrived for this long."""
+    max_concurrent_uploads: int = Field(default=_LIMITS.max_concurrent_uploads, ge=1)
+    """Requests with a body that one ingress replica holds at once; more are answered 503 with
+    ``Retry-After`` before their body is read."""
     k: int | None = Field(default=None, ge=1)
     """Neighbours for the kNN metrics (default: the interpreter's, 50 or the bank size)."""
     n_neighbours: int = Field(default=5, ge=0, le=100)
@@ -46,7 +54,9 @@ class ServeArgs(BaseModel):
     verify_bundle: bool = True
     """Check every bundle file's sha256 when a replica loads it."""
     retries: int = Field(default=3, ge=0, le=10)
-    """How often the ingress retries a call whose replica died while handling it."""
+    """How often the ingress resends a call whose replica was stopped from outside while handling
+    it (``ray.kill``, a health check, node loss). A call whose replica crashed (exited, killed for
+    memory) is never resent: the request may have caused it."""
     examples: bool = True
     """Offer synthetic example studies (``GET /v1/examples/{index}``) to the viewer."""
 

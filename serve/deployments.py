@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import functools
+import inspect
 import tempfile
 from collections import deque
 from collections.abc import Callable
@@ -41,7 +42,18 @@ DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.02}
 
 def answers_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Return a client's :class:`ApiError` as the call's value instead of raising it: a raised
-    exception would log a replica traceback for every bad request (the ingress raises it)."""
+    exception would log a replica traceback for every bad request (the ingress raises it).
+    Works on plain and on ``async`` methods."""
+    if inspect.iscoroutinefunction(fn):
+
+        @functools.wraps(fn)
+        async def awrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await fn(*args, **kwargs)
+            except ApiError as e:
+                return e
+
+        return awrapper
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -66,6 +78,9 @@ def _torch_threads() -> int:
 class Preprocess:
     """CPU: a study's files (uploaded bytes or ``s3://`` URIs) -> model clips and per-file status.
 
+    Files are read one at a time in a worker thread: a request that is cancelled (its client
+    went, or the ingress timed it out) stops after the file in hand instead of reading the rest.
+
     Args:
         bundle_uri: the bundle (only its manifest's preprocessing spec is used).
         limits: request limits (upload size, frames per file).
@@ -76,21 +91,16 @@ class Preprocess:
         # Only the manifest's preprocessing spec is read (no weights): nothing to hash.
         self.interp = StudyInterpreter.from_bundle(bundle_uri, verify=False, components=(), device="cpu")
         self.limits = limits
+        self.counts = {"studies": 0, "files": 0, "cancelled": 0}
 
     def ready(self) -> str:
         return "Preprocess"
 
-    @answers_errors
-    def load(self, study: Study, previews: bool = False) -> dict[str, Any]:
-        """Read and preprocess the files; a bad file is a ``skipped`` entry, never an error.
+    def stats(self) -> dict[str, int]:
+        """Studies loaded, files read, and loads stopped by a cancellation, since the start."""
+        return dict(self.counts)
 
-        Raises:
-            ApiError: 413 when a file has more frames than allowed or S3 objects are too large.
-        """
-        missing: dict[str, str] = {}
-        if study and isinstance(study[0], str):
-            study, missing = fetch_s3(study, self.limits)  # type: ignore[arg-type]
-        clips, n_valid, reports = self.interp.load_study_uint8(study)
+    def _check_frames(self, reports: list[FileReport]) -> None:
         for r in reports:
             if r.n_frames > self.limits.max_frames_per_file:
                 raise ApiError(
@@ -98,7 +108,33 @@ class Preprocess:
                     "too_many_frames",
                     f"file {r.path!r} has {r.n_frames} frames; the limit is {self.limits.max_frames_per_file}",
                 )
-        reports += [FileReport(uri, "skipped", why, code="not_found") for uri, why in missing.items()]
+
+    @answers_errors
+    async def load(self, study: Study, previews: bool = False) -> dict[str, Any]:
+        """Read and preprocess the files; a bad file is a ``skipped`` entry, never an error.
+
+        Raises:
+            ApiError: 413 when a file has more frames than allowed or S3 objects are too large.
+        """
+        failed: dict[str, tuple[str, str]] = {}
+        if study and isinstance(study[0], str):
+            study, failed = await asyncio.to_thread(fetch_s3, study, self.limits)  # type: ignore[arg-type]
+        parts = []
+        try:
+            for item in study:
+                part = await asyncio.to_thread(self.interp.load_study_uint8, [item])
+                self.counts["files"] += 1
+                self._check_frames(part[2])
+                parts.append(part)
+        except asyncio.CancelledError:
+            self.counts["cancelled"] += 1
+            raise
+        self.counts["studies"] += 1
+        shape = (self.interp.spec.frames, self.interp.spec.size, self.interp.spec.size, 3)
+        clips = np.concatenate([p[0] for p in parts]) if parts else np.zeros((0, *shape), np.uint8)
+        n_valid = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+        reports = [r for p in parts for r in p[2]]
+        reports += [FileReport(uri, "skipped", why, code=code) for uri, (code, why) in failed.items()]
         out: dict[str, Any] = {"clips": clips, "n_valid": n_valid, "files": reports, "previews": None}
         if previews:
             from serve.previews import first_frame_png

@@ -2,6 +2,8 @@
 
 Raised anywhere in the graph (a deployment's exception reaches the ingress as a subclass of
 both ``RayTaskError`` and :class:`ApiError`) and turned into ``{"code", "reason"}`` JSON there.
+A reason is written for the client: it names the field, file or limit at fault and never
+carries server internals (paths, hosts, library messages); those go to the server log.
 """
 
 from __future__ import annotations
@@ -14,15 +16,27 @@ class ApiError(Exception):
         status: the HTTP status (4xx for the client's input, 5xx for the service).
         code: a stable identifier (``payload_too_large``, ``invalid_request``, ...).
         reason: what was wrong and what is allowed, naming the file or field.
+        retry_after_s: seconds after which the same request may succeed (sent as
+            ``Retry-After``; for 503s such as ``busy``).
     """
 
-    def __init__(self, status: int, code: str, reason: str) -> None:
-        # All three go to Exception.args so that the error pickles between Ray processes.
-        super().__init__(status, code, reason)
+    def __init__(self, status: int, code: str, reason: str, retry_after_s: int | None = None) -> None:
+        # All of them go to Exception.args so that the error pickles between Ray processes.
+        super().__init__(status, code, reason, retry_after_s)
         self.status, self.code, self.reason = status, code, reason
+        self.retry_after_s = retry_after_s
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.reason}"
 
     def body(self) -> dict[str, str]:
         return {"code": self.code, "reason": self.reason}
+
+    def headers(self) -> dict[str, str] | None:
+        """The response headers this error needs (``WWW-Authenticate``, ``Retry-After``)."""
+        out = {}
+        if self.status == 401:
+            out["WWW-Authenticate"] = "Bearer"
+        if self.retry_after_s is not None:
+            out["Retry-After"] = str(max(0, int(self.retry_after_s)))
+        return out or None

@@ -2,18 +2,33 @@
 
 The HTTP routes live in :mod:`serve.routes`; Serve builds them in each replica from
 :meth:`Ingress.__serve_build_asgi_app__`, so the FastAPI app is never pickled and its handlers
-close over this replica's state. Downstream calls are awaited (the event loop never blocks),
-retried when the replica holding them died, and the whole request is bounded by the timeout.
+close over this replica's state. Downstream calls are awaited (the event loop never blocks)
+and the whole request is bounded by the timeout. When a request ends early (timed out, its
+client gone, a sibling call failed) every call it made down the graph is cancelled.
+
+A downstream replica that dies while holding a request is handled by why it died:
+
+* stopped from outside (``ray.kill`` by an operator or Serve's health check, its node lost):
+  the request is sent again, at most ``args.retries`` times;
+* crashed (its process exited, or was killed for memory): the request is **not** sent again,
+  since its own input may have caused the crash and would crash the next replica too. The
+  client gets one 502 ``replica_crashed`` naming its files; the log gets the input's digests.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
-from collections.abc import Callable
+import math
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import asdict
-from typing import Any
+from pathlib import PurePosixPath
+from typing import Any, Literal
 
 import numpy as np
 
@@ -25,39 +40,143 @@ from serve.uploads import Limits, Study
 
 log = logging.getLogger("ray.serve")
 DEPLOYMENTS = ("Preprocess", "ViewClassifier", "VideoEncoder", "AnatomicalAttention", "RAIRetriever")
+BUSY_RETRY_AFTER_S = 5
+"""``Retry-After`` of a 503 ``busy`` (all upload slots taken) or ``unavailable`` answer."""
+
+# How Ray words the death of an actor that was stopped from outside (GCS's death causes); any
+# other death, above all "its worker process has died" (a crash, an out-of-memory kill), counts
+# as a crash that the request in flight may have caused.
+_STOPPED = (
+    "killed by `ray.kill`",
+    "its node has died",
+    "its owner has died",
+    "references to the actor were removed",
+    "never ran",
+    "Worker exit type: INTENDED_",
+)
+_DEPLOYMENT = re.compile(r"ServeReplica:[^:\s]+:(\w+)")
 
 
-def _retryable() -> tuple[type[BaseException], ...]:
+def _actor_errors() -> tuple[type[BaseException], type[BaseException]]:
     from ray.exceptions import ActorUnavailableError, RayActorError
 
-    return (RayActorError, ActorUnavailableError)
+    return RayActorError, ActorUnavailableError
 
 
-def replica_died(e: BaseException) -> bool:
-    """Whether ``e`` says a replica died (worth sending the request again), directly or as the
-    cause of Serve's error for a chained call whose upstream replica died (Serve raises
-    ``RayServeException`` with the ``ActorDiedError`` as its ``__cause__``)."""
+def replica_failure(e: BaseException) -> Literal["stopped", "crashed"] | None:
+    """Whether ``e`` says a replica on the request's way died, and how (directly, or as the
+    cause of Serve's error for a chained call whose upstream replica died: Serve raises
+    ``RayServeException`` with the ``ActorDiedError`` as its ``__cause__``).
+
+    Returns:
+        ``"stopped"``: stopped from outside or unreachable for now (worth sending again);
+        ``"crashed"``: its process died while working (maybe on this request's input);
+        ``None``: no replica died (a bug or a client error; never sent again).
+    """
+    actor_error, unavailable = _actor_errors()
     seen = 0
     cur: BaseException | None = e
     while cur is not None and seen < 5:
-        if isinstance(cur, _retryable()):
-            return True
+        if isinstance(cur, unavailable):
+            return "stopped"
+        if isinstance(cur, actor_error):
+            text = str(cur)
+            return "stopped" if any(s in text for s in _STOPPED) else "crashed"
         cur, seen = cur.__cause__, seen + 1
-    return False
+    return None
+
+
+def describe_input(study: Sequence[Any] | None, limit: int = 5) -> str:
+    """The input as the client named it, for a reason: ``files a.dcm, b.mp4 and 3 more``."""
+    if not study:
+        return "input"
+    names = [s[0] if isinstance(s, tuple) else str(s) for s in study]
+    shown = ", ".join(n if len(n) <= 80 else n[:77] + "..." for n in names[:limit])
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return f"files {shown}{more}"
+
+
+def input_digests(study: Sequence[Any] | None, limit: int = 10) -> str:
+    """The input for the log, without names (they may hold patient identifiers): each file's
+    size and sha256 prefix, or each URI's digest."""
+    if not study:
+        return "-"
+    out = []
+    for s in list(study)[:limit]:
+        data = s[1] if isinstance(s, tuple) else str(s).encode("utf-8", "surrogatepass")
+        out.append(f"{len(data)}B:{hashlib.sha256(data).hexdigest()[:16]}")
+    more = f" +{len(study) - limit}" if len(study) > limit else ""
+    return " ".join(out) + more
 
 
 def bundle_summary(uri: str) -> dict[str, Any]:
-    """The bundle manifest without its file list: format, versions, label sets, spec, models."""
+    """What clients may know of the bundle: its name, version and content hash, and the
+    manifest without its file list or anything of the server's (no path, no URI).
+
+    ``bundle.sha256`` is the manifest's digest: the manifest lists every file's sha256, so it
+    identifies the bundle's content (batch-interpret records the same digest)."""
     from echoprime import storage
     from echoprime.bundle import MANIFEST
 
-    raw = json.loads(storage.read_bytes(storage.locate(uri).join(MANIFEST).uri))
+    blob = storage.read_bytes(storage.locate(uri).join(MANIFEST).uri)
+    raw = json.loads(blob)
     comps = {
         k: {kk: v[kk] for kk in ("model", "overrides", "kind") if kk in v}
         for k, v in raw["components"].items()
     }
-    keep = ("format", "format_version", "created", "versions", "spec", "label_sets", "extra")
-    return {"bundle_uri": uri, **{k: raw.get(k) for k in keep}, "components": comps}
+    keep = ("format", "format_version", "created", "versions", "spec", "label_sets")
+    extra = {  # counts and settings only: a producer may have put paths there
+        k: v
+        for k, v in (raw.get("extra") or {}).items()
+        if isinstance(v, (bool, int)) or (isinstance(v, float) and math.isfinite(v))
+    }
+    bundle = {
+        "name": PurePosixPath(str(uri).rstrip("/")).name or "bundle",
+        "version": raw.get("created"),
+        "sha256": hashlib.sha256(blob).hexdigest(),
+    }
+    return {"bundle": bundle, **{k: raw.get(k) for k in keep}, "extra": extra, "components": comps}
+
+
+class UploadSlots:
+    """At most ``limit`` requests with a body in this replica at once; the next one is refused
+    at once with 503 ``busy`` and ``Retry-After`` (before its body is read), and the refusal is
+    logged (at most one line per 10 s, with the count since)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.active, self.refused = limit, 0, 0
+        self._logged = 0.0
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self.active >= self.limit:
+            self.refused += 1
+            now = time.monotonic()
+            if now - self._logged >= 10.0:
+                log.warning(
+                    "echoprime serve: %d uploads in progress, the limit (max_concurrent_uploads); "
+                    "refused %d with 503 since the last such line",
+                    self.active,
+                    self.refused,
+                )
+                self._logged, self.refused = now, 0
+            raise ApiError(
+                503,
+                "busy",
+                f"this server is handling {self.limit} uploads, its limit; send the request again "
+                f"in {BUSY_RETRY_AFTER_S} s",
+                retry_after_s=BUSY_RETRY_AFTER_S,
+            )
+        self.active += 1
+        try:
+            yield
+        finally:
+            self.active -= 1
+
+
+Send = Callable[[Callable[..., Any]], Any]
+"""Makes one attempt's downstream calls through the ``remote(method, *args)`` it is given (which
+records them) and returns the awaitable of the attempt's answer."""
 
 
 class Ingress:
@@ -78,11 +197,13 @@ class Ingress:
         self.pre, self.views, self.enc, self.att, self.rai = self.handles.values()
         self.args = args
         self.limits = Limits.from_args(args)
+        self.uploads = UploadSlots(self.limits.max_concurrent_uploads)
         self.auth = ApiKeyAuth.from_env(
             key_file=args.api_key_file, key_env=args.api_key_env, disabled=args.auth_disabled
         )
         (log.warning if self.auth.disabled else log.info)("echoprime serve: %s", self.auth.describe())
         self.model = bundle_summary(args.bundle_uri)
+        log.info("echoprime serve: bundle %s (sha256 %s)", args.bundle_uri, self.model["bundle"]["sha256"])
 
     def __serve_build_asgi_app__(self) -> Any:
         from serve.routes import create_api
@@ -90,32 +211,52 @@ class Ingress:
         return create_api(self)
 
     # ---------------------------------------------------------------------------- plumbing
-    async def call(self, method: Any, *args: Any) -> tuple[Any, Any]:
-        """``(response, value)`` of a downstream call, retried if its replica died meanwhile.
+    async def call(self, method: Any, *args: Any, study: Sequence[Any] | None = None) -> tuple[Any, Any]:
+        """``(response, value)`` of one downstream call (see :meth:`retrying`)."""
+        return await self.retrying(lambda remote: remote(method, *args), study)
+
+    async def retrying(self, send: Send, study: Sequence[Any] | None = None) -> tuple[Any, Any]:
+        """``(response of the last call, value)`` of the downstream calls that ``send`` makes, made again from the
+        start when a replica on the way was stopped from outside (at most ``args.retries``
+        times), never when one crashed. However the attempt ends early (cancelled by a timeout
+        or a client gone, or failed), every call it made is cancelled.
+
+        Args:
+            send: makes the calls (see :data:`Send`).
+            study: the request's input, named in the answer when a replica crashed on it.
 
         Raises:
-            ApiError: the deployment's answer to a bad request; 503 once the retries are spent.
-        """
-        return await self.retrying(lambda: method.remote(*args))
-
-    async def retrying(self, send: Callable[[], Any]) -> tuple[Any, Any]:
-        """``(response, value)`` of the downstream call (or chain of calls) that ``send()`` makes,
-        made again from the start if a replica on the way died meanwhile.
-
-        Raises:
-            ApiError: the deployment's answer to a bad request; 503 once the retries are spent.
+            ApiError: the deployment's answer to a bad request; 502 ``replica_crashed`` when a
+                replica died while holding the request; 503 ``unavailable`` once the retries
+                are spent.
         """
         attempt = 0
         while True:
-            resp = send()
+            sent: list[Any] = []
+
+            def remote(method: Any, *args: Any, _sent: list[Any] = sent) -> Any:
+                resp = method.remote(*args)
+                _sent.append(resp)
+                return resp
+
             try:
-                value = await resp
-            except Exception as e:
-                if not replica_died(e):
+                value = await send(remote)
+            except BaseException as e:
+                for resp in sent:
+                    resp.cancel()  # the rest of the chain: nobody will read its answer
+                failure = replica_failure(e) if isinstance(e, Exception) else None
+                if failure is None:
                     raise
+                if failure == "crashed":
+                    raise self._crashed(e, study) from None
                 if attempt >= self.args.retries:
+                    log.error("echoprime serve: a back-end replica kept stopping; %d retries spent", attempt)
                     raise ApiError(
-                        503, "unavailable", f"a back-end replica kept failing: {type(e).__name__}"
+                        503,
+                        "unavailable",
+                        f"a back-end replica stopped {attempt + 1} times while handling the request; "
+                        f"send it again in {BUSY_RETRY_AFTER_S} s",
+                        retry_after_s=BUSY_RETRY_AFTER_S,
                     ) from None
                 log.warning("echoprime serve: retrying after %s (attempt %d)", type(e).__name__, attempt + 1)
                 await asyncio.sleep(min(2.0, 0.25 * 2**attempt))
@@ -123,70 +264,111 @@ class Ingress:
                 continue
             if isinstance(value, ApiError):
                 raise value  # a client error, answered as a value (deployments.answers_errors)
-            return resp, value
+            if isinstance(value, list) and any(isinstance(v, ApiError) for v in value):
+                raise next(v for v in value if isinstance(v, ApiError))
+            return (sent[-1] if sent else None), value
 
-    async def bounded(self, coro: Any, asked_timeout: str | None = None) -> Any:
-        """Await ``coro`` within the request timeout (or the client's shorter ``X-Request-Timeout``).
+    def _crashed(self, e: BaseException, study: Sequence[Any] | None) -> ApiError:
+        m = _DEPLOYMENT.search(str(e)) or _DEPLOYMENT.search(str(e.__cause__ or ""))
+        stage = m.group(1) if m else "a back-end"
+        log.error(
+            "echoprime serve: the %s replica died while holding a request; not retried (the input may "
+            "have caused it). Input: %s. Ray: %s",
+            stage,
+            input_digests(study),
+            str(e).splitlines()[-1][:300] if str(e) else type(e).__name__,
+        )
+        return ApiError(
+            502,
+            "replica_crashed",
+            f"the server's worker stopped while handling this request's {describe_input(study)}; it "
+            "was not retried, in case this input caused it. Check these files; other requests are "
+            "not affected",
+        )
+
+    async def bounded(self, coro: Any, asked_timeout: str | None = None, started: float | None = None) -> Any:
+        """Await ``coro`` within what is left of the request timeout since ``started`` (the
+        request's arrival; the body's upload counts), or the client's shorter
+        ``X-Request-Timeout``. On timeout ``coro`` is cancelled, and with it its calls.
 
         Raises:
             ApiError: 408 when it takes longer; 422 for a malformed header value.
         """
         timeout = self.limits.request_timeout_s
+        if started is not None:
+            timeout -= time.monotonic() - started
         if asked_timeout is not None:
             try:
-                timeout = min(timeout, float(asked_timeout))
+                asked = float(asked_timeout)
             except ValueError:
+                asked = math.nan
+            if not (math.isfinite(asked) and asked > 0):
                 coro.close()
+                shown = asked_timeout if len(asked_timeout) <= 40 else asked_timeout[:37] + "..."
                 raise ApiError(
-                    422, "invalid_header", f"X-Request-Timeout must be seconds, got {asked_timeout!r}"
-                ) from None
+                    422,
+                    "invalid_header",
+                    f"X-Request-Timeout must be a positive number of seconds, got {shown!r}",
+                )
+            timeout = min(timeout, asked)
         try:
-            return await asyncio.wait_for(coro, timeout)
+            return await asyncio.wait_for(coro, max(timeout, 0.0))
         except asyncio.TimeoutError:
-            raise ApiError(408, "request_timeout", f"the request took longer than {timeout:g} s") from None
+            budget = (
+                self.limits.request_timeout_s
+                if asked_timeout is None
+                else min(asked, self.limits.request_timeout_s)
+            )
+            raise ApiError(408, "request_timeout", f"the request took longer than {budget:g} s") from None
 
     async def ready(self) -> list[str]:
         """The deployments that did not answer within 5 s (empty: all are ready)."""
-        calls = [asyncio.wait_for(h.ready.remote(), 5.0) for h in self.handles.values()]
-        got = await asyncio.gather(*calls, return_exceptions=True)
-        return [n for n, g in zip(self.handles, got, strict=True) if isinstance(g, BaseException)]
+        sent = {n: h.ready.remote() for n, h in self.handles.items()}
 
-    async def _encode(self, pre_resp: Any) -> tuple[np.ndarray, np.ndarray]:
-        # Both towers read the clips straight from Preprocess's response in the object store.
-        (_, emb), (_, probs) = await asyncio.gather(
-            self.call(self.enc.embed, pre_resp), self.call(self.views.classify, pre_resp)
-        )
-        return emb, probs
+        async def one(resp: Any) -> Any:
+            try:
+                return await asyncio.wait_for(resp, 5.0)
+            except Exception as e:
+                resp.cancel()
+                return e
+
+        got = await asyncio.gather(*(one(r) for r in sent.values()))
+        return [n for n, g in zip(sent, got, strict=True) if isinstance(g, BaseException)]
 
     # ------------------------------------------------------------------------------- work
     async def interpret(self, study: Study, previews: bool = False) -> dict[str, Any]:
         """The study's ``StudyResult`` JSON (plus ``previews`` when asked for)."""
-        pre_resp, pre = await self.call(self.pre.load, study, previews)
+        pre_resp, pre = await self.call(self.pre.load, study, previews, study=study)
         if pre["clips"].shape[0] == 0:
             no_views = np.zeros((0, len(VIEWS)), np.float32)
-            _, result = await self.call(self.rai.assemble, None, None, no_views, pre["files"])
+            _, result = await self.call(self.rai.assemble, None, None, no_views, pre["files"], study=study)
         else:
 
-            def chain() -> Any:
+            def chain(remote: Callable[..., Any]) -> Any:
                 # Each deployment gets the previous one's response as it is (Serve hands the result
                 # on through the object store): this replica awaits only the report, not the
                 # embeddings, view probabilities and section weights on the way.
-                probs = self.views.classify.remote(pre_resp)
-                attended = self.att.attend.remote(self.enc.embed.remote(pre_resp), probs)
-                return self.rai.report.remote(attended, probs, pre["files"])
+                probs = remote(self.views.classify, pre_resp)
+                attended = remote(self.att.attend, remote(self.enc.embed, pre_resp), probs)
+                return remote(self.rai.report, attended, probs, pre["files"])
 
-            _, result = await self.retrying(chain)
+            _, result = await self.retrying(chain, study)
         if previews:
             result["previews"] = pre["previews"]
         return result
 
     async def embed_videos(self, files: list[tuple[str, bytes]]) -> dict[str, Any]:
         """Each usable video's embedding and view, plus every file's status."""
-        pre_resp, pre = await self.call(self.pre.load, files, False)
+        pre_resp, pre = await self.call(self.pre.load, files, False, study=files)
         reports = [asdict(f) for f in pre["files"]]
         if pre["clips"].shape[0] == 0:
             return {"files": reports, "videos": []}
-        emb, probs = await self._encode(pre_resp)
+        _, (emb, probs) = await self.retrying(
+            lambda remote: asyncio.gather(
+                remote(self.enc.embed, pre_resp), remote(self.views.classify, pre_resp)
+            ),
+            files,
+        )
         used = [f["path"] for f in reports if f["status"] == "used"]
         videos = [
             {

@@ -2,11 +2,17 @@
 
 Every route but ``/healthz``, ``/readyz``, the viewer (``/``, ``/static/*``) and the API's own
 description (``/openapi.json``, ``/docs``) needs the API key, checked before the body is read.
-Errors are ``{"code", "reason"}`` JSON.
+A route with a body takes one of the replica's upload slots before reading it (503 ``busy``
+when none is free) and reads it within the body timeouts (408 ``body_timeout``). Errors are
+``{"code", "reason"}`` JSON whose reason is written for the client; an error of the server's own
+is logged with its traceback and answered 500 ``internal_error`` without one.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -21,20 +27,21 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from echoprime import __version__
 from serve import schemas
 from serve.errors import ApiError
-from serve.uploads import parse_uri_list, read_files, read_json
+from serve.uploads import describe_errors, parse_uri_list, read_files, read_json
 
 if TYPE_CHECKING:
     from serve.ingress import Ingress
 
 STATIC = Path(__file__).resolve().parent / "static"
 JSON_LIMIT = 4 << 20  # JSON bodies (URIs, texts, an embedding) are small
+log = logging.getLogger("ray.serve")
 _bearer = HTTPBearer(auto_error=False, description="the API key as a bearer token")
 _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="the API key")
 
 
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` for these error statuses (all ``{"code", "reason"}``)."""
-    return {s: {"model": schemas.Error} for s in sorted({401, 503, *statuses})}
+    return {s: {"model": schemas.Error} for s in sorted({401, 500, 502, 503, *statuses})}
 
 
 _FILES_SCHEMA = {
@@ -64,15 +71,15 @@ def _json(model: type[BaseModel]) -> dict[str, Any]:
 
 
 def _describe(errors: Any) -> tuple[str, list[dict[str, Any]]]:
-    errs = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")} for e in errors]
-    return "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errs[:3]), errs
+    errs = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in list(errors)[:20]]
+    return describe_errors(errors), errs
 
 
-async def _validated(model: type[BaseModel], request: Request) -> Any:
+async def _validated(ing: Ingress, model: type[BaseModel], request: Request) -> Any:
     try:
-        return model.model_validate(await read_json(request, JSON_LIMIT))
+        return model.model_validate(await read_json(request, JSON_LIMIT, ing.limits))
     except ValidationError as e:
-        raise ApiError(422, "invalid_request", _describe(e.errors())[0]) from None
+        raise ApiError(422, "invalid_request", describe_errors(e.errors())) from None
 
 
 async def _study(ing: Ingress, request: Request) -> Any:
@@ -80,11 +87,12 @@ async def _study(ing: Ingress, request: Request) -> Any:
     if kind == "multipart/form-data":
         return await read_files(request, ing.limits)
     if kind == "application/json":
-        return parse_uri_list(await read_json(request, JSON_LIMIT), ing.limits)
+        return parse_uri_list(await read_json(request, JSON_LIMIT, ing.limits), ing.limits)
+    shown = kind if len(kind) <= 60 else kind[:57] + "..."
     raise ApiError(
         415,
         "unsupported_media_type",
-        f"send multipart/form-data (files) or application/json (s3:// URIs), not {kind or 'no content type'!r}",
+        f"send multipart/form-data (files) or application/json (s3:// URIs), not {shown or 'no content type'!r}",
     )
 
 
@@ -103,8 +111,24 @@ def create_api(ing: Ingress) -> FastAPI:
 
     @api.exception_handler(ApiError)
     async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
-        headers = {"WWW-Authenticate": "Bearer"} if exc.status == 401 else None
-        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+        return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers())
+
+    @api.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        # A bug of ours, never the client's input: the traceback goes to the log under an id the
+        # client can quote; the answer carries neither it nor any exception text.
+        incident = uuid.uuid4().hex[:12]
+        log.error(
+            "echoprime serve: internal error %s on %s %s",
+            incident,
+            request.method,
+            request.url.path,
+            exc_info=exc,
+        )
+        return JSONResponse(
+            {"code": "internal_error", "reason": f"the server failed on this request (incident {incident})"},
+            status_code=500,
+        )
 
     @api.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -132,12 +156,12 @@ def create_api(ing: Ingress) -> FastAPI:
     async def readyz() -> JSONResponse:
         if waiting := await ing.ready():
             return JSONResponse({"code": "not_ready", "reason": f"waiting for {waiting}"}, status_code=503)
-        return JSONResponse(
-            {"status": "ready", "bundle_uri": ing.args.bundle_uri, "created": ing.model.get("created")}
-        )
+        return JSONResponse({"status": "ready", "bundle": ing.model["bundle"]})
 
     @api.get(
-        "/v1/model", summary="the bundle's manifest: versions, label sets, preprocessing", responses=_errors()
+        "/v1/model",
+        summary="the bundle: name, version, content hash; versions, label sets, preprocessing",
+        responses=_errors(),
     )
     async def model(key: Key) -> dict[str, Any]:
         ing.auth.verify(key)
@@ -160,10 +184,12 @@ def create_api(ing: Ingress) -> FastAPI:
         `{"files": ["s3://bucket/key", ...]}`. A file that cannot be used is listed under `files`
         with the reason, and the rest is interpreted. `?previews=true` adds each video's first
         frame (PNG data URLs, in the order of `videos`)."""
+        started = time.monotonic()
         ing.auth.verify(key)
-        study = await _study(ing, request)
-        timeout = request.headers.get("x-request-timeout")
-        return JSONResponse(await ing.bounded(ing.interpret(study, previews), timeout))
+        async with ing.uploads.slot():
+            study = await _study(ing, request)
+            timeout = request.headers.get("x-request-timeout")
+            return JSONResponse(await ing.bounded(ing.interpret(study, previews), timeout, started))
 
     @api.post(
         "/v1/embed/video",
@@ -173,9 +199,12 @@ def create_api(ing: Ingress) -> FastAPI:
         openapi_extra=_body({"multipart/form-data": {"schema": _FILES_SCHEMA}}),
     )
     async def embed_video(key: Key, request: Request) -> dict[str, Any]:
+        started = time.monotonic()
         ing.auth.verify(key)
-        files = await read_files(request, ing.limits)
-        return await ing.bounded(ing.embed_videos(files), request.headers.get("x-request-timeout"))
+        async with ing.uploads.slot():
+            files = await read_files(request, ing.limits)
+            timeout = request.headers.get("x-request-timeout")
+            return await ing.bounded(ing.embed_videos(files), timeout, started)
 
     @api.post(
         "/v1/embed/text",
@@ -185,9 +214,12 @@ def create_api(ing: Ingress) -> FastAPI:
         openapi_extra=_json(schemas.EmbedTextRequest),
     )
     async def embed_text(key: Key, request: Request) -> dict[str, Any]:
+        started = time.monotonic()
         ing.auth.verify(key)
-        body = await _validated(schemas.EmbedTextRequest, request)
-        return await ing.bounded(ing.embed_text(body.reports), request.headers.get("x-request-timeout"))
+        async with ing.uploads.slot():
+            body = await _validated(ing, schemas.EmbedTextRequest, request)
+            timeout = request.headers.get("x-request-timeout")
+            return await ing.bounded(ing.embed_text(body.reports), timeout, started)
 
     @api.post(
         "/v1/search/reports",
@@ -197,10 +229,13 @@ def create_api(ing: Ingress) -> FastAPI:
         openapi_extra=_json(schemas.SearchRequest),
     )
     async def search_reports(key: Key, request: Request) -> dict[str, Any]:
+        started = time.monotonic()
         ing.auth.verify(key)
-        body = await _validated(schemas.SearchRequest, request)
-        query = body.text if body.text is not None else body.embedding
-        return await ing.bounded(ing.search(query, body.k), request.headers.get("x-request-timeout"))
+        async with ing.uploads.slot():
+            body = await _validated(ing, schemas.SearchRequest, request)
+            query = body.text if body.text is not None else body.embedding
+            timeout = request.headers.get("x-request-timeout")
+            return await ing.bounded(ing.search(query, body.k), timeout, started)
 
     @api.get(
         "/v1/examples/{index}",
@@ -208,7 +243,8 @@ def create_api(ing: Ingress) -> FastAPI:
         responses=_errors(404, 408),
     )
     async def example(key: Key, index: int, request: Request) -> dict[str, Any]:
+        started = time.monotonic()
         ing.auth.verify(key)
-        return await ing.bounded(ing.example(index), request.headers.get("x-request-timeout"))
+        return await ing.bounded(ing.example(index), request.headers.get("x-request-timeout"), started)
 
     return api

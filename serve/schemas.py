@@ -1,20 +1,71 @@
-"""Request and response models of the HTTP API (they make the OpenAPI document)."""
+"""Request and response models of the HTTP API (they make the OpenAPI document).
+
+The request models are strict (no ``"5"`` for a number, no ``true`` for an integer), refuse
+unknown keys and non-finite numbers, and bound every list and string: whatever JSON a client
+sends, validating it raises nothing but a :class:`pydantic.ValidationError`, whose errors name
+the field and what it expects (tests/serve/test_schemas_fuzz.py checks this with hypothesis).
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic_core import PydanticCustomError
+
+MAX_URIS = 10_000
+"""Hard bound on a URI list, whatever ``max_files`` says (the limit is checked before this)."""
+MAX_EMBEDDING = 8192
+"""Widest embedding accepted (the release's joint space is 512)."""
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def s3_uri_problem(uri: str) -> str | None:
+    """What is wrong with ``uri`` as ``s3://bucket/key`` (``None``: nothing).
+
+    Checked here, not left to the S3 client, so that a malformed URI is the client's 422 and
+    never reaches the object store: a bucket name of 3-63 lowercase letters, digits, dots and
+    hyphens; a key of at most 1024 bytes without empty, ``.`` or ``..`` segments or control
+    characters.
+    """
+    if not uri.startswith("s3://"):
+        return "only s3://bucket/key URIs are accepted (never a server path)"
+    bucket, _, key = uri[len("s3://") :].partition("/")
+    if not _BUCKET.fullmatch(bucket) or ".." in bucket:
+        return "the bucket must be 3-63 lowercase letters, digits, dots and hyphens"
+    if not key:
+        return "the URI names no object key (expected s3://bucket/key)"
+    if len(key.encode("utf-8", "surrogatepass")) > 1024:
+        return "the object key is longer than 1024 bytes"
+    if _CONTROL.search(key):
+        return "the object key holds control characters"
+    if any(part in ("", ".", "..") for part in key.split("/")):
+        return "the object key has an empty, '.' or '..' segment (e.g. '//' or a trailing '/')"
+    return None
+
+
+def _s3_uri(uri: str) -> str:
+    if problem := s3_uri_problem(uri):
+        shown = uri if len(uri) <= 80 else uri[:77] + "..."
+        raise PydanticCustomError("invalid_uri", "{problem}, got '{uri}'", {"problem": problem, "uri": shown})
+    return uri
+
+
+S3Uri = Annotated[str, AfterValidator(_s3_uri)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class InterpretByUri(_Strict):
     """A study held in an object store."""
 
-    files: list[str] = Field(min_length=1, description="the study's files as s3:// URIs")
+    files: list[S3Uri] = Field(
+        min_length=1, max_length=MAX_URIS, description="the study's files as s3://bucket/key URIs"
+    )
 
 
 class EmbedTextRequest(_Strict):
@@ -25,7 +76,9 @@ class SearchRequest(_Strict):
     """Exactly one of ``text`` and ``embedding``."""
 
     text: str | None = Field(default=None, min_length=1, max_length=20_000)
-    embedding: list[float] | None = Field(default=None, description="a vector in the joint space")
+    embedding: list[float] | None = Field(
+        default=None, min_length=1, max_length=MAX_EMBEDDING, description="a vector in the joint space"
+    )
     k: int = Field(default=10, ge=1, le=100, description="how many reports")
 
     @model_validator(mode="after")

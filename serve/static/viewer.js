@@ -49,8 +49,9 @@ async function loadModel() {
   try {
     const m = await api("/v1/model");
     const v = m.versions || {};
+    const b = m.bundle || {};
     $("#model-info").textContent =
-      `bundle ${m.bundle_uri} · created ${m.created} · echoprime ${v.echoprime || "?"} · ` +
+      `bundle ${b.name} (${(b.sha256 || "").slice(0, 12)}) · created ${m.created} · echoprime ${v.echoprime || "?"} · ` +
       `${(m.label_sets && m.label_sets.views || []).length} views, ` +
       `${(m.label_sets && m.label_sets.phenotypes || []).length} phenotypes`;
   } catch (e) {
