@@ -28,7 +28,17 @@ TEST_OPTIONS: dict[str, dict[str, Any]] = {
     "AnatomicalAttention": {"ray_actor_options": {"num_cpus": 0.1}},
     "RAIRetriever": {"ray_actor_options": {"num_cpus": 0.1}},
 }
-LIMITS = {"max_upload_mb": 3, "max_files": 8, "max_frames_per_file": 64, "request_timeout_s": 150.0}
+LIMITS = {
+    "max_upload_mb": 3,
+    "max_files": 8,
+    "max_frames_per_file": 64,
+    "request_timeout_s": 150.0,
+    # Short enough for tests/serve/test_abuse.py to see slow clients cut off, long enough for a
+    # 3 MB upload on a loaded 2-core machine; 6 uploads at once (the suite's busiest test has 5).
+    "body_timeout_s": 12.0,
+    "body_idle_timeout_s": 4.0,
+    "max_concurrent_uploads": 6,
+}
 STUDY_SEED = 11
 
 
