@@ -8,11 +8,13 @@ without Ray. The output, under a local folder or an ``s3://`` prefix (:class:`Ba
   _job.json                      the bundle the results come from (its manifest's sha256)
   results/part-<key>.parquet     one row per study (RESULT_SCHEMA)
   rejects/part-<key>.parquet     one row per file of those studies that could not be used
-  json/<study_id>.json           the full StudyResult of each study (optional)
+  json/<name>.json               the full StudyResult of each study (optional; safe_name(study_id))
   _done/part-<key>.json          written last for its chunk: the commit record of its studies
   _summary.json                  counts of the last run
 
 A chunk's ``<key>`` is a hash of its study ids, so a retried chunk overwrites its own files.
+A job holds the output from :meth:`BatchOutput.start` to :meth:`BatchOutput.close`
+(``OUT/.echoprime.lock``): a second job on the same output is refused, naming the first.
 A study counts as written when a ``_done`` record lists it and that record's results part exists;
 a re-run skips those studies and cleans up parts no record commits (an interrupted chunk).
 """
@@ -40,6 +42,7 @@ import pyarrow.parquet as pq
 from echoprime import storage
 from echoprime.io import EchoIOError, FileReport, dicom_header
 from echoprime.io.video import VIDEO_SUFFIXES, _looks_like_video
+from echoprime.locks import OutputLock
 
 RESULT_SCHEMA = pa.schema(
     [
@@ -159,13 +162,35 @@ def _norm(p: str) -> str:
 
 
 def part_key(study_ids: Iterable[str]) -> str:
-    """The deterministic name of a chunk of studies (same studies, same key)."""
-    return hashlib.sha256("\n".join(sorted(study_ids)).encode()).hexdigest()[:16]
+    """The deterministic name of a chunk of studies (same studies, same key).
+
+    The ids are hashed as a JSON list, so no id can pass for several (``"a\\nb"`` is not
+    ``"a"`` and ``"b"``)."""
+    return hashlib.sha256(json.dumps(sorted(study_ids)).encode()).hexdigest()[:16]
+
+
+NAME_MAX = 100
+"""Characters of a study id kept in its file name (names stay far below the usual 255 bytes)."""
+_PLAIN_NAME = re.compile(r"[a-z0-9._-]+")
 
 
 def safe_name(study_id: str) -> str:
-    """A study id as a file name (DICOM UIDs and folder names pass unchanged)."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", study_id) or "_"
+    """A study id as a file name of its own: distinct ids never share a name.
+
+    An id of lower-case letters, digits, ``.``, ``_`` and ``-`` (DICOM UIDs, most folder names)
+    of at most NAME_MAX characters and not starting with a dot (a hidden file) is its own name.
+    Any other id keeps a readable prefix (other characters as ``_``, at most NAME_MAX, no leading
+    dot) followed by ``~`` and 16 hex digits of the id's sha256: ``~`` never occurs in a name of
+    the first kind, and upper case never counts as plain, so ``echo 1``, ``echo_1`` and ``Echo_1``
+    get three files even on a case-insensitive disk (barring a 64-bit hash collision).
+    """
+    if _PLAIN_NAME.fullmatch(study_id) and not study_id.startswith(".") and len(study_id) <= NAME_MAX:
+        return study_id
+    prefix = re.sub(r"[^A-Za-z0-9._-]", "_", study_id)[:NAME_MAX]
+    if prefix.startswith("."):
+        prefix = "_" + prefix[1:]
+    digest = hashlib.sha256(study_id.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{prefix}~{digest}"
 
 
 # ------------------------------------------------------------------------------- the output
@@ -174,6 +199,7 @@ class BatchOutput:
 
     def __init__(self, uri: str) -> None:
         self.loc = storage.locate(uri)
+        self.lock: OutputLock | None = None
 
     def uri(self, *parts: str) -> str:
         return self.loc.join(*parts).uri
@@ -189,13 +215,38 @@ class BatchOutput:
         if loc.fs.get_file_info(loc.path).type == pafs.FileType.File:
             loc.fs.delete_file(loc.path)
 
-    def start(self, bundle: str, bundle_id: str, input_uri: str, *, force: bool) -> None:
-        """Check the output can be written and belongs to this bundle; ``force`` clears it first.
+    def start(self, bundle: str, bundle_id: str, input_uri: str, *, force: bool) -> str | None:
+        """Take the output for this job until :meth:`close` (``echoprime.locks``), check it can be
+        written and belongs to this bundle; ``force`` clears it first.
+
+        Returns:
+            What happened to the lock of an earlier job that ended without releasing it (taken
+            over), or None.
 
         Raises:
+            OutputBusy: another job has the output (the message names it); nothing was changed.
             ValueError: not writable, or it holds results of another bundle (and not ``force``).
         """
         storage.ensure_dir(self.loc.uri)
+        if self.lock is not None:  # started before by this job: it holds the output already
+            self._claim(bundle, bundle_id, input_uri, force=force)
+            return None
+        lock = OutputLock(self.loc.uri, "echoprime batch-interpret").acquire()
+        try:
+            self._claim(bundle, bundle_id, input_uri, force=force)
+        except BaseException:
+            lock.release()
+            raise
+        self.lock = lock
+        return lock.recovered_message
+
+    def close(self) -> None:
+        """Give the output back (the end of the job that started it)."""
+        if self.lock is not None:
+            self.lock.release()
+            self.lock = None
+
+    def _claim(self, bundle: str, bundle_id: str, input_uri: str, *, force: bool) -> None:
         job = self.uri("_job.json")
         if force:
             for sub in ("_done", "results", "rejects", "json"):

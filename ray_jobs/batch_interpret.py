@@ -8,10 +8,14 @@ bundle once and encodes on a GPU when the config asks for one (train.use_gpu). W
   results/part-<key>.parquet   one row per study: study_id, status, n_files, n_used, views,
                                report_text, report, metrics, evidence, neighbours, files, error
   rejects/part-<key>.parquet   every file that could not be used: study_id, file, reason, code
-  json/<study_id>.json         the whole result per study (--json)
+  json/<name>.json             the whole result per study (--json); <name> is the study id, or
+                               for an id that is not a plain lower-case file name, a readable
+                               prefix + "~" + a hash of the id (two studies never share a file)
   _done/part-<key>.json        the commit record of each chunk, written last
 
 A re-run skips the studies already written (resume after an interruption); --force starts over.
+One job at a time per --out: a second is refused naming the first (OUT/.echoprime.lock); the
+lock of a job that died is taken over, saying so.
 Actors: --actors (default bank.encode_actors), each with 1 GPU and train.cpus_per_worker CPUs
 (reader threads) when train.use_gpu, else 1 CPU. See docs/batch-interpret.md.
 
@@ -103,6 +107,16 @@ def _probe(batch: dict[str, Any]) -> dict[str, Any]:
     return {"uri": uris, "uid": [probe_study_uid(u) or "" for u in uris]}
 
 
+# Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1: a chunk whose
+# actor is killed (a decoder crash, the memory monitor's OOM kill, which for actors counts
+# against these limits and not RAY_task_oom_retries) would be retried for ever, taking a new
+# actor down each time. Bounded here: an actor is replaced at most ACTOR_RESTARTS times, a chunk
+# that lost its actor is run once more (a node short of memory may pass the second time), and
+# then the job stops with Ray Data's error instead of looping; header-probe tasks likewise.
+ACTOR_RESTARTS = 3
+CHUNK_RETRIES = 1
+PROBE_RETRIES = 2
+
 DRIVER_PROBE_MAX = 512
 """Up to this many possible DICOM files, headers are read by threads on the driver: a Ray Data
 pass costs seconds of worker start-up, which only pays off on larger archives."""
@@ -125,7 +139,7 @@ def _study_uids(files: list[str]) -> dict[str, str]:
         [{"uri": f} for f in todo], override_num_blocks=max(1, min(len(todo) // 64, 200))
     )
     out: dict[str, str] = {}
-    for b in ds.map_batches(_probe, batch_size=64, num_cpus=0.5).iter_batches(
+    for b in ds.map_batches(_probe, batch_size=64, num_cpus=0.5, max_retries=PROBE_RETRIES).iter_batches(
         batch_size=None, batch_format="pyarrow"
     ):
         out.update((u, d) for u, d in zip(b["uri"].to_pylist(), b["uid"].to_pylist(), strict=True) if d)
@@ -151,6 +165,7 @@ def run_batch_interpret(
         FileNotFoundError: the input does not exist.
         ValueError: the input holds no studies, bad arguments, the output is not writable or holds
             another bundle's results.
+        echoprime.locks.OutputBusy: another job is writing the same output (named in the message).
         echoprime.bundle.BundleError: the bundle is missing or incomplete.
         RuntimeError: the cluster cannot give the actors their CPUs/GPUs (after ray.resource_wait_s).
     """
@@ -169,73 +184,84 @@ def run_batch_interpret(
     bundle_id = _bundle_id(bundle)
     files, videos, root = _list_archive(input_uri, manifest)
     out = BatchOutput(out_uri)
-    out.start(bundle, bundle_id, input_uri, force=force)
+    # Held until the summary is written: a second job on this output is refused, naming this one.
+    recovered = out.start(bundle, bundle_id, input_uri, force=force)
+    if recovered:
+        print(f"batch-interpret: {recovered}")
+    try:
+        with ray_session(cfg.ray):
+            configure_ray_data()
+            # Fail now, naming what was asked, rather than wait forever for GPUs that never come.
+            require_resources(n_actors * cpus, n_actors * gpus, cfg.ray.resource_wait_s, "batch-interpret")
+            studies = group_studies(files, root, _study_uids(files), videos)
+            done = {s for ids in out.committed().values() for s in ids}
+            todo = [s for s in studies if s not in done]
+            t1 = time.perf_counter()
+            summary: list[dict[str, Any]] = []
+            first = None
+            if todo:
+                ds = ray.data.from_items(
+                    [{"study_id": s, "files": studies[s]} for s in todo],
+                    override_num_blocks=math.ceil(len(todo) / chunk),
+                )
+                ds = ds.map_batches(
+                    BatchInterpreter,
+                    fn_constructor_args=(bundle, out.loc.uri),
+                    fn_constructor_kwargs={
+                        "device": "cuda" if gpus else "cpu",
+                        "readers": max(1, int(cpus)),
+                        "write_json": write_json,
+                        "k": k,
+                        "batch_size": cfg.interpret.batch_size,
+                    },
+                    batch_size=chunk,
+                    num_cpus=cpus,
+                    num_gpus=gpus,
+                    compute=ray.data.ActorPoolStrategy(size=min(n_actors, math.ceil(len(todo) / chunk))),
+                    max_restarts=ACTOR_RESTARTS,
+                    max_task_retries=CHUNK_RETRIES,
+                )
+                for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
+                    summary += b.to_pylist()
+                    first = first or time.perf_counter() - t1
+                    out.lock.check()  # S3: stop if another job took the output over
+            t2 = time.perf_counter()
 
-    with ray_session(cfg.ray):
-        configure_ray_data()
-        # Fail now, naming what was asked, rather than wait forever for GPUs that never come.
-        require_resources(n_actors * cpus, n_actors * gpus, cfg.ray.resource_wait_s, "batch-interpret")
-        studies = group_studies(files, root, _study_uids(files), videos)
-        done = {s for ids in out.committed().values() for s in ids}
-        todo = [s for s in studies if s not in done]
-        t1 = time.perf_counter()
-        summary: list[dict[str, Any]] = []
-        first = None
-        if todo:
-            ds = ray.data.from_items(
-                [{"study_id": s, "files": studies[s]} for s in todo],
-                override_num_blocks=math.ceil(len(todo) / chunk),
-            )
-            ds = ds.map_batches(
-                BatchInterpreter,
-                fn_constructor_args=(bundle, out.loc.uri),
-                fn_constructor_kwargs={
-                    "device": "cuda" if gpus else "cpu",
-                    "readers": max(1, int(cpus)),
-                    "write_json": write_json,
-                    "k": k,
-                    "batch_size": cfg.interpret.batch_size,
-                },
-                batch_size=chunk,
-                num_cpus=cpus,
-                num_gpus=gpus,
-                compute=ray.data.ActorPoolStrategy(size=min(n_actors, math.ceil(len(todo) / chunk))),
-            )
-            for b in ds.iter_batches(batch_size=None, batch_format="pyarrow"):
-                summary += b.to_pylist()
-                first = first or time.perf_counter() - t1
-        t2 = time.perf_counter()
+        status = [r["status"] for r in summary]
+        span = (
+            max(r["chunk_end"] for r in summary) - min(r["chunk_start"] for r in summary) if summary else 0.0
+        )
+        res = {
+            "studies": len(studies),
+            "skipped": len(studies) - len(todo),
+            "interpreted": len(summary),
+            "ok": status.count("ok"),
+            "no_usable_video": status.count("no_usable_video"),
+            "error": status.count("error"),
+            "rejected_files": sum(r["n_rejected"] for r in summary),
+            "files": len(files),
+            "actors": n_actors,
+            "gpus_per_actor": gpus,
+            "out": out.loc.uri,
+            "interpret_s": round(t2 - t1, 2),
+            # Until the first chunk was written: mostly actor start-up (imports, loading the bundle).
+            "first_result_s": round(first or 0.0, 2),
+            "wall_s": round(time.perf_counter() - t0, 2),
+            "studies_per_s": round(len(summary) / max(t2 - t1, 1e-9), 3),
+            # Seconds the actors spent interpreting (no start-up): studies/s of one busy actor.
+            "actor_busy_s": round(sum(r["seconds"] for r in summary), 2),
+            # From the first chunk's start to the last chunk's end, on any actor: the pool's rate
+            # once started, which is what a long archive sees.
+            "processing_s": round(span, 2),
+            "processing_studies_per_s": round(len(summary) / span, 3) if span > 0 else 0.0,
+            "lock_taken_over": recovered,  # the earlier job that had died holding the output, if any
+        }
+        from echoprime import storage
 
-    status = [r["status"] for r in summary]
-    span = max(r["chunk_end"] for r in summary) - min(r["chunk_start"] for r in summary) if summary else 0.0
-    res = {
-        "studies": len(studies),
-        "skipped": len(studies) - len(todo),
-        "interpreted": len(summary),
-        "ok": status.count("ok"),
-        "no_usable_video": status.count("no_usable_video"),
-        "error": status.count("error"),
-        "rejected_files": sum(r["n_rejected"] for r in summary),
-        "files": len(files),
-        "actors": n_actors,
-        "gpus_per_actor": gpus,
-        "out": out.loc.uri,
-        "interpret_s": round(t2 - t1, 2),
-        # Until the first chunk was written: mostly actor start-up (imports, loading the bundle).
-        "first_result_s": round(first or 0.0, 2),
-        "wall_s": round(time.perf_counter() - t0, 2),
-        "studies_per_s": round(len(summary) / max(t2 - t1, 1e-9), 3),
-        # Seconds the actors spent interpreting (no start-up): studies/s of one busy actor.
-        "actor_busy_s": round(sum(r["seconds"] for r in summary), 2),
-        # From the first chunk's start to the last chunk's end, on any actor: the pool's rate
-        # once started, which is what a long archive sees.
-        "processing_s": round(span, 2),
-        "processing_studies_per_s": round(len(summary) / span, 3) if span > 0 else 0.0,
-    }
-    from echoprime import storage
-
-    storage.write_bytes(out.uri("_summary.json"), json.dumps(res, indent=2).encode())
-    return res
+        storage.write_bytes(out.uri("_summary.json"), json.dumps(res, indent=2).encode())
+        return res
+    finally:
+        out.close()
 
 
 def run(args: argparse.Namespace) -> int:

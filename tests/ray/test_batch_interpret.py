@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from echoprime import storage
-from echoprime.batch_interpret import BatchOutput, probe_study_uid
+from echoprime.batch_interpret import BatchOutput, probe_study_uid, safe_name
+from echoprime.locks import OutputBusy, OutputLock
 from ray_jobs.batch_interpret import run_batch_interpret
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -110,7 +111,7 @@ def test_local_archive(tiny_cfg, bundle, archive, local_run):
             assert got_m[ph]["value"] == pytest.approx(m["value"], abs=1e-5, nan_ok=True), (sid, ph)
         assert json.loads(row["evidence"]).keys() == want["evidence"].keys()
         assert row["error"] is None
-        doc = json.loads((out / "json" / f"{sid}.json").read_text())
+        doc = json.loads((out / "json" / f"{safe_name(sid)}.json").read_text())
         assert doc["study_id"] == sid and doc["report_text"] == row["report_text"]
 
     assert rows["junk"]["status"] == "no_usable_video" and rows["junk"]["report_text"] == ""
@@ -144,7 +145,27 @@ def test_resume_redoes_only_a_lost_part(tiny_cfg, bundle, archive, local_run):
     assert {s: r["report_text"] for s, r in after.items()} == {s: r["report_text"] for s, r in before.items()}
 
     res = run_batch_interpret(tiny_cfg, str(bundle), str(archive[0]), str(out), actors=1, chunk=2)
+    assert (res["interpreted"], res["skipped"]) == (0, 5) and res["lock_taken_over"] is None
+
+
+def test_one_job_at_a_time_on_an_output(tiny_cfg, bundle, archive, local_run):
+    """A second job on a busy --out is refused before it touches anything, naming the first; the
+    lock of a job that died holding it is taken over, and the summary says so."""
+    from tests.unit.test_locks import _die_holding
+
+    out, _ = local_run
+    before = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    with OutputLock(str(out), "echoprime batch-interpret"):
+        with pytest.raises(OutputBusy, match=f"{out} is in use by echoprime batch-interpret \\(pid "):
+            run_batch_interpret(tiny_cfg, str(bundle), str(archive[0]), str(out), actors=1, force=True)
+    assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == before  # --force did nothing
+    dead = _die_holding(str(out))
+    res = run_batch_interpret(tiny_cfg, str(bundle), str(archive[0]), str(out), actors=1)
     assert (res["interpreted"], res["skipped"]) == (0, 5)
+    assert (
+        f"(pid {dead} on " in res["lock_taken_over"]
+        and f"process {dead} no longer runs" in res["lock_taken_over"]
+    )
 
 
 def test_s3_archive_and_output(tiny_cfg, bundle, archive, local_run, s3_server, monkeypatch):

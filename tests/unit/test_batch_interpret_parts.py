@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 
 import numpy as np
 import pytest
@@ -10,6 +12,7 @@ import pytest
 from echoprime import storage
 from echoprime.batch_interpret import BatchOutput, group_studies, part_key, probe_study_uid, safe_name
 from echoprime.io.writers import write_dicom, write_video
+from echoprime.locks import OutputBusy
 
 
 def _clip(n: int = 4) -> np.ndarray:
@@ -69,8 +72,28 @@ def test_probe_study_uid(tmp_path):
 def test_part_key_and_safe_name():
     assert part_key(["b", "a"]) == part_key(["a", "b"]) != part_key(["a"])
     assert len(part_key(["a"])) == 16
+    # a study id with a newline is not two studies: their chunks would share one set of files
+    assert part_key(["a\nb"]) != part_key(["a", "b"])
     assert safe_name("1.2.840.10008") == "1.2.840.10008"
-    assert safe_name("a/b c") == "a_b_c"
+    assert safe_name("echo_1") == "echo_1"
+
+
+def test_study_names_that_sanitise_alike_get_files_of_their_own(tmp_path):
+    """Folder names become study ids; those that differ only where sanitising changes them
+    ("echo 1" / "echo_1" / "echo/1"), or only in case (one file on a case-insensitive disk),
+    or that would be hidden or too long, each get their own JSON document."""
+    ids = ["echo 1", "echo_1", "echo/1", "Echo_1", "ECHO_1", "", ".", "..", ".hidden", "é" * 3, "x" * 300]
+    names = [safe_name(s) for s in ids]
+    assert len({n.lower() for n in names}) == len(ids), names
+    assert names == [safe_name(s) for s in ids]  # deterministic: a re-run writes the same files
+    for s, n in zip(ids, names, strict=True):
+        assert re.fullmatch(r"[A-Za-z0-9._~-]{1,120}", n) and not n.startswith("."), (s, n)
+    # changed names keep a readable prefix and end in a hash of the id
+    assert names[0].startswith("echo_1~") and names[3].startswith("Echo_1~")
+    out = BatchOutput(str(tmp_path / "out"))
+    out.write_chunk(part_key(ids), [_row(s) for s in ids], [], {s: {"study_id": s} for s in ids})
+    docs = [json.loads(p.read_text()) for p in sorted((tmp_path / "out" / "json").iterdir())]
+    assert sorted(d["study_id"] for d in docs) == sorted(ids)
 
 
 def _row(sid: str) -> dict:
@@ -113,6 +136,27 @@ def test_output_refuses_another_bundle_unless_forced(tmp_path):
     out.start("b2", "id2" * 8, "arch", force=True)
     assert out.committed() == {}
     assert json.loads((tmp_path / "out/_job.json").read_text())["bundle"] == "b2"
+
+
+def test_a_second_job_on_a_busy_output_is_refused(tmp_path):
+    """Two batch-interpret jobs on one --out would overwrite each other's parts and delete each
+    other's uncommitted ones as debris: the output is held from start() to close()."""
+    first = BatchOutput(str(tmp_path / "out"))
+    assert first.start("b1", "id1", "arch", force=False) is None
+    with pytest.raises(OutputBusy, match=rf"in use by echoprime batch-interpret \(pid {os.getpid()} on "):
+        BatchOutput(str(tmp_path / "out")).start("b1", "id1", "arch", force=False)
+    with pytest.raises(OutputBusy):  # --force does not clear a running job's output either
+        BatchOutput(str(tmp_path / "out")).start("b1", "id1", "arch", force=True)
+    first.close()
+    second = BatchOutput(str(tmp_path / "out"))
+    assert second.start("b1", "id1", "arch", force=False) is None
+    second.close()
+    # a refused start leaves the output free: a job for another bundle is told so, and let go
+    with pytest.raises(ValueError, match="holds results of bundle 'b1'"):
+        BatchOutput(str(tmp_path / "out")).start("b2", "id2", "arch", force=False)
+    third = BatchOutput(str(tmp_path / "out"))
+    third.start("b1", "id1", "arch", force=False)
+    third.close()
 
 
 def test_output_not_writable(tmp_path):
