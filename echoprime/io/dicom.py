@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import copy
 import io
-import struct
 import warnings
 from collections.abc import Iterable
 from typing import Any, BinaryIO
@@ -25,10 +24,7 @@ from typing import Any, BinaryIO
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import generate_frames
-from pydicom.errors import InvalidDicomError
 from pydicom.filereader import _read_file_meta_info, read_preamble
-from pydicom.pixels import get_decoder
 from pydicom.pixels.utils import get_expected_length
 from pydicom.uid import (
     UID,
@@ -36,21 +32,24 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
-    JPEG2000TransferSyntaxes,
-    JPEGLSTransferSyntaxes,
-    JPEGTransferSyntaxes,
     MPEGTransferSyntaxes,
 )
 
-from echoprime.io.codestream import CodestreamError, j2k_frame_size, jpeg_frame_size
 from echoprime.io.deflate import DeflatedPixels, read_deflated
+from echoprime.io.dicom_checks import (
+    PARSE_ERRORS,
+    check_decoded_size,
+    check_encapsulated,
+    check_object,
+    check_pixels,
+    decoder_for,
+    geometry,
+    header_str,
+)
 from echoprime.io.dicom_pixels import to_rgb
 from echoprime.io.errors import (
     DicomDecodeError,
     EchoIOError,
-    NotAVideoError,
-    NotUltrasoundError,
-    UnsupportedTransferSyntax,
     file_boundary,
     public_text,
 )
@@ -65,17 +64,6 @@ from echoprime.io.types import (
     source_name,
 )
 
-# SOP classes that can never hold an ultrasound clip: reports, waveforms, directories,
-# presentation states, encapsulated documents, raw data. Checked by UID prefix.
-_NON_IMAGE_SOP_PREFIXES = {
-    "1.2.840.10008.5.1.4.1.1.88.": "a structured report",
-    "1.2.840.10008.5.1.4.1.1.9.": "a waveform (ECG, audio, ...)",
-    "1.2.840.10008.5.1.4.1.1.11.": "a presentation state",
-    "1.2.840.10008.5.1.4.1.1.104.": "an encapsulated document",
-    "1.2.840.10008.5.1.4.1.1.66": "raw data",
-    "1.2.840.10008.1.3.10": "a DICOMDIR (media storage directory)",
-    "1.2.840.10008.5.1.4.1.1.481.": "a radiotherapy object",
-}
 _META_STR = (
     "StudyInstanceUID",
     "SeriesInstanceUID",
@@ -94,19 +82,6 @@ _META_INT = (
     "BitsStored",
     "SeriesNumber",
     "InstanceNumber",
-)
-# Errors pydicom raises on malformed input while parsing; turned into DicomDecodeError with the cause.
-_PARSE_ERRORS = (
-    InvalidDicomError,
-    EOFError,
-    ValueError,
-    KeyError,
-    IndexError,
-    TypeError,
-    AttributeError,
-    NotImplementedError,
-    OverflowError,
-    struct.error,
 )
 
 
@@ -188,7 +163,7 @@ def _read_dataset(
                 raise
             except OSError as e:
                 raise DicomDecodeError(path, f"cannot read the file: {e.strerror or e}") from e
-            except _PARSE_ERRORS as e:
+            except PARSE_ERRORS as e:
                 raise DicomDecodeError(
                     path, f"not a readable DICOM file: {type(e).__name__}: {public_text(e)}"
                 ) from e
@@ -219,26 +194,18 @@ def _read_without_preamble(fh: BinaryIO, head: bytes, path: str | None, stop_bef
         if plausible:
             for elem in ds:
                 _ = elem.value
-    except _PARSE_ERRORS as e:
+    except PARSE_ERRORS as e:
         raise DicomDecodeError(path, reason) from e
     if not plausible:
         raise DicomDecodeError(path, reason)
     return ds
 
 
-def _str(ds: Dataset, key: str) -> str | None:
-    try:
-        v = ds.get(key)
-    except _PARSE_ERRORS:
-        return None
-    return None if v is None or v == "" else str(v).strip()
-
-
 def _int(ds: Dataset, key: str, default: int | None = None) -> int | None:
     try:
         v = ds.get(key)
         return default if v is None or v == "" else int(v)
-    except (*_PARSE_ERRORS, ArithmeticError):
+    except (*PARSE_ERRORS, ArithmeticError):
         return default
 
 
@@ -246,7 +213,7 @@ def _meta(ds: Dataset) -> dict[str, Any]:
     """Identifying-free facts of the header (UIDs, encoding, geometry); never patient fields."""
     meta: dict[str, Any] = {"format": "dicom"}
     for k in _META_STR:
-        meta[k] = _str(ds, k)
+        meta[k] = header_str(ds, k)
     for k in _META_INT:
         meta[k] = _int(ds, k)
     if meta["NumberOfFrames"] is None and meta["Rows"]:
@@ -279,7 +246,7 @@ def dicom_fps(ds: Dataset) -> tuple[float | None, str | None]:
         ft = ds.get("FrameTime")
         if ft is not None and ft != "" and float(ft) > 0 and ok(1000.0 / float(ft)):
             return 1000.0 / float(ft), "FrameTime"
-    except (*_PARSE_ERRORS, ArithmeticError):
+    except (*PARSE_ERRORS, ArithmeticError):
         pass  # a malformed tag: try the next one
     try:
         ftv = ds.get("FrameTimeVector")
@@ -287,142 +254,16 @@ def dicom_fps(ds: Dataset) -> tuple[float | None, str | None]:
             steps = [float(v) for v in list(ftv)[1:] if float(v) > 0]
             if steps and ok(1000.0 / float(np.mean(steps))):
                 return 1000.0 / float(np.mean(steps)), "FrameTimeVector"
-    except (*_PARSE_ERRORS, ArithmeticError):
+    except (*PARSE_ERRORS, ArithmeticError):
         pass
     for key in ("CineRate", "RecommendedDisplayFrameRate"):
         try:
             v = ds.get(key)
             if v is not None and v != "" and ok(float(v)):
                 return float(v), key
-        except (*_PARSE_ERRORS, ArithmeticError):
+        except (*PARSE_ERRORS, ArithmeticError):
             pass
     return None, None
-
-
-def _check_object(ds: Dataset, path: str | None, modalities: tuple[str, ...] | None) -> None:
-    """Refuse objects that are not ultrasound images, from the header alone."""
-    sop = _str(ds, "SOPClassUID") or ""
-    for prefix, what in _NON_IMAGE_SOP_PREFIXES.items():
-        if sop.startswith(prefix):
-            raise NotUltrasoundError(path, f"SOP class {sop} ({UID(sop).name}) is {what}, not an image")
-    modality = _str(ds, "Modality")
-    if modality is not None and modalities is not None and modality.upper() not in modalities:
-        raise NotUltrasoundError(path, f"modality {modality!r}, expected one of {list(modalities)}")
-
-
-def _check_pixels(ds: Dataset, path: str | None) -> None:
-    """Refuse a data set without (or with empty) Pixel Data."""
-    if "PixelData" not in ds:
-        if "FloatPixelData" in ds or "DoubleFloatPixelData" in ds:
-            raise NotUltrasoundError(path, "float pixel data (a parametric map), not an ultrasound image")
-        image_class = (_str(ds, "SOPClassUID") or "").startswith("1.2.840.10008.5.1.4.1.1.")
-        hint = " (the file may be truncated)" if image_class or "Rows" in ds or len(ds) == 0 else ""
-        raise DicomDecodeError(path, f"no Pixel Data element (7FE0,0010){hint}")
-    if not ds.PixelData:
-        hint = " (the file may be truncated)" if "Rows" in ds else ""
-        raise DicomDecodeError(
-            path, f"the Pixel Data element is empty (0 bytes){hint}; expected the frames' pixels"
-        )
-
-
-def _show(v: object) -> str:
-    """A header value for an error message: its repr, cut short."""
-    text = repr(v[:24] if isinstance(v, (bytes, bytearray)) else v)
-    return text if len(text) <= 40 else text[:37] + "..."
-
-
-def _header_int(ds: Dataset, keyword: str, path: str | None, meaning: str) -> int | None:
-    """An integer attribute of the image description, strictly: ``None`` when absent or empty,
-    a :class:`DicomDecodeError` naming the attribute, its VR and value when it is there but not
-    a single integer (a wrong VR, text, a sequence, several values)."""
-    if keyword not in ds:
-        return None
-    try:
-        elem = ds[keyword]
-        value = elem.value
-    except Exception as e:  # noqa: BLE001  (pydicom's value converters raise many kinds)
-        raise DicomDecodeError(
-            path, f"{keyword} cannot be decoded ({public_text(e)}); expected {meaning}"
-        ) from None
-    if value is None or value == "":
-        return None
-    try:
-        if isinstance(value, (bytes, bytearray, str)) and not str(value).strip().lstrip("+-").isdigit():
-            raise ValueError
-        number = int(value)  # type: ignore[call-overload]
-        if number != float(value):  # type: ignore[arg-type]
-            raise ValueError
-    except (TypeError, ValueError, OverflowError):
-        raise DicomDecodeError(
-            path, f"{keyword} is not an integer: VR {elem.VR}, value {_show(value)}; expected {meaning}"
-        ) from None
-    return number
-
-
-def _geometry(ds: Dataset, path: str | None) -> tuple[int, int, int]:
-    """``(rows, cols, frames)`` the header declares, each a checked integer (a missing
-    NumberOfFrames means one frame)."""
-    rows = _header_int(ds, "Rows", path, "the frame height in pixels") or 0
-    cols = _header_int(ds, "Columns", path, "the frame width in pixels") or 0
-    frames = _header_int(ds, "NumberOfFrames", path, "the number of frames")
-    if frames is not None and frames < 0:
-        raise NotAVideoError(
-            path, f"NumberOfFrames is {frames}; expected the number of frames (>= 2 for a cine)"
-        )
-    return rows, cols, 1 if frames is None else frames
-
-
-def _check_encapsulated(
-    ds: Dataset, path: str | None, ts: UID, n: int, n_src: int, rows: int, cols: int
-) -> None:
-    """Before any decoder runs: the encapsulated Pixel Data holds the first ``n`` frames, and
-    each JPEG / JPEG-LS / JPEG 2000 frame's own header (SOF / SIZ, which the decoder sizes its
-    output by) states exactly Rows x Columns."""
-    if not ts.is_encapsulated or ts in MPEGTransferSyntaxes:
-        return
-    data = ds.PixelData
-    if bytes(data[:4]) != b"\xfe\xff\x00\xe0":
-        raise DicomDecodeError(
-            path,
-            f"Pixel Data is not encapsulated (no item tag (FFFE,E000) at its start) although the "
-            f"transfer syntax {ts.name} requires it",
-        )
-    kind, size_of = None, None
-    if ts in JPEGTransferSyntaxes or ts in JPEGLSTransferSyntaxes:
-        kind, size_of = "JPEG", jpeg_frame_size
-    elif ts in JPEG2000TransferSyntaxes:
-        kind, size_of = "JPEG 2000", j2k_frame_size
-    extended = None
-    if "ExtendedOffsetTable" in ds and "ExtendedOffsetTableLengths" in ds:
-        extended = (ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths)
-    frames = generate_frames(data, number_of_frames=n_src, extended_offsets=extended)
-    for k in range(n):
-        try:
-            frame = next(frames)
-        except StopIteration:
-            raise DicomDecodeError(
-                path, f"encapsulated Pixel Data holds {k} frames; NumberOfFrames declares {n_src}"
-            ) from None
-        except Exception as e:  # noqa: BLE001  (pydicom's item parser: ValueError, struct.error, ...)
-            raise DicomDecodeError(
-                path, f"encapsulated Pixel Data is malformed at frame {k}: {public_text(e)}"
-            ) from None
-        if size_of is None:
-            continue
-        try:
-            f_rows, f_cols = size_of(frame)
-        except CodestreamError as e:
-            raise DicomDecodeError(path, f"{kind} frame {k} {e}; expected a {kind} codestream") from None
-        if f_rows > rows or f_cols > cols:
-            raise DicomDecodeError(
-                path,
-                f"{kind} frame {f_rows}x{f_cols} exceeds Rows/Columns {rows}x{cols} (frame {k}); "
-                "refused before decoding",
-            )
-        if (f_rows, f_cols) != (rows, cols):
-            raise DicomDecodeError(
-                path, f"{kind} frame {f_rows}x{f_cols} does not match Rows/Columns {rows}x{cols} (frame {k})"
-            )
 
 
 def dicom_header(src: Source, *, name: str | None = None) -> dict[str, Any]:
@@ -489,11 +330,11 @@ def read_dicom(
     path = source_name(src, name)
     with file_boundary(path, DicomDecodeError):
         ds, deflated = _read_dataset(src, name, stop_before_pixels=False)
-        _check_object(ds, path, modalities)
+        check_object(ds, path, modalities)
         meta = _meta(ds)
-        rows, cols, n_src = _geometry(ds, path)
+        rows, cols, n_src = geometry(ds, path)
         if deflated is None:  # (a deflated data set's Pixel Data exists, still deflated)
-            _check_pixels(ds, path)
+            check_pixels(ds, path)
         n = check_frame_limits(
             path,
             n_frames=n_src,
@@ -503,6 +344,7 @@ def read_dicom(
             max_pixels=max_pixels,
             max_bytes=max_bytes,
         )
+        check_decoded_size(ds, path, n, rows, cols, max_bytes)
         fps, fps_source = dicom_fps(ds)
         ts = UID(meta["TransferSyntaxUID"])
         if deflated is not None:
@@ -510,35 +352,21 @@ def read_dicom(
         if ts in MPEGTransferSyntaxes:
             frames, decoder_name = _decode_mpeg(ds, path, n, max_pixels, max_bytes), "pyav"
         else:
-            _decoder(ts, path)  # an unknown syntax is named before its pixel data is looked at
-            _check_encapsulated(ds, path, ts, n, n_src, rows, cols)
+            decoder_for(ts, path)  # an unknown syntax is named before its pixel data is looked at
+            check_encapsulated(ds, path, ts, n, n_src, rows, cols)
             frames, decoder_name = _decode_frames(ds, path, ts, n), "pydicom"
         meta.update(decoder=decoder_name, fps_source=fps_source)
         return VideoData(frames=frames, fps=fps, meta=meta)
 
 
-def _decoder(ts: UID, path: str | None) -> Any:
-    """pydicom's pixel data decoder for ``ts``, or why there is none."""
-    try:
-        decoder = get_decoder(ts)
-    except (NotImplementedError, ValueError) as e:  # ValueError: the UID is no transfer syntax
-        raise UnsupportedTransferSyntax(
-            path, f"transfer syntax {ts} ({ts.name}) has no pixel data decoder in pydicom"
-        ) from e
-    if not decoder.is_available:
-        needs = "; ".join(decoder.missing_dependencies) or "a decoding plugin"
-        raise UnsupportedTransferSyntax(path, f"transfer syntax {ts} ({ts.name}) needs {needs}")
-    return decoder
-
-
 def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray:
     """Decode the first ``n`` frames with pydicom's decoder for ``ts`` and convert them to RGB."""
-    decoder = _decoder(ts, path)
+    decoder = decoder_for(ts, path)
     n_src = _int(ds, "NumberOfFrames", 1) or 1
     if decoder.is_native:
         try:
             expected = int(get_expected_length(ds, unit="bytes"))
-        except _PARSE_ERRORS as e:
+        except PARSE_ERRORS as e:
             raise DicomDecodeError(path, f"inconsistent image header: {public_text(e)}") from e
         have = len(ds.PixelData)
         if have < expected:
@@ -563,7 +391,7 @@ def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray
             arr[0] = first
             for i, (frame, _) in enumerate(frames, start=1):
                 arr[i] = frame
-    except (*_PARSE_ERRORS, RuntimeError) as e:
+    except (*PARSE_ERRORS, RuntimeError) as e:
         raise DicomDecodeError(path, f"pixel data ({ts.name}) failed to decode: {public_text(e)}") from e
     spp = int(info.get("samples_per_pixel", 1))
     if arr.ndim == (2 if spp == 1 else 3):  # one frame decoded while the header says more
@@ -591,7 +419,7 @@ def _decode_mpeg(ds: Dataset, path: str | None, n: int, max_pixels: int, max_byt
 
     try:
         stream = b"".join(generate_fragments(ds.PixelData))
-    except _PARSE_ERRORS as e:
+    except PARSE_ERRORS as e:
         raise DicomDecodeError(path, f"encapsulated MPEG pixel data is malformed: {public_text(e)}") from e
     try:
         clip = read_video(stream, name=path, max_frames=n, max_pixels=max_pixels, max_bytes=max_bytes)

@@ -24,28 +24,44 @@ def to_uint8(arr: np.ndarray, bits_stored: int, signed: bool) -> np.ndarray:
     """Scale integer samples of ``bits_stored`` bits to uint8.
 
     Args:
-        arr: Decoded samples, any integer dtype, any shape.
-        bits_stored: Significant bits per sample (DICOM BitsStored).
+        arr: Decoded samples, any integer dtype, any shape (``F x ...``: converted one frame at a
+            time, so the 64-bit working copy is one frame's, not the clip's).
+        bits_stored: Significant bits per sample (DICOM BitsStored), 1 to 64.
         signed: Whether samples are two's complement (PixelRepresentation 1).
 
     Returns:
         uint8 array of the same shape; the full stored range maps linearly onto 0..255 (no
         windowing: echo is 8-bit in practice, and a fixed mapping keeps clips comparable).
+
+    Raises:
+        ValueError: Float samples, or ``bits_stored`` outside 1..64.
     """
     if arr.dtype == np.uint8 and not signed and bits_stored >= 8:
         return arr
     if arr.dtype.kind == "f":
         raise ValueError(f"float pixel data (dtype {arr.dtype}) is not an ultrasound image")
-    x = arr.astype(np.int64)
-    if signed:
-        x += 1 << (bits_stored - 1)
+    if not 1 <= bits_stored <= 64:
+        raise ValueError(f"BitsStored {bits_stored}: expected 1 to 64")
+    out = np.empty(arr.shape, np.uint8)
+    frames = arr.reshape(1, *arr.shape) if arr.ndim < 2 else arr
+    view = out.reshape(frames.shape)
     top = (1 << bits_stored) - 1
-    np.clip(x, 0, top, out=x)
-    if bits_stored > 8:
-        x >>= bits_stored - 8
-    elif bits_stored < 8:
-        x = (x * 255) // top
-    return x.astype(np.uint8)
+    for i, frame in enumerate(frames):
+        if bits_stored < 64:
+            x = frame.astype(np.int64)
+            if signed:
+                x += 1 << (bits_stored - 1)
+            np.clip(x, 0, top, out=x)
+        elif signed:  # 64-bit two's complement: offset binary by wrapping in uint64, exactly
+            x = frame.astype(np.int64).view(np.uint64) + np.uint64(1 << 63)
+        else:
+            x = frame.astype(np.uint64)
+        if bits_stored > 8:
+            x >>= bits_stored - 8 if x.dtype == np.int64 else np.uint64(bits_stored - 8)
+        elif bits_stored < 8:
+            x = (x * 255) // top
+        view[i] = x
+    return out
 
 
 def palette_table(ds: Dataset, bits_allocated: int) -> np.ndarray:
@@ -101,6 +117,13 @@ def _check_palette(ds: Dataset) -> None:
             )
 
 
+def _scaled(arr: np.ndarray, bits_stored: int, signed: bool, path: str | None) -> np.ndarray:
+    try:
+        return to_uint8(arr, bits_stored, signed)
+    except ValueError as e:
+        raise DicomDecodeError(path, str(e)) from None
+
+
 def to_rgb(arr: np.ndarray, photometric: str, ds: Dataset, path: str | None) -> np.ndarray:
     """Decoded frames to RGB uint8.
 
@@ -133,13 +156,13 @@ def to_rgb(arr: np.ndarray, photometric: str, ds: Dataset, path: str | None) -> 
     if arr.ndim == 3:  # F x H x W: greyscale
         if pi not in ("MONOCHROME1", "MONOCHROME2"):
             raise DicomDecodeError(path, f"one sample per pixel with photometric interpretation {pi!r}")
-        grey = to_uint8(arr, bits_stored, signed)
+        grey = _scaled(arr, bits_stored, signed, path)
         if pi == "MONOCHROME1":  # 0 is white in MONOCHROME1
             grey = 255 - grey
         return np.repeat(grey[..., None], 3, axis=-1)  # F x H x W -> F x H x W x 3
     if arr.ndim != 4 or arr.shape[-1] != 3:
         raise DicomDecodeError(path, f"decoded pixel array has shape {arr.shape}, expected F x H x W x 3")
-    rgb = to_uint8(arr, bits_stored, signed)
+    rgb = _scaled(arr, bits_stored, signed, path)
     if pi == "RGB":
         return rgb
     if pi in ("YBR_FULL", "YBR_FULL_422"):
