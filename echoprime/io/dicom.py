@@ -162,6 +162,8 @@ def _read_dataset(
             except EchoIOError:
                 raise
             except OSError as e:
+                if e.errno is None:  # pydicom's parser raises OSError for malformed elements too
+                    raise DicomDecodeError(path, f"not a readable DICOM file: {public_text(e)}") from e
                 raise DicomDecodeError(path, f"cannot read the file: {e.strerror or e}") from e
             except PARSE_ERRORS as e:
                 raise DicomDecodeError(
