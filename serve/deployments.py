@@ -100,21 +100,24 @@ class Preprocess:
         """Studies loaded, files read, and loads stopped by a cancellation, since the start."""
         return dict(self.counts)
 
-    def _check_frames(self, reports: list[FileReport]) -> None:
-        for r in reports:
-            if r.n_frames > self.limits.max_frames_per_file:
-                raise ApiError(
-                    413,
-                    "too_many_frames",
-                    f"file {r.path!r} has {r.n_frames} frames; the limit is {self.limits.max_frames_per_file}",
-                )
+    def _within_frames(self, part: tuple[np.ndarray, np.ndarray, list[FileReport]]) -> tuple[Any, Any, Any]:
+        """One file's ``load_study_uint8`` answer, or that file skipped (``too_many_frames``)
+        when it has more frames than allowed: a file over a limit never fails its study."""
+        clips, n_valid, (report,) = part
+        limit = self.limits.max_frames_per_file
+        if report.status != "used" or report.n_frames <= limit:
+            return part
+        why = f"the file has {report.n_frames} frames; the limit is {limit} (max_frames_per_file)"
+        skipped = FileReport(report.path, "skipped", why, report.n_frames, report.fps, code="too_many_frames")
+        return clips[:0], n_valid[:0], [skipped]
 
     @answers_errors
     async def load(self, study: Study, previews: bool = False) -> dict[str, Any]:
-        """Read and preprocess the files; a bad file is a ``skipped`` entry, never an error.
+        """Read and preprocess the files; a bad file is a ``skipped`` entry, never an error (a
+        file over ``max_frames_per_file`` too: ``too_many_frames``).
 
         Raises:
-            ApiError: 413 when a file has more frames than allowed or S3 objects are too large.
+            ApiError: 413 when the S3 objects together are too large.
         """
         failed: dict[str, tuple[str, str]] = {}
         if study and isinstance(study[0], str):
@@ -124,8 +127,7 @@ class Preprocess:
             for item in study:
                 part = await asyncio.to_thread(self.interp.load_study_uint8, [item])
                 self.counts["files"] += 1
-                self._check_frames(part[2])
-                parts.append(part)
+                parts.append(self._within_frames(part))
         except asyncio.CancelledError:
             self.counts["cancelled"] += 1
             raise

@@ -238,11 +238,12 @@ def test_limits_and_malformed_input_are_4xx_with_a_json_reason(served, study_dir
     _expect(post_study(served, [(f"f{i}.mp4", items[0][1]) for i in range(9)]), 413, "too_many_files")
     frames = np.random.default_rng(0).integers(0, 255, (80, 48, 48, 3), dtype=np.uint8)
     write_video(frames, tmp_path / "long.avi", fps=30.0)
-    _expect(
-        post_study(served, [items[0], ("long.avi", (tmp_path / "long.avi").read_bytes())]),
-        413,
-        "too_many_frames",
-    )
+    # A file over max_frames_per_file is that file's problem, not the study's.
+    r = post_study(served, [items[0], ("long.avi", (tmp_path / "long.avi").read_bytes())])
+    assert r.status_code == 200, r.text
+    used, long = r.json()["files"]
+    assert used["status"] == "used" and (long["status"], long["code"]) == ("skipped", "too_many_frames")
+    assert long["reason"] == "the file has 80 frames; the limit is 64 (max_frames_per_file)"
     _expect(
         requests.post(url, data=b"{nope", headers={**h, "Content-Type": "application/json"}, timeout=30),
         422,
