@@ -6,6 +6,8 @@
   names, S3 client text.
 * A client that sends its body too slowly is cut off with 408 and a log line; uploads over the
   bound are answered 503 with ``Retry-After``.
+* A hostile study (tests/hostile_corpus.py) is answered 200 with a specific reason for every bad
+  file and the good files interpreted.
 * A request that crashes its replica costs one replica restart: it is answered once (502
   ``replica_crashed``, naming its files) and not retried into more crashes; a request that
   timed out has the work behind it cancelled.
@@ -28,7 +30,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
-from tests.serve.conftest import LIMITS, TEST_OPTIONS, read_study
+from tests.serve.conftest import LIMITS, TEST_OPTIONS, equal_results, read_study
 
 pytestmark = pytest.mark.ray
 T = 60
@@ -685,25 +687,62 @@ def test_trickling_uploads_over_the_bound_get_503_then_all_are_cut_off(served, s
     assert r.status_code == 200, r.text[:300]
 
 
-# ------------------------------------------------------------------- crashes and cancels
-@pytest.fixture
-def faulty(served, serve_bundle, tmp_path):
-    """A second application beside the suite's, the same graph but its Preprocess has the
-    faults of tests/serve/faults.py; ``(url, record of fault events)``."""
+# ----------------------------------------------------- a second app: hostile study, faults
+@pytest.fixture(scope="module")
+def second(served, serve_bundle, tmp_path_factory):
+    """A second application beside the suite's, on /second: the same graph with limits a whole
+    hostile study fits (128 files, 32 MB), whose Preprocess is the real one except on files
+    that start with the markers of tests/serve/faults.py; ``(url, record of fault events)``."""
     from ray import serve
 
     from serve.app import build_graph
     from tests.serve.faults import faulty_preprocess
 
-    record = tmp_path / "faults.log"
+    record = tmp_path_factory.mktemp("faults") / "faults.log"
     record.touch()
-    args = {**LIMITS, "bundle_uri": str(serve_bundle), "api_key_file": str(served.key_file)}
+    args = {
+        **LIMITS,
+        "max_files": 128,
+        "max_upload_mb": 32,
+        "bundle_uri": str(serve_bundle),
+        "api_key_file": str(served.key_file),
+    }
     app = build_graph(args, TEST_OPTIONS, classes={"Preprocess": faulty_preprocess(str(record))})
-    serve.run(app, name="faulty", route_prefix="/faulty", logging_config={"enable_access_log": False})
+    serve.run(app, name="second", route_prefix="/second", logging_config={"enable_access_log": False})
     try:
-        yield f"{served.url}/faulty", record
+        yield f"{served.url}/second", record
     finally:
-        serve.delete("faulty")
+        serve.delete("second")
+
+
+def test_a_hostile_study_is_answered_with_a_reason_for_every_bad_file(served, second, interpreter, tmp_path):
+    """The hostile corpus (tests/hostile_corpus.py: ~90 files in ~30 classes, good ones mixed
+    in) uploaded as one study: 200, each bad file skipped with its class's specific reason,
+    the good files interpreted, all as the library interprets the same files in one process."""
+    from tests.hostile_corpus import EXPECTED_REASON, GENERIC_REASON, write_hostile_corpus
+
+    url, _ = second
+    corpus = write_hostile_corpus(tmp_path / "study")
+    items = [(f.path.name, f.path.read_bytes()) for f in corpus]
+    r = requests.post(
+        f"{url}/v1/interpret", files=[("files", it) for it in items], headers=served.headers(), timeout=300
+    )
+    assert r.status_code == 200, r.text[:500]
+    got = r.json()
+    status = {f["path"]: f for f in got["files"]}
+    assert len(status) == len(corpus)
+    for f in corpus:
+        s = status[f.path.name]
+        if f.expect_ok:
+            assert s["status"] == "used", (f.cls, s)
+            continue
+        assert s["status"] == "skipped" and s["code"], (f.cls, s)
+        assert not re.search(GENERIC_REASON, s["reason"]), (f.cls, s)
+        if f.cls in EXPECTED_REASON:
+            assert re.search(EXPECTED_REASON[f.cls], s["reason"], re.I), (f.cls, s)
+    good = [f.path.name for f in corpus if f.expect_ok]
+    assert got["status"] == "ok" and [v["file"] for v in got["videos"]] == good
+    assert equal_results(got, interpreter.interpret(items).to_dict()) == []
 
 
 def _preprocess_replicas(app: str) -> list[str]:
@@ -717,15 +756,15 @@ def _preprocess_replicas(app: str) -> list[str]:
 
 
 def test_a_poison_request_costs_one_replica_restart_and_a_timed_out_one_is_cancelled(
-    served, faulty, study_dirs
+    served, second, study_dirs
 ):
     from ray import serve
 
     from tests.serve.faults import CRASH, HANG, events
 
-    url, record = faulty
+    url, record = second
     good = read_study(study_dirs[1])
-    (first,) = _preprocess_replicas("faulty")
+    (first,) = _preprocess_replicas("second")
     poison = [good[0], ("IM-poison.dcm", CRASH + b"\x00" * 64), good[1]]
     r = requests.post(
         f"{url}/v1/interpret", files=[("files", it) for it in poison], headers=served.headers(), timeout=240
@@ -737,8 +776,8 @@ def test_a_poison_request_costs_one_replica_restart_and_a_timed_out_one_is_cance
     assert [e for e in events(record) if e.startswith("crash")] != []
 
     def recovered() -> bool:
-        dep = serve.status().applications["faulty"].deployments["Preprocess"]
-        now = _preprocess_replicas("faulty")
+        dep = serve.status().applications["second"].deployments["Preprocess"]
+        now = _preprocess_replicas("second")
         return dep.status == "HEALTHY" and dep.replica_states.get("RUNNING") == 1 and first not in now
 
     _wait_for(recovered, "a new Preprocess replica", limit_s=240)
