@@ -11,8 +11,11 @@ splits by patient, and writes shards of at most ingest.shard_rows rows per file:
 
 Reports and labels come from manifest tables in the input root (manifest.parquet/studies.parquet
 as `echoprime synth` writes them) or from --manifest/--studies (CSV or Parquet); see
-docs/ingestion.md. A re-run on the same input and settings finds nothing to do; an interrupted
-run leaves no manifest, so no reader ever sees its partial shards.
+docs/ingestion.md. A re-run on the same input and settings finds nothing to do. A new run
+replaces the shards there only once it is complete (the manifest switches in one write), keeps
+the run before it (--keep-previous) for readers still reading it, and then deletes older runs
+and the folders of runs that died; a run that fails or yields no clip changes nothing. One
+ingest at a time per --out (OUT/.echoprime.lock).
 
 Examples:
   echoprime ingest --input synth-out --out shards --config configs/tiny-cpu.yaml
@@ -22,6 +25,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import posixpath
@@ -46,6 +50,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="studies table (CSV/Parquet: study_id, report[, labels, patient_id, split])",
     )
     p.add_argument("--force", action="store_true", help="ingest again even when the output is up to date")
+    p.add_argument(
+        "--keep-previous",
+        type=int,
+        default=1,
+        help="earlier runs whose shards stay for readers still reading them (default 1; see docs/ingestion.md)",
+    )
     from echoprime.cli import add_config_arguments
     from ray_jobs.common import default_config_path
 
@@ -135,25 +145,54 @@ def run_ingest(
     manifest: str | None = None,
     studies: str | None = None,
     force: bool = False,
+    keep_previous: int = 1,
 ) -> dict[str, Any]:
     """Ingest ``input_uri`` into shards at ``out_uri``; returns headline numbers.
 
+    The new run is written beside the shards already there and replaces them only once it is
+    complete (:func:`echoprime.data.shards.commit_run`); the ``keep_previous`` runs before it
+    keep their data for readers still reading them. A run that fails, or that yields no clip at
+    all, changes nothing and leaves nothing. One ingest at a time per output
+    (``echoprime.locks``).
+
     Raises:
         FileNotFoundError: the input does not exist.
-        ValueError: the input holds no files to ingest, or the output is not writable.
+        ValueError: the input holds no files to ingest, every file was rejected, or the output is
+            not writable.
+        echoprime.locks.OutputBusy: another ingest is writing the same output (named).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from echoprime import storage
+    from echoprime.locks import OutputLock
+
+    t0 = time.perf_counter()
+    out = storage.ensure_dir(out_uri)
+    with OutputLock(out.uri, "echoprime ingest") as lock:
+        if lock.recovered_message:
+            print(f"ingest: {lock.recovered_message}")
+        res = _ingest(cfg, input_uri, out, manifest, studies, force, keep_previous, t0)
+        res["lock_taken_over"] = lock.recovered_message
+        return res
+
+
+def _ingest(
+    cfg: EchoPrimeConfig,
+    input_uri: str,
+    out: Any,
+    manifest: str | None,
+    studies: str | None,
+    force: bool,
+    keep_previous: int,
+    t0: float,
+) -> dict[str, Any]:
+    """run_ingest's work, under the output's lock."""
     import ray
 
     from echoprime import storage
     from echoprime.data.ingest import METADATA_FILES, FileDecoder
-    from echoprime.data.shards import SPLITS, ShardManifest, read_manifest, write_manifest
+    from echoprime.data.shards import read_manifest
     from echoprime.preprocess import PreprocessSpec
     from ray_jobs.common import configure_ray_data, ray_session
 
-    t0 = time.perf_counter()
-    out = storage.ensure_dir(out_uri)
     infos = _file_infos(input_uri)
     all_files = [f for f, _, _ in infos]
     index, tables = _index(cfg, input_uri, manifest, studies, all_files)
@@ -182,49 +221,82 @@ def run_ingest(
     spec = PreprocessSpec.from_dict(cfg.data.model_dump(mode="json"))
     run_id = time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:6]
     data_dir = out.join(f"data-{run_id}")
+    try:
+        with ray_session(cfg.ray):
+            configure_ray_data()
+            collector = ray.remote(num_cpus=0)(_Rejects).remote()
 
-    with ray_session(cfg.ray):
-        configure_ray_data()
-        collector = ray.remote(num_cpus=0)(_Rejects).remote()
+            class _Decoder(FileDecoder):
+                def __init__(self) -> None:
+                    import torch
 
-        class _Decoder(FileDecoder):
-            def __init__(self) -> None:
-                import torch
+                    torch.set_num_threads(1)
+                    super().__init__(
+                        spec,
+                        index,
+                        root,
+                        clips_per_video=cfg.ingest.clips_per_video,
+                        max_frames=cfg.ingest.max_frames,
+                        max_pixels=cfg.ingest.max_pixels,
+                        on_reject=lambda items: ray.get(collector.add.remote(items)),
+                    )
 
-                torch.set_num_threads(1)
-                super().__init__(
-                    spec,
-                    index,
-                    root,
-                    clips_per_video=cfg.ingest.clips_per_video,
-                    max_frames=cfg.ingest.max_frames,
-                    max_pixels=cfg.ingest.max_pixels,
-                    on_reject=lambda items: ray.get(collector.add.remote(items)),
-                )
+            n_actors = max(1, min(cfg.ingest.decode_actors, len(files)))
+            ds = ray.data.from_items(
+                [{"uri": f} for f in files], override_num_blocks=input_blocks(len(files), n_actors)
+            )
+            ds = ds.map_batches(
+                _Decoder, batch_size=4, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=n_actors)
+            )
+            # A filesystem plus a bare path (no "s3://") is what Ray's writer wants (ray-facts.md 3).
+            # min_rows_per_file groups blocks into files of about shard_rows rows per split (without
+            # it every block becomes its own tiny file). Ray 2.60 deprecates it with partition_cols in
+            # favour of a hash repartition, which would shuffle every clip once more; revisit when the
+            # replacement streams.
+            ds.write_parquet(
+                data_dir.path,
+                filesystem=data_dir.fs,
+                partition_cols=["split"],
+                min_rows_per_file=cfg.ingest.shard_rows,
+            )
+            rejects = ray.get(collector.get.remote())
+        res = _commit(cfg, input_uri, out, data_dir, run_id, spec, fingerprint, files, rejects, keep_previous)
+    except BaseException:
+        # Not committed (unless the manifest write failed only on its way back): the shards
+        # already there stay as they were, and this run's half-written folder goes.
+        committed = False
+        with contextlib.suppress(Exception):
+            committed = read_manifest(out.uri).run_id == run_id
+        if not committed:
+            with contextlib.suppress(Exception):
+                storage.delete_dir(data_dir.uri)
+        raise
+    res["wall_s"] = round(time.perf_counter() - t0, 2)
+    res["videos_per_s"] = round(sum(res["rows"].values()) / max(time.perf_counter() - t0, 1e-9), 1)
+    return res
 
-        n_actors = max(1, min(cfg.ingest.decode_actors, len(files)))
-        ds = ray.data.from_items(
-            [{"uri": f} for f in files], override_num_blocks=input_blocks(len(files), n_actors)
-        )
-        ds = ds.map_batches(
-            _Decoder, batch_size=4, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=n_actors)
-        )
-        # A filesystem plus a bare path (no "s3://") is what Ray's writer wants (ray-facts.md 3).
-        # min_rows_per_file groups blocks into files of about shard_rows rows per split (without
-        # it every block becomes its own tiny file). Ray 2.60 deprecates it with partition_cols in
-        # favour of a hash repartition, which would shuffle every clip once more; revisit when the
-        # replacement streams.
-        ds.write_parquet(
-            data_dir.path,
-            filesystem=data_dir.fs,
-            partition_cols=["split"],
-            min_rows_per_file=cfg.ingest.shard_rows,
-        )
-        rejects = ray.get(collector.get.remote())
+
+def _commit(
+    cfg: EchoPrimeConfig,
+    input_uri: str,
+    out: Any,
+    data_dir: Any,
+    run_id: str,
+    spec: Any,
+    fingerprint: str,
+    files: list[str],
+    rejects: list[dict[str, str]],
+    keep_previous: int,
+) -> dict[str, Any]:
+    """Count what a run wrote, write its rejects table and commit it (or refuse an empty run)."""
+    import pyarrow as pa
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from echoprime import storage
+    from echoprime.data.shards import SPLITS, ShardManifest, commit_run, read_manifest
 
     # What was written, per split (from the files' footers; the clips are not read again).
-    import pyarrow.fs as pafs
-
     split_files: dict[str, list[str]] = {}
     rows: dict[str, int] = {}
     nstudies: dict[str, int] = {}
@@ -245,6 +317,20 @@ def run_ingest(
                 pq.read_table(p, filesystem=loc.fs, columns=["study_id"]).column("study_id").to_pylist()
             )
         nstudies[split] = len(ids)
+    if not sum(rows.values()):
+        # Committing would replace good shards with none (a wrong --input, an unreadable mount).
+        prev = read_manifest(out.uri).run_id if storage.exists(out.join("_manifest.json").uri) else None
+        what = (
+            f"all {len(files)} files were rejected"
+            if len(rejects) == len(files)
+            else f"{len(rejects)} of {len(files)} files were rejected and the rest gave no clip"
+        )
+        examples = "; ".join(f"{posixpath.basename(r['source_uri'])}: {r['reason']}" for r in rejects[:3])
+        kept = f"the shards already there are kept: run {prev}" if prev else "there were no shards before"
+        raise ValueError(
+            f"ingest of {input_uri} found no usable clip: {what} (e.g. {examples or 'none'}); nothing was "
+            f"committed to {out.uri}, {kept}"
+        )
     rej_loc = data_dir.join("rejects.parquet")
     rej_table = pa.table(
         {
@@ -255,7 +341,6 @@ def run_ingest(
     )
     with rej_loc.fs.open_output_stream(rej_loc.path) as f:
         pq.write_table(rej_table, f)
-    previous = read_manifest(out.uri).run_id if storage.exists(out.join("_manifest.json").uri) else None
     manifest_obj = ShardManifest(
         run_id=run_id,
         files=split_files,
@@ -268,9 +353,8 @@ def run_ingest(
         source=input_uri,
         extra={"config": cfg.to_dict(), "files_seen": len(files)},
     )
-    write_manifest(out.uri, manifest_obj)  # the commit point
-    if previous and previous != run_id:
-        storage.delete_dir(out.join(f"data-{previous}").uri)
+    # The switch, then the runs no reader can need any more go (the previous one stays).
+    retired = commit_run(out.uri, manifest_obj, keep_previous=keep_previous)
     return {
         "status": "ingested",
         "files": len(files),
@@ -278,8 +362,8 @@ def run_ingest(
         "studies": nstudies,
         "rejects": len(rejects),
         "out": out.uri,
-        "wall_s": round(time.perf_counter() - t0, 2),
-        "videos_per_s": round(sum(rows.values()) / max(time.perf_counter() - t0, 1e-9), 1),
+        "kept_runs": manifest_obj.previous_runs,
+        "deleted_runs": retired,
     }
 
 
@@ -305,12 +389,23 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     res = run_ingest(
-        cfg, args.input, args.out, manifest=args.manifest, studies=args.studies, force=args.force
+        cfg,
+        args.input,
+        args.out,
+        manifest=args.manifest,
+        studies=args.studies,
+        force=args.force,
+        keep_previous=args.keep_previous,
     )
     print(
         f"ingest: {res['status']}: {res['files']} files -> rows {res['rows']}, studies {res['studies']}; "
         f"{res['rejects']} rejected; {res['out']} ({res['wall_s']} s)"
     )
+    if res.get("kept_runs") or res.get("deleted_runs"):
+        print(
+            f"ingest: kept the data of earlier run(s) {res['kept_runs']} for their readers; "
+            f"deleted {res['deleted_runs'] or 'nothing'}"
+        )
     print_rejects(res["out"])
     return 0
 

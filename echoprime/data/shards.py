@@ -8,8 +8,13 @@ Layout of an ingest output (local folder or ``s3://`` prefix)::
     OUT/data-<run_id>/split=test/*.parquet
     OUT/data-<run_id>/rejects.parquet  (file, reason) for every file that could not be used
 
-A run that dies before the manifest leaves only an unreferenced ``data-<run_id>`` folder, which
-no reader ever sees. Row columns (see docs/ingestion.md):
+Replacing a shard set (:func:`commit_run`): a new run writes its own ``data-<run_id>`` folder,
+then the manifest switches to it in one write (an object PUT on S3, a rename on local disk), so
+a reader sees the old set or the new one. The folder of the run before stays
+(``ShardManifest.previous_runs``) for readers that read the old manifest and are still reading
+its files (a training run streams them for hours); it goes when the next run commits. A run that
+dies before the manifest leaves only an unreferenced ``data-<run_id>`` folder, which no reader
+ever sees and the next commit deletes. Row columns (see docs/ingestion.md):
 
     study_id, video_id, patient_key, source_uri, view (nullable), clip (uint8 T x S x S x 3),
     fps, n_frames_src, report, labels (JSON phenotype -> value), hidden_labels (JSON), split
@@ -19,17 +24,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from echoprime import storage
 
 MANIFEST_NAME = "_manifest.json"
+DATA_PREFIX = "data-"
 SPLITS = ("train", "val", "test")
 REQUIRED_COLUMNS = (
     "study_id",
@@ -87,6 +96,9 @@ class ShardManifest:
     created: float = field(default_factory=time.time)
     format_version: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    previous_runs: list[str] = field(default_factory=list)
+    """Earlier committed runs whose ``data-<run>`` folders are kept for readers of their
+    manifests, newest first (see :func:`commit_run`)."""
 
     @property
     def clip_shape(self) -> tuple[int, int, int, int]:
@@ -98,6 +110,63 @@ def write_manifest(out_uri: str, manifest: ShardManifest) -> None:
     storage.write_bytes(
         storage.locate(out_uri).join(MANIFEST_NAME).uri, json.dumps(asdict(manifest), indent=2).encode()
     )
+
+
+def data_runs(out_uri: str) -> list[str]:
+    """Run ids of the ``data-<run>`` folders under an ingest output, committed or not."""
+    loc = storage.locate(out_uri)
+    infos = loc.fs.get_file_info(pafs.FileSelector(loc.path, allow_not_found=True))
+    names = [posixpath.basename(i.path.rstrip("/")) for i in infos if i.type == pafs.FileType.Directory]
+    return sorted(n[len(DATA_PREFIX) :] for n in names if n.startswith(DATA_PREFIX))
+
+
+def commit_run(out_uri: str, manifest: ShardManifest, keep_previous: int = 1) -> list[str]:
+    """Make ``manifest`` the output's shard set, then delete the data no reader can still need.
+
+    The manifest write is the switch: readers see the old set or the new one, never a mix. The
+    ``keep_previous`` runs committed before this one keep their folders (recorded in
+    ``manifest.previous_runs``), so a reader that read an older manifest before the switch can
+    finish reading its files; older runs, and folders no manifest names (runs that died before
+    their commit), are deleted after the switch. Hold the output's lock while calling this
+    (``echoprime.locks``): otherwise a folder no manifest names may be another ingest's work in
+    progress. An existing manifest that cannot be read leaves every folder in place.
+
+    Args:
+        out_uri: the ingest output.
+        manifest: the new run's manifest (its ``previous_runs`` is filled in here).
+        keep_previous: earlier runs whose data stays (0: only the new run's).
+
+    Returns:
+        The run ids whose folders were deleted.
+
+    Raises:
+        OSError: the manifest could not be written (nothing was switched or deleted).
+    """
+    if keep_previous < 0:
+        raise ValueError(f"keep_previous must be >= 0, got {keep_previous}")
+    manifest_uri = storage.locate(out_uri).join(MANIFEST_NAME).uri
+    earlier: list[str] | None = []
+    if storage.exists(manifest_uri):
+        try:
+            old = read_manifest(out_uri)
+            earlier = [old.run_id, *old.previous_runs]
+        except ShardError:
+            earlier = None  # which folders it named is unknown: delete nothing
+    manifest.previous_runs = [r for r in dict.fromkeys(earlier or []) if r != manifest.run_id][:keep_previous]
+    write_manifest(out_uri, manifest)
+    if earlier is None:
+        return []
+    keep = {manifest.run_id, *manifest.previous_runs}
+    deleted = []
+    for run in data_runs(out_uri):
+        if run in keep:
+            continue
+        try:
+            storage.delete_dir(storage.locate(out_uri).join(DATA_PREFIX + run).uri)
+            deleted.append(run)
+        except OSError as e:  # committed already; what is left is deleted by the next commit
+            warnings.warn(f"could not delete {DATA_PREFIX}{run} under {out_uri}: {e}", stacklevel=2)
+    return deleted
 
 
 def read_manifest(out_uri: str) -> ShardManifest:

@@ -14,6 +14,7 @@ import pytest
 from echoprime import storage
 from echoprime.data.shards import ShardError, clips_to_numpy, read_manifest, read_split, validate_split
 from echoprime.io.writers import dicom_dataset, write_dicom, write_video
+from echoprime.locks import OutputBusy, OutputLock
 from ray_jobs.ingest import run_ingest
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -152,16 +153,97 @@ def test_ingest_local_archive_with_bad_files(archive, tmp_path):
     again = run_ingest(cfg, str(root), str(out))
     assert again["status"] == "up to date" and read_manifest(str(out)).run_id == m.run_id
 
-    # a forced re-run commits a new run and removes the old data; an uncommitted folder is never read
+    # a forced re-run commits a new run; the old data stays for its readers (see the next test),
+    # and an uncommitted folder (a run that died) is never read, and is cleaned up
     orphan = out / "data-interrupted" / "split=train"
     orphan.mkdir(parents=True)
     (orphan / "half.parquet").write_bytes(b"PAR1 not finished")
     forced = run_ingest(cfg, str(root), str(out), force=True)
     m2 = read_manifest(str(out))
     assert forced["status"] == "ingested" and m2.run_id != m.run_id
-    assert not (out / f"data-{m.run_id}").exists()
+    assert m2.previous_runs == [m.run_id] and (out / f"data-{m.run_id}").is_dir()
     assert sum(m2.rows.values()) == total
     assert all("data-interrupted" not in f for fs in m2.files.values() for f in fs)
+    assert not (out / "data-interrupted").exists()
+
+
+def _data_dirs(out: str) -> set[str]:
+    return {f.split("/data-", 1)[1].split("/", 1)[0] for f in storage.list_files(out) if "/data-" in f}
+
+
+def _read_all(files: list[str]) -> list[int]:
+    """What a reader holding an older manifest gets from its files (rows per file)."""
+    out = []
+    for f in files:
+        loc = storage.locate(f)
+        out.append(pq.read_table(loc.path, filesystem=loc.fs, columns=["video_id"]).num_rows)
+    return out
+
+
+def test_a_failed_or_empty_ingest_changes_nothing_and_leaves_nothing(archive, tmp_path, monkeypatch):
+    """A run that fails at its commit, and a run that finds no usable clip, leave the shards
+    there as they were and remove their own half-made folder. (A forced re-run that succeeds
+    keeps the run before it: test_ingest_local_archive_with_bad_files, and on S3 below.)"""
+    import echoprime.data.shards as shards
+
+    root, cfg, _ = archive
+    out = str(tmp_path / "shards")
+    run_ingest(cfg, str(root / "incoming"), out)
+    a = read_manifest(out)
+
+    def no_commit(*args, **kwargs):  # say the manifest PUT fails
+        raise OSError("simulated: the manifest could not be written")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(shards, "write_manifest", no_commit)
+        with pytest.raises(OSError, match="simulated"):
+            run_ingest(cfg, str(root / "incoming"), out, force=True)
+    assert read_manifest(out).run_id == a.run_id and _data_dirs(out) == {a.run_id}
+
+    # Every file rejected (a wrong --input, an unreadable mount): refused, not an empty commit
+    # that would replace good shards with none.
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "a.dcm").write_text("not a DICOM file\n")
+    (junk / "b.mp4").write_bytes(b"\0" * 100)
+    with pytest.raises(ValueError, match=rf"no usable clip: all 2 files were rejected.*kept: run {a.run_id}"):
+        run_ingest(cfg, str(junk), out)
+    assert read_manifest(out).run_id == a.run_id and _data_dirs(out) == {a.run_id}
+    assert sum(_read_all([f for fs in a.files.values() for f in fs])) == sum(a.rows.values())
+
+
+def test_a_reader_of_the_old_shards_on_s3_keeps_them_through_the_next_ingest(archive, s3_server):
+    """A reader that read run A's manifest (a training run streams its files for hours) can still
+    read every file after run B replaced A; A's folder goes when the run after B commits
+    (tests/unit/test_shards_commit.py)."""
+    import boto3
+
+    root, cfg, _ = archive
+    boto3.client("s3").create_bucket(Bucket="echo-replace")
+    for p in sorted((root / "incoming").rglob("*")):
+        if p.is_file():
+            rel = p.relative_to(root / "incoming").as_posix()
+            storage.write_bytes(f"s3://echo-replace/in/{rel}", p.read_bytes())
+    out = "s3://echo-replace/shards"
+    run_ingest(cfg, "s3://echo-replace/in", out)
+    a = read_manifest(out)
+    held = [f for fs in a.files.values() for f in fs]
+    rows_a = _read_all(held)
+    assert held and sum(rows_a) == sum(a.rows.values()) > 0
+    run_ingest(cfg, "s3://echo-replace/in", out, force=True)
+    b = read_manifest(out)
+    assert _read_all(held) == rows_a  # the reader of A still has every file
+    assert b.run_id != a.run_id and b.previous_runs == [a.run_id]
+    assert _data_dirs(out) == {a.run_id, b.run_id}
+
+
+def test_two_ingests_on_one_output_are_not_allowed(archive, tmp_path):
+    root, cfg, _ = archive
+    out = tmp_path / "shards"
+    with OutputLock(str(out), "echoprime ingest"):
+        with pytest.raises(OutputBusy, match=f"{out} is in use by echoprime ingest \\(pid "):
+            run_ingest(cfg, str(root / "incoming"), str(out))
+    assert storage.list_files(str(out)) == []  # refused before writing anything
 
 
 def test_ingest_s3_to_s3(archive, s3_server, tmp_path):
