@@ -216,10 +216,10 @@ class Ingress:
         return await self.retrying(lambda remote: remote(method, *args), study)
 
     async def retrying(self, send: Send, study: Sequence[Any] | None = None) -> tuple[Any, Any]:
-        """``(response of the last call, value)`` of the downstream calls that ``send`` makes, made again from the
-        start when a replica on the way was stopped from outside (at most ``args.retries``
-        times), never when one crashed. However the attempt ends early (cancelled by a timeout
-        or a client gone, or failed), every call it made is cancelled.
+        """``(response of the last call, value)`` of the downstream calls that ``send`` makes,
+        made again from the start when a replica on the way was stopped from outside (at most
+        ``args.retries`` times), never when one crashed. However an attempt ends early
+        (cancelled by a timeout or a client gone, or failed), every call it made is cancelled.
 
         Args:
             send: makes the calls (see :data:`Send`).
