@@ -106,8 +106,8 @@ CLASSES: dict[str, str] = {
     "video_huge_frames": "containers declaring 2^31-1 frames or frame-table entries",
     "video_huge_dims": "videos whose frames exceed the pixel limit, or whose JPEG headers claim 30000 x 30000",
     "video_short": "videos with one frame",
-    "tolerated": "odd but unambiguous files that must still be read: a wrong but clear VR, deep sequences "
-    "never looked at, container headers that the stream contradicts",
+    "tolerated": "odd but unambiguous files that must still be read: excess pixel data, a wrong but clear "
+    "VR, deep sequences never looked at, container headers that the stream contradicts",
 }
 
 EXPECTED_REASON: dict[str, str] = {
@@ -912,7 +912,11 @@ def _tolerated(study_uid: str) -> Spec:
     struct.pack_into("<II", avi, i + 8 + 32, 30000, 30000)
     j = avi.index(b"strf")  # BITMAPINFOHEADER: size, width, height
     struct.pack_into("<ii", avi, j + 8 + 4, 30000, 30000)
+    excess = native_pixels(grey_clip(40).tobytes())
     return [
+        # Pixel Data holding 40 frames where NumberOfFrames says 4: read as the 4 declared (pydicom
+        # would return all 40 by default, past max_frames; found by bench/fuzz_readers.py)
+        ("excess_pixel_data.dcm", _dicom(EXPLICIT_LE, image_header(frames=4, index=242), excess), True),
         # NumberOfFrames binary (US) instead of text (IS): the value is still 4
         ("frames_vr_us.dcm", _dicom(EXPLICIT_LE, frames_us, px), True),
         # sequences 5000 deep with defined lengths: never parsed, the image attributes are fine

@@ -379,15 +379,20 @@ def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray
             )
     try:
         if n >= n_src:
-            arr, info = decoder.as_array(ds, as_rgb=False)  # YBR -> RGB in to_rgb, frame by frame
+            # YBR -> RGB in to_rgb, frame by frame. No excess frames: pydicom would otherwise return
+            # every frame the pixel bytes hold beyond NumberOfFrames (found by bench/fuzz_readers.py:
+            # 37 frames out of a header declaring 11, past max_frames and the checked sizes).
+            arr, info = decoder.as_array(ds, as_rgb=False, allow_excess_frames=False)
         elif decoder.is_native and expected % n_src == 0:
             # Native frames are fixed-size runs of bytes: decode the first n as a clip of n
             # frames. (pydicom 3.0's frame iterator places native 4:2:2 frames at the offsets of
             # full-size ones, reading frame 1 on from the wrong bytes.)
-            arr, info = decoder.as_array(_first_frames(ds, n, expected // n_src), as_rgb=False)
+            arr, info = decoder.as_array(
+                _first_frames(ds, n, expected // n_src), as_rgb=False, allow_excess_frames=False
+            )
         else:
             # Decode only what is kept; pydicom locates frames (offset table or JPEG markers).
-            frames = decoder.iter_array(ds, indices=range(n), as_rgb=False)
+            frames = decoder.iter_array(ds, indices=range(n), as_rgb=False, allow_excess_frames=False)
             first, info = next(frames)
             arr = np.empty((n, *first.shape), first.dtype)  # n x H x W [x 3]
             arr[0] = first
@@ -398,6 +403,7 @@ def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray
     spp = int(info.get("samples_per_pixel", 1))
     if arr.ndim == (2 if spp == 1 else 3):  # one frame decoded while the header says more
         arr = arr[None]  # H x W [x 3] -> 1 x H x W [x 3]
+    arr = arr[:n]  # never more frames than were checked against the limits
     return np.ascontiguousarray(to_rgb(arr, str(info["photometric_interpretation"]), ds, path))
 
 

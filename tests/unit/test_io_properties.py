@@ -223,6 +223,16 @@ def test_random_header_values_are_read_or_refused(data):
     _valid_or_read_error(read_dicom, data, "h.dcm")
 
 
+def test_excess_pixel_data_gives_only_the_declared_frames():
+    """Found by bench/fuzz_readers.py (case 17:51080): pydicom returned every frame the pixel bytes
+    held (37 where NumberOfFrames said 11), past max_frames and the sizes checked before decoding."""
+    excess = (
+        file_meta(EXPLICIT_LE) + image_header(rows=3, cols=58, frames=11) + native_pixels(bytes(3 * 58 * 37))
+    )
+    assert read_dicom(excess, name="x.dcm").frames.shape == (11, 3, 58, 3)
+    assert read_dicom(excess, name="x.dcm", max_frames=4).frames.shape == (4, 3, 58, 3)
+
+
 def test_the_seeds_themselves_are_read():
     """The properties mean something only if the unmutated seeds decode."""
     for i, data in enumerate(dicom_seeds()):
