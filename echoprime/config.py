@@ -241,6 +241,9 @@ class MilCfg(_Cfg):
     epochs: int = Field(default=30, ge=1)
     lr: float = Field(default=0.05, gt=0)
     hidden: int = Field(default=128, ge=4)
+    stream_studies: int = Field(default=0, ge=0)
+    """Fit on this many rendered synthetic studies (``stream.seed``, as pretraining's stream)
+    instead of the shards' train split; 0: the train split. Validation stays the shards'."""
 
 
 class BankCfg(_Cfg):
@@ -293,7 +296,12 @@ class EchoPrimeConfig(_Cfg):
 
     @model_validator(mode="after")
     def _stream_seed(self) -> EchoPrimeConfig:
-        uses = self.stream.studies or self.stream.bank_studies or self.views.stream_studies
+        uses = (
+            self.stream.studies
+            or self.stream.bank_studies
+            or self.views.stream_studies
+            or self.mil.stream_studies
+        )
         if uses and self.stream.seed == self.seed:
             raise ValueError(
                 f"stream.seed ({self.stream.seed}) equals seed ({self.seed}): the stream would replay the "

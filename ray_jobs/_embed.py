@@ -11,8 +11,13 @@ from typing import Any
 import numpy as np
 
 
+PASS_THROUGH: tuple[str, ...] = ("study_id", "video_id", "view", "labels", "report", "path")
+"""Row columns an embedded batch keeps (those the source has: stream rows carry no ``video_id``
+or ``path``)."""
+
+
 class EmbedClips:
-    """Ray Data UDF: shard rows -> video embeddings (+ view probabilities when available)."""
+    """Ray Data UDF: shard or stream rows -> video embeddings (+ view probabilities when available)."""
 
     def __init__(self, bundle_dir: str, with_views: bool, threads: int = 1) -> None:
         import torch
@@ -30,11 +35,12 @@ class EmbedClips:
 
         from echoprime.preprocess import normalise
 
+        n_valid = batch.get("n_valid")  # absent on stream rows: every rendered frame is real
         x = normalise(
             torch.as_tensor(np.asarray(batch["clip"])),
             self.spec.mean,
             self.spec.std,
-            n_valid=[int(v) for v in batch["n_valid"]],
+            n_valid=None if n_valid is None else [int(v) for v in n_valid],
         )  # B x 3 x T x S x S
         with torch.no_grad():
             emb = F.normalize(self.video(x).float(), dim=-1).numpy()
@@ -43,16 +49,9 @@ class EmbedClips:
                 if self.views is not None
                 else np.zeros((len(emb), 0), np.float32)
             )
-        return {
-            "study_id": batch["study_id"],
-            "video_id": batch["video_id"],
-            "view": batch["view"],
-            "labels": batch["labels"],
-            "report": batch["report"],
-            "emb": emb,
-            "view_probs": probs,
-            "path": batch["path"],
-        }
+        out = {k: batch[k] for k in PASS_THROUGH if k in batch}
+        out.update(emb=emb, view_probs=probs)
+        return out
 
 
 def embed_split(cfg: Any, shards: str, split: str, bundle_dir: str, *, with_views: bool) -> dict[str, Any]:
@@ -76,7 +75,18 @@ def embed_splits(
     locs = [storage.locate(f) for f in owner]
     ds = ray.data.read_parquet(
         [loc.path for loc in locs], filesystem=locs[0].fs, include_paths=True
-    ).select_columns(["clip", "n_valid", "study_id", "video_id", "view", "labels", "report", "path"])
+    ).select_columns(["clip", "n_valid", *PASS_THROUGH])
+    allc = embed_dataset(cfg, ds, bundle_dir, with_views=with_views)
+    split_of = np.array([owner[str(p)] for p in allc.pop("path")])
+    return {s: {k: v[split_of == s] for k, v in allc.items()} for s in splits}
+
+
+def embed_dataset(cfg: Any, ds: Any, bundle_dir: str, *, with_views: bool) -> dict[str, Any]:
+    """Embed every row of a Ray Dataset of clips (shard rows, or rendered stream rows from
+    ``ray_jobs.common.stream_dataset``): numpy columns, those of :data:`PASS_THROUGH` the rows
+    have plus ``emb`` and ``view_probs``."""
+    import ray
+
     n_actors = max(1, min(cfg.ingest.decode_actors, 2))
     ds = ds.map_batches(
         EmbedClips,
@@ -85,11 +95,10 @@ def embed_splits(
         num_cpus=1,
         compute=ray.data.ActorPoolStrategy(size=n_actors),
     )
-    keys = ("study_id", "video_id", "view", "labels", "report", "emb", "view_probs", "path")
-    cols: dict[str, list] = {k: [] for k in keys}
+    cols: dict[str, list] = {}
     for b in ds.iter_batches(batch_size=256, batch_format="numpy"):
-        for k in cols:
-            cols[k].append(b[k])
-    allc = {k: np.concatenate(v) if v else np.zeros((0,)) for k, v in cols.items()}
-    split_of = np.array([owner[str(p)] for p in allc.pop("path")])
-    return {s: {k: v[split_of == s] for k, v in allc.items()} for s in splits}
+        for k, v in b.items():
+            cols.setdefault(k, []).append(v)
+    if not cols:
+        return {k: np.zeros((0,)) for k in (*PASS_THROUGH, "emb", "view_probs")}
+    return {k: np.concatenate(v) for k, v in cols.items()}

@@ -1,7 +1,8 @@
 """Fit the anatomical attention (multiple-instance learning over a study's videos, per section).
 
-Embeds every clip of the train and val splits with the pretrained video encoder and the trained
-view classifier (Ray Data, an actor pool), embeds each study's report section by section with
+Embeds every clip of the train and val splits (or, with ``mil.stream_studies``, of that many
+rendered synthetic studies instead of the train split) with the pretrained video encoder and the
+trained view classifier (Ray Data, an actor pool), embeds each study's report section by section with
 the text tower, then trains a gated attention module so that each section's attention-pooled
 study embedding retrieves that section's own text. The learned module is also exported as the
 release's 15 x 11 section x view table, and compared with the synthetic generator's visibility
@@ -12,6 +13,7 @@ Writes BUNDLE/mil/{mil.safetensors, mil_table.csv, metrics.json, component.json}
 Example:
   echoprime fit-mil --shards shards --bundle bundle --config configs/tiny-cpu.yaml
   echoprime fit-mil ... mil.mode=table     # skip learning: keep only the table form
+  echoprime fit-mil ... mil.stream_studies=2000   # fit on 2000 rendered studies
 """
 
 from __future__ import annotations
@@ -91,7 +93,8 @@ def bags_from(cols: dict[str, Any], sections: dict[str, tuple[np.ndarray, np.nda
     for i, s in enumerate(cols["study_id"]):
         by.setdefault(str(s), []).append(i)
     bags = []
-    for sid, idx in by.items():
+    for sid in sorted(by):  # a fixed order: Ray Data's block order is not, and fit_mil batches by it
+        idx = by[sid]
         views = (
             cols["view_probs"][idx].argmax(1) if cols["view_probs"].shape[1] else np.zeros(len(idx), np.int64)
         )
@@ -106,8 +109,9 @@ def run_fit_mil(
     """Fit the attention; returns per-section retrieval numbers and the alignment with the visibility table.
 
     Args:
-        keep_embeddings: a dict that receives the embedded splits (``{"train": cols, "val": cols}``)
-            so that a following build-bank in the same process need not embed the clips again.
+        keep_embeddings: a dict that receives the embedded clips (``{"train": cols, "val": cols}``;
+            "train" holds the rendered studies' clips with ``mil.stream_studies``) so that a
+            following build-bank in the same process need not embed the val clips again.
     """
     import torch
 
@@ -120,14 +124,23 @@ def run_fit_mil(
     from echoprime.synth.state import section_view_visibility
     from echoprime.taxonomy import MIL_SECTIONS, VIEWS
     from echoprime.training.mil_fit import UniformMIL, fit_mil, pad_bags, section_retrieval
-    from ray_jobs._embed import embed_splits
-    from ray_jobs.common import configure_ray_data, ray_session
+    from echoprime.staging import spec_of
+    from ray_jobs._embed import embed_dataset, embed_splits
+    from ray_jobs.common import check_stream_seed, configure_ray_data, ray_session, stream_dataset
 
     t0 = time.perf_counter()
     validate_split(shards, "train"), validate_split(shards, "val")  # before Ray starts: fail fast
+    n_stream = cfg.mil.stream_studies
+    if n_stream:
+        check_stream_seed(cfg, shards)
     with ray_session(cfg.ray):
         configure_ray_data()
-        emb = embed_splits(cfg, shards, ("train", "val"), bundle, with_views=True)
+        emb = embed_splits(cfg, shards, ("val",) if n_stream else ("train", "val"), bundle, with_views=True)
+        if n_stream:
+            # The attention is a small model on frozen embeddings, but 243 stored studies leave
+            # each section x view weight to a handful of examples: fit it on rendered studies.
+            stream = stream_dataset(cfg, spec_of(bundle).to_dict(), n_stream)
+            emb["train"] = embed_dataset(cfg, stream, bundle, with_views=True)
     tr, va = emb["train"], emb["val"]
     if keep_embeddings is not None:
         keep_embeddings.update(emb)
@@ -195,6 +208,7 @@ def run_fit_mil(
     res = {
         "mode": cfg.mil.mode,
         "train_studies": len(train_bags),
+        "stream_studies": n_stream,
         "val_studies": len(val_bags),
         "val_section_r@1_uniform": round(uniform["r@1"], 4),
         "val_section_r@1_visibility_table": round(truth_table["r@1"], 4),

@@ -94,15 +94,19 @@ def fit_mil(
     log_scale = torch.nn.Parameter(torch.tensor(2.0))
     opt = torch.optim.Adam([*module.parameters(), log_scale], lr=lr)
     history = []
+    # Padded once: a batch is rows of these (trailing all-padding columns are masked out).
+    all_emb, all_views, all_mask, all_text, all_present = pad_bags(train)
     module.train()
     for _ in range(epochs):
-        perm = torch.randperm(len(train), generator=g).tolist()
+        perm = torch.randperm(len(train), generator=g)
         total, steps = 0.0, 0
         for i in range(0, len(perm), batch_size):
-            chunk = [train[j] for j in perm[i : i + batch_size]]
-            if len(chunk) < 2:
+            idx = perm[i : i + batch_size]
+            if len(idx) < 2:
                 continue
-            emb, views, mask, text, present = pad_bags(chunk)
+            n = int(all_mask[idx].sum(1).max())
+            emb, views, mask = all_emb[idx, :n], all_views[idx, :n], all_mask[idx, :n]
+            text, present = all_text[idx], all_present[idx]
             out = module(emb, views, mask)
             loss = section_contrastive_loss(
                 out["section_embeddings"], text, present, log_scale.exp().clamp(max=100)

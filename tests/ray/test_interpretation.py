@@ -49,6 +49,31 @@ def test_attention_and_bank_stage_numbers(stages):
     assert bank["thresholds_fitted"] >= 10
 
 
+def test_attention_fit_on_a_synthetic_stream(test_cfg, shards_dir, bundle_dir, tmp_path):
+    """mil.stream_studies: the attention trains on rendered studies (embedded by the staged video
+    encoder and view classifier through the same actor pool as shard clips), validated on the
+    shards' val split as before; a stream that would replay the shards' studies is refused."""
+    from ray_jobs.fit_mil import run_fit_mil
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(bundle_dir, bundle)
+    cfg = test_cfg.replace(
+        mil={**test_cfg.mil.model_dump(), "stream_studies": 24, "epochs": 3},
+        stream={**test_cfg.stream.model_dump(), "seed": test_cfg.seed + 1},
+    )
+    kept: dict = {}
+    res = run_fit_mil(cfg, str(shards_dir), str(bundle), keep_embeddings=kept)
+    assert res["stream_studies"] == 24 and res["train_studies"] == 24
+    assert res["val_studies"] >= 30 and 0 <= res["alignment_auc"] <= 1
+    assert all(str(s).startswith(f"s{cfg.stream.seed}_") for s in kept["train"]["study_id"])
+    assert kept["train"]["emb"].shape[1] == kept["val"]["emb"].shape[1] == 512
+    assert kept["train"]["view_probs"].shape[1] == 11  # views from the staged classifier
+    replay = test_cfg.replace(seed=5, stream={**test_cfg.stream.model_dump(), "seed": 0},
+                              mil={**test_cfg.mil.model_dump(), "stream_studies": 8})  # fmt: skip
+    with pytest.raises(ValueError, match="stream.seed=0 would draw"):
+        run_fit_mil(replay, str(shards_dir), str(bundle))
+
+
 def test_interpret_held_out_study(interp, test_studies):
     truth, files = test_studies[0]
     r = interp.interpret(files).to_dict()
