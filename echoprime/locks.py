@@ -286,27 +286,35 @@ class OutputLock:
         self._beat.start()
 
     def _heartbeat(self) -> None:
-        client, (bucket, key) = _s3_client(), self._bucket_key()
-        while not self._stop.wait(self.stale_after_s / 5):
-            with self._guard:
-                if self._me is None or self._etag is None:
-                    return
-                me = LockHolder(**{**asdict(self._me), "heartbeat": time.time()})
-                try:
-                    self._etag = client.put_object(
-                        Bucket=bucket, Key=key, Body=me.to_bytes(), IfMatch=self._etag
-                    )["ETag"]
-                    self._me = me
-                except Exception as e:
-                    if _precondition(e) or _missing(e):
-                        with contextlib.suppress(Exception):
-                            self._lost = LockHolder.parse(
-                                client.get_object(Bucket=bucket, Key=key)["Body"].read()
-                            )
-                        self._lost = self._lost or LockHolder("another job", "?", 0, 0.0, 0.0, "")
-                        self._etag = None
-                        return
-                    # a network error: the next beat tries again, long before the lock is stale
+        client = _s3_client()
+        while not self._stop.wait(self.stale_after_s / 5) and self.beat(client):
+            pass
+
+    def beat(self, client: Any = None) -> bool:
+        """Refresh an S3 lock's heartbeat once (the heartbeat thread does this every
+        ``stale_after_s / 5`` seconds); False once the lock is not held or was lost (then
+        :meth:`check` raises, naming the job that has it now). A network error is not a loss:
+        the next beat tries again, long before the lock counts as stale."""
+        client = client or _s3_client()
+        bucket, key = self._bucket_key()
+        with self._guard:
+            if self._me is None or self._etag is None:
+                return False
+            me = LockHolder(**{**asdict(self._me), "heartbeat": time.time()})
+            try:
+                self._etag = client.put_object(
+                    Bucket=bucket, Key=key, Body=me.to_bytes(), IfMatch=self._etag
+                )["ETag"]
+                self._me = me
+                return True
+            except Exception as e:
+                if not (_precondition(e) or _missing(e)):
+                    return True
+            with contextlib.suppress(Exception):
+                self._lost = LockHolder.parse(client.get_object(Bucket=bucket, Key=key)["Body"].read())
+            self._lost = self._lost or LockHolder("another job (its lock was deleted)", "?", 0, 0.0, 0.0, "")
+            self._etag = None
+            return False
 
     def _release_s3(self) -> None:
         self._stop.set()

@@ -31,6 +31,7 @@ import json
 import posixpath
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from echoprime.config import EchoPrimeConfig
@@ -169,7 +170,7 @@ def run_ingest(
     with OutputLock(out.uri, "echoprime ingest") as lock:
         if lock.recovered_message:
             print(f"ingest: {lock.recovered_message}")
-        res = _ingest(cfg, input_uri, out, manifest, studies, force, keep_previous, t0)
+        res = _ingest(cfg, input_uri, out, manifest, studies, force, keep_previous, t0, lock.check)
         res["lock_taken_over"] = lock.recovered_message
         return res
 
@@ -183,8 +184,9 @@ def _ingest(
     force: bool,
     keep_previous: int,
     t0: float,
+    still_held: Callable[[], None],
 ) -> dict[str, Any]:
-    """run_ingest's work, under the output's lock."""
+    """run_ingest's work, under the output's lock (``still_held`` raises if it was lost)."""
     import ray
 
     from echoprime import storage
@@ -260,6 +262,7 @@ def _ingest(
                 min_rows_per_file=cfg.ingest.shard_rows,
             )
             rejects = ray.get(collector.get.remote())
+        still_held()  # S3: a job stalled past the lock's staleness must not commit over another's
         res = _commit(cfg, input_uri, out, data_dir, run_id, spec, fingerprint, files, rejects, keep_previous)
     except BaseException:
         # Not committed (unless the manifest write failed only on its way back): the shards

@@ -129,3 +129,24 @@ def test_local_lock_file_names_no_one_after_a_clean_release(tmp_path):
         assert held is not None and held.pid == os.getpid() and held.gone() is False
     assert (tmp_path / LOCK_NAME).read_bytes() == b""
     assert storage.list_files(str(tmp_path)) == []  # hidden: never part of an output's listing
+
+
+def test_an_s3_holder_that_lost_its_lock_finds_out_and_leaves_the_new_holders_lock(s3_server):
+    out_uri = _s3_out()
+    lock = OutputLock(out_uri, "echoprime batch-interpret").acquire()
+    try:
+        first = json.loads(storage.read_bytes(lock.lock_uri))["heartbeat"]
+        assert lock.beat() and json.loads(storage.read_bytes(lock.lock_uri))["heartbeat"] >= first
+        lock.check()  # still held
+        # This job stalled past stale_after_s and another took the output over.
+        now = time.time()
+        other = LockHolder("echoprime batch-interpret", "node-9", 77, now, now, "t9")
+        storage.write_bytes(lock.lock_uri, other.to_bytes())
+        assert not lock.beat()
+        with pytest.raises(
+            OutputBusy, match=r"lost the lock on .* to echoprime batch-interpret \(pid 77 on node-9"
+        ):
+            lock.check()
+    finally:
+        lock.release()
+    assert LockHolder.parse(storage.read_bytes(lock.lock_uri)) == other  # left to its new holder
