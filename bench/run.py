@@ -26,6 +26,7 @@ BENCHES = {
     "retrieval": ["retrieval_speed.py"],
     "batch": ["batch_interpret.py"],
     "serve": ["serve_load.py"],
+    "fuzz": ["fuzz_readers.py", "--minutes", "5"],
 }
 
 
