@@ -44,7 +44,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tests.hostile_corpus import (  # noqa: E402  (the repository root is put on the path first)
+from tests.hostile_bytes import (  # noqa: E402  (the repository root is put on the path first)
     DEFLATED,
     EXPLICIT_LE,
     JPEG_2000_LOSSLESS,
@@ -53,8 +53,8 @@ from tests.hostile_corpus import (  # noqa: E402  (the repository root is put on
     file_meta,
     image_header,
     native_pixels,
-    write_hostile_corpus,
 )
+from tests.hostile_corpus import write_hostile_corpus  # noqa: E402
 
 LIMITS = {"max_frames": 32}  # StudyInterpreter.load_study_uint8's, with the default pixel/byte limits
 INTERESTING = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF)

@@ -24,7 +24,8 @@ API (used by the unit tests, the Serve abuse suite and batch-interpret tests; ke
   (SomeError)") that no file of the corpus may get.
 
 ``expect_ok`` is True for files that are valid and must be read (the good files, the legal bit
-depths and the palette); every other file must be skipped with a reason.
+depths, the palette and the odd-but-unambiguous ``tolerated`` class); every other file must be
+skipped with a reason. The byte-level builders live in :mod:`tests.hostile_bytes`.
 
 Example::
 
@@ -45,20 +46,37 @@ from typing import NamedTuple
 import cv2
 import numpy as np
 
-STUDY_UID = "1.2.826.0.1.3680043.8.498.17"
-"""StudyInstanceUID of every DICOM in the corpus that has a readable header."""
-
-US_MULTIFRAME = "1.2.840.10008.5.1.4.1.1.3.1"
-EXPLICIT_LE = "1.2.840.10008.1.2.1"
-DEFLATED = "1.2.840.10008.1.2.1.99"
-JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
-JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
-H264 = "1.2.840.10008.1.2.4.102"
-
-ROWS, COLS = 64, 64
-"""Geometry that most hand-built DICOMs of the corpus declare."""
-
-_writing_study = [STUDY_UID]  # the StudyInstanceUID of the corpus being written (see write_hostile_corpus)
+from tests.hostile_bytes import (
+    COLS,
+    DEFLATED,
+    EXPLICIT_LE,
+    H264,
+    JPEG_2000_LOSSLESS,
+    JPEG_BASELINE,
+    ROWS,
+    STUDY_UID,
+    UNDEFINED,
+    WRITING_STUDY,
+    avi_bytes,
+    dicom_file,
+    element,
+    encapsulated,
+    file_meta,
+    find_atom,
+    grey_clip,
+    image_header,
+    j2k_frames,
+    jpeg_frame,
+    mp4_bytes,
+    native_pixels,
+    nested_sequence,
+    raw_deflate,
+    set_siz_size,
+    set_sof_size,
+    txt,
+    us,
+    zero_bomb,
+)
 
 
 class HostileFile(NamedTuple):
@@ -143,180 +161,6 @@ GENERIC_REASON = r"could not be read \("
 """The last-resort reason (an exception class no reader turned into words); no corpus file may get it."""
 
 
-# ------------------------------------------------------------------------ DICOM byte builders
-_LONG_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"SQ", b"UT", b"UN", b"UC", b"UR"}
-UNDEFINED = 0xFFFFFFFF
-
-
-def _pad(value: bytes, fill: bytes = b" ") -> bytes:
-    return value + fill if len(value) % 2 else value
-
-
-def element(tag: int, vr: str | bytes, value: bytes, length: int | None = None) -> bytes:
-    """One explicit VR little endian element (``length`` overrides the encoded length)."""
-    v = vr.encode() if isinstance(vr, str) else vr
-    n = len(value) if length is None else length
-    if v in _LONG_VRS:
-        return struct.pack("<HH2sHI", tag >> 16, tag & 0xFFFF, v, 0, n) + value
-    return struct.pack("<HH2sH", tag >> 16, tag & 0xFFFF, v, n & 0xFFFF) + value
-
-
-def _ui(uid: str) -> bytes:
-    return _pad(uid.encode(), b"\0")
-
-
-def _txt(s: str) -> bytes:
-    return _pad(s.encode())
-
-
-def _us(*v: int) -> bytes:
-    return struct.pack(f"<{len(v)}H", *v)
-
-
-def file_meta(ts: str, sop_class: str = US_MULTIFRAME, sop: str = "1.2.3.4") -> bytes:
-    """128-byte preamble, 'DICM' and the file meta group with its group length."""
-    elems = (
-        element(0x00020001, "OB", b"\0\1")
-        + element(0x00020002, "UI", _ui(sop_class))
-        + element(0x00020003, "UI", _ui(sop))
-        + element(0x00020010, "UI", _ui(ts))
-        + element(0x00020012, "UI", _ui("1.2.826.0.1.3680043.8.498.1"))
-    )
-    return b"\0" * 128 + b"DICM" + element(0x00020000, "UL", struct.pack("<I", len(elems))) + elems
-
-
-def image_header(
-    *,
-    rows: int = ROWS,
-    cols: int = COLS,
-    frames: int | str | None = 4,
-    spp: int = 1,
-    bits: int = 8,
-    stored: int | None = None,
-    signed: int = 0,
-    photometric: str = "MONOCHROME2",
-    modality: str = "US",
-    sop_class: str = US_MULTIFRAME,
-    study_uid: str | None = None,
-    index: int = 0,
-    extra: dict[int, bytes] | None = None,
-    drop: tuple[int, ...] = (),
-) -> bytes:
-    """The data set elements before Pixel Data of an ultrasound multi-frame image, ascending.
-
-    Args:
-        frames: NumberOfFrames (an int, a raw IS string, or ``None`` to leave it out).
-        extra: Whole encoded elements to add (tag -> bytes), or to replace a default one.
-        drop: Tags to leave out.
-        study_uid: StudyInstanceUID (default: the one :func:`write_hostile_corpus` is writing).
-    """
-    study_uid = study_uid or _writing_study[0]
-    stored = bits if stored is None else stored
-    els: dict[int, bytes] = {
-        0x00080016: element(0x00080016, "UI", _ui(sop_class)),
-        0x00080018: element(0x00080018, "UI", _ui(f"1.2.826.0.1.3680043.8.498.17.{index}")),
-        0x00080060: element(0x00080060, "CS", _txt(modality)),
-        0x00181063: element(0x00181063, "DS", _txt("33.3")),
-        0x0020000D: element(0x0020000D, "UI", _ui(study_uid)),
-        0x0020000E: element(0x0020000E, "UI", _ui(f"1.2.826.0.1.3680043.8.498.18.{index}")),
-        0x00280002: element(0x00280002, "US", _us(spp)),
-        0x00280004: element(0x00280004, "CS", _txt(photometric)),
-        0x00280010: element(0x00280010, "US", _us(rows & 0xFFFF)),
-        0x00280011: element(0x00280011, "US", _us(cols & 0xFFFF)),
-        0x00280100: element(0x00280100, "US", _us(bits)),
-        0x00280101: element(0x00280101, "US", _us(stored)),
-        0x00280102: element(0x00280102, "US", _us(max(stored - 1, 0))),
-        0x00280103: element(0x00280103, "US", _us(signed)),
-    }
-    if spp > 1:
-        els[0x00280006] = element(0x00280006, "US", _us(0))
-    if frames is not None:
-        els[0x00280008] = element(0x00280008, "IS", _txt(str(frames)))
-    els.update(extra or {})
-    for t in drop:
-        els.pop(t, None)
-    return b"".join(els[t] for t in sorted(els))
-
-
-def native_pixels(data: bytes, vr: str = "OB", length: int | None = None) -> bytes:
-    """A native Pixel Data element."""
-    return element(0x7FE00010, vr, _pad(data, b"\0"), length)
-
-
-def encapsulated(frames: list[bytes], *, bot: bool = True, delimiter: bool = True) -> bytes:
-    """An encapsulated Pixel Data element: offset table item, one fragment per frame, delimiter."""
-    item = lambda b: struct.pack("<HHI", 0xFFFE, 0xE000, len(b)) + b  # noqa: E731
-    frags = [_pad(f, b"\0") for f in frames]
-    offsets, pos = [], 0
-    for f in frags:
-        offsets.append(pos)
-        pos += 8 + len(f)
-    table = struct.pack(f"<{len(offsets)}I", *offsets) if bot else b""
-    out = struct.pack("<HH2sHI", 0x7FE0, 0x0010, b"OB", 0, UNDEFINED) + item(table)
-    out += b"".join(item(f) for f in frags)
-    return out + (struct.pack("<HHI", 0xFFFE, 0xE0DD, 0) if delimiter else b"")
-
-
-def grey_clip(n: int = 4, rows: int = ROWS, cols: int = COLS, seed: int = 0) -> np.ndarray:
-    """``n x rows x cols`` uint8: a bright moving disc on speckle, so decoding is visible."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:rows, 0:cols]
-    out = rng.integers(0, 60, (n, rows, cols), dtype=np.uint8)
-    for t in range(n):
-        disc = (yy - rows / 2) ** 2 + (xx - cols / 3 - t) ** 2 < (min(rows, cols) / 5) ** 2
-        out[t][disc] = 220
-    return out
-
-
-def jpeg_frame(frame: np.ndarray) -> bytes:
-    """A greyscale JPEG Baseline codestream of one ``H x W`` uint8 frame."""
-    ok, buf = cv2.imencode(".jpg", frame, [cv2.IMWRITE_JPEG_QUALITY, 90])
-    if not ok:
-        raise RuntimeError("OpenCV could not encode a JPEG frame")
-    return buf.tobytes()
-
-
-def set_sof_size(jpeg: bytes, rows: int, cols: int) -> bytes:
-    """The codestream with its SOF0 header's height and width replaced (nothing else changed)."""
-    i = jpeg.index(b"\xff\xc0")
-    return jpeg[: i + 5] + struct.pack(">HH", rows, cols) + jpeg[i + 9 :]
-
-
-def _dicom(ts: str, header: bytes, pixels: bytes, trailer: bytes = b"") -> bytes:
-    return file_meta(ts) + header + pixels + trailer
-
-
-def _raw_deflate(data: bytes) -> bytes:
-    c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    return c.compress(data) + c.flush()
-
-
-def _zero_bomb(prefix: bytes, gib: float) -> bytes:
-    """A raw deflate stream of ``prefix`` and then ``gib`` GiB of zero bytes, built in
-    milliseconds: after a full flush, the compressed form of each 1 MiB of zeros is the same
-    bytes, so one block is repeated."""
-    c = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
-    head = c.compress(prefix) + c.flush(zlib.Z_FULL_FLUSH)
-    mib = bytes(1 << 20)
-    block = c.compress(mib) + c.flush(zlib.Z_FULL_FLUSH)
-    again = c.compress(mib) + c.flush(zlib.Z_FULL_FLUSH)
-    if block != again:
-        raise RuntimeError("zlib did not repeat its full-flush block; cannot build the bomb cheaply")
-    return head + block * int(gib * 1024) + c.flush(zlib.Z_FINISH)
-
-
-def _mutate_element(data: bytes, tag: int, new: bytes) -> bytes:
-    """Replace the first explicit-VR element ``tag`` after the file meta with ``new`` (whole element)."""
-    key = struct.pack("<HH", tag >> 16, tag & 0xFFFF)
-    start = data.index(key, 132 + 12)
-    vr = data[start + 4 : start + 6]
-    if vr in _LONG_VRS:
-        end = start + 12 + struct.unpack_from("<I", data, start + 8)[0]
-    else:
-        end = start + 8 + struct.unpack_from("<H", data, start + 6)[0]
-    return data[:start] + new + data[end:]
-
-
 # ------------------------------------------------------------------------------ the classes
 Spec = list[tuple[str, bytes, bool]]  # (file name, content, expect_ok)
 
@@ -371,13 +215,13 @@ def _pixel_bits(study_uid: str) -> Spec:
     out: Spec = []
     bits1 = np.packbits((clip > 100).reshape(-1), bitorder="little").tobytes()
     out.append(
-        ("bits_1.dcm", _dicom(EXPLICIT_LE, image_header(bits=1, index=10), native_pixels(bits1)), True)
+        ("bits_1.dcm", dicom_file(EXPLICIT_LE, image_header(bits=1, index=10), native_pixels(bits1)), True)
     )
     v12 = (clip.astype(np.uint16) << 4).astype("<u2").tobytes()
     out.append(
         (
             "bits_12.dcm",
-            _dicom(EXPLICIT_LE, image_header(bits=16, stored=12, index=11), native_pixels(v12, "OW")),
+            dicom_file(EXPLICIT_LE, image_header(bits=16, stored=12, index=11), native_pixels(v12, "OW")),
             True,
         )
     )
@@ -385,17 +229,25 @@ def _pixel_bits(study_uid: str) -> Spec:
     out.append(
         (
             "bits_16_signed.dcm",
-            _dicom(EXPLICIT_LE, image_header(bits=16, signed=1, index=12), native_pixels(s16, "OW")),
+            dicom_file(EXPLICIT_LE, image_header(bits=16, signed=1, index=12), native_pixels(s16, "OW")),
             True,
         )
     )
     u32 = (clip.astype(np.uint32) << 24).astype("<u4").tobytes()
     out.append(
-        ("bits_32.dcm", _dicom(EXPLICIT_LE, image_header(bits=32, index=13), native_pixels(u32, "OW")), True)
+        (
+            "bits_32.dcm",
+            dicom_file(EXPLICIT_LE, image_header(bits=32, index=13), native_pixels(u32, "OW")),
+            True,
+        )
     )
     u64 = (clip.astype(np.uint64) << 56).astype("<u8").tobytes()
     out.append(
-        ("bits_64.dcm", _dicom(EXPLICIT_LE, image_header(bits=64, index=14), native_pixels(u64, "OW")), True)
+        (
+            "bits_64.dcm",
+            dicom_file(EXPLICIT_LE, image_header(bits=64, index=14), native_pixels(u64, "OW")),
+            True,
+        )
     )
     return out
 
@@ -403,13 +255,23 @@ def _pixel_bits(study_uid: str) -> Spec:
 def _bad_bits(study_uid: str) -> Spec:
     clip = grey_clip(4).tobytes()
     return [
-        ("bits_alloc_7.dcm", _dicom(EXPLICIT_LE, image_header(bits=7, index=20), native_pixels(clip)), False),
         (
-            "bits_stored_20_of_16.dcm",
-            _dicom(EXPLICIT_LE, image_header(bits=16, stored=20, index=21), native_pixels(clip * 2, "OW")),
+            "bits_alloc_7.dcm",
+            dicom_file(EXPLICIT_LE, image_header(bits=7, index=20), native_pixels(clip)),
             False,
         ),
-        ("bits_alloc_0.dcm", _dicom(EXPLICIT_LE, image_header(bits=0, index=22), native_pixels(clip)), False),
+        (
+            "bits_stored_20_of_16.dcm",
+            dicom_file(
+                EXPLICIT_LE, image_header(bits=16, stored=20, index=21), native_pixels(clip * 2, "OW")
+            ),
+            False,
+        ),
+        (
+            "bits_alloc_0.dcm",
+            dicom_file(EXPLICIT_LE, image_header(bits=0, index=22), native_pixels(clip)),
+            False,
+        ),
     ]
 
 
@@ -422,7 +284,7 @@ def _palette_elements(
     for k, (desc, data) in enumerate(
         ((0x00281101, 0x00281201), (0x00281102, 0x00281202), (0x00281103, 0x00281203))
     ):
-        els[desc] = element(desc, "US", _us(entries % 65536, 0, 16))
+        els[desc] = element(desc, "US", us(entries % 65536, 0, 16))
         if with_data:
             lut = ramp if k != 1 else ramp[::-1].copy()
             els[data] = element(data, "OW", lut.tobytes())
@@ -431,7 +293,7 @@ def _palette_elements(
 
 def _palette(study_uid: str) -> Spec:
     hdr = image_header(photometric="PALETTE COLOR", index=30, extra=_palette_elements())
-    return [("palette_8bit.dcm", _dicom(EXPLICIT_LE, hdr, native_pixels(grey_clip(4).tobytes())), True)]
+    return [("palette_8bit.dcm", dicom_file(EXPLICIT_LE, hdr, native_pixels(grey_clip(4).tobytes())), True)]
 
 
 def _palette_broken(study_uid: str) -> Spec:
@@ -442,14 +304,14 @@ def _palette_broken(study_uid: str) -> Spec:
     )
     no_luts = image_header(photometric="PALETTE COLOR", index=33)
     return [
-        ("palette_no_lut_data.dcm", _dicom(EXPLICIT_LE, no_data, px), False),
-        ("palette_lut_too_short.dcm", _dicom(EXPLICIT_LE, short, px), False),
-        ("palette_no_luts.dcm", _dicom(EXPLICIT_LE, no_luts, px), False),
+        ("palette_no_lut_data.dcm", dicom_file(EXPLICIT_LE, no_data, px), False),
+        ("palette_lut_too_short.dcm", dicom_file(EXPLICIT_LE, short, px), False),
+        ("palette_no_luts.dcm", dicom_file(EXPLICIT_LE, no_luts, px), False),
     ]
 
 
 def _native_good(index: int) -> bytes:
-    return _dicom(EXPLICIT_LE, image_header(index=index), native_pixels(grey_clip(4).tobytes()))
+    return dicom_file(EXPLICIT_LE, image_header(index=index), native_pixels(grey_clip(4).tobytes()))
 
 
 def _truncated_header(study_uid: str) -> Spec:
@@ -474,7 +336,7 @@ def _truncated_pixels(study_uid: str) -> Spec:
 
 def _jpeg_dicom(index: int, n: int = 4, **kw: object) -> bytes:
     frames = [jpeg_frame(f) for f in grey_clip(n, seed=index)]
-    return _dicom(JPEG_BASELINE, image_header(frames=n, index=index), encapsulated(frames, **kw))  # type: ignore[arg-type]
+    return dicom_file(JPEG_BASELINE, image_header(frames=n, index=index), encapsulated(frames, **kw))  # type: ignore[arg-type]
 
 
 def _truncated_fragments(study_uid: str) -> Spec:
@@ -489,32 +351,15 @@ def _truncated_fragments(study_uid: str) -> Spec:
     ]
 
 
-def _nested(depth: int, defined: bool) -> bytes:
-    """A sequence element nested ``depth`` levels deep, each level one item holding the next.
-
-    Built as prefixes + innermost element + suffixes (one join, not ``depth`` growing copies)."""
-    inner = element(0x00100010, "PN", _txt("NESTED"))
-    sq = struct.pack("<HH2sH", 0x0040, 0x0275, b"SQ", 0)
-    if not defined:
-        prefix = sq + struct.pack("<I", UNDEFINED) + struct.pack("<HHI", 0xFFFE, 0xE000, UNDEFINED)
-        suffix = struct.pack("<HHI", 0xFFFE, 0xE00D, 0) + struct.pack("<HHI", 0xFFFE, 0xE0DD, 0)
-        return prefix * depth + inner + suffix * depth
-    prefixes, n = [], len(inner)
-    for _ in range(depth):  # innermost level first: each item holds n bytes, its sequence n + 8
-        prefixes.append(sq + struct.pack("<I", n + 8) + struct.pack("<HHI", 0xFFFE, 0xE000, n))
-        n += 8 + len(prefixes[-1]) - 8
-    return b"".join(reversed(prefixes)) + inner
-
-
 def _nested_sequences(study_uid: str) -> Spec:
     px = native_pixels(grey_clip(4).tobytes())
     out: Spec = []
     for name, depth, idx in (("5000", 5000, 50), ("100000", 100_000, 52)):
-        hdr = image_header(index=idx, extra={0x00400275: _nested(depth, defined=False)})
-        out.append((f"nested_undefined_{name}.dcm", _dicom(EXPLICIT_LE, hdr, px), False))
+        hdr = image_header(index=idx, extra={0x00400275: nested_sequence(depth, defined=False)})
+        out.append((f"nested_undefined_{name}.dcm", dicom_file(EXPLICIT_LE, hdr, px), False))
     # the same inside a deflated data set (parsed by the bounded inflater, not by pydicom's reader)
-    hdr = image_header(index=51, extra={0x00400275: _nested(5000, defined=False)})
-    out.append(("nested_in_deflated.dcm", file_meta(DEFLATED) + _raw_deflate(hdr + px), False))
+    hdr = image_header(index=51, extra={0x00400275: nested_sequence(5000, defined=False)})
+    out.append(("nested_in_deflated.dcm", file_meta(DEFLATED) + raw_deflate(hdr + px), False))
     return out
 
 
@@ -524,7 +369,7 @@ def _deflated_body(index: int) -> bytes:
 
 def _bad_deflate(study_uid: str) -> Spec:
     rng = np.random.default_rng(60)
-    good = _raw_deflate(_deflated_body(61))
+    good = raw_deflate(_deflated_body(61))
     return [
         (
             "deflate_garbage.dcm",
@@ -542,63 +387,47 @@ def _inflate_bomb(study_uid: str) -> Spec:
     declared_huge = image_header(rows=4096, cols=4096, frames=100_000, index=73)
     return [
         # 64 x 64 x 2 frames declared; 2 GiB of zeros after the pixel data
-        ("bomb_trailing_2gib.dcm", file_meta(DEFLATED) + _zero_bomb(hdr + pixels, 2.0), False),
+        ("bomb_trailing_2gib.dcm", file_meta(DEFLATED) + zero_bomb(hdr + pixels, 2.0), False),
         # a Pixel Data element that declares 2 GiB where the header needs 8 KiB
         (
             "bomb_pixel_length_2gib.dcm",
-            file_meta(DEFLATED) + _zero_bomb(hdr + native_pixels(b"", length=1 << 31), 2.0),
+            file_meta(DEFLATED) + zero_bomb(hdr + native_pixels(b"", length=1 << 31), 2.0),
             False,
         ),
         # no data set at all: 2 GiB of zeros where the header should be
-        ("bomb_zeros_header.dcm", file_meta(DEFLATED) + _zero_bomb(b"", 2.0), False),
+        ("bomb_zeros_header.dcm", file_meta(DEFLATED) + zero_bomb(b"", 2.0), False),
         # a header that itself declares 100000 frames of 4096 x 4096 (1.6 TB)
         (
             "bomb_declared_huge.dcm",
-            file_meta(DEFLATED) + _zero_bomb(declared_huge + native_pixels(b"", length=UNDEFINED - 1), 1.0),
+            file_meta(DEFLATED) + zero_bomb(declared_huge + native_pixels(b"", length=UNDEFINED - 1), 1.0),
             False,
         ),
     ]
 
 
-def _j2k_frames(frames: np.ndarray) -> list[bytes]:
-    """JPEG 2000 codestreams of ``F x H x W`` uint8 frames (pydicom's openjpeg encoder)."""
-    from pydicom.encaps import generate_frames
-    from pydicom.uid import JPEG2000Lossless
-
-    from echoprime.io.writers import dicom_dataset
-
-    ds = dicom_dataset(frames, transfer_syntax=JPEG2000Lossless)
-    return list(generate_frames(ds.PixelData, number_of_frames=len(frames)))
-
-
-def _set_siz_size(j2k: bytes, rows: int, cols: int) -> bytes:
-    i = j2k.index(b"\xff\x51")  # SIZ: marker, Lsiz, Rsiz, Xsiz, Ysiz, XOsiz, YOsiz
-    return j2k[: i + 6] + struct.pack(">II", cols, rows) + j2k[i + 14 :]
-
-
 def _jpeg_sof_bomb(study_uid: str) -> Spec:
     frames = [jpeg_frame(f) for f in grey_clip(2, seed=80)]
     hdr = image_header(frames=2, index=80)
-    j2k = _j2k_frames(grey_clip(2, seed=81))
+    j2k = j2k_frames(grey_clip(2, seed=81))
     return [
         (
             "sof_30000.dcm",
-            _dicom(JPEG_BASELINE, hdr, encapsulated([set_sof_size(f, 30000, 30000) for f in frames])),
+            dicom_file(JPEG_BASELINE, hdr, encapsulated([set_sof_size(f, 30000, 30000) for f in frames])),
             False,
         ),
         (
             "sof_65535_second_frame.dcm",
-            _dicom(JPEG_BASELINE, hdr, encapsulated([frames[0], set_sof_size(frames[1], 65535, 65535)])),
+            dicom_file(JPEG_BASELINE, hdr, encapsulated([frames[0], set_sof_size(frames[1], 65535, 65535)])),
             False,
         ),
         (
             "sof_smaller.dcm",
-            _dicom(JPEG_BASELINE, hdr, encapsulated([set_sof_size(f, 32, 32) for f in frames])),
+            dicom_file(JPEG_BASELINE, hdr, encapsulated([set_sof_size(f, 32, 32) for f in frames])),
             False,
         ),
         (
             "j2k_siz_30000.dcm",
-            _dicom(JPEG_2000_LOSSLESS, hdr, encapsulated([_set_siz_size(f, 30000, 30000) for f in j2k])),
+            dicom_file(JPEG_2000_LOSSLESS, hdr, encapsulated([set_siz_size(f, 30000, 30000) for f in j2k])),
             False,
         ),
     ]
@@ -609,16 +438,16 @@ def _wrong_vr(study_uid: str) -> Spec:
     return [
         (
             "rows_as_text.dcm",
-            _dicom(
+            dicom_file(
                 EXPLICIT_LE,
-                image_header(index=90, extra={0x00280010: element(0x00280010, "LO", _txt("sixty-four"))}),
+                image_header(index=90, extra={0x00280010: element(0x00280010, "LO", txt("sixty-four"))}),
                 px,
             ),
             False,
         ),
         (
             "rows_as_float.dcm",
-            _dicom(
+            dicom_file(
                 EXPLICIT_LE,
                 image_header(
                     index=91, extra={0x00280010: element(0x00280010, "FD", struct.pack("<d", 64.5))}
@@ -629,7 +458,7 @@ def _wrong_vr(study_uid: str) -> Spec:
         ),
         (
             "columns_as_sequence.dcm",
-            _dicom(
+            dicom_file(
                 EXPLICIT_LE,
                 image_header(index=92, extra={0x00280011: element(0x00280011, "SQ", b"\0" * 8)}),
                 px,
@@ -644,27 +473,27 @@ def _odd_vr(study_uid: str) -> Spec:
     return [
         (
             "vr_zz.dcm",
-            _dicom(
+            dicom_file(
                 EXPLICIT_LE,
-                image_header(index=100, extra={0x00280010: element(0x00280010, "ZZ", _us(64))}),
+                image_header(index=100, extra={0x00280010: element(0x00280010, "ZZ", us(64))}),
                 px,
             ),
             False,
         ),
         (
             "vr_nul.dcm",
-            _dicom(
+            dicom_file(
                 EXPLICIT_LE,
-                image_header(index=101, extra={0x00280010: element(0x00280010, b"\0\0", _us(64))}),
+                image_header(index=101, extra={0x00280010: element(0x00280010, b"\0\0", us(64))}),
                 px,
             ),
             False,
         ),
         (
             "vr_lowercase.dcm",
-            _dicom(
+            dicom_file(
                 EXPLICIT_LE,
-                image_header(index=102, extra={0x00280011: element(0x00280011, "us", _us(64))}),
+                image_header(index=102, extra={0x00280011: element(0x00280011, "us", us(64))}),
                 px,
             ),
             False,
@@ -677,14 +506,14 @@ def _absurd_geometry(study_uid: str) -> Spec:
     return [
         (
             "rows_cols_65535.dcm",
-            _dicom(EXPLICIT_LE, image_header(rows=65535, cols=65535, index=110), px),
+            dicom_file(EXPLICIT_LE, image_header(rows=65535, cols=65535, index=110), px),
             False,
         ),
-        ("rows_0.dcm", _dicom(EXPLICIT_LE, image_header(rows=0, index=111), px), False),
-        ("cols_0.dcm", _dicom(EXPLICIT_LE, image_header(cols=0, index=112), px), False),
+        ("rows_0.dcm", dicom_file(EXPLICIT_LE, image_header(rows=0, index=111), px), False),
+        ("cols_0.dcm", dicom_file(EXPLICIT_LE, image_header(cols=0, index=112), px), False),
         (
             "rows_1_cols_65535.dcm",
-            _dicom(EXPLICIT_LE, image_header(rows=1, cols=65535, index=113), px),
+            dicom_file(EXPLICIT_LE, image_header(rows=1, cols=65535, index=113), px),
             False,
         ),
     ]
@@ -694,12 +523,20 @@ def _absurd_frames(study_uid: str) -> Spec:
     px = native_pixels(grey_clip(4).tobytes())
     jp = [jpeg_frame(f) for f in grey_clip(2, seed=121)]
     return [
-        ("frames_2147483647.dcm", _dicom(EXPLICIT_LE, image_header(frames=2**31 - 1, index=120), px), False),
-        ("frames_negative.dcm", _dicom(EXPLICIT_LE, image_header(frames=-5, index=121), px), False),
-        ("frames_not_a_number.dcm", _dicom(EXPLICIT_LE, image_header(frames="1e9x", index=122), px), False),
+        (
+            "frames_2147483647.dcm",
+            dicom_file(EXPLICIT_LE, image_header(frames=2**31 - 1, index=120), px),
+            False,
+        ),
+        ("frames_negative.dcm", dicom_file(EXPLICIT_LE, image_header(frames=-5, index=121), px), False),
+        (
+            "frames_not_a_number.dcm",
+            dicom_file(EXPLICIT_LE, image_header(frames="1e9x", index=122), px),
+            False,
+        ),
         (
             "frames_million_jpeg.dcm",
-            _dicom(JPEG_BASELINE, image_header(frames=1_000_000, index=123), encapsulated(jp, bot=False)),
+            dicom_file(JPEG_BASELINE, image_header(frames=1_000_000, index=123), encapsulated(jp, bot=False)),
             False,
         ),
     ]
@@ -707,8 +544,12 @@ def _absurd_frames(study_uid: str) -> Spec:
 
 def _zero_frames(study_uid: str) -> Spec:
     return [
-        ("frames_0.dcm", _dicom(EXPLICIT_LE, image_header(frames=0, index=130), native_pixels(b"")), False),
-        ("empty_pixel_data.dcm", _dicom(EXPLICIT_LE, image_header(index=131), native_pixels(b"")), False),
+        (
+            "frames_0.dcm",
+            dicom_file(EXPLICIT_LE, image_header(frames=0, index=130), native_pixels(b"")),
+            False,
+        ),
+        ("empty_pixel_data.dcm", dicom_file(EXPLICIT_LE, image_header(index=131), native_pixels(b"")), False),
     ]
 
 
@@ -716,12 +557,12 @@ def _one_frame(study_uid: str) -> Spec:
     return [
         (
             "still_native.dcm",
-            _dicom(EXPLICIT_LE, image_header(frames=1, index=140), native_pixels(grey_clip(1).tobytes())),
+            dicom_file(EXPLICIT_LE, image_header(frames=1, index=140), native_pixels(grey_clip(1).tobytes())),
             False,
         ),
         (
             "still_jpeg.dcm",
-            _dicom(
+            dicom_file(
                 JPEG_BASELINE, image_header(frames=1, index=141), encapsulated([jpeg_frame(grey_clip(1)[0])])
             ),
             False,
@@ -733,7 +574,7 @@ def _not_dicom(study_uid: str) -> Spec:
 
     rng = np.random.default_rng(150)
     ok, png = cv2.imencode(".png", grey_clip(1)[0])
-    mp4 = _mp4(4)
+    mp4 = mp4_bytes(4)
     return [
         ("empty.dcm", b"", False),
         ("text.dcm", b"This is not a DICOM file; it is a note about one.\n" * 20, False),
@@ -746,10 +587,10 @@ def _not_dicom(study_uid: str) -> Spec:
 def _not_ultrasound(study_uid: str) -> Spec:
     px = native_pixels(grey_clip(4).tobytes())
     return [
-        ("ct.dcm", _dicom(EXPLICIT_LE, image_header(modality="CT", index=160), px), False),
+        ("ct.dcm", dicom_file(EXPLICIT_LE, image_header(modality="CT", index=160), px), False),
         (
             "structured_report.dcm",
-            _dicom(
+            dicom_file(
                 EXPLICIT_LE,
                 image_header(sop_class="1.2.840.10008.5.1.4.1.1.88.22", modality="SR", index=161),
                 b"",
@@ -769,11 +610,11 @@ def _bad_encapsulation(study_uid: str) -> Spec:
     return [
         (
             "jpeg_syntax_native_data.dcm",
-            _dicom(JPEG_BASELINE, hdr, native_pixels(grey_clip(2).tobytes())),
+            dicom_file(JPEG_BASELINE, hdr, native_pixels(grey_clip(2).tobytes())),
             False,
         ),
-        ("bad_item_tag.dcm", _dicom(JPEG_BASELINE, hdr, bad_item), False),
-        ("item_longer_than_file.dcm", _dicom(JPEG_BASELINE, hdr, long_item), False),
+        ("bad_item_tag.dcm", dicom_file(JPEG_BASELINE, hdr, bad_item), False),
+        ("item_longer_than_file.dcm", dicom_file(JPEG_BASELINE, hdr, long_item), False),
     ]
 
 
@@ -781,7 +622,7 @@ def _unsupported_syntax(study_uid: str) -> Spec:
     return [
         (
             "syntax_made_up.dcm",
-            _dicom("1.2.3.4.5.6.7", image_header(index=180), encapsulated([b"\x00" * 64] * 4)),
+            dicom_file("1.2.3.4.5.6.7", image_header(index=180), encapsulated([b"\x00" * 64] * 4)),
             False,
         )
     ]
@@ -791,36 +632,12 @@ def _mpeg_in_dicom(study_uid: str) -> Spec:
     rng = np.random.default_rng(190)
     junk = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
     hdr = image_header(frames=4, spp=3, photometric="YBR_PARTIAL_420", index=190)
-    return [("h264_garbage.dcm", _dicom(H264, hdr, encapsulated([junk], bot=False)), False)]
-
-
-def _find_atom(data: bytes, name: bytes, start: int = 0) -> int:
-    """Offset of the box ``name`` (its size field) at or after ``start``."""
-    i = data.index(name, start)
-    return i - 4
-
-
-def _rgb(n: int, seed: int = 0) -> np.ndarray:
-    return np.repeat(grey_clip(n, seed=seed)[..., None], 3, -1)  # n x H x W -> n x H x W x 3
-
-
-def _mp4(frames: int = 20) -> bytes:
-    """H.264 in MP4 (moov after mdat, as ffmpeg writes it by default)."""
-    from echoprime.io.writers import write_video
-
-    return write_video(_rgb(frames), fps=30, container="mp4", threads=1)
-
-
-def _avi(frames: int = 6) -> bytes:
-    """MJPEG in AVI."""
-    from echoprime.io.writers import write_video
-
-    return write_video(_rgb(frames), fps=30, codec="mjpeg", container="avi", threads=1)
+    return [("h264_garbage.dcm", dicom_file(H264, hdr, encapsulated([junk], bot=False)), False)]
 
 
 def _mp4_broken_moov(study_uid: str) -> Spec:
-    data = _mp4()
-    moov = _find_atom(data, b"moov")
+    data = mp4_bytes()
+    moov = find_atom(data, b"moov")
     rng = np.random.default_rng(200)
     scrambled = bytearray(data)
     scrambled[moov + 8 : moov + 400] = rng.integers(0, 256, 392, dtype=np.uint8).tobytes()
@@ -838,15 +655,15 @@ def _mp4_broken_moov(study_uid: str) -> Spec:
 
 
 def _mp4_missing_moov(study_uid: str) -> Spec:
-    data = _mp4()
-    moov = _find_atom(data, b"moov")
+    data = mp4_bytes()
+    moov = find_atom(data, b"moov")
     zeroed = data[: moov + 4] + b"\0\0\0\0" + data[moov + 8 :]
     return [("moov_removed.mp4", data[:moov], False), ("moov_type_zeroed.mp4", zeroed, False)]
 
 
 def _avi_junk(study_uid: str) -> Spec:
     rng = np.random.default_rng(210)
-    avi = _avi(6)
+    avi = avi_bytes(6)
     movi = avi.index(b"movi")
     junk_frames = avi[: movi + 4] + rng.integers(0, 256, len(avi) - movi - 4, dtype=np.uint8).tobytes()
     riff = (
@@ -860,13 +677,13 @@ def _avi_junk(study_uid: str) -> Spec:
 
 
 def _video_huge_frames(study_uid: str) -> Spec:
-    stts = bytearray(_mp4())
+    stts = bytearray(mp4_bytes())
     i = stts.index(b"stts")  # size, 'stts', version/flags, entry count, then (sample count, delta)
     struct.pack_into(">I", stts, i + 12, 2**31 - 1)
-    entries = bytearray(_mp4())
+    entries = bytearray(mp4_bytes())
     i = entries.index(b"stts")
     struct.pack_into(">I", entries, i + 8, 2**31 - 1)  # 2^31-1 (count, delta) entries in a 24-byte box
-    avi = bytearray(_avi(6))
+    avi = bytearray(avi_bytes(6))
     j = avi.index(
         b"strh"
     )  # size, then fccType fccHandler flags priority+language initialFrames scale rate start length
@@ -885,7 +702,7 @@ def _video_huge_dims(study_uid: str) -> Spec:
     from echoprime.io.writers import write_video
 
     real = write_video(big, fps=30, codec="mjpeg", container="avi", threads=1)
-    sof = bytearray(_avi(6))  # 64 x 64 frames whose SOF headers claim 30000 x 30000
+    sof = bytearray(avi_bytes(6))  # 64 x 64 frames whose SOF headers claim 30000 x 30000
     pos = 0
     while (k := sof.find(b"\xff\xc0", pos)) >= 0:
         struct.pack_into(">HH", sof, k + 5, 30000, 30000)
@@ -894,17 +711,17 @@ def _video_huge_dims(study_uid: str) -> Spec:
 
 
 def _video_short(study_uid: str) -> Spec:
-    return [("one_frame.mp4", _mp4(1), False), ("one_frame.avi", _avi(1), False)]
+    return [("one_frame.mp4", mp4_bytes(1), False), ("one_frame.avi", avi_bytes(1), False)]
 
 
 def _tolerated(study_uid: str) -> Spec:
     """Odd files whose content is still unambiguous: readers must read them (no false refusals)."""
     px = native_pixels(grey_clip(4).tobytes())
-    frames_us = image_header(index=240, extra={0x00280008: element(0x00280008, "US", _us(4))})
-    nested = image_header(index=241, extra={0x00400275: _nested(5000, defined=True)})
-    data = _mp4()
-    moov = _find_atom(data, b"moov")
-    avi = bytearray(_avi(6))
+    frames_us = image_header(index=240, extra={0x00280008: element(0x00280008, "US", us(4))})
+    nested = image_header(index=241, extra={0x00400275: nested_sequence(5000, defined=True)})
+    data = mp4_bytes()
+    moov = find_atom(data, b"moov")
+    avi = bytearray(avi_bytes(6))
     i = avi.index(
         b"avih"
     )  # size, µs/frame, max bytes/s, padding, flags, total frames, initial, streams, buffer, w, h
@@ -916,11 +733,11 @@ def _tolerated(study_uid: str) -> Spec:
     return [
         # Pixel Data holding 40 frames where NumberOfFrames says 4: read as the 4 declared (pydicom
         # would return all 40 by default, past max_frames; found by bench/fuzz_readers.py)
-        ("excess_pixel_data.dcm", _dicom(EXPLICIT_LE, image_header(frames=4, index=242), excess), True),
+        ("excess_pixel_data.dcm", dicom_file(EXPLICIT_LE, image_header(frames=4, index=242), excess), True),
         # NumberOfFrames binary (US) instead of text (IS): the value is still 4
-        ("frames_vr_us.dcm", _dicom(EXPLICIT_LE, frames_us, px), True),
+        ("frames_vr_us.dcm", dicom_file(EXPLICIT_LE, frames_us, px), True),
         # sequences 5000 deep with defined lengths: never parsed, the image attributes are fine
-        ("nested_defined_5000.dcm", _dicom(EXPLICIT_LE, nested, px), True),
+        ("nested_defined_5000.dcm", dicom_file(EXPLICIT_LE, nested, px), True),
         # moov size past the end of the file; moov renamed 'free' (FFmpeg finds it there)
         ("moov_size_past_end.mp4", data[:moov] + struct.pack(">I", 0x7FFFFFFF) + data[moov + 4 :], True),
         ("moov_renamed_free.mp4", data[: moov + 4] + b"free" + data[moov + 8 :], True),
@@ -979,7 +796,7 @@ def write_hostile_corpus(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     files: list[HostileFile] = []
-    _writing_study[0] = study_uid
+    WRITING_STUDY[0] = study_uid
     try:
         for cls, build in _BUILDERS.items():
             for name, data, ok in build(study_uid):
@@ -987,7 +804,7 @@ def write_hostile_corpus(
                 path.write_bytes(data)
                 files.append(HostileFile(path, cls, ok))
     finally:
-        _writing_study[0] = STUDY_UID
+        WRITING_STUDY[0] = STUDY_UID
     return files
 
 

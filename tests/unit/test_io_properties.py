@@ -27,7 +27,7 @@ from pydicom.uid import (
 
 from echoprime.io import EchoIOError, dicom_header, read_any, read_dicom, read_video
 from echoprime.io.writers import write_dicom, write_video
-from tests.hostile_corpus import (
+from tests.hostile_bytes import (
     DEFLATED,
     EXPLICIT_LE,
     JPEG_2000_LOSSLESS,
