@@ -21,7 +21,13 @@ A bundle built by the training pipeline keeps each stage's output in its own fol
 the same way.
 
 Nothing in a bundle is a pickle. Loading checks every file against the manifest's hashes and
-refuses a bundle with a missing, extra-modified or tampered file, naming it.
+refuses a bundle with a missing, extra-modified or tampered file, naming it. A bundle is untrusted
+input until then: a manifest path that leaves the bundle (absolute, ``..``, a symlink pointing
+out) is refused before anything is read or written, on local folders and ``s3://`` alike.
+
+``BUNDLE/manifest.sig`` (echoprime.signing) signs the manifest's bytes, and so every file:
+written at commit when a signing key is in the environment (or later by ``echoprime
+sign-bundle``), and required on load whenever a bundle key is configured.
 """
 
 from __future__ import annotations
@@ -44,6 +50,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from echoprime import __version__, storage
+from echoprime.signing import SIGNATURE, BundleKeys
 from echoprime.taxonomy import MIL_SECTIONS, PHENOTYPE_NAMES, SECTIONS, VIEWS
 
 MANIFEST = "manifest.json"
@@ -68,8 +75,64 @@ def _files(root: Path) -> list[str]:
         # Only the bundle's own manifest is left out: parts have manifests too (bank/manifest.json).
         rel
         for rel in (p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
-        if rel != MANIFEST
+        if rel not in (MANIFEST, SIGNATURE)
     )
+
+
+def safe_relpath(bundle: str | os.PathLike, rel: Any) -> str:
+    """``rel`` if it names a place inside the bundle: relative, ``/``-separated, no ``..``.
+
+    Raises:
+        BundleError: an absolute path, a ``..`` or empty part, a backslash or a NUL, naming the
+            bundle and the path (a manifest is untrusted until its paths are checked).
+    """
+    bad = (
+        not isinstance(rel, str)
+        or not rel
+        or rel.startswith("/")
+        or "\\" in rel
+        or "\x00" in rel
+        or (len(rel) > 1 and rel[1] == ":")  # a Windows drive
+        or any(part in ("", ".", "..") for part in rel.split("/"))
+    )
+    if bad:
+        raise BundleError(f"bundle {bundle}: manifest path {rel!r} points outside the bundle; refused")
+    return rel
+
+
+def _inside(root: Path, rel: str) -> Path:
+    """``root / rel``, refused when a symlink on the way leads out of the bundle."""
+    p = root / safe_relpath(root, rel)
+    real = p.resolve()
+    if not real.is_relative_to(root.resolve()):
+        raise BundleError(f"bundle {root}: {rel} is a link to a place outside the bundle; refused")
+    return p
+
+
+def _check_paths(bundle: str | os.PathLike, manifest: Mapping[str, Any]) -> None:
+    files = manifest.get("files", {})
+    if not isinstance(files, dict):
+        raise BundleError(f"bundle {bundle}: the manifest's files must be a mapping of path to sha256")
+    for f in files:
+        safe_relpath(bundle, f)
+    for name, info in (manifest.get("components") or {}).items():
+        for k in ("file", "table", "tokenizer"):
+            if isinstance(info, dict) and k in info:
+                try:
+                    safe_relpath(bundle, info[k])
+                except BundleError as e:
+                    raise BundleError(f"{e} (component {name!r}, {k})") from None
+
+
+def _write_local(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    tmp.replace(path)
+
+
+def _check_signature(bundle: str | os.PathLike, raw: bytes, sig: bytes | None, keys: BundleKeys) -> None:
+    if why := keys.check(raw, sig):
+        raise BundleError(f"bundle {bundle}: {why}; refused")
 
 
 def write_mil_table(path: str | os.PathLike, table: np.ndarray) -> None:
@@ -153,8 +216,13 @@ class BundleWriter:
         spec: Mapping[str, Any],
         config: Mapping[str, Any] | None,
         extra: Mapping[str, Any] | None = None,
+        keys: BundleKeys | None = None,
     ) -> Path:
-        """Write preprocess.json and the manifest (with every file's sha256); returns the root."""
+        """Write preprocess.json and the manifest (with every file's sha256); returns the root.
+
+        With a signing key (``keys``, default: the environment's), ``manifest.sig`` is written
+        just before the manifest; without one, a signature left from an earlier commit is removed.
+        """
         (self.root / "preprocess.json").write_text(json.dumps(dict(spec), indent=2))
         if config is not None:
             import yaml
@@ -180,8 +248,14 @@ class BundleWriter:
             "extra": dict(extra or {}),
             "files": {f: sha256_file(self.root / f) for f in _files(self.root)},
         }
+        raw = json.dumps(manifest, indent=2).encode()
+        keys = BundleKeys.from_env() if keys is None else keys
+        if keys.can_sign:
+            _write_local(self.root / SIGNATURE, keys.sign(raw))
+        else:
+            (self.root / SIGNATURE).unlink(missing_ok=True)
         tmp = self.root / (MANIFEST + ".tmp")
-        tmp.write_text(json.dumps(manifest, indent=2))
+        tmp.write_bytes(raw)
         tmp.replace(self.root / MANIFEST)
         return self.root
 
@@ -199,22 +273,42 @@ def publish(local_root: str | os.PathLike, uri: str) -> str:
         shutil.copy2(src / MANIFEST, dst / MANIFEST)
         return str(dst)
     loc = storage.locate(uri)
-    for f in _files(src):
+    signed = [SIGNATURE] if (src / SIGNATURE).is_file() else []
+    for f in [*_files(src), *signed]:
         storage.write_bytes(loc.join(f).uri, (src / f).read_bytes())
     storage.write_bytes(loc.join(MANIFEST).uri, (src / MANIFEST).read_bytes())
     return loc.uri
 
 
-def fetch(uri: str, cache_dir: str | os.PathLike | None = None) -> Path:
+def fetch(uri: str, cache_dir: str | os.PathLike | None = None, *, keys: BundleKeys | None = None) -> Path:
     """A local copy of a bundle: the folder itself, or an ``s3://`` bundle downloaded to a cache
-    keyed by its manifest's hash (downloaded once per machine)."""
+    keyed by its manifest's hash (downloaded once per machine).
+
+    An ``s3://`` manifest is checked before any file is fetched (its paths stay inside the bundle;
+    its signature, when a key is configured) and every file against its sha256 before it enters
+    the cache, so the cache never holds an unchecked bundle. A local folder is checked by
+    :func:`read_manifest`.
+
+    Raises:
+        BundleError: no manifest, a path outside the bundle, a bad or missing signature, or a
+            file that does not match its hash, naming the bundle and the file.
+    """
     if not storage.is_s3(uri):
         return Path(uri)
+    keys = BundleKeys.from_env() if keys is None else keys
     loc = storage.locate(uri)
     man_uri = loc.join(MANIFEST).uri
     if not storage.exists(man_uri):
         raise BundleError(f"bundle {uri}: {MANIFEST} is missing (not a bundle, or its upload did not finish)")
     raw = storage.read_bytes(man_uri)
+    sig_uri = loc.join(SIGNATURE).uri
+    sig = storage.read_bytes(sig_uri) if storage.exists(sig_uri) else None
+    try:
+        manifest = json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise BundleError(f"bundle {uri}: {MANIFEST} is not valid JSON ({e})") from None
+    _check_paths(uri, manifest)
+    _check_signature(uri, raw, sig, keys)
     key = hashlib.sha256(raw).hexdigest()[:16]
     base = (
         Path(cache_dir or os.environ.get("ECHOPRIME_CACHE", Path.home() / ".cache" / "echoprime"))
@@ -222,15 +316,28 @@ def fetch(uri: str, cache_dir: str | os.PathLike | None = None) -> Path:
         / key
     )
     if (base / MANIFEST).is_file():
+        # The files were checked when cached; the signature may have been added since.
+        if sig is not None:
+            _write_local(base / SIGNATURE, sig)
         return base
-    tmp = Path(tempfile.mkdtemp(prefix="bundle-", dir=base.parent if base.parent.exists() else None))
-    manifest = json.loads(raw)
-    for f in manifest.get("files", {}):
-        p = tmp / f
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_bytes(storage.read_bytes(loc.join(f).uri))
-    (tmp / MANIFEST).write_bytes(raw)
     base.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="bundle-", dir=base.parent))
+    try:
+        for f, digest in manifest.get("files", {}).items():
+            data = storage.read_bytes(loc.join(f).uri)
+            if hashlib.sha256(data).hexdigest() != digest:
+                raise BundleError(
+                    f"bundle {uri}: file {f} does not match its sha256 in the manifest (tampered or corrupted)"
+                )
+            p = tmp / f
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+        if sig is not None:
+            (tmp / SIGNATURE).write_bytes(sig)
+        (tmp / MANIFEST).write_bytes(raw)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
     if base.exists():
         shutil.rmtree(tmp)
     else:
@@ -238,19 +345,28 @@ def fetch(uri: str, cache_dir: str | os.PathLike | None = None) -> Path:
     return base
 
 
-def read_manifest(root: str | os.PathLike, *, verify: bool = True) -> dict[str, Any]:
+def read_manifest(
+    root: str | os.PathLike, *, verify: bool = True, keys: BundleKeys | None = None
+) -> dict[str, Any]:
     """Read (and by default verify) a local bundle's manifest.
 
+    Its paths are always checked (none may leave the bundle) and, when a bundle key is configured
+    (``keys``, default: the environment's; echoprime.signing), its signature; ``verify`` adds
+    every file's sha256 (the slow part: skip it only right after a verified read).
+
     Raises:
-        BundleError: missing manifest, unknown format, a listed file missing, an unlisted file, or a
-            file whose sha256 differs from the manifest (tampered or corrupted), naming the file.
+        BundleError: missing manifest, unknown format, a path outside the bundle, an unsigned
+            bundle or a signature that does not match (with a key configured), a listed file
+            missing, an unlisted file, or a file whose sha256 differs from the manifest
+            (tampered or corrupted), naming the bundle and the file.
     """
     root = Path(root)
     mpath = root / MANIFEST
     if not mpath.is_file():
         raise BundleError(f"bundle {root}: {MANIFEST} is missing (not a bundle, or it was never committed)")
+    raw = mpath.read_bytes()
     try:
-        manifest = json.loads(mpath.read_text())
+        manifest = json.loads(raw)
     except json.JSONDecodeError as e:
         raise BundleError(f"bundle {root}: {MANIFEST} is not valid JSON ({e})") from None
     if manifest.get("format") != "echoprime-bundle" or manifest.get("format_version") != FORMAT_VERSION:
@@ -258,10 +374,14 @@ def read_manifest(root: str | os.PathLike, *, verify: bool = True) -> dict[str, 
             f"bundle {root}: format {manifest.get('format')!r} v{manifest.get('format_version')} is not "
             f"echoprime-bundle v{FORMAT_VERSION}"
         )
+    _check_paths(root, manifest)
+    keys = BundleKeys.from_env() if keys is None else keys
+    sig = (root / SIGNATURE).read_bytes() if (root / SIGNATURE).is_file() else None
+    _check_signature(root, raw, sig, keys)
     if verify:
         listed = manifest.get("files", {})
         for f, digest in listed.items():
-            p = root / f
+            p = _inside(root, f)
             if not p.is_file():
                 raise BundleError(f"bundle {root}: file {f} listed in the manifest is missing")
             if sha256_file(p) != digest:
@@ -273,7 +393,38 @@ def read_manifest(root: str | os.PathLike, *, verify: bool = True) -> dict[str, 
             raise BundleError(
                 f"bundle {root}: files not in the manifest: {extra[:5]} (a bundle is immutable once committed)"
             )
+        for name, info in manifest.get("components", {}).items():
+            for k in ("file", "table"):
+                if isinstance(info, dict) and k in info and info[k] not in listed:
+                    raise BundleError(
+                        f"bundle {root}: component {name!r} names {k} {info[k]!r}, which the manifest does not list"
+                    )
     return manifest
+
+
+def sign_bundle(uri: str | os.PathLike, keys: BundleKeys | None = None) -> str:
+    """Sign a committed bundle (local folder or ``s3://``) after checking every file's hash:
+    writes ``manifest.sig`` beside its manifest. Returns the signature's location.
+
+    Raises:
+        ValueError: no signing key configured.
+        BundleError: the bundle fails its checks (an unsigned or re-signed bundle is checked
+            without its old signature).
+    """
+    keys = BundleKeys.from_env() if keys is None else keys
+    if not keys.can_sign:
+        keys.sign(b"")  # raises, naming the variables to set
+    unsigned = BundleKeys()
+    local = fetch(str(uri), keys=unsigned)
+    read_manifest(local, verify=True, keys=unsigned)
+    sig = keys.sign((local / MANIFEST).read_bytes())
+    if storage.is_s3(str(uri)):
+        target = storage.locate(str(uri)).join(SIGNATURE).uri
+        storage.write_bytes(target, sig)
+        _write_local(local / SIGNATURE, sig)
+        return target
+    _write_local(local / SIGNATURE, sig)
+    return str(local / SIGNATURE)
 
 
 def load_module(root: Path, info: Mapping[str, Any]) -> torch.nn.Module:
@@ -286,7 +437,7 @@ def load_module(root: Path, info: Mapping[str, Any]) -> torch.nn.Module:
         module = create_model(name, **info.get("overrides", {}))
     except ValueError:
         module = create_text_encoder(name, **info.get("overrides", {}))
-    state = load_file(str(root / info["file"]))
+    state = load_file(str(_inside(root, info["file"])))
     if info.get("prefix"):
         # Several components can share one weights file (the pretrained CLIP holds both towers).
         pre = info["prefix"]

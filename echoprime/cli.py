@@ -59,6 +59,10 @@ JOBS: dict[str, tuple[str, str]] = {
         "ray_jobs.serve_app",
         "serve a bundle over HTTP on a local Ray (Serve graph, API key, study viewer at /)",
     ),
+    "sign-bundle": (
+        "echoprime.sign_cli",
+        "sign a committed bundle (or --check one) with the bundle key of the environment",
+    ),
     "quickstart": ("ray_jobs.quickstart", "run the whole pipeline end to end on a local Ray (the main job)"),
 }
 
