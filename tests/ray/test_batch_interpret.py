@@ -220,3 +220,28 @@ def test_gpu_config_on_a_cluster_without_gpus_fails_fast(tiny_cfg, bundle, archi
         run_batch_interpret(cfg, str(bundle), str(archive[0]), str(tmp_path / "out"), actors=2)
     assert time.perf_counter() - t0 < 30
     assert not (tmp_path / "out" / "results").exists()
+
+
+def test_a_hostile_archive_fails_no_study(tiny_cfg, bundle, tmp_path):
+    """The hostile corpus (tests/hostile_corpus.py: ~90 files in ~30 classes) as an archive: no
+    study fails, every bad file is a reject with its class's specific reason, and every good file
+    is used."""
+    import re
+
+    from tests.hostile_corpus import EXPECTED_REASON, GENERIC_REASON, write_hostile_corpus
+
+    root = tmp_path / "archive"
+    corpus = write_hostile_corpus(root / "study")
+    out = tmp_path / "out"
+    res = run_batch_interpret(tiny_cfg, str(bundle), str(root), str(out), actors=1, chunk=4)
+    assert res["error"] == 0 and res["studies"] == res["interpreted"] >= 1
+    rows = _rows(str(out))
+    assert all(r["error"] is None and r["status"] in ("ok", "no_usable_video") for r in rows.values())
+    assert sum(r["n_used"] for r in rows.values()) == sum(f.expect_ok for f in corpus)
+    rejects = {Path(r["file"]).name: r for r in BatchOutput(str(out)).read("rejects").to_pylist()}
+    bad = {Path(f.path).name: f for f in corpus if not f.expect_ok}
+    assert rejects.keys() == bad.keys()
+    for name, f in bad.items():
+        reason = rejects[name]["reason"]
+        assert re.search(EXPECTED_REASON[f.cls], reason, re.I), (name, f.cls, reason)
+        assert not re.search(GENERIC_REASON, reason, re.I) and str(root) not in reason, (name, reason)
