@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-
 PASS_THROUGH: tuple[str, ...] = ("study_id", "video_id", "view", "labels", "report", "path")
 """Row columns an embedded batch keeps (those the source has: stream rows carry no ``video_id``
 or ``path``)."""
@@ -87,6 +86,8 @@ def embed_dataset(cfg: Any, ds: Any, bundle_dir: str, *, with_views: bool) -> di
     have plus ``emb`` and ``view_probs``."""
     import ray
 
+    from ray_jobs.common import POOL_RETRIES
+
     n_actors = max(1, min(cfg.ingest.decode_actors, 2))
     ds = ds.map_batches(
         EmbedClips,
@@ -94,6 +95,7 @@ def embed_dataset(cfg: Any, ds: Any, bundle_dir: str, *, with_views: bool) -> di
         batch_size=64,
         num_cpus=1,
         compute=ray.data.ActorPoolStrategy(size=n_actors),
+        **POOL_RETRIES,
     )
     cols: dict[str, list] = {}
     for b in ds.iter_batches(batch_size=256, batch_format="numpy"):

@@ -121,7 +121,7 @@ def run_build_bank(
     from echoprime.staging import commit
     from echoprime.taxonomy import BINARY_PHENOTYPES
     from ray_jobs._embed import embed_split
-    from ray_jobs.common import configure_ray_data, ray_session
+    from ray_jobs.common import POOL_RETRIES, configure_ray_data, ray_session
 
     t0 = time.perf_counter()
     vocab = default_vocabulary()
@@ -153,6 +153,7 @@ def run_build_bank(
             batch_size=cfg.bank.batch_size,
             num_cpus=1,
             compute=ray.data.ActorPoolStrategy(size=cfg.bank.encode_actors),
+            **POOL_RETRIES,
         )
         got: dict[str, np.ndarray] = {}
         for b in ds.iter_batches(batch_size=1024, batch_format="numpy"):

@@ -105,6 +105,7 @@ def embed_for_eval(
 
     from echoprime import storage
     from echoprime.data.shards import validate_split
+    from ray_jobs.common import POOL_RETRIES
 
     owner: dict[str, str] = {}
     for split in SPLITS:
@@ -124,6 +125,7 @@ def embed_for_eval(
         batch_size=64,
         num_cpus=1,
         compute=ray.data.ActorPoolStrategy(size=n_actors),
+        **POOL_RETRIES,
     )
     parts: dict[str, dict[str, list]] = {s: {} for s in SPLITS}
     for b in ds.iter_batches(batch_size=256, batch_format="numpy"):

@@ -120,11 +120,10 @@ def run_fit_mil(
     from echoprime.eval.views import visibility_alignment
     from echoprime.models import create_model
     from echoprime.models.mil import TableMIL, export_table
-    from echoprime.staging import write_component
+    from echoprime.staging import spec_of, write_component
     from echoprime.synth.state import section_view_visibility
     from echoprime.taxonomy import MIL_SECTIONS, VIEWS
     from echoprime.training.mil_fit import UniformMIL, fit_mil, pad_bags, section_retrieval
-    from echoprime.staging import spec_of
     from ray_jobs._embed import embed_dataset, embed_splits
     from ray_jobs.common import check_stream_seed, configure_ray_data, ray_session, stream_dataset
 

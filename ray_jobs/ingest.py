@@ -193,7 +193,7 @@ def _ingest(
     from echoprime.data.ingest import METADATA_FILES, FileDecoder
     from echoprime.data.shards import read_manifest
     from echoprime.preprocess import PreprocessSpec
-    from ray_jobs.common import configure_ray_data, ray_session
+    from ray_jobs.common import POOL_RETRIES, configure_ray_data, ray_session
 
     infos = _file_infos(input_uri)
     all_files = [f for f, _, _ in infos]
@@ -248,7 +248,11 @@ def _ingest(
                 [{"uri": f} for f in files], override_num_blocks=input_blocks(len(files), n_actors)
             )
             ds = ds.map_batches(
-                _Decoder, batch_size=4, num_cpus=1, compute=ray.data.ActorPoolStrategy(size=n_actors)
+                _Decoder,
+                batch_size=4,
+                num_cpus=1,
+                compute=ray.data.ActorPoolStrategy(size=n_actors),
+                **POOL_RETRIES,
             )
             # A filesystem plus a bare path (no "s3://") is what Ray's writer wants (ray-facts.md 3).
             # min_rows_per_file groups blocks into files of about shard_rows rows per split (without

@@ -7,7 +7,7 @@ under --out and records its status, wall time and headline numbers in DIR/summar
               synth.test_studies (200) test studies from a seed namespace no training step reaches
   shards/     the cohort ingested into Parquet study shards (Ray Data)
   bundle/     the model bundle, stage by stage:
-                pretrained/  contrastive video-report pretraining (Ray Train, 2 workers)
+                pretrained/  video-report pretraining (Ray Train; train.num_workers workers)
                 views/       the view classifier (Ray Train)
                 mil/         the anatomical attention (per-section weights over a study's videos)
                 bank/        the candidate report bank, thresholds, and the committed manifest
