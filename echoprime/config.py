@@ -274,6 +274,14 @@ class ServeCfg(_Cfg):
     """Longest wait for the next piece of a request body, else 408 (a stalled or trickling client)."""
     max_concurrent_uploads: int = Field(default=16, ge=1)
     """Requests with a body in one ingress replica at once (read and worked on); more get 503."""
+    allowed_hosts: tuple[str, ...] | None = None
+    """Host names the server answers (421 otherwise); ``None``: the loopback names and ``host``
+    (plus this machine's name when ``host`` is 0.0.0.0); ``["*"]``: any (serve/security.py)."""
+    allowed_origins: tuple[str, ...] = ()
+    """Origins (``https://viewer.example.org``) whose browser pages may call the API besides the
+    server's own (403 otherwise)."""
+    allow_no_auth_off_loopback: bool = False
+    """Allow serving without an API key on a non-loopback ``host`` (refused otherwise; warned)."""
 
 
 class EchoPrimeConfig(_Cfg):

@@ -43,7 +43,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
     p.add_argument(
-        "--no-auth", action="store_true", help="serve WITHOUT an API key (local use only; the log says so)"
+        "--no-auth",
+        action="store_true",
+        help="serve WITHOUT an API key (loopback --host only, unless forced; the log says so)",
+    )
+    p.add_argument(
+        "--allow-no-auth-off-loopback",
+        action="store_true",
+        help="allow --no-auth on a --host other machines can reach (logged as a warning; docs/privacy.md)",
+    )
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="a Host name clients use (repeatable; default: the loopback names and --host); '*' allows any",
+    )
+    p.add_argument(
+        "--allowed-origin",
+        action="append",
+        default=None,
+        metavar="ORIGIN",
+        help="another origin (https://viewer.example.org) whose pages may call the API (repeatable)",
     )
     p.add_argument(
         "--num-cpus", type=int, default=None, help="logical CPUs of the local Ray (default: max(4, cores))"
@@ -51,23 +72,44 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def resolve(
-    bundle: str, config: str | os.PathLike | None, no_auth: bool = False
+    bundle: str,
+    config: str | os.PathLike | None,
+    no_auth: bool = False,
+    *,
+    host: str | None = None,
+    allow_no_auth_off_loopback: bool = False,
+    allowed_hosts: Sequence[str] | None = None,
+    allowed_origins: Sequence[str] | None = None,
 ) -> tuple[Any, dict[str, dict[str, Any]], dict[str, Any]]:
     """``(ServeArgs, options by deployment, http_options)`` for a bundle and a Serve config.
 
-    The config's ``args`` apply, except that ``bundle_uri`` is ``bundle``; the key must be
-    configured (checked here, before Ray starts) unless ``no_auth``.
+    The config's ``args`` apply, except that ``bundle_uri`` is ``bundle`` and the other arguments
+    given here replace theirs; the key must be configured (checked here, before Ray starts)
+    unless ``no_auth``, which only a loopback ``host`` allows unless forced.
 
     Raises:
-        ValueError: a bad config, an unreadable bundle manifest, or no API key (naming what to set).
+        ValueError: a bad config, an unreadable or untrusted bundle manifest, no API key (naming
+            what to set), or no authentication on a non-loopback host.
     """
     from echoprime.bundle import fetch as fetch_bundle
     from echoprime.bundle import read_manifest
     from serve.args import ServeArgs, read_serve_config
     from serve.auth import ApiKeyAuth
+    from serve.security import check_no_auth
 
     app_args, options, http = read_serve_config(config) if config else ({}, {}, {})
     app_args.update(bundle_uri=str(bundle), auth_disabled=bool(no_auth or app_args.get("auth_disabled")))
+    given = {
+        "host": host,
+        "allowed_hosts": list(allowed_hosts) if allowed_hosts else None,
+        "allowed_origins": list(allowed_origins) if allowed_origins else None,
+        "allow_no_auth_off_loopback": allow_no_auth_off_loopback or None,
+    }
+    app_args.update({k: v for k, v in given.items() if v is not None})
+    # Here, before pydantic wraps it: the refusal reads as one line.
+    check_no_auth(
+        app_args.get("host"), app_args["auth_disabled"], bool(app_args.get("allow_no_auth_off_loopback"))
+    )
     args = ServeArgs.model_validate(app_args)
     ApiKeyAuth.from_env(key_file=args.api_key_file, key_env=args.api_key_env, disabled=args.auth_disabled)
     read_manifest(fetch_bundle(args.bundle_uri), verify=False)
@@ -114,12 +156,27 @@ def run(args: argparse.Namespace) -> int:
     from ray_jobs.common import ray_session
     from serve.app import build_graph, deployment_options, min_cpus
     from serve.auth import ApiKeyAuth
+    from serve.security import is_loopback
 
-    sargs, options, http = resolve(args.bundle, args.config, args.no_auth)
+    sargs, options, http = resolve(
+        args.bundle,
+        args.config,
+        args.no_auth,
+        host=args.host,
+        allow_no_auth_off_loopback=args.allow_no_auth_off_loopback,
+        allowed_hosts=args.allowed_host,
+        allowed_origins=args.allowed_origin,
+    )
     auth = ApiKeyAuth.from_env(
         key_file=sargs.api_key_file, key_env=sargs.api_key_env, disabled=sargs.auth_disabled
     )
     print(f"echoprime serve: {auth.describe()}", flush=True)
+    if auth.disabled and not is_loopback(args.host):
+        print(
+            f"echoprime serve: WARNING: no API key on {args.host}, which other machines can reach "
+            "(--allow-no-auth-off-loopback)",
+            flush=True,
+        )
     num_cpus = args.num_cpus or max(4, os.cpu_count() or 1)
     t0 = time.perf_counter()
     with ray_session(RayCfg(num_cpus=num_cpus)), _stop_signals() as stop:
@@ -213,7 +270,12 @@ def served_app(
         key_file = Path(tmp) / "api-key"
         key_file.touch(mode=0o600)
         key_file.write_text(key + "\n")
-        app_args = {**dict(args or {}), "bundle_uri": str(bundle_uri), "api_key_file": str(key_file)}
+        app_args = {
+            "host": "127.0.0.1",  # where start_http listens: the default Host allow-list
+            **dict(args or {}),
+            "bundle_uri": str(bundle_uri),
+            "api_key_file": str(key_file),
+        }
         start_http("127.0.0.1", port)
         try:
             serve.run(

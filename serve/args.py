@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from echoprime.config import ServeCfg
+from serve.security import check_no_auth, default_hosts
 
 APP_NAME = "echoprime"
 _LIMITS = ServeCfg()
@@ -59,6 +60,31 @@ class ServeArgs(BaseModel):
     memory) is never resent: the request may have caused it."""
     examples: bool = True
     """Offer synthetic example studies (``GET /v1/examples/{index}``) to the viewer."""
+    host: str | None = None
+    """The address the HTTP proxy listens on (``echoprime serve --host`` sets it; a Serve config
+    should repeat its ``http_options.host`` here). It decides the default ``allowed_hosts`` and
+    whether authentication may be off; ``None`` (not stated) allows any Host, with a warning."""
+    allowed_hosts: list[str] | None = Field(
+        default_factory=lambda: None if _LIMITS.allowed_hosts is None else list(_LIMITS.allowed_hosts)
+    )
+    """Host names (or addresses) the server answers; others get 421. Default: the loopback names
+    and ``host`` (this machine's name too when ``host`` is 0.0.0.0); ``["*"]`` allows any."""
+    allowed_origins: list[str] = Field(default_factory=lambda: list(_LIMITS.allowed_origins))
+    """Origins (``https://viewer.example.org``) whose browser pages may call ``/v1/...`` besides
+    the server's own; a browser request from another origin gets 403."""
+    allow_no_auth_off_loopback: bool = _LIMITS.allow_no_auth_off_loopback
+    """Allow ``auth_disabled`` on a non-loopback ``host`` (refused otherwise); logged as a warning."""
+
+    @model_validator(mode="after")
+    def _no_auth_only_on_loopback(self) -> ServeArgs:
+        check_no_auth(self.host, self.auth_disabled, self.allow_no_auth_off_loopback)
+        return self
+
+    def host_allow_list(self) -> list[str] | None:
+        """The Host names to answer (``None``: any; see ``allowed_hosts``)."""
+        if self.allowed_hosts is not None:
+            return list(self.allowed_hosts)
+        return None if self.host is None else default_hosts(self.host)
 
 
 def read_serve_config(path: str | Path) -> tuple[dict[str, Any], dict[str, dict[str, Any]], dict[str, Any]]:

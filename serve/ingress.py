@@ -36,6 +36,7 @@ from echoprime.taxonomy import VIEWS
 from serve.args import ServeArgs
 from serve.auth import ApiKeyAuth
 from serve.errors import ApiError
+from serve.security import is_loopback
 from serve.uploads import Limits, Study
 
 log = logging.getLogger("ray.serve")
@@ -202,6 +203,19 @@ class Ingress:
             key_file=args.api_key_file, key_env=args.api_key_env, disabled=args.auth_disabled
         )
         (log.warning if self.auth.disabled else log.info)("echoprime serve: %s", self.auth.describe())
+        if self.auth.disabled and args.host is not None and not is_loopback(args.host):
+            log.warning(
+                "echoprime serve: authentication is OFF on %s, an address other machines can reach "
+                "(forced by allow_no_auth_off_loopback)",
+                args.host,
+            )
+        if (hosts := args.host_allow_list()) is None:
+            log.warning(
+                "echoprime serve: no Host allow-list (args.host and args.allowed_hosts unset): "
+                "any Host is answered; set args.allowed_hosts to the names clients use"
+            )
+        else:
+            log.info("echoprime serve: answering Host %s", ", ".join(hosts))
         self.model = bundle_summary(args.bundle_uri)
         log.info("echoprime serve: bundle %s (sha256 %s)", args.bundle_uri, self.model["bundle"]["sha256"])
 

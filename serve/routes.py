@@ -1,7 +1,10 @@
 """The HTTP API (FastAPI): routes, security schemes and JSON errors, over an :class:`Ingress`.
 
 Every route but ``/healthz``, ``/readyz``, the viewer (``/``, ``/static/*``) and the API's own
-description (``/openapi.json``, ``/docs``) needs the API key, checked before the body is read.
+description (``/openapi.json``) needs the API key, checked before the body is read. Before any
+route, :mod:`serve.security` checks the Host (and a browser's Origin on ``/v1/...``) and adds the
+security headers to every answer. There is no ``/docs`` page: FastAPI's loads its script from a
+CDN, which the Content-Security-Policy (nothing from outside the server) refuses.
 A route with a body takes one of the replica's upload slots before reading it (503 ``busy``
 when none is free) and reads it within the body timeouts (408 ``body_timeout``). Errors are
 ``{"code", "reason"}`` JSON whose reason is written for the client; an error of the server's own
@@ -27,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from echoprime import __version__
 from serve import schemas
 from serve.errors import ApiError
+from serve.security import HostPolicy, SecurityMiddleware
 from serve.uploads import describe_errors, parse_uri_list, read_files, read_json
 
 if TYPE_CHECKING:
@@ -106,6 +110,11 @@ def create_api(ing: Ingress) -> FastAPI:
             "and the evidence behind them. Send the API key as `Authorization: Bearer <key>` or "
             "`X-API-Key`."
         ),
+        docs_url=None,
+        redoc_url=None,
+    )
+    api.add_middleware(
+        SecurityMiddleware, policy=HostPolicy(ing.args.host_allow_list(), ing.args.allowed_origins)
     )
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
 
