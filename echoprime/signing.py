@@ -139,9 +139,7 @@ class BundleKeys:
         if not self.configured:
             return None
         if signature is None:
-            return (
-                f"is not signed ({SIGNATURE} is missing) and a bundle key is configured ({self.describe()})"
-            )
+            return f"not signed: {SIGNATURE} is missing and a bundle key is configured ({self.describe()})"
         try:
             doc = json.loads(signature)
             by_alg = (
