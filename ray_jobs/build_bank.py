@@ -8,11 +8,16 @@ The validation studies are then interpreted through the staged models (video enc
 classifier, attention) to fit one decision threshold per binary phenotype (Youden's J), and the
 bundle's manifest is written last, with the sha256 of every file.
 
+The bank stores keyed pseudonyms of the study ids, never the ids themselves (HMAC-SHA256 with
+the site secret in ECHOPRIME_SITE_SECRET, or a one-off secret when it is unset: docs/privacy.md);
+--id-map writes the operator-only map back to the originals, outside the bundle.
+
 Writes BUNDLE/bank/, BUNDLE/thresholds.json, BUNDLE/manifest.json (the commit).
 
 Example:
   echoprime build-bank --shards shards --bundle bundle --config configs/tiny-cpu.yaml
   echoprime build-bank ... --publish s3://models/echoprime/v1   # also upload the committed bundle
+  ECHOPRIME_SITE_SECRET=... echoprime build-bank ... --id-map /secure/ids.json
 """
 
 from __future__ import annotations
@@ -39,6 +44,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--publish", default=None, help="also copy the committed bundle to this folder or s3:// URI"
+    )
+    p.add_argument(
+        "--id-map",
+        default=None,
+        metavar="PATH",
+        help="also write the operator-only map from the bank's pseudonyms to the original study ids "
+        "(JSON, owner-readable only; refused inside the bundle)",
     )
     from echoprime.cli import add_config_arguments
     from ray_jobs.common import default_config_path
@@ -105,12 +117,18 @@ def run_build_bank(
     publish: str | None = None,
     *,
     val_embeddings: dict | None = None,
+    id_map: str | None = None,
 ) -> dict[str, Any]:
     """Build the bank, fit thresholds, commit (and optionally publish) the bundle; returns numbers.
 
     Args:
         val_embeddings: the validation split's clip embeddings from ``fit-mil`` in this process
             (same staged encoders), to skip embedding them again.
+        id_map: also write the map from the bank's pseudonyms to the original study ids here
+            (a local path outside the bundle).
+
+    Raises:
+        ValueError: ``id_map`` inside the bundle, or a site secret that is too short.
     """
     import ray
 
@@ -118,12 +136,16 @@ def run_build_bank(
     from echoprime.data.shards import parse_labels
     from echoprime.reports import ReportParseError, StructuredReport, default_vocabulary
     from echoprime.retrieval import CandidateBank, build_index, fit_thresholds, predict_metrics_batch
+    from echoprime.retrieval.pseudonyms import SCHEME, pseudonymise, site_secret, write_id_map
     from echoprime.staging import commit
     from echoprime.taxonomy import BINARY_PHENOTYPES
     from ray_jobs._embed import embed_split
     from ray_jobs.common import POOL_RETRIES, configure_ray_data, ray_session
 
     t0 = time.perf_counter()
+    if id_map is not None:
+        _check_outside(id_map, bundle)
+    secret, secret_source = site_secret()  # checked before the minutes of embedding
     vocab = default_vocabulary()
     train = _studies(shards, "train")
     if cfg.stream.bank_studies:
@@ -141,8 +163,9 @@ def run_build_bank(
         except (ReportParseError, ValueError) as e:
             unparsed.append((sid, str(e)[:200]))
     if not keep:
-        raise ValueError(
-            f"no training report of {shards} could be read into the phrase vocabulary (first error: {unparsed[:1]})"
+        raise ValueError(  # the reason only: a study id is no part of an error message
+            f"no training report of {shards} could be read into the phrase vocabulary "
+            f"(first error: {unparsed[0][1] if unparsed else 'no reports'})"
         )
     with ray_session(cfg.ray):
         configure_ray_data()
@@ -164,17 +187,22 @@ def run_build_bank(
             else embed_split(cfg, shards, "val", bundle, with_views=True)
         )
     emb = np.stack([got[s] for s in keep]).astype(np.float32)
+    # The bank holds pseudonyms only (docs/privacy.md): rows, order and labels are as before.
+    pseudo = pseudonymise(keep, secret)
+    del secret
     labels: dict[str, dict[str, float]] = {}
     for s in keep:
         for p, v in parse_labels(train[s][1]).items():
             if v == v:  # NaN = no label
-                labels.setdefault(p, {})[s] = v
-    bank = CandidateBank.build(emb, keep, [triples[s] for s in keep], labels, vocab)
+                labels.setdefault(p, {})[pseudo[s]] = v
+    bank = CandidateBank.build(emb, [pseudo[s] for s in keep], [triples[s] for s in keep], labels, vocab)
     index = build_index(bank.embeddings, kind=cfg.bank.index, ivf_threshold=cfg.bank.ivf_threshold)
     if not getattr(index, "is_exact", False):
         bank.set_index(index)
     bank_dir = Path(bundle) / "bank"
     bank.save(bank_dir, overwrite=True)
+    if id_map is not None:
+        write_id_map(id_map, pseudo, source=secret_source)
 
     # Thresholds from the validation studies, interpreted exactly as at inference time.
     ids, secs = section_embeddings_of(bundle, va)
@@ -195,6 +223,7 @@ def run_build_bank(
             "unparsed_reports": len(unparsed),
             "threshold_studies": len(ids),
             "k": k,
+            "study_ids": {"scheme": SCHEME, "secret": secret_source},
         },
     )
     published = publish_bundle(bundle, publish) if publish else None
@@ -209,20 +238,36 @@ def run_build_bank(
         "thresholds_not_fitted": len(not_fitted),
         "bundle_files": len(manifest["files"]),
         "published": published,
+        "study_id_secret": secret_source,
+        "id_map": id_map,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
+
+
+def _check_outside(path: str, bundle: str) -> None:
+    """Refuse an id map inside the bundle: whoever gets the bundle would get the originals."""
+    if "://" in path:
+        raise ValueError(f"--id-map must be a local path, got {path!r}")
+    where, root = Path(path).resolve(), Path(bundle).resolve()
+    if where == root or root in where.parents:
+        raise ValueError(f"--id-map {path!r} is inside the bundle {bundle!r}; write it outside the bundle")
 
 
 def run(args: argparse.Namespace) -> int:
     from ray_jobs.common import resolve_config
 
-    res = run_build_bank(resolve_config(args), args.shards, args.bundle, args.publish)
+    res = run_build_bank(resolve_config(args), args.shards, args.bundle, args.publish, id_map=args.id_map)
     print(
         f"build-bank: {res['bank_reports']} reports in the bank ({res['index']}), {res['unparsed_reports']} unreadable; "
         f"thresholds fitted for {res['thresholds_fitted']} phenotypes on {res['threshold_studies']} val studies; "
         f"bundle committed at {args.bundle}"
         + (f", published to {res['published']}" if res["published"] else "")
     )
+    if res["study_id_secret"] == "one-off":
+        print(
+            "build-bank: ECHOPRIME_SITE_SECRET is unset: the bank's study pseudonyms come from a one-off "
+            "secret (stable in this bundle, different in any other build)"
+        )
     print(json.dumps(res))
     return 0
 

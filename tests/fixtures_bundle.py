@@ -2,7 +2,9 @@
 
 The models are the tiny CPU variants with random weights; the bank holds reports written by the
 synthetic report writer (so texts, triples and labels are real and consistent). Results are not
-meaningful predictions, but every part of the format and every code path is exercised.
+meaningful predictions, but every part of the format and every code path is exercised. As
+build-bank does, the bank stores keyed pseudonyms (key :data:`TEST_SECRET`) of its study ids
+(``bank00000``, ...: :func:`original_ids`).
 """
 
 from __future__ import annotations
@@ -12,9 +14,23 @@ from pathlib import Path
 import numpy as np
 import torch
 
+TEST_SECRET = b"echoprime tests: not a site secret"
+
+
+def original_ids(n_bank: int) -> list[str]:
+    """The study ids the random bank's ``n_bank`` reports stand for (stored only as pseudonyms)."""
+    return [f"bank{i:05d}" for i in range(n_bank)]
+
 
 def make_random_bundle(
-    out: Path, *, n_bank: int = 300, seed: int = 0, size: int = 32, frames: int = 16, towers: str = "tiny"
+    out: Path,
+    *,
+    n_bank: int = 300,
+    seed: int = 0,
+    size: int = 32,
+    frames: int = 16,
+    towers: str = "tiny",
+    id_map: Path | None = None,
 ) -> Path:
     """A bundle with random weights and a bank of ``n_bank`` synthetic reports.
 
@@ -22,6 +38,7 @@ def make_random_bundle(
         towers: ``"tiny"`` (the CPU test models at ``size`` x ``frames``) or ``"release"`` (the
             release-size mViT v2 S and ConvNeXt-base at 224 x 16, for cost measurements;
             ``size`` and ``frames`` are then ignored).
+        id_map: also write the pseudonym -> original id map here (outside ``out``).
     """
     if towers not in ("tiny", "release"):
         raise ValueError(f"towers must be 'tiny' or 'release', got {towers!r}")
@@ -32,13 +49,16 @@ def make_random_bundle(
     from echoprime.preprocess import PreprocessSpec
     from echoprime.reports import compose_report, default_vocabulary, extract_labels
     from echoprime.retrieval import CandidateBank, fit_thresholds
+    from echoprime.retrieval.pseudonyms import pseudonymise, write_id_map
     from echoprime.synth.state import sample_state
     from echoprime.taxonomy import BINARY_PHENOTYPES, MIL_SECTIONS, VIEWS
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     vocab = default_vocabulary()
-    reports = [compose_report(sample_state(rng, f"bp{i}", f"bank{i:05d}"), rng) for i in range(n_bank)]
+    reports = [
+        compose_report(sample_state(rng, f"bp{i}", sid), rng) for i, sid in enumerate(original_ids(n_bank))
+    ]
     texts = [r.to_text() for r in reports]
     tok = ReportTokenizer(
         train_wordpiece_tokenizer(texts, vocab_size=800), max_len=320, section_type_ids=True
@@ -51,7 +71,10 @@ def make_random_bundle(
             text(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]), dim=-1
         ).numpy()
     labels = [extract_labels(t) for t in texts]
-    ids = [f"bank{i:05d}" for i in range(n_bank)]
+    pseudo = pseudonymise(original_ids(n_bank), TEST_SECRET)
+    if id_map is not None:
+        write_id_map(id_map, pseudo, source="site")
+    ids = list(pseudo.values())
     lab = {
         p: {ids[i]: labels[i][p] for i in range(n_bank) if labels[i][p] == labels[i][p]} for p in labels[0]
     }
