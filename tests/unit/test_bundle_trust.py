@@ -238,3 +238,25 @@ def test_the_sign_bundle_command_signs_and_checks(tmp_path, monkeypatch, capsys)
     assert main(["sign-bundle", "--check", str(root)]) == 0
     out = capsys.readouterr()
     assert "verified" in out.out and KEY not in out.out + out.err
+
+
+def test_publish_carries_the_signature_to_a_folder_and_to_s3(tmp_path, monkeypatch):
+    from echoprime.bundle import publish
+
+    monkeypatch.setenv(ENV_HMAC_KEY, KEY)
+    root = small_bundle(tmp_path / "b")
+    copy = Path(publish(root, str(tmp_path / "published")))
+    assert (copy / SIGNATURE).read_bytes() == (root / SIGNATURE).read_bytes()
+    read_manifest(copy)
+    s3 = FakeS3(tmp_path / "objects", monkeypatch)
+    s3.base.mkdir()
+    uri = publish(root, "s3://bucket/published")
+    assert read_manifest(fetch(uri, tmp_path / "cache"))["files"]
+
+
+def test_a_commit_without_a_key_drops_a_stale_signature(tmp_path, monkeypatch):
+    monkeypatch.setenv(ENV_HMAC_KEY, KEY)
+    root = small_bundle(tmp_path / "b")
+    monkeypatch.delenv(ENV_HMAC_KEY)
+    BundleWriter(root).commit(spec=SPEC, config=None)
+    assert not (root / SIGNATURE).exists()
