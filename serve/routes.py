@@ -113,9 +113,9 @@ def create_api(ing: Ingress) -> FastAPI:
         docs_url=None,
         redoc_url=None,
     )
-    api.add_middleware(
-        SecurityMiddleware, policy=HostPolicy(ing.args.host_allow_list(), ing.args.allowed_origins)
-    )
+    open_without_key = ing.auth.disabled and not ing.args.allow_no_auth_off_loopback
+    policy = HostPolicy(ing.args.host_allow_list(), ing.args.allowed_origins, open_without_key)
+    api.add_middleware(SecurityMiddleware, policy=policy)
     api.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     @api.exception_handler(ApiError)

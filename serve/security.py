@@ -1,7 +1,9 @@
 """Who may reach the app, and what browsers are told about its answers.
 
 * **No auth off loopback.** Authentication may be switched off only on a loopback address, unless
-  the operator forces it (``allow_no_auth_off_loopback``), which logs a warning at start.
+  the operator forces it (``allow_no_auth_off_loopback``), which logs a warning at start. Where
+  the address was not stated (a Serve config without ``args.host``), a server without
+  authentication answers only clients on this machine (403 ``loopback_only`` to the others).
 * **Host allow-list.** A request whose ``Host`` is not on the list gets 421 ``misdirected_request``
   before any route runs: a page on another site that rebinds its DNS name to this server (DNS
   rebinding) cannot talk to it, even with authentication off. The default list is the loopback
@@ -101,9 +103,14 @@ class HostPolicy:
             (a deployment that did not say where it listens: the ingress warns).
         origins: origins (``scheme://host[:port]``) whose browser pages may call the API, besides
             the server's own.
+        loopback_clients_only: answer only clients connected from this machine (authentication
+            is off and was not forced open).
     """
 
-    def __init__(self, hosts: Iterable[str] | None, origins: Iterable[str] = ()) -> None:
+    def __init__(
+        self, hosts: Iterable[str] | None, origins: Iterable[str] = (), loopback_clients_only: bool = False
+    ) -> None:
+        self.loopback_clients_only = loopback_clients_only
         # A bare IPv6 address on the list ("::1") is written with brackets in a Host header.
         bracket = lambda h: f"[{h.strip()}]" if h.count(":") > 1 and "[" not in h else h  # noqa: E731
         self.hosts = None if hosts is None else {_host_only(bracket(h)) for h in hosts}
@@ -160,6 +167,19 @@ class SecurityMiddleware:
                 "origin_not_allowed",
                 f"browser pages from {origin[:80]!r} may not call this API; add the origin to "
                 "args.allowed_origins if they should",
+            )
+            return
+        client = scope.get("client") or ("", 0)
+        if (
+            self.policy.loopback_clients_only
+            and path not in ANY_HOST_PATHS
+            and not is_loopback(str(client[0]))
+        ):
+            await _refuse(
+                send,
+                403,
+                "loopback_only",
+                "authentication is off on this server, so it answers only clients on its own machine",
             )
             return
         cacheable = path.startswith("/static/")

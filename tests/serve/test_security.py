@@ -35,9 +35,12 @@ class _Ingress:
         return []
 
 
-def client(**args) -> TestClient:
+def client(peer: str = "testclient", **args) -> TestClient:
     sargs = ServeArgs.model_validate({"bundle_uri": "x", "host": "127.0.0.1", **args})
-    return TestClient(create_api(_Ingress(sargs)), base_url=ORIGIN)
+    ing = _Ingress(sargs)
+    if sargs.auth_disabled:
+        ing.auth = ApiKeyAuth(disabled=True)
+    return TestClient(create_api(ing), base_url=ORIGIN, client=(peer, 50000))
 
 
 def _bundle(root: Path) -> Path:
@@ -236,3 +239,21 @@ def test_a_request_body_still_streams_through_the_middleware():
     assert got == [b"abc"]
     headers = dict(sent[0]["headers"])
     assert headers[b"cache-control"] == b"no-store"
+
+
+def test_without_auth_only_clients_on_this_machine_are_answered():
+    """Where it listens was not stated (a Serve config), no key means loopback clients only."""
+    unstated = {"host": None, "auth_disabled": True}
+    for peer in ("10.0.0.9", "192.168.1.20", "testclient"):
+        r = client(peer, **unstated).get("/v1/model")
+        assert r.status_code == 403 and r.json()["code"] == "loopback_only", peer
+    assert client("127.0.0.1", **unstated).get("/v1/model").status_code == 200
+    assert client("10.0.0.9", **unstated).get("/healthz").status_code == 200
+    forced = {
+        "host": "0.0.0.0",
+        "auth_disabled": True,
+        "allow_no_auth_off_loopback": True,
+        "allowed_hosts": ["*"],
+    }
+    assert client("10.0.0.9", **forced).get("/v1/model").status_code == 200
+    assert client("10.0.0.9").get("/v1/model", headers={"X-API-Key": KEY}).status_code == 200  # a key: anyone
