@@ -4,7 +4,10 @@ Starts a local Ray, deploys the graph (Ingress -> Preprocess -> ViewClassifier +
 AnatomicalAttention -> RAIRetriever) with the per-deployment settings of a Serve config, and
 serves on 127.0.0.1 until Ctrl-C or SIGTERM, which stop Serve and Ray cleanly. The API key comes
 from the file named by $ECHOPRIME_API_KEY_FILE or from $ECHOPRIME_API_KEY; --no-auth switches
-authentication off for local use. The API is described in docs/api.md.
+authentication off for local use (refused on a --host other machines can reach, unless forced
+with --allow-no-auth-off-loopback). Only the Host names of --allowed-host (default: the loopback
+names and --host) are answered. The API is described in docs/api.md, the hardening in
+docs/privacy.md.
 
 Example:
   ECHOPRIME_API_KEY=$(openssl rand -hex 16) echoprime serve --bundle quickstart-out/bundle
