@@ -4,7 +4,8 @@ A study (a set of echo videos) goes in; out come each video's view with its conf
 section by section (retrieval-augmented: each section taken from the most similar historical
 report that has it), the 21 phenotype predictions from the nearest neighbours' labels (value,
 probability, decision, spread), the per-section weight of every video (anatomical attention) and
-the neighbour studies behind each section.
+the neighbour studies behind each section, named as the bank names them (a bank built by
+build-bank holds keyed pseudonyms, never other patients' study ids: docs/privacy.md).
 
 The release-compatible methods keep the published ``EchoPrime`` class's names and shapes:
 ``process_dicoms``, ``process_mp4s``, ``encode_study(clips) -> N x (512 + 11)``,

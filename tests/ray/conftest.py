@@ -6,7 +6,20 @@ suite pays for generation, ingestion and pretraining once.
 
 from __future__ import annotations
 
+import logging
+
 import pytest
+
+
+class _Keep(logging.Handler):
+    """Keeps the formatted messages of the records at INFO and above."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
 
 
 @pytest.fixture(scope="session")
@@ -84,8 +97,23 @@ def bundle_dir(ray_cluster, test_cfg, shards_dir, pretrained):
         "views": run_train_views(test_cfg, str(shards_dir), str(bundle)),
         "mil": run_fit_mil(test_cfg, str(shards_dir), str(bundle), keep_embeddings=embedded),
     }
-    stages["bank"] = run_build_bank(
-        test_cfg, str(shards_dir), str(bundle), val_embeddings=embedded.get("val")
-    )
+    # The operator's pseudonym map is written beside the bundle, and the driver's log lines at
+    # INFO and above are kept for tests/ray/test_privacy.py.
+    records = _Keep()
+    root, level = logging.getLogger(), logging.getLogger().level
+    root.addHandler(records)
+    root.setLevel(min(level, logging.INFO))
+    try:
+        stages["bank"] = run_build_bank(
+            test_cfg,
+            str(shards_dir),
+            str(bundle),
+            val_embeddings=embedded.get("val"),
+            id_map=str(bundle.parent / "id-map.json"),
+        )
+    finally:
+        root.removeHandler(records)
+        root.setLevel(level)
+    (bundle.parent / "build-bank.log").write_text("\n".join(records.lines))
     (bundle.parent / "stages.json").write_text(__import__("json").dumps(stages, default=str))
     return bundle

@@ -1,0 +1,104 @@
+"""Identifiers in what build-bank writes and interpretation returns, on the session cohort: the bank
+holds keyed pseudonyms of its studies, never their ids; the operator's map leads back row for row;
+the build's log lines name no study and quote no report (docs/privacy.md)."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow.parquet as pq
+import pytest
+
+from echoprime.data.shards import read_split
+from echoprime.data.stream import stream_reports
+from echoprime.interpret import StudyInterpreter
+from echoprime.reports import StructuredReport
+from echoprime.retrieval.pseudonyms import PREFIX, read_id_map
+
+
+@pytest.fixture(scope="module")
+def cohort(cohort_dir):
+    """Every study and patient id of the cohort, and each study's files."""
+    studies = pq.read_table(cohort_dir / "studies.parquet").to_pylist()
+    videos = pq.read_table(cohort_dir / "manifest.parquet").to_pylist()
+    files = {
+        s["study_id"]: [cohort_dir / v["path"] for v in videos if v["study_id"] == s["study_id"]]
+        for s in studies
+    }
+    return studies, files
+
+
+@pytest.fixture(scope="module")
+def id_map(bundle_dir):
+    return read_id_map(bundle_dir.parent / "id-map.json")
+
+
+def _identifiers(studies) -> list[str]:
+    return sorted({s["study_id"] for s in studies} | {s["patient_id"] for s in studies})
+
+
+def test_build_bank_output_holds_no_original_id(bundle_dir, cohort, id_map):
+    studies, _ = cohort
+    originals = [*_identifiers(studies), *id_map.values()]  # the cohort's and the stream's bank studies
+    written = [
+        *sorted((bundle_dir / "bank").iterdir()),
+        bundle_dir / "thresholds.json",
+        bundle_dir / "manifest.json",
+    ]
+    assert {p.name for p in written} >= {"study_ids.npy", "reports.parquet", "labels.npy", "manifest.json"}
+    for p in written:
+        data = p.read_bytes()
+        # .npy stores unicode as UTF-32: search that spelling too.
+        hits = [s for s in originals if s.encode() in data or s.encode("utf-32-le") in data]
+        assert not hits, f"{p.relative_to(bundle_dir)} holds {hits[:3]}"
+    assert json.loads((bundle_dir / "manifest.json").read_text())["extra"]["study_ids"]["scheme"].startswith(
+        "hmac-sha256"
+    )
+
+
+def test_the_id_map_leads_back_row_for_row(bundle_dir, shards_dir, test_cfg, id_map):
+    interp = StudyInterpreter.from_bundle(bundle_dir, device="cpu")
+    bank = interp.parts.bank
+    assert not (bundle_dir / "id-map.json").exists()  # the map is never part of the bundle
+    assert len(id_map) == len(bank) and all(p.startswith(PREFIX) for p in id_map)
+    train = {
+        r["study_id"]: r["report"]
+        for r in read_split(str(shards_dir), "train", ["study_id", "report"]).to_pylist()
+    }
+    train |= {
+        s: rep
+        for s, (rep, _) in stream_reports(
+            range(test_cfg.stream.bank_studies), seed=test_cfg.stream.seed
+        ).items()
+    }
+    assert set(id_map.values()) == set(train)
+    for i in range(len(bank)):  # each row's original study wrote exactly that row's report
+        original = id_map[bank.study_id(i)]
+        assert StructuredReport.from_text(train[original], bank.vocab).to_triples(bank.vocab) == bank.triples(
+            i
+        )
+
+
+def test_an_interpretation_names_no_other_study(bundle_dir, cohort, id_map):
+    studies, files = cohort
+    own = next(s for s in studies if s["split"] == "test")
+    r = StudyInterpreter.from_bundle(bundle_dir, device="cpu").interpret(files[own["study_id"]]).to_dict()
+    assert r["status"] == "ok"
+    named = {s["source_study"] for s in r["report"]} | {
+        n["study_id"] for ns in r["neighbours"].values() for n in ns
+    }
+    assert named - {None} <= set(id_map)
+    text = json.dumps(r)
+    others = [
+        s for s in [*_identifiers(studies), *id_map.values()] if s not in (own["study_id"], own["patient_id"])
+    ]
+    assert not [s for s in others if s in text]
+
+
+def test_build_bank_logs_no_id_and_no_report(bundle_dir, cohort, id_map, shards_dir):
+    studies, _ = cohort
+    logged = (bundle_dir.parent / "build-bank.log").read_text()
+    assert not [s for s in [*_identifiers(studies), *id_map, *id_map.values()] if s in logged]
+    reports = read_split(str(shards_dir), "train", ["report"]).column("report").to_pylist()
+    sections = {part.strip() for rep in reports for part in rep.split("[SEP]") if len(part.strip()) > 20}
+    assert not [s for s in sections if s in logged]
