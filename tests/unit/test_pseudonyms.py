@@ -101,3 +101,23 @@ def test_results_name_neighbours_by_pseudonym_and_the_map_leads_back(bundle_and_
     logged = "\n".join(rec.getMessage() for rec in caplog.records if rec.levelno >= logging.INFO)
     assert not [s for s in [*id_map, *id_map.values()] if s in logged]
     assert not [s["text"] for s in r["report"] if s["text"] and s["text"] in logged]
+
+
+def test_build_bank_refuses_a_map_inside_the_bundle(tmp_path):
+    from ray_jobs.build_bank import _check_outside, add_arguments
+
+    bundle = tmp_path / "bundle"
+    for inside in (
+        bundle / "ids.json",
+        bundle / "bank" / "ids.json",
+        tmp_path / "x" / ".." / "bundle" / "m.json",
+    ):
+        with pytest.raises(ValueError, match="inside the bundle"):
+            _check_outside(str(inside), str(bundle))
+    with pytest.raises(ValueError, match="local path"):
+        _check_outside("s3://ops/ids.json", str(bundle))
+    _check_outside(str(tmp_path / "bundle-ids.json"), str(bundle))  # beside it, not in it: accepted
+    p = __import__("argparse").ArgumentParser()
+    add_arguments(p)
+    args = p.parse_args(["--shards", "s", "--bundle", "b", "--id-map", "/ops/ids.json"])
+    assert args.id_map == "/ops/ids.json"
