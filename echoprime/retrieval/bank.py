@@ -7,7 +7,8 @@ A bank directory (no pickles anywhere; every ``.npy`` is read with ``allow_pickl
 ``embeddings.npy``  ``N x D`` float32, memory-mapped on load (instant start-up; replicas
                     on one host share the page cache); column-major for an exact bank
                     (its scan reads ``D x N`` contiguously), row-major with a faiss index
-``study_ids.npy``   ``N`` fixed-width unicode study ids (memory-mapped)
+``study_ids.npy``   ``N`` fixed-width unicode study ids (memory-mapped); build-bank stores
+                    keyed pseudonyms here, never the studies' own ids (pseudonyms.py)
 ``presence.npy``    ``N x V`` bool: candidate ``i`` has section ``s`` of the vocabulary
 ``labels.npy``      ``N x P`` float32, NaN = no label (memory-mapped)
 ``reports.parquet`` ``study_id`` and ``triples`` (``list<struct>``), decoded lazily
