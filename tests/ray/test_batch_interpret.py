@@ -26,7 +26,8 @@ def bundle(tmp_path_factory) -> Path:
     from tests.fixtures_bundle import make_random_bundle
 
     torch.set_num_threads(1)
-    return make_random_bundle(tmp_path_factory.mktemp("bi") / "bundle", n_bank=80)
+    root = tmp_path_factory.mktemp("bi")
+    return make_random_bundle(root / "bundle", n_bank=80, id_map=root / "id-map.json")
 
 
 @pytest.fixture(scope="module")
@@ -120,6 +121,25 @@ def test_local_archive(tiny_cfg, bundle, archive, local_run):
     assert rejects["notes.txt"]["study_id"] == "junk"
     assert rejects["corrupt.mp4"]["study_id"] == next(s for s, f in expected.items() if "corrupt.mp4" in f)
     assert all(r["reason"] and r["code"] for r in rejects.values())
+
+
+def test_output_names_bank_studies_by_pseudonym_only(bundle, local_run):
+    """The bank's studies are other patients': the output names them by the pseudonyms the bank
+    holds (docs/privacy.md), and the operator's map gives back the bank's own ids."""
+    from echoprime.retrieval.pseudonyms import read_id_map
+    from tests.fixtures_bundle import original_ids
+
+    out, _ = local_run
+    id_map = read_id_map(bundle.parent / "id-map.json")
+    named = set()
+    for row in _rows(str(out)).values():
+        named |= {c["source_study"] for c in json.loads(row["report"] or "[]")} - {None}
+        named |= {n for ids in _ids(json.loads(row["neighbours"] or "{}")).values() for n in ids}
+    assert named and named <= set(id_map)
+    assert {id_map[n] for n in named} <= set(original_ids(80))
+    written = [json.dumps(BatchOutput(str(out)).read().to_pylist())]
+    written += [p.read_text() for p in (out / "json").glob("*.json")]
+    assert not [s for s in original_ids(80) for w in written if s in w]
 
 
 def _ids(neighbours: dict) -> dict:
