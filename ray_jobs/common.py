@@ -248,6 +248,23 @@ def stream_dataset(cfg: EchoPrimeConfig, spec: dict[str, Any], n_studies: int) -
     )
 
 
+def stream_clips(cfg: EchoPrimeConfig, spec: dict[str, Any], n_studies: int) -> int:
+    """How many clip rows :func:`stream_dataset` ``(cfg, spec, n_studies)`` yields: exact, drawn
+    without rendering (:func:`echoprime.data.stream.stream_clip_count`)."""
+    from echoprime.data.stream import stream_clip_count
+    from echoprime.preprocess import PreprocessSpec
+
+    return stream_clip_count(
+        n_studies,
+        seed=cfg.stream.seed,
+        spec=PreprocessSpec.from_dict(spec),
+        min_videos=cfg.synth.min_videos,
+        max_videos=cfg.synth.max_videos,
+        frames=cfg.synth.frames,
+        clips_per_video=cfg.ingest.clips_per_video,
+    )
+
+
 def check_stream_seed(cfg: EchoPrimeConfig, shards: str) -> None:
     """Refuse a stream that would replay the shards' own studies (they were synthesised with the
     stream's seed): its validation and test studies would be trained on, or voted with.

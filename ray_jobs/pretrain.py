@@ -432,6 +432,7 @@ def run_pretrain(
         driver_progress,
         ray_session,
         require_resources,
+        stream_clips,
         stream_dataset,
     )
 
@@ -457,13 +458,10 @@ def run_pretrain(
         )
     stream = cfg.stream.studies > 0
     if stream:
-        from echoprime.data.stream import min_stream_clips
-
         check_stream_seed(cfg, shards)
-
-        # Each study has at least synth.min_videos videos; the rows are split equally between
-        # the workers, so every worker has at least this many clips in an epoch.
-        n_train = min_stream_clips(cfg.stream.studies, cfg.synth.min_videos, cfg.ingest.clips_per_video)
+        # The rows are split equally between the workers; the count is exact, so an epoch uses
+        # every clip it renders (a lower bound from synth.min_videos left ~1/6 of them unused).
+        n_train = stream_clips(cfg, spec, cfg.stream.studies)
     else:
         n_train = manifest.rows["train"]
     steps_per_epoch = n_train // tc.num_workers // tc.batch_size

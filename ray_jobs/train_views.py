@@ -108,6 +108,7 @@ def run_train_views(cfg: EchoPrimeConfig, shards: str, bundle: str) -> dict[str,
         configure_ray_data,
         ray_session,
         require_resources,
+        stream_clips,
         stream_dataset,
     )
 
@@ -124,9 +125,7 @@ def run_train_views(cfg: EchoPrimeConfig, shards: str, bundle: str) -> dict[str,
     vc = cfg.views
     n_train = manifest.rows["train"]
     if vc.stream_studies:
-        from echoprime.data.stream import min_stream_clips
-
-        n_train = min_stream_clips(vc.stream_studies, cfg.synth.min_videos, cfg.ingest.clips_per_video)
+        n_train = stream_clips(cfg, spec, vc.stream_studies)
     steps = max(1, n_train // vc.num_workers // vc.batch_size)
     out = Path(bundle) / "views"
     # Ray Train's checkpoints go to scratch; only the weights are kept.

@@ -97,6 +97,25 @@ def stream_overlap(seed: int, study_ids: Iterable[str]) -> list[str]:
     return sorted(i for i in set(study_ids) if own.fullmatch(str(i)))
 
 
-def min_stream_clips(n_studies: int, min_videos: int, clips_per_video: int = 1) -> int:
-    """The fewest clips ``n_studies`` stream studies can hold (every study has >= ``min_videos``)."""
-    return n_studies * min_videos * clips_per_video
+def stream_clip_count(
+    n_studies: int,
+    *,
+    seed: int,
+    spec: PreprocessSpec,
+    min_videos: int,
+    max_videos: int,
+    frames: int,
+    clips_per_video: int = 1,
+) -> int:
+    """Exactly how many clips :func:`stream_rows` makes of stream studies ``0 .. n_studies - 1``,
+    from each study's drawn video count, without rendering (~1 ms a study): an epoch of the
+    stream can then be planned to use every clip it renders."""
+    from echoprime.synth.cohort import study_video_count
+
+    window = (spec.frames - 1) * spec.stride + 1
+    # as video_clips: evenly spaced windows over a video of `frames` frames, duplicates merged
+    per_video = len({int(round(x)) for x in np.linspace(0, max(0, frames - window), clips_per_video)})
+    videos = sum(
+        study_video_count(seed, i, min_videos=min_videos, max_videos=max_videos) for i in range(n_studies)
+    )
+    return videos * per_video

@@ -206,6 +206,18 @@ def study_report(seed: int, index: int, *, test: bool = False) -> tuple[PatientS
     return state, report
 
 
+def _video_count(rng: np.random.Generator, min_videos: int, max_videos: int) -> int:
+    """How many videos a study has: the draw that follows its patient and report."""
+    return int(rng.integers(min_videos, max_videos + 1))
+
+
+def study_video_count(seed: int, index: int, *, min_videos: int, max_videos: int, test: bool = False) -> int:
+    """The number of videos :func:`make_study` gives study ``index`` of cohort ``seed``, without
+    rendering them (e.g. to plan the steps of an epoch over a stream of studies)."""
+    rng, _, _ = _state_and_report(seed, index, test)
+    return _video_count(rng, min_videos, max_videos)
+
+
 def make_study(
     seed: int,
     index: int,
@@ -234,7 +246,7 @@ def make_study(
         raise ValueError(f"need 1 <= min_videos <= max_videos, got {min_videos}, {max_videos}")
     rng, state, report = _state_and_report(seed, index, test)
     patient_id = state.patient_id
-    n = int(rng.integers(min_videos, max_videos + 1))
+    n = _video_count(rng, min_videos, max_videos)
     views = sample_views(rng, n)
     video_seeds = rng.integers(0, 2**63 - 1, size=n)
     variants = [int(v) for v in rng.integers(0, len(DICOM_VARIANTS), size=n)]

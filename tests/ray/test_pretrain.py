@@ -14,6 +14,7 @@ import pytest
 
 from echoprime.data.shards import ShardError, read_manifest, write_manifest
 from echoprime.training.setup import CLIP_FILE, load_pretrained
+from ray_jobs.common import stream_clips
 from ray_jobs.pretrain import run_pretrain
 
 
@@ -243,9 +244,12 @@ def test_pretraining_on_a_synthetic_stream_with_the_label_objective(test_cfg, sh
         stream={"studies": 48, "seed": test_cfg.seed + 1, "studies_per_task": 4},
     )  # fmt: skip
     res = run_pretrain(cfg, str(shards_dir), str(tmp_path / "bundle" / "pretrained"))
-    # 48 studies x >= 4 videos = 192 clips; / 2 workers / batch 16 = 6 steps an epoch
-    assert res["stream_studies"] == 48 and res["train_clips"] == 192
-    assert res["steps"] == res["planned_steps"] == 12 and res["epochs"] == 2
+    # every clip the 48 studies render, counted without rendering; / 2 workers / batch 16 an epoch
+    spec = read_manifest(str(shards_dir)).spec
+    clips = stream_clips(cfg, dict(spec), 48)
+    assert 48 * cfg.synth.min_videos <= clips <= 48 * cfg.synth.max_videos
+    assert res["stream_studies"] == 48 and res["train_clips"] == clips
+    assert res["steps"] == res["planned_steps"] == 2 * (clips // 2 // 16) and res["epochs"] == 2
     assert math.isfinite(res["loss_first"]) and math.isfinite(res["loss_last"])
     hist = json.loads((tmp_path / "bundle" / "pretrained" / "metrics.json").read_text())
     assert all("val_v2t_r@10" in h for h in hist if h["kind"] == "epoch")

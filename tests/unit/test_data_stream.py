@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from echoprime.data.stream import STREAM_COLUMNS, min_stream_clips, stream_rows
+from echoprime.data.stream import STREAM_COLUMNS, stream_clip_count, stream_rows
 from echoprime.preprocess import PreprocessSpec
 
 SPEC = PreprocessSpec(size=32, frames=16, stride=2, crop_fraction=0.1, mask=True)
@@ -29,7 +29,17 @@ def test_rows_are_a_pure_function_of_seed_and_index():
     assert len(labels) == 21 and labels["ejection_fraction"] > 0
     assert all(r.startswith("Left Ventricle:") for r in a["report"])
     assert stream_rows([], seed=5, spec=SPEC, **SHAPE)["clip"].shape == (0, 16, 32, 32, 3)
-    assert min_stream_clips(10, 2) == 20 and min_stream_clips(10, 2, clips_per_video=2) == 40
+
+
+@pytest.mark.parametrize("clips_per_video", [1, 2, 40])
+def test_the_clip_count_of_a_stream_is_exact_without_rendering(clips_per_video):
+    """An epoch over the stream is planned from this count: it must be what rendering yields (40
+    windows over a 32-frame video merge into the few distinct offsets video_clips makes)."""
+    shape = {**SHAPE, "min_videos": 1, "max_videos": 4}
+    rows = stream_rows(range(6), seed=5, spec=SPEC, clips_per_video=clips_per_video, **shape)
+    counts = {k: v for k, v in shape.items() if k != "size"}  # the frame size changes no count
+    n = stream_clip_count(6, seed=5, spec=SPEC, clips_per_video=clips_per_video, **counts)
+    assert n == len(rows["clip"]) and n > 6
 
 
 def test_stream_clip_equals_the_ingested_clip_of_a_lossless_file(tmp_path):
