@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import requests
 
+from tests.fixtures_bundle import original_ids
 from tests.serve.conftest import STUDY_SEED, equal_results, read_study
 
 pytestmark = pytest.mark.ray
@@ -162,6 +163,11 @@ def test_answers_carry_no_patient_identifiers(served, study_dirs):
     r = post_study(served, items, params={"previews": "true"})
     assert r.status_code == 200 and r.json()["status"] == "ok"
     assert not [i for i in identifiers if i in r.text]
+    # Nor the bank's studies (other patients'): they are named by the bank's pseudonyms only.
+    named = {n["study_id"] for ns in r.json()["neighbours"].values() for n in ns}
+    named |= {c["source_study"] for c in r.json()["report"]} - {None}
+    assert named and all(n.startswith("p-") for n in named)
+    assert not [i for i in original_ids(300) if i in r.text]
 
 
 def test_previews_are_first_frames(served, study_dirs, interpreter):
