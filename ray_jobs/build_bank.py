@@ -201,8 +201,6 @@ def run_build_bank(
         bank.set_index(index)
     bank_dir = Path(bundle) / "bank"
     bank.save(bank_dir, overwrite=True)
-    if id_map is not None:
-        write_id_map(id_map, pseudo, source=secret_source)
 
     # Thresholds from the validation studies, interpreted exactly as at inference time.
     ids, secs = section_embeddings_of(bundle, va)
@@ -226,6 +224,8 @@ def run_build_bank(
             "study_ids": {"scheme": SCHEME, "secret": secret_source},
         },
     )
+    if id_map is not None:  # after the commit: a map always belongs to a committed bank
+        write_id_map(id_map, pseudo, source=secret_source)
     published = publish_bundle(bundle, publish) if publish else None
     not_fitted = thresholds.not_fitted()
     return {
