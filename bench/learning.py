@@ -322,7 +322,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mean", action="store_true", help="with --table: average tags name@seed over seeds")
     p.add_argument("--match", help="with --table: only tags matching this glob")
     p.add_argument("--brief", action="store_true", help="with --table: eight phenotypes instead of 19")
+    p.add_argument(
+        "--plot",
+        metavar="PNG",
+        help="with --table: also draw held-out mean AUC, R@10 and EF MAE against steps into this PNG "
+        "(a point per run, a line per setting: the tag up to its last '-')",
+    )
     return p
+
+
+def plot_curve(runs: list[dict], path: Path) -> None:
+    """Held-out kNN mean AUC, clip v2t R@10 and EF MAE against optimiser steps: a point per run
+    (seed), a line through each tag's seed means (tags ``name@seed``; the name up to the last
+    ``-`` groups runs of one setting at several lengths, e.g. ``curve-5ep``, ``curve-10ep``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [
+        ("kNN mean AUC (19 binaries)", lambda r: r["summary"]["mean_auc"]),
+        ("clip v2t R@10", lambda r: r["final"]["v2t_r@10"]),
+        ("EF MAE (kNN, points)", lambda r: r["phenotypes"]["ejection_fraction"]["mae"]),
+    ]
+    series: dict[str, dict[int, list[dict]]] = {}
+    for r in runs:
+        name = r["tag"].split("@")[0].rsplit("-", 1)[0]
+        series.setdefault(name, {}).setdefault(int(r["steps"]), []).append(r)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
+    for ax, (title, get) in zip(axes, panels, strict=True):
+        for name, by_steps in sorted(series.items()):
+            steps = sorted(by_steps)
+            means = [float(np.mean([get(r) for r in by_steps[n]])) for n in steps]
+            (line,) = ax.plot(steps, means, marker="o", label=name)
+            for n in steps:
+                ax.scatter([n] * len(by_steps[n]), [get(r) for r in by_steps[n]], s=12,
+                           color=line.get_color(), alpha=0.5)  # fmt: skip
+        ax.set_xscale("log")
+        ticks: list[int] = []
+        for t in sorted({int(r["steps"]) for r in runs}):
+            if not ticks or t > 1.05 * ticks[-1]:  # runs of nearly equal length share a tick
+                ticks.append(t)
+        ax.set_xticks(ticks, [f"{t:,}" for t in ticks], fontsize=7, rotation=30)
+        ax.minorticks_off()
+        ax.set_xlabel("optimiser steps (batch 32)")
+        ax.set_title(title)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -337,6 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.match:
             runs = [r for r in runs if fnmatch.fnmatch(r["tag"], args.match)]
         print(table(mean_over_seeds(runs) if args.mean else runs, brief=args.brief))
+        if args.plot:
+            plot_curve(runs, Path(args.plot))
+            print(f"plot: {args.plot}")
         return 0
     if not args.shards:
         p.error("--shards is required (unless --table)")
