@@ -17,6 +17,19 @@ from types import TracebackType
 log = logging.getLogger("echoprime.io")
 
 
+def log_name(path: str | PathLike[str]) -> str:
+    """How a log line at INFO and above names a file: a digest and the extension, never the path,
+    whose folder and file names can hold patient identifiers (docs/privacy.md). The digest is the
+    first 12 hex digits of the path's sha256, so an operator who has the paths can find the file;
+    DEBUG lines carry the path itself."""
+    import hashlib
+    import os
+
+    text = os.fspath(path)
+    ext = os.path.splitext(text)[1][:8]
+    return f"file:{hashlib.sha256(text.encode('utf-8', 'surrogateescape')).hexdigest()[:12]}{ext}"
+
+
 class EchoIOError(ValueError):
     """A file that cannot be turned into a video.
 
@@ -182,12 +195,19 @@ class file_boundary:  # noqa: N801  (used as a context manager, like contextlib'
         if exc is None or isinstance(exc, EchoIOError) or not isinstance(exc, Exception):
             return False  # nothing happened, already typed, or not ours to catch
         reason, known = _describe(exc, self.error)
+        log.debug("%s is %s", log_name(self.path), self.path)
         if known:  # a kind of failure the reason already names: one line for the operator
-            log.info("%s: %s while reading (%s): %s", self.path, type(exc).__name__, self.error.code, reason)
+            log.info(
+                "%s: %s while reading (%s): %s",
+                log_name(self.path),
+                type(exc).__name__,
+                self.error.code,
+                reason,
+            )
         else:  # nobody foresaw it: the traceback is what fixes it
             log.warning(
                 "%s: %s while reading, reported as %s",
-                self.path,
+                log_name(self.path),
                 type(exc).__name__,
                 self.error.code,
                 exc_info=exc,

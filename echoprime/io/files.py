@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from echoprime.io.errors import EchoIOError, PreprocessError, file_boundary, log, public_text
+from echoprime.io.errors import EchoIOError, PreprocessError, file_boundary, log, log_name, public_text
 from echoprime.io.types import FileReport, Source, VideoData
 from echoprime.io.video import read_any
 
@@ -56,7 +56,7 @@ def load_file(
     try:
         prepared = prepare(video)
     except Exception as e:  # noqa: BLE001  (the file boundary: no file may stop its study)
-        log.warning("%s: decoded but could not be prepared", name, exc_info=e)
+        log.warning("%s: decoded but could not be prepared", log_name(name), exc_info=e)
         f, h, w = video.frames.shape[:3]
         err = PreprocessError(
             name,

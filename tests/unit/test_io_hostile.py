@@ -132,6 +132,31 @@ def test_the_boundary_turns_anything_into_the_files_reason():
         raise KeyboardInterrupt
 
 
+def test_logs_at_info_and_above_name_no_file_path(corpus, caplog):
+    """Folder and file names can hold patient identifiers (issue 18): the boundary's log lines
+    name a file by a digest of its path; only DEBUG carries the path."""
+    import hashlib
+    import logging
+
+    from echoprime.io.errors import log_name
+
+    name = "/archive/DOE^JANE_1234567/echo.dcm"
+    for exc in (RecursionError("deep"), KeyError("x")):  # a known kind (INFO), an unforeseen one (WARNING)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="echoprime.io"), pytest.raises(EchoIOError):
+            with file_boundary(name):
+                raise exc
+        lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+        assert lines and all("DOE" not in m and "1234567" not in m for m in lines)
+        assert all(log_name(name) in m for m in lines)
+    assert log_name(name) == "file:" + hashlib.sha256(name.encode()).hexdigest()[:12] + ".dcm"
+    bad = next(f for f in corpus if not f.expect_ok)  # a real refusal through load_file
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="echoprime.io"):
+        load_file(str(bad.path), str(bad.path), lambda v: v, **LIMITS)
+    assert all(str(bad.path) not in r.getMessage() for r in caplog.records if r.levelno >= logging.INFO)
+
+
 def test_load_file_reports_preprocessing_failures_too(corpus):
     good = next(f for f in corpus if f.expect_ok and f.path.suffix == ".dcm")
 
