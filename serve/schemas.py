@@ -111,7 +111,9 @@ class Video(BaseModel):
 class ReportSection(BaseModel):
     section: str
     text: str
-    source_study: str | None = Field(description="the bank study this section's text came from, by its keyed pseudonym")
+    source_study: str | None = Field(
+        description="the bank study this section's text came from, by its keyed pseudonym"
+    )
     similarity: float | None
 
 
