@@ -18,6 +18,7 @@ A downstream replica that dies while holding a request is handled by why it died
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -257,7 +258,10 @@ class Ingress:
                 value = await send(remote)
             except BaseException as e:
                 for resp in sent:
-                    resp.cancel()  # the rest of the chain: nobody will read its answer
+                    try:
+                        resp.cancel()  # the rest of the chain: nobody will read its answer
+                    except Exception:  # noqa: BLE001  (a response whose replica died can raise that death
+                        pass  # again on cancel; the failure being handled is `e`, not this one)
                 failure = replica_failure(e) if isinstance(e, Exception) else None
                 if failure is None:
                     raise
@@ -343,7 +347,8 @@ class Ingress:
             try:
                 return await asyncio.wait_for(resp, 5.0)
             except Exception as e:
-                resp.cancel()
+                with contextlib.suppress(Exception):  # cancel may raise the replica's death again
+                    resp.cancel()
                 return e
 
         got = await asyncio.gather(*(one(r) for r in sent.values()))
