@@ -228,7 +228,12 @@ class OutputLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = LockHolder.parse(os.pread(fd, 1 << 16, 0))
+            holder = None
+            for _ in range(100):  # the winner writes its name just after taking the lock: wait <= 1 s
+                holder = LockHolder.parse(os.pread(fd, 1 << 16, 0))
+                if holder is not None:
+                    break
+                time.sleep(0.01)
             os.close(fd)
             raise self._busy(holder) from None
         except BaseException:
