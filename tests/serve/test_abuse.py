@@ -652,9 +652,12 @@ def test_a_client_that_stops_sending_its_body_is_cut_off_with_408_and_a_log_line
 
 
 def test_trickling_uploads_over_the_bound_get_503_then_all_are_cut_off(served, study_dirs):
-    """max_concurrent_uploads (6 here) clients trickle a byte a second: the next upload is
-    refused at once with 503 and Retry-After, the health check still answers, and each
-    trickler is cut off with 408 once body_timeout_s has passed."""
+    """max_concurrent_uploads (6 here) clients trickle a byte a second; each is cut off with 408
+    once body_timeout_s has passed, the health check answers meanwhile, and the slots come back.
+    Uploads beside them are refused with 503 and Retry-After when they reach a full ingress
+    replica, and otherwise answered as ordinary requests, never a 5xx. (Whether they reach the
+    full replica depends on Serve's proxy: in 2 of 3 full-suite runs on 2026-12-05 none did, so
+    the bound itself is asserted without Ray in test_guards.py.)"""
     n = LIMITS["max_concurrent_uploads"]
     answers: list[tuple[int, dict[str, str], bytes]] = []
     socks = [_open_upload(served) for _ in range(n)]
@@ -673,9 +676,10 @@ def test_trickling_uploads_over_the_bound_get_503_then_all_are_cut_off(served, s
     end = time.monotonic() + LIMITS["body_timeout_s"]
     while (r := refused()) is None and time.monotonic() < end:  # a 503 Response is falsy
         time.sleep(0.3)
-    assert r is not None, ("no 503 while every upload slot was held", seen)
-    assert r.json()["code"] == "busy" and r.headers["Retry-After"] == "5"
-    assert internal_text(r.text, served) == []
+    assert all(code == 503 or 400 <= code < 500 for code, _ in seen), seen
+    if r is not None:
+        assert r.json()["code"] == "busy" and r.headers["Retry-After"] == "5"
+        assert internal_text(r.text, served) == []
     assert requests.get(f"{served.url}/healthz", timeout=T).status_code == 200
     for t in threads:
         t.join()
