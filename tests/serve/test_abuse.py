@@ -653,7 +653,8 @@ def test_a_client_that_stops_sending_its_body_is_cut_off_with_408_and_a_log_line
 
 def test_trickling_uploads_over_the_bound_get_503_then_all_are_cut_off(served, study_dirs):
     """max_concurrent_uploads (6 here) clients trickle a byte a second; each is cut off with 408
-    once body_timeout_s has passed, the health check answers meanwhile, and the slots come back.
+    once body_timeout_s has passed (or refused with 503 if a probe took its slot first), the
+    health check answers meanwhile, and the slots come back.
     Uploads beside them are refused with 503 and Retry-After when they reach a full ingress
     replica, and otherwise answered as ordinary requests, never a 5xx. (Whether they reach the
     full replica depends on Serve's proxy: in 2 of 3 full-suite runs on 2026-12-05 none did, so
@@ -683,8 +684,11 @@ def test_trickling_uploads_over_the_bound_get_503_then_all_are_cut_off(served, s
     assert requests.get(f"{served.url}/healthz", timeout=T).status_code == 200
     for t in threads:
         t.join()
-    assert [a[0] for a in answers] == [408] * n, [a[:2] for a in answers]
-    assert all(json.loads(a[2])["code"] == "body_timeout" for a in answers)
+    # A trickler is cut off with 408; one whose headers reached the replica after a probe took
+    # the last slot is refused with 503 like any upload over the bound (seen once in CI).
+    codes = {408: "body_timeout", 503: "busy"}
+    assert all(a[0] in codes and json.loads(a[2])["code"] == codes[a[0]] for a in answers), [a[:2] for a in answers]
+    assert len(answers) == n and any(a[0] == 408 for a in answers), [a[:2] for a in answers]
     # The slots came back: a study is served again.
     files = [("files", it) for it in read_study(study_dirs[0])]
     r = requests.post(f"{served.url}/v1/interpret", files=files, headers=served.headers(), timeout=240)
