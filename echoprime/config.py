@@ -106,6 +106,10 @@ class IngestCfg(_Cfg):
     """Refuse frames larger than this (rows x columns) before decoding."""
     split_fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     decode_actors: int = Field(default=2, ge=1)
+    deidentify: bool = True
+    """Shards hold keyed pseudonyms of study ids and file paths, never the archive's own
+    (echoprime/data/deid.py, docs/privacy.md); ``false`` only for archives that hold no
+    identifiers (public data sets)."""
 
     @field_validator("split_fractions")
     @classmethod

@@ -279,6 +279,15 @@ def check_stream_seed(cfg: EchoPrimeConfig, shards: str) -> None:
     from echoprime.data.stream import stream_overlap
 
     m = read_manifest(shards)
+    deid = m.extra.get("deidentified") or {}
+    if deid.get("enabled"):
+        # The shards hold pseudonyms: ingest recorded the synth seeds of the original ids.
+        if cfg.stream.seed in deid.get("synthetic_seeds", []):
+            raise ValueError(
+                f"stream.seed={cfg.stream.seed} would draw studies these shards already hold: they were "
+                f"synthesised with seed {cfg.stream.seed} (recorded at ingest); choose another stream.seed"
+            )
+        return
     ids: set[str] = set()
     for split in SPLITS:
         if m.rows.get(split, 0):

@@ -3,7 +3,9 @@
 Lists every file under --input, decodes them in parallel (DICOM of any transfer syntax, MP4/AVI),
 masks the ultrasound sector, crops, scales and samples clips at the config's preprocessing spec
 (data.size / frames / stride), joins each video with its study's report and labels, assigns
-splits by patient, and writes shards of at most ingest.shard_rows rows per file:
+splits by patient, and writes shards of at most ingest.shard_rows rows per file. The shards
+name studies and files by keyed pseudonyms, never by the archive's ids or paths
+(ingest.deidentify, on by default; --id-map PATH writes the operator's map back; docs/privacy.md):
 
   OUT/_manifest.json                       the commit record, written last
   OUT/data-<run>/split=<split>/*.parquet   one row per clip
@@ -20,6 +22,8 @@ ingest at a time per --out (OUT/.echoprime.lock).
 Examples:
   echoprime ingest --input synth-out --out shards --config configs/tiny-cpu.yaml
   echoprime ingest --input s3://archive/echo --out s3://bucket/shards --studies s3://archive/reports.csv
+  ECHOPRIME_SITE_SECRET=$(cat /etc/echoprime/site.secret) echoprime ingest --input archive --out shards \
+      --id-map /secure/echoprime-ids.json
 """
 
 from __future__ import annotations
@@ -50,6 +54,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="studies table (CSV/Parquet: study_id, report[, labels, patient_id, split])",
     )
+    p.add_argument(
+        "--id-map",
+        default=None,
+        metavar="PATH",
+        help="write the operator's map from the shards' pseudonyms and file keys back to the archive's "
+        "study ids and paths (JSON, mode 600, local disk outside --out); see docs/privacy.md",
+    )
     p.add_argument("--force", action="store_true", help="ingest again even when the output is up to date")
     p.add_argument(
         "--keep-previous",
@@ -64,17 +75,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 class _Rejects:
-    """Collects reject records from the decode actors (a Ray actor; see run_ingest)."""
+    """Collects reject records and the pseudonyms' originals from the decode actors (a Ray
+    actor; see run_ingest)."""
 
     def __init__(self) -> None:
         self.items: list[dict[str, str]] = []
+        self.ids: dict[str, str] = {}
 
     def add(self, items: list[dict[str, str]]) -> int:
         self.items.extend(items)
         return len(self.items)
 
+    def add_ids(self, ids: dict[str, str]) -> None:
+        self.ids.update(ids)
+
     def get(self) -> list[dict[str, str]]:
         return self.items
+
+    def get_ids(self) -> dict[str, str]:
+        return self.ids
 
 
 def input_blocks(n_files: int, n_actors: int) -> int:
@@ -106,10 +125,13 @@ def _index(cfg: EchoPrimeConfig, input_uri: str, manifest: str | None, studies: 
     ]
 
 
-def _fingerprint(cfg: EchoPrimeConfig, infos: list[tuple[str, int, float]], tables: list[str]) -> str:
+def _fingerprint(
+    cfg: EchoPrimeConfig, infos: list[tuple[str, int, float]], tables: list[str], secret_tag: str = ""
+) -> str:
     from echoprime import storage
 
     h = hashlib.sha256()
+    h.update(secret_tag.encode())
     h.update(
         json.dumps(
             {"data": cfg.data.model_dump(mode="json"), "ingest": cfg.ingest.model_dump(mode="json")},
@@ -147,8 +169,16 @@ def run_ingest(
     studies: str | None = None,
     force: bool = False,
     keep_previous: int = 1,
+    id_map: str | None = None,
+    secret: tuple[bytes, str] | None = None,
 ) -> dict[str, Any]:
     """Ingest ``input_uri`` into shards at ``out_uri``; returns headline numbers.
+
+    With ``cfg.ingest.deidentify`` (the default) the shards hold keyed pseudonyms of the study
+    ids and file paths (echoprime/data/deid.py); ``id_map`` (a local file outside the output)
+    receives the operator's map back to the originals. ``secret`` (``(key, kind)``) replaces
+    the site secret of the environment: the quickstart keys its synthetic cohort with one made
+    from the seed, so that its runs repeat exactly.
 
     The new run is written beside the shards already there and replaces them only once it is
     complete (:func:`echoprime.data.shards.commit_run`); the ``keep_previous`` runs before it
@@ -163,16 +193,44 @@ def run_ingest(
         echoprime.locks.OutputBusy: another ingest is writing the same output (named).
     """
     from echoprime import storage
+    from echoprime.data.deid import Deidentifier
     from echoprime.locks import OutputLock
 
     t0 = time.perf_counter()
+    deid = Deidentifier.from_env(cfg.ingest.deidentify)
+    if secret is not None and deid.enabled:
+        deid = Deidentifier(*secret)
+    if id_map is not None:
+        _check_map_path(id_map, out_uri, deid)
     out = storage.ensure_dir(out_uri)
     with OutputLock(out.uri, "echoprime ingest") as lock:
         if lock.recovered_message:
             print(f"ingest: {lock.recovered_message}")
-        res = _ingest(cfg, input_uri, out, manifest, studies, force, keep_previous, t0, lock.check)
+        res = _ingest(cfg, input_uri, out, manifest, studies, force, keep_previous, t0, lock.check, deid)
+        if id_map is not None and res["status"] == "ingested":
+            from echoprime.retrieval.pseudonyms import write_id_map
+
+            write_id_map(id_map, {v: k for k, v in deid.originals.items()}, source=deid.source)
+            res["id_map"] = id_map
         res["lock_taken_over"] = lock.recovered_message
         return res
+
+
+def _check_map_path(path: str, out_uri: str, deid: Any) -> None:
+    """Refuse a map the shards' readers would get (inside the output) or one not on local disk."""
+    from pathlib import Path
+
+    if not deid.enabled:
+        raise ValueError("--id-map needs ingest.deidentify: true (with it off the shards hold the originals)")
+    if "://" in path:
+        raise ValueError(f"--id-map {path!r}: the map must be a local file (it leads back to the patients)")
+    if "://" not in out_uri:
+        target, out = Path(path).resolve(), Path(out_uri).resolve()
+        if target == out or out in target.parents:
+            raise ValueError(
+                f"--id-map {path!r} is inside the shard output {out_uri!r}, which the shards' readers get; "
+                "write it elsewhere"
+            )
 
 
 def _ingest(
@@ -185,6 +243,7 @@ def _ingest(
     keep_previous: int,
     t0: float,
     still_held: Callable[[], None],
+    deid: Any,
 ) -> dict[str, Any]:
     """run_ingest's work, under the output's lock (``still_held`` raises if it was lost)."""
     import ray
@@ -207,7 +266,11 @@ def _ingest(
     ]
     if not files:
         raise ValueError(f"input {input_uri!r} holds no files to ingest (expected DICOM, MP4 or AVI files)")
-    fingerprint = _fingerprint(cfg, infos, tables)
+    # A site secret is part of the inputs (another one gives other pseudonyms); a one-off one is
+    # not, or a re-run would never be up to date.
+    tag = deid.study("\0fingerprint") if deid.source != "one-off" else deid.source
+    deid.originals.clear()
+    fingerprint = _fingerprint(cfg, infos, tables, tag)
     if not force and storage.exists(out.join("_manifest.json").uri):
         old = read_manifest(out.uri)
         if old.fingerprint == fingerprint:
@@ -241,6 +304,8 @@ def _ingest(
                         max_frames=cfg.ingest.max_frames,
                         max_pixels=cfg.ingest.max_pixels,
                         on_reject=lambda items: ray.get(collector.add.remote(items)),
+                        deid=type(deid)(deid.secret, deid.source),
+                        on_ids=lambda ids: ray.get(collector.add_ids.remote(ids)),
                     )
 
             n_actors = max(1, min(cfg.ingest.decode_actors, len(files)))
@@ -266,8 +331,22 @@ def _ingest(
                 min_rows_per_file=cfg.ingest.shard_rows,
             )
             rejects = ray.get(collector.get.remote())
+            deid.originals.update(ray.get(collector.get_ids.remote()))
         still_held()  # S3: a job stalled past the lock's staleness must not commit over another's
-        res = _commit(cfg, input_uri, out, data_dir, run_id, spec, fingerprint, files, rejects, keep_previous)
+        res = _commit(
+            cfg,
+            input_uri,
+            out,
+            data_dir,
+            run_id,
+            spec,
+            fingerprint,
+            files,
+            rejects,
+            keep_previous,
+            deid,
+            index,
+        )
     except BaseException:
         # Not committed (unless the manifest write failed only on its way back): the shards
         # already there stay as they were, and this run's half-written folder goes.
@@ -294,6 +373,8 @@ def _commit(
     files: list[str],
     rejects: list[dict[str, str]],
     keep_previous: int,
+    deid: Any,
+    index: Any,
 ) -> dict[str, Any]:
     """Count what a run wrote, write its rejects table and commit it (or refuse an empty run)."""
     import pyarrow as pa
@@ -333,6 +414,8 @@ def _commit(
             else f"{len(rejects)} of {len(files)} files were rejected and the rest gave no clip"
         )
         examples = "; ".join(f"{posixpath.basename(r['source_uri'])}: {r['reason']}" for r in rejects[:3])
+        if deid.enabled:
+            examples += " (files named by their keys: ingest.deidentify=false names them)"
         kept = f"the shards already there are kept: run {prev}" if prev else "there were no shards before"
         raise ValueError(
             f"ingest of {input_uri} found no usable clip: {what} (e.g. {examples or 'none'}); nothing was "
@@ -358,7 +441,7 @@ def _commit(
         spec=spec.to_dict(),
         fingerprint=fingerprint,
         source=input_uri,
-        extra={"config": cfg.to_dict(), "files_seen": len(files)},
+        extra={"config": cfg.to_dict(), "files_seen": len(files), "deidentified": _deid_record(deid, index)},
     )
     # The switch, then the runs no reader can need any more go (the previous one stays).
     retired = commit_run(out.uri, manifest_obj, keep_previous=keep_previous)
@@ -374,6 +457,19 @@ def _commit(
     }
 
 
+def _deid_record(deid: Any, index: Any) -> dict[str, Any]:
+    """What the manifest says about de-identification: whether it was on, the key scheme, the
+    secret's kind, and the ``echoprime synth`` seeds among the original study ids (so that a
+    pretraining stream drawing the same seed is still refused; ray_jobs.common)."""
+    from echoprime.data.deid import SCHEME, synthetic_seeds
+
+    ids = set(index.studies) | {v.study_id for v in index.videos.values()}
+    rec: dict[str, Any] = {"enabled": deid.enabled, "synthetic_seeds": synthetic_seeds(ids)}
+    if deid.enabled:
+        rec.update(scheme=SCHEME, secret=deid.source)
+    return rec
+
+
 def print_rejects(out_uri: str, limit: int = 10) -> None:
     from echoprime import storage
     from echoprime.data.shards import read_manifest
@@ -385,8 +481,11 @@ def print_rejects(out_uri: str, limit: int = 10) -> None:
 
     loc = storage.locate(m.rejects_file)
     t = pq.read_table(loc.path, filesystem=loc.fs).to_pylist()
+    keys = bool((m.extra.get("deidentified") or {}).get("enabled"))
     for r in t[:limit]:
         print(f"  rejected {r['source_uri']}: {r['reason']}")
+    if keys:
+        print("  (files are named by their keys; the map written with --id-map gives their paths)")
     if len(t) > limit:
         print(f"  ... and {len(t) - limit} more (see {m.rejects_file})")
 
@@ -403,6 +502,7 @@ def run(args: argparse.Namespace) -> int:
         studies=args.studies,
         force=args.force,
         keep_previous=args.keep_previous,
+        id_map=args.id_map,
     )
     print(
         f"ingest: {res['status']}: {res['files']} files -> rows {res['rows']}, studies {res['studies']}; "
@@ -414,6 +514,12 @@ def run(args: argparse.Namespace) -> int:
             f"deleted {res['deleted_runs'] or 'nothing'}"
         )
     print_rejects(res["out"])
+    if res.get("id_map"):
+        print(
+            f"ingest: the map from pseudonyms and file keys to the archive's ids and paths: {res['id_map']} (keep it private)"
+        )
+    elif args.id_map and res["status"] == "up to date":
+        print("ingest: up to date, so no id map was written; add --force to ingest again and write it")
     return 0
 
 

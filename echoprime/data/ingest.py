@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from echoprime.data.deid import Deidentifier
 from echoprime.data.shards import SPLITS, assign_split, dump_labels
 from echoprime.io import EchoIOError, file_boundary, read_any
 from echoprime.preprocess import PreprocessSpec, preprocess_uint8, valid_frames
@@ -220,6 +221,8 @@ class FileDecoder:
         max_pixels: int | None = None,
         read_bytes: Any = None,
         on_reject: Any = None,
+        deid: Deidentifier | None = None,
+        on_ids: Any = None,
     ) -> None:
         self.spec, self.index, self.root = spec, index, root.rstrip("/")
         self.clips_per_video = clips_per_video
@@ -231,6 +234,11 @@ class FileDecoder:
         self.read_bytes = read_bytes
         self.on_reject = on_reject
         self.rejects: list[dict[str, str]] = []
+        # De-identification (echoprime/data/deid.py): keys for study ids and file paths; the
+        # originals go to ``on_ids`` (the driver's map), never into a row.
+        self.deid = deid if deid is not None else Deidentifier(None, "off")
+        self.on_ids = on_ids
+        self._sent: set[str] = set()
 
     def relpath(self, uri: str) -> str:
         return uri[len(self.root) + 1 :] if uri.startswith(self.root + "/") else posixpath.basename(uri)
@@ -249,7 +257,11 @@ class FileDecoder:
         rel = self.relpath(uri)
         study_id, view, split, info = self.index.resolve(rel, vid.meta, _patient_hint(data, vid.meta))
         n_src = int(vid.frames.shape[0])
-        base = posixpath.splitext(rel)[0].replace("/", "__")
+        if self.deid.enabled:
+            study_id, base = self.deid.study(study_id), self.deid.file(rel)
+            source = base
+        else:
+            base, source = posixpath.splitext(rel)[0].replace("/", "__"), uri
         clips = video_clips(vid.frames, self.spec, self.clips_per_video)
         rows = []
         for k, (off, clip) in enumerate(clips):
@@ -257,7 +269,7 @@ class FileDecoder:
                 {
                     "study_id": study_id,
                     "video_id": base if len(clips) == 1 else f"{base}#{k}",
-                    "source_uri": uri,
+                    "source_uri": source,
                     "view": view,
                     "clip": clip,
                     "fps": float(vid.fps) if vid.fps else math.nan,
@@ -281,12 +293,22 @@ class FileDecoder:
                 with file_boundary(uri):
                     rows.extend(self.decode(uri))
             except EchoIOError as e:
-                rejects.append({"source_uri": uri, "reason": e.reason, "code": e.code})
+                rejects.append(self._reject(uri, e))
         if rejects:
             self.rejects.extend(rejects)
             if self.on_reject is not None:
                 self.on_reject(rejects)
+        if self.on_ids is not None and (new := self.deid.take_new(self._sent)):
+            self.on_ids(new)
         return rows_to_batch(rows, self.spec)
+
+    def _reject(self, uri: str, e: EchoIOError) -> dict[str, str]:
+        """The rejects-table record of a file (named by its key when de-identifying)."""
+        if not self.deid.enabled:
+            return {"source_uri": uri, "reason": e.reason, "code": e.code}
+        rel = self.relpath(uri)
+        key = self.deid.file(rel)
+        return {"source_uri": key, "reason": self.deid.scrub(e.reason, rel, key), "code": e.code}
 
 
 def rows_to_batch(rows: list[dict[str, Any]], spec: PreprocessSpec) -> dict[str, np.ndarray]:

@@ -16,8 +16,11 @@ its files (a training run streams them for hours); it goes when the next run com
 dies before the manifest leaves only an unreferenced ``data-<run_id>`` folder, which no reader
 ever sees and the next commit deletes. Row columns (see docs/ingestion.md):
 
-    study_id, video_id, patient_key, source_uri, view (nullable), clip (uint8 T x S x S x 3),
-    fps, n_frames_src, report, labels (JSON phenotype -> value), hidden_labels (JSON), split
+    study_id, video_id, source_uri, view (nullable), clip (uint8 T x S x S x 3), fps,
+    n_frames_src, n_valid, report, labels (JSON phenotype -> value), hidden_labels (JSON), split
+
+With de-identification (the default; echoprime/data/deid.py) ``study_id`` is a keyed study
+pseudonym and ``source_uri``/``video_id`` a keyed file key, never the archive's ids or paths.
 """
 
 from __future__ import annotations

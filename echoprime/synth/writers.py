@@ -9,6 +9,7 @@ interrupted run leaves no half-written file under the final name).
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -22,6 +23,32 @@ from echoprime.io.writers import dicom_dataset, write_video
 PHOTOMETRICS = ("RGB", "YBR_FULL_422")
 # Fixed acquisition date and time: the same cohort seed must give the same bytes.
 STUDY_DATE, STUDY_TIME = "20240101", "120000"
+
+
+def patient_attributes(patient_id: str) -> dict[str, str]:
+    """The identifying attributes a synthetic DICOM carries, as a scanner's would: the patient's
+    id, a name and a birth date made from the id (deterministic), an accession number, the
+    institution, physicians and operator, and free-text descriptions. De-identification at
+    ingest must keep every one of them out of the shards (tests/ray/test_privacy.py searches for
+    them)."""
+    n = int(hashlib.sha256(patient_id.encode()).hexdigest()[:8], 16)
+    year, month, day = 1930 + n % 60, 1 + (n >> 8) % 12, 1 + (n >> 12) % 28
+    tag = patient_id.upper()
+    return {
+        "PatientID": patient_id,
+        "PatientName": f"SYNTH^{tag}",
+        "PatientBirthDate": f"{year:04d}{month:02d}{day:02d}",
+        "PatientSex": "FM"[n % 2],
+        "OtherPatientIDs": f"MRN-{tag}",
+        "AccessionNumber": f"ACC{n % 10**8:08d}",
+        "InstitutionName": "Synthetic General Hospital",
+        "ReferringPhysicianName": "SYNTH^REFERRER",
+        "OperatorsName": "SYNTH^SONOGRAPHER",
+        "StudyDescription": f"TTE COMPLETE FOR {tag}",
+        "SeriesDescription": "ECHO CINE",
+    }
+
+
 JPEG_QUALITY = 92
 # x264 options for identical bytes on every run and CPU (see write_mp4)
 X264_DETERMINISTIC = {"x264-params": "cpu-independent=1"}
@@ -113,7 +140,7 @@ def write_dicom(
         study_uid: StudyInstanceUID.
         series_uid: SeriesInstanceUID.
         sop_uid: SOPInstanceUID.
-        patient_id: PatientID (also the PatientName).
+        patient_id: PatientID; the other identifying attributes are made from it (:func:`patient_attributes`).
         photometric: ``"RGB"`` or ``"YBR_FULL_422"``; the pixels are stored in this colour space.
         compress: JPEG Baseline (Process 1), one codestream per frame, 4:2:2 chroma; DICOM
             requires ``photometric="YBR_FULL_422"`` for it.
@@ -147,8 +174,8 @@ def write_dicom(
         if photometric == "YBR_FULL_422":
             ds.PixelData = pack_ybr_full_422(frames)
             ds.PhotometricInterpretation = "YBR_FULL_422"
-    ds.PatientID = patient_id
-    ds.PatientName = patient_id
+    for keyword, value in patient_attributes(patient_id).items():
+        setattr(ds, keyword, value)
     ds.StudyID = patient_id[-16:]
     ds.SeriesNumber = series_number
     for prefix in ("Study", "Series", "Content", "Acquisition"):

@@ -69,8 +69,25 @@ def shards_dir(ray_cluster, test_cfg, cohort_dir, tmp_path_factory):
     from ray_jobs.ingest import run_ingest
 
     out = tmp_path_factory.mktemp("shards")
-    run_ingest(test_cfg, str(cohort_dir), str(out))
+    # De-identified as by default; the operator's map goes to a folder of its own (never searched
+    # by tests/ray/test_privacy.py, which checks that no other file holds an original id).
+    run_ingest(
+        test_cfg, str(cohort_dir), str(out), id_map=str(tmp_path_factory.mktemp("private") / "ids.json")
+    )
     return out
+
+
+@pytest.fixture(scope="session")
+def evaluation(ray_cluster, test_cfg, shards_dir, bundle_dir, tmp_path_factory):
+    """``(headline, metrics.json, output folder)`` of `echoprime evaluate` on the session bundle."""
+    import json
+
+    from ray_jobs.evaluate import run_evaluate
+
+    out = tmp_path_factory.mktemp("eval")
+    res = run_evaluate(test_cfg, str(bundle_dir), str(shards_dir), out, n_boot=100, draws=1)
+    print("evaluate headline:", json.dumps(res))
+    return res, json.loads((out / "metrics.json").read_text()), out
 
 
 @pytest.fixture(scope="session")

@@ -13,16 +13,6 @@ import shutil
 import pytest
 
 
-@pytest.fixture(scope="module")
-def evaluation(ray_cluster, test_cfg, shards_dir, bundle_dir, tmp_path_factory):
-    from ray_jobs.evaluate import run_evaluate
-
-    out = tmp_path_factory.mktemp("eval")
-    res = run_evaluate(test_cfg, str(bundle_dir), str(shards_dir), out, n_boot=100, draws=1)
-    print("evaluate headline:", json.dumps(res))
-    return res, json.loads((out / "metrics.json").read_text()), out
-
-
 def test_writes_metrics_plots_and_report(evaluation):
     res, m, out = evaluation
     report = (out / "report.md").read_text()

@@ -9,13 +9,18 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
+import pydicom
 import pytest
 
 from echoprime import storage
+from echoprime.data.deid import SCHEME as DEID_SCHEME
 from echoprime.data.shards import ShardError, clips_to_numpy, read_manifest, read_split, validate_split
 from echoprime.io.writers import dicom_dataset, write_dicom, write_video
 from echoprime.locks import OutputBusy, OutputLock
+from echoprime.retrieval.pseudonyms import read_id_map
+from echoprime.synth.writers import patient_attributes
 from ray_jobs.ingest import run_ingest
+from tests.leaks import files_under, leaks
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -88,25 +93,31 @@ def archive(tmp_path_factory, tiny_cfg, real_echo_dir):
     return root, cfg, bad
 
 
-def _rejects(out: str) -> dict[str, dict]:
+def _rejects(out: str, id_map: dict[str, str] | None = None) -> dict[str, dict]:
+    """The rejects table by file name (through the operator's map when the shards hold keys)."""
     m = read_manifest(out)
     loc = storage.locate(m.rejects_file)
-    return {Path(r["source_uri"]).name: r for r in pq.read_table(loc.path, filesystem=loc.fs).to_pylist()}
+    rows = pq.read_table(loc.path, filesystem=loc.fs).to_pylist()
+    return {Path((id_map or {}).get(r["source_uri"], r["source_uri"])).name: r for r in rows}
 
 
 def test_ingest_local_archive_with_bad_files(archive, tmp_path):
     root, cfg, bad = archive
     out = tmp_path / "shards"
-    res = run_ingest(cfg, str(root), str(out))
+    res = run_ingest(cfg, str(root), str(out), id_map=str(tmp_path / "private" / "ids.json"))
     manifest = pq.read_table(root / "manifest.parquet").to_pylist()
     n_synth = len(manifest)
     total = sum(res["rows"].values())
     # every good file is in the shards: all synthetic clips + the real videos
     assert total == n_synth + len(REAL_VIDEOS)
-    rejects = _rejects(str(out))
+    # de-identified (the default): keys in the shards, the originals only in the operator's map
+    ids = read_id_map(tmp_path / "private" / "ids.json")
+    assert (tmp_path / "private" / "ids.json").stat().st_mode & 0o777 == 0o600
+    rejects = _rejects(str(out), ids)
     assert set(rejects) == set(bad) | set(REAL_STILLS)
     for name, words in bad.items():
         assert words in rejects[name]["reason"], (name, rejects[name])
+        assert rejects[name]["source_uri"].startswith("f-") and name not in rejects[name]["reason"]
     for name in REAL_STILLS:
         assert rejects[name]["code"] == "not_a_video"
     m = read_manifest(str(out))
@@ -119,10 +130,12 @@ def test_ingest_local_archive_with_bad_files(archive, tmp_path):
     clips = clips_to_numpy(t.column("clip"), m.clip_shape)
     assert clips.dtype == np.uint8 and clips.shape[1:] == (16, 32, 32, 3) and clips.max() > 0
     rows = [r for r in t.drop(["clip"]).to_pylist() if r["view"] is not None]
-    by_path = {Path(r["path"]).stem: r for r in manifest}
+    by_path = {r["path"]: r for r in manifest}
     for r in rows:
-        src = by_path[Path(r["source_uri"]).stem]
-        assert r["study_id"] == src["study_id"] and r["view"] == src["view"]
+        assert r["study_id"].startswith("s-") and r["source_uri"].startswith("f-")
+        assert r["video_id"] == r["source_uri"]
+        src = by_path[ids[r["source_uri"]]]
+        assert ids[r["study_id"]] == src["study_id"] and r["view"] == src["view"]
         labels = json.loads(r["labels"])
         assert len(labels) == 21 and r["report"].startswith("Left Ventricle:")
     # the split of every synthetic clip is its patient's split (whole studies, never mixed)
@@ -141,13 +154,33 @@ def test_ingest_local_archive_with_bad_files(archive, tmp_path):
             ),
             [],
         )
-        if "incoming" in r["source_uri"]
+        if "incoming" in ids[r["source_uri"]]
     ]
-    assert {Path(r["source_uri"]).name: r["n_frames_src"] for r in real} == REAL_VIDEOS
-    mp4 = next(r for r in real if r["source_uri"].endswith(".mp4"))
-    assert mp4["study_id"] == "incoming"
-    dcm = next(r for r in real if r["source_uri"].endswith("examples_ybr_color.dcm"))
-    assert dcm["study_id"].startswith("1.") or dcm["study_id"][0].isdigit()
+    assert {Path(ids[r["source_uri"]]).name: r["n_frames_src"] for r in real} == REAL_VIDEOS
+    mp4 = next(r for r in real if ids[r["source_uri"]].endswith(".mp4"))
+    assert ids[mp4["study_id"]] == "incoming"
+    dcm = next(r for r in real if ids[r["source_uri"]].endswith("examples_ybr_color.dcm"))
+    assert ids[dcm["study_id"]][0].isdigit()  # grouped by its StudyInstanceUID
+    # no file of the output holds an original study id, patient id or path
+    originals = (
+        {v["study_id"] for v in manifest} | {v["patient_id"] for v in manifest} | {ids[dcm["study_id"]]}
+    )
+    originals |= {Path(v["path"]).name for v in manifest} | set(REAL_VIDEOS) | set(bad)
+    # ... nor any identifying attribute the synthetic DICOMs carry (as a scanner's do)
+    dicoms = [root / v["path"] for v in manifest if v["format"] == "dicom"]
+    assert dicoms
+    originals |= {str(pydicom.dcmread(f, stop_before_pixels=True).StudyInstanceUID) for f in dicoms}
+    for pid in {v["patient_id"] for v in manifest}:
+        attrs = patient_attributes(pid)
+        assert str(pydicom.dcmread(dicoms[0], stop_before_pixels=True).PatientName).startswith("SYNTH^")
+        originals |= {v for k, v in attrs.items() if k not in ("PatientSex", "SeriesDescription")}
+    assert leaks(files_under(out), originals) == {}
+    assert read_manifest(str(out)).extra["deidentified"] == {
+        "enabled": True,
+        "synthetic_seeds": [cfg.seed],
+        "scheme": DEID_SCHEME,
+        "secret": "one-off",
+    }
 
     # idempotent: the same input and settings -> nothing to do, same commit
     again = run_ingest(cfg, str(root), str(out))
@@ -178,6 +211,35 @@ def _read_all(files: list[str]) -> list[int]:
         loc = storage.locate(f)
         out.append(pq.read_table(loc.path, filesystem=loc.fs, columns=["video_id"]).num_rows)
     return out
+
+
+def test_deidentification_off_keeps_the_archive_ids_and_a_map_inside_the_output_is_refused(archive, tmp_path):
+    """``ingest.deidentify: false`` (public data sets) keeps the archive's ids and paths as they
+    are; the operator's map is refused inside the shard output or with de-identification off."""
+    root, cfg, _ = archive
+    with pytest.raises(ValueError, match="inside the shard output"):
+        run_ingest(
+            cfg, str(root / "incoming"), str(tmp_path / "out"), id_map=str(tmp_path / "out" / "ids.json")
+        )
+    off = cfg.replace(ingest={**cfg.ingest.model_dump(), "deidentify": False})
+    with pytest.raises(ValueError, match="deidentify"):
+        run_ingest(off, str(root / "incoming"), str(tmp_path / "out"), id_map=str(tmp_path / "ids.json"))
+    run_ingest(off, str(root / "incoming"), str(tmp_path / "out"))
+    rows = sum(
+        (
+            read_split(str(tmp_path / "out"), s, ["study_id", "source_uri"]).to_pylist()
+            for s in ("train", "val", "test")
+            if read_manifest(str(tmp_path / "out")).rows[s]
+        ),
+        [],
+    )
+    assert {Path(r["source_uri"]).name for r in rows} == set(REAL_VIDEOS)
+    assert "incoming" in {r["study_id"] for r in rows}
+    assert set(_rejects(str(tmp_path / "out"))) >= set(REAL_STILLS)
+    assert read_manifest(str(tmp_path / "out")).extra["deidentified"] == {
+        "enabled": False,
+        "synthetic_seeds": [],
+    }
 
 
 def test_a_failed_or_empty_ingest_changes_nothing_and_leaves_nothing(archive, tmp_path, monkeypatch):

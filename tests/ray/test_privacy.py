@@ -5,6 +5,7 @@ the build's log lines name no study and quote no report (docs/privacy.md)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
@@ -14,6 +15,7 @@ from echoprime.data.stream import stream_reports
 from echoprime.interpret import StudyInterpreter
 from echoprime.reports import StructuredReport
 from echoprime.retrieval.pseudonyms import PREFIX, read_id_map
+from tests.leaks import files_under, leaks
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +106,25 @@ def test_build_bank_logs_no_id_and_no_report(bundle_dir, cohort, id_map, shards_
     reports = read_split(str(shards_dir), "train", ["report"]).column("report").to_pylist()
     sections = {part.strip() for rep in reports for part in rep.split("[SEP]") if len(part.strip()) > 20}
     assert not [s for s in sections if s in logged]
+
+
+def test_nothing_the_pipeline_writes_or_logs_holds_an_original_id(
+    ray_cluster, cohort, shards_dir, pretrained, bundle_dir, evaluation
+):
+    """The session cohort through ingest (de-identified, as by default), pretraining, views,
+    attention, build-bank and evaluate: no file any stage wrote (shards, training runs and
+    checkpoints, the bundle, the bank's id map, evaluation output) and no log line of this Ray
+    session (driver, workers, raylet) holds a study id, a patient id or a file name of the
+    cohort. The ingest map is the one place they are (tests/ray/conftest.py keeps it apart)."""
+    studies, files = cohort
+    needles = _identifiers(studies) + sorted({f.stem for fs in files.values() for f in fs})
+    assert len(needles) > 2 * len(studies)
+    stages = pretrained[0].parent.parent  # pretraining runs, the bundle and the bank's id map
+    written = files_under(shards_dir, stages, evaluation[2])
+    assert len(written) > 50 and any(p.suffix == ".pt" for p in written)
+    assert leaks(written, needles) == {}
+    # Every log of this Ray session, and the build's own INFO+ lines.
+    logs_dir = ray_cluster._private.worker._global_node.get_logs_dir_path()
+    logs = [*files_under(Path(logs_dir)), bundle_dir.parent / "build-bank.log"]
+    assert len(logs) > 5
+    assert leaks(logs, needles) == {}

@@ -158,7 +158,8 @@ def test_answers_carry_no_patient_identifiers(served, study_dirs):
     folder = study_dirs[5]  # all DICOM
     items = read_study(folder)
     ds = pydicom.dcmread(io.BytesIO(items[0][1]))
-    identifiers = {str(ds.PatientID), str(ds.PatientName), str(ds.StudyInstanceUID)}
+    identifiers = {str(ds.PatientID), str(ds.PatientName), str(ds.StudyInstanceUID), str(ds.PatientBirthDate)}
+    identifiers |= {str(ds.AccessionNumber), str(ds.OtherPatientIDs)}
     assert str(ds.PatientID) == f"p{STUDY_SEED}_000005"
     r = post_study(served, items, params={"previews": "true"})
     assert r.status_code == 200 and r.json()["status"] == "ok"
