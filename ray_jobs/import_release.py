@@ -8,6 +8,9 @@ trust; they are read this one time, and the bundle holds no pickle. Load the bun
 with `echoprime interpret --bundle BUNDLE`, StudyInterpreter.from_bundle or
 echoprime.release.EchoPrime.from_bundle: same encodings, predictions and report text.
 
+The bank's candidate studies are stored under keyed pseudonyms, as in every bundle
+(ECHOPRIME_SITE_SECRET; --id-map PATH writes the map back to the release's ids; docs/privacy.md).
+
 Text features (embedding and searching report text) need the BiomedBERT tokenizer, which the
 release does not ship: pass --tokenizer DIR (a save_pretrained folder) or have it in the local
 Hugging Face cache; without it the bundle has no text encoder and says so.
@@ -38,6 +41,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="BiomedBERT tokenizer folder for text features (default: the local Hugging Face cache, if present)",
     )
 
+    p.add_argument(
+        "--id-map",
+        default=None,
+        metavar="PATH",
+        help="also write the map from the bank's study pseudonyms to the release's candidate study ids "
+        "(JSON, mode 600, outside the bundle); see docs/privacy.md",
+    )
+
 
 def run(args: argparse.Namespace) -> int:
     from echoprime.bundle import read_manifest
@@ -49,6 +60,7 @@ def run(args: argparse.Namespace) -> int:
         args.out,
         trust_pickles=args.trust_pickles,
         text_tokenizer=args.tokenizer,
+        id_map=args.id_map,
     )
     man = read_manifest(root, verify=False)
     summary = {

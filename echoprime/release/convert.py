@@ -44,13 +44,40 @@ def _check_round_trip(table: np.ndarray) -> None:
         )
 
 
-def write_release_bundle(parts: Any, out: str | os.PathLike, *, extra: dict[str, Any] | None = None) -> Path:
+def _pseudonymous_bank(bank: Any, environ: Any = None) -> tuple[Any, dict[str, str], str]:
+    """A copy of the release's bank whose study ids are keyed pseudonyms (as build-bank stores
+    them; docs/privacy.md): ``(bank, {original: pseudonym}, secret source)``. Rows, order,
+    reports and labels are the release's."""
+    import copy
+
+    from echoprime.retrieval.pseudonyms import pseudonymise, site_secret
+
+    secret, source = site_secret(environ)
+    ids = [str(s) for s in bank.study_ids]
+    pseudo = pseudonymise(ids, secret)
+    out = copy.copy(bank)
+    out.study_ids = np.array([pseudo[s] for s in ids])
+    return out, pseudo, source
+
+
+def write_release_bundle(
+    parts: Any,
+    out: str | os.PathLike,
+    *,
+    extra: dict[str, Any] | None = None,
+    id_map: str | os.PathLike | None = None,
+) -> Path:
     """Write interpreter parts read from a release as a bundle in the new folder ``out``.
+
+    The bank's study ids (the release's candidate studies) are stored as keyed pseudonyms, as
+    in every bundle (``ECHOPRIME_SITE_SECRET``, or a one-off secret; docs/privacy.md).
 
     Args:
         parts: :func:`load_release_parts` output.
         out: a folder that does not exist yet or is empty.
         extra: more provenance for the manifest's ``extra``.
+        id_map: also write the map from the pseudonyms to the release's study ids here (a local
+            file outside ``out``).
 
     Raises:
         ValueError: ``parts`` did not come from a release.
@@ -67,27 +94,37 @@ def write_release_bundle(parts: Any, out: str | os.PathLike, *, extra: dict[str,
         raise ReleaseFormatError(
             f"--out {str(root)!r} exists and is not an empty folder; choose a new folder"
         )
+    if id_map is not None:
+        where, dest = Path(id_map).resolve(), root.resolve()
+        if where == dest or dest in where.parents:
+            raise ValueError(
+                f"--id-map {str(id_map)!r} is inside the bundle {str(root)!r}; write it elsewhere"
+            )
     table = parts.mil.table.detach().cpu().numpy().astype(np.float32)
     _check_round_trip(table)
+    from echoprime.retrieval.pseudonyms import SCHEME, write_id_map
+
+    bank, pseudo, secret_source = _pseudonymous_bank(parts.bank)
     info = {
         "source": "published EchoPrime release (converted by echoprime import-release)",
         "section_to_phenotypes": man["section_to_phenotypes"],
         "text_features": man["text_features"],
         "release_thresholds": man["thresholds"],
         "release_source": man["source"],
+        "study_ids": {"scheme": SCHEME, "secret": secret_source},
     } | dict(extra or {})
     with tempfile.TemporaryDirectory() as tmp:
         text = tok_dir = None
         if parts.text_encoder is not None and parts.tokenizer is not None:
             text = (parts.text_encoder, TEXT_MODEL, {})  # BundleWriter copies tied weights apart
             tok_dir = parts.tokenizer.save_pretrained(Path(tmp) / "tokenizer")
-        return assemble_bundle(
+        done = assemble_bundle(
             root,
             spec=parts.spec.to_dict(),
             video_encoder=(parts.video_encoder, VIDEO_MODEL, {}),
             video_normalize=parts.normalize_embeddings,
             view_classifier=(parts.view_classifier, VIEW_MODEL, {}),
-            bank=parts.bank,
+            bank=bank,
             mil_table=table,
             text_encoder=text,
             tokenizer_dir=tok_dir,
@@ -95,6 +132,9 @@ def write_release_bundle(parts: Any, out: str | os.PathLike, *, extra: dict[str,
             config=None,
             extra=info,
         )
+    if id_map is not None:  # after the commit: a map always belongs to a committed bundle
+        write_id_map(id_map, pseudo, source=secret_source)
+    return done
 
 
 def release_file_digests(
@@ -118,6 +158,7 @@ def import_release(
     *,
     trust_pickles: bool = False,
     text_tokenizer: str | os.PathLike | None = None,
+    id_map: str | os.PathLike | None = None,
 ) -> Path:
     """Convert a user's copy of the published release into a pickle-free bundle at ``out``.
 
@@ -128,6 +169,7 @@ def import_release(
         trust_pickles: required: the release's pickles are read this one time.
         text_tokenizer: local folder of the BiomedBERT tokenizer; without it (and without
             BiomedBERT in the local Hugging Face cache) the bundle has no text encoder.
+        id_map: write the map from the bank's pseudonyms to the release's study ids here.
 
     Returns:
         The committed bundle's folder.
@@ -145,4 +187,4 @@ def import_release(
         model_data_dir, assets_dir, trust_pickles=trust_pickles, text_tokenizer=text_tokenizer
     )
     digests = release_file_digests(model_data_dir, assets_dir)
-    return write_release_bundle(parts, root, extra={"release_files": digests})
+    return write_release_bundle(parts, root, extra={"release_files": digests}, id_map=id_map)

@@ -219,7 +219,8 @@ def bundle(release, tokenizer_dir, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("imported") / "bundle"
     argv = ["import-release", "--model-data", str(release.model_data), "--assets", str(release.assets),
-            "--out", str(out), "--trust-pickles", "--tokenizer", str(tokenizer_dir)]  # fmt: skip
+            "--out", str(out), "--trust-pickles", "--tokenizer", str(tokenizer_dir),
+            "--id-map", str(out.parent / "id-map.json")]  # fmt: skip
     assert main(argv) == 0
     return out
 
@@ -434,6 +435,21 @@ def test_imported_bundle_is_pickle_free_and_records_provenance(bundle, release):
     rel = extra["release_files"]
     assert len(rel) == 12
     assert rel["assets/MIL_weights.csv"]["sha256"] == sha256_file(release.assets / "MIL_weights.csv")
+
+
+def test_imported_bundle_names_the_release_studies_by_pseudonym_only(bundle, release, ep, ep_bundle):
+    """The converted bank stores keyed pseudonyms of the release's candidate studies; the map
+    written with --id-map leads back row for row; no file of the bundle holds a release id."""
+    from echoprime.retrieval.pseudonyms import PREFIX, read_id_map
+    from tests.leaks import files_under, leaks
+
+    ids = [str(s) for s in ep.parts.bank.study_ids]
+    got = [str(s) for s in ep_bundle.parts.bank.study_ids]
+    assert all(g.startswith(PREFIX) for g in got)
+    id_map = read_id_map(bundle.parent / "id-map.json")
+    assert [id_map[g] for g in got] == ids
+    assert leaks(files_under(bundle), ids) == {}
+    assert ep_bundle.parts.manifest["extra"]["study_ids"]["secret"] == "one-off"
 
 
 def reference_s2p(release):
