@@ -108,6 +108,10 @@ def resolve(
         "allowed_origins": list(allowed_origins) if allowed_origins else None,
         "allow_no_auth_off_loopback": allow_no_auth_off_loopback or None,
     }
+    if host is not None and not allowed_hosts:
+        # The config's list names the cluster's Service; this command's own --host decides the
+        # defaults (loopback, the address, this machine's name) unless --allowed-host is given.
+        app_args.pop("allowed_hosts", None)
     app_args.update({k: v for k, v in given.items() if v is not None})
     # Here, before pydantic wraps it: the refusal reads as one line.
     check_no_auth(

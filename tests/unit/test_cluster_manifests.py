@@ -196,9 +196,12 @@ def test_serve_config_is_a_valid_ray_serve_config_with_the_app_contract():
     unknown += _unknown_keys(ServeApplicationSchema, app, "app")
     assert (app["name"], app["route_prefix"], app["import_path"]) == ("echoprime", "/", "serve.app:build_app")
     assert (
-        app["args"].keys() == {"bundle_uri", "api_key_env"}
+        app["args"].keys() == {"bundle_uri", "api_key_env", "allowed_hosts"}
         and app["args"]["api_key_env"] == "ECHOPRIME_API_KEY"
     )
+    # The Host allow-list names the Service KubeRay makes for the RayService (`<name>-serve-svc`).
+    service = _yaml(ROOT / "cluster/kuberay/rayservice.yaml")["metadata"]["name"] + "-serve-svc"
+    assert service in app["args"]["allowed_hosts"] and "localhost" in app["args"]["allowed_hosts"]
     deps = {d["name"]: d for d in app["deployments"]}
     assert deps.keys() == DEPLOYMENTS
     min_cpus = 0.0
