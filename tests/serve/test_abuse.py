@@ -687,7 +687,9 @@ def test_trickling_uploads_over_the_bound_get_503_then_all_are_cut_off(served, s
     # A trickler is cut off with 408; one whose headers reached the replica after a probe took
     # the last slot is refused with 503 like any upload over the bound (seen once in CI).
     codes = {408: "body_timeout", 503: "busy"}
-    assert all(a[0] in codes and json.loads(a[2])["code"] == codes[a[0]] for a in answers), [a[:2] for a in answers]
+    assert all(a[0] in codes and json.loads(a[2])["code"] == codes[a[0]] for a in answers), [
+        a[:2] for a in answers
+    ]
     assert len(answers) == n and any(a[0] == 408 for a in answers), [a[:2] for a in answers]
     # The slots came back: a study is served again.
     files = [("files", it) for it in read_study(study_dirs[0])]
