@@ -234,7 +234,7 @@ def test_deidentification_off_keeps_the_archive_ids_and_a_map_inside_the_output_
         [],
     )
     assert {Path(r["source_uri"]).name for r in rows} == set(REAL_VIDEOS)
-    assert "incoming" in {r["study_id"] for r in rows}
+    assert "echo_a4c_h264" in {r["study_id"] for r in rows}  # an MP4 without a folder: its own name
     assert set(_rejects(str(tmp_path / "out"))) >= set(REAL_STILLS)
     assert read_manifest(str(tmp_path / "out")).extra["deidentified"] == {
         "enabled": False,

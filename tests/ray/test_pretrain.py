@@ -278,7 +278,10 @@ def test_a_stream_that_would_replay_the_shards_studies_is_refused(test_cfg, shar
     """The shards were synthesised with seed 0; a config whose own seed differs passes the config
     check, but a stream of seed 0 would train on the shards' val/test studies: refused before
     any worker starts, naming the seed."""
+    from echoprime.data.shards import read_manifest
     from ray_jobs.train_views import run_train_views
+
+    assert read_manifest(str(shards_dir)).extra["deidentified"]["synthetic_seeds"] == [0]
 
     cfg = test_cfg.replace(
         seed=5,
@@ -286,7 +289,8 @@ def test_a_stream_that_would_replay_the_shards_studies_is_refused(test_cfg, shar
         stream={**test_cfg.stream.model_dump(), "studies": 8, "seed": 0},
         views={**test_cfg.views.model_dump(), "stream_studies": 8},
     )
-    with pytest.raises(ValueError, match=r"stream.seed=0 would draw \d+ studies these shards already hold"):
+    # The shards hold pseudonyms (de-identified at ingest): the seed comes from their manifest.
+    with pytest.raises(ValueError, match=r"stream.seed=0 would draw studies these shards already hold"):
         run_pretrain(cfg, str(shards_dir), str(tmp_path / "bundle" / "pretrained"))
     with pytest.raises(ValueError, match="stream.seed=0 would draw"):
         run_train_views(cfg, str(shards_dir), str(tmp_path / "bundle"))
