@@ -22,8 +22,8 @@ ingest at a time per --out (OUT/.echoprime.lock).
 Examples:
   echoprime ingest --input synth-out --out shards --config configs/tiny-cpu.yaml
   echoprime ingest --input s3://archive/echo --out s3://bucket/shards --studies s3://archive/reports.csv
-  ECHOPRIME_SITE_SECRET=$(cat /etc/echoprime/site.secret) echoprime ingest --input archive --out shards \
-      --id-map /secure/echoprime-ids.json
+  export ECHOPRIME_SITE_SECRET=$(cat /etc/echoprime/site.secret)   # the same key for every ingest
+  echoprime ingest --input archive --out shards --id-map /secure/echoprime-ids.json
 """
 
 from __future__ import annotations

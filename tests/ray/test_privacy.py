@@ -115,7 +115,8 @@ def test_nothing_the_pipeline_writes_or_logs_holds_an_original_id(
     attention, build-bank and evaluate: no file any stage wrote (shards, training runs and
     checkpoints, the bundle, the bank's id map, evaluation output) and no log line of this Ray
     session (driver, workers, raylet) holds a study id, a patient id or a file name of the
-    cohort. The ingest map is the one place they are (tests/ray/conftest.py keeps it apart)."""
+    cohort, and no log quotes a report. The ingest map is the one place the ids are
+    (tests/ray/conftest.py keeps it apart)."""
     studies, files = cohort
     needles = _identifiers(studies) + sorted({f.stem for fs in files.values() for f in fs})
     assert len(needles) > 2 * len(studies)
@@ -127,4 +128,7 @@ def test_nothing_the_pipeline_writes_or_logs_holds_an_original_id(
     logs_dir = ray_cluster._private.worker._global_node.get_logs_dir_path()
     logs = [*files_under(Path(logs_dir)), bundle_dir.parent / "build-bank.log"]
     assert len(logs) > 5
-    assert leaks(logs, needles) == {}
+    # ... nor does any of them quote a report: each report's sections, as written
+    reports = {part.strip() for s in studies for part in s["report"].split("[SEP]") if len(part.strip()) > 40}
+    assert len(reports) > 50
+    assert leaks(logs, [*needles, *reports]) == {}
