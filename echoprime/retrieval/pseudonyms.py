@@ -130,6 +130,19 @@ def read_id_map(path: str | PathLike[str]) -> dict[str, str]:
     return {str(k): str(v) for k, v in doc["pseudonyms"].items()}
 
 
+def chain_id_maps(*maps: Mapping[str, str]) -> dict[str, str]:
+    """One map from several read in order: the bank's map (``build-bank --id-map``) leads from a
+    bank pseudonym to the shards' study key, the ingest map (``ingest --id-map``) from that key
+    to the archive's own id. Each pseudonym of the first map is followed through the others as
+    far as they lead (a value a later map does not hold, such as a stream study's id, stays)."""
+    if not maps:
+        return {}
+    out = dict(maps[0])
+    for later in maps[1:]:
+        out = {k: later.get(v, v) for k, v in out.items()}
+    return out
+
+
 def reidentify(result: Mapping[str, Any], id_map: Mapping[str, str]) -> dict[str, Any]:
     """A copy of a ``StudyResult.to_dict()`` with the bank's pseudonyms replaced by the originals.
 

@@ -124,3 +124,22 @@ def test_build_bank_refuses_a_map_inside_the_bundle(tmp_path):
     add_arguments(p)
     args = p.parse_args(["--shards", "s", "--bundle", "b", "--id-map", "/ops/ids.json"])
     assert args.id_map == "/ops/ids.json"
+
+
+def test_the_bank_map_and_the_ingest_map_chain_to_the_archive_ids(tmp_path):
+    """A bank pseudonym leads to a shard key (bank map), the shard key to the archive's id
+    (ingest map); an id the ingest map does not hold (a stream study) stays as the bank map says."""
+    secret = b"s" * 32
+    shard = {"1.2.840.99.1": "s-aaa", "1.2.840.99.2": "s-bbb"}  # archive id -> shard key
+    bank = ps.pseudonymise([*shard.values(), "s1_000007"], secret)  # shard key -> bank pseudonym
+    ps.write_id_map(tmp_path / "bank.json", bank, source="site")
+    ps.write_id_map(tmp_path / "ingest.json", shard, source="site")
+    chained = ps.chain_id_maps(
+        ps.read_id_map(tmp_path / "bank.json"), ps.read_id_map(tmp_path / "ingest.json")
+    )
+    assert chained == {
+        bank["s-aaa"]: "1.2.840.99.1",
+        bank["s-bbb"]: "1.2.840.99.2",
+        bank["s1_000007"]: "s1_000007",
+    }
+    assert ps.chain_id_maps() == {}
