@@ -491,6 +491,7 @@ def print_rejects(out_uri: str, limit: int = 10) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from echoprime.data.shards import read_manifest
     from ray_jobs.common import resolve_config
 
     cfg = resolve_config(args)
@@ -514,6 +515,12 @@ def run(args: argparse.Namespace) -> int:
             f"deleted {res['deleted_runs'] or 'nothing'}"
         )
     print_rejects(res["out"])
+    secret = (read_manifest(res["out"]).extra.get("deidentified") or {}).get("secret")
+    if res["status"] == "ingested" and secret == "one-off":
+        print(
+            "ingest: ECHOPRIME_SITE_SECRET is unset: the shards' pseudonyms come from a one-off secret "
+            "(stable in these shards, different in any other ingest); set it to make them repeatable"
+        )
     if res.get("id_map"):
         print(
             f"ingest: the map from pseudonyms and file keys to the archive's ids and paths: {res['id_map']} (keep it private)"
