@@ -136,7 +136,13 @@ def run_build_bank(
     from echoprime.data.shards import parse_labels
     from echoprime.reports import ReportParseError, StructuredReport, default_vocabulary
     from echoprime.retrieval import CandidateBank, build_index, fit_thresholds, predict_metrics_batch
-    from echoprime.retrieval.pseudonyms import SCHEME, pseudonymise, site_secret, write_id_map
+    from echoprime.retrieval.pseudonyms import (
+        SCHEME,
+        check_map_outside,
+        pseudonymise,
+        site_secret,
+        write_id_map,
+    )
     from echoprime.staging import commit
     from echoprime.taxonomy import BINARY_PHENOTYPES
     from ray_jobs._embed import embed_split
@@ -144,7 +150,7 @@ def run_build_bank(
 
     t0 = time.perf_counter()
     if id_map is not None:
-        _check_outside(id_map, bundle)
+        check_map_outside(id_map, bundle, "the bundle")
     secret, secret_source = site_secret()  # checked before the minutes of embedding
     vocab = default_vocabulary()
     train = _studies(shards, "train")
@@ -242,15 +248,6 @@ def run_build_bank(
         "id_map": id_map,
         "wall_s": round(time.perf_counter() - t0, 1),
     }
-
-
-def _check_outside(path: str, bundle: str) -> None:
-    """Refuse an id map inside the bundle: whoever gets the bundle would get the originals."""
-    if "://" in path:
-        raise ValueError(f"--id-map must be a local path, got {path!r}")
-    where, root = Path(path).resolve(), Path(bundle).resolve()
-    if where == root or root in where.parents:
-        raise ValueError(f"--id-map {path!r} is inside the bundle {bundle!r}; write it outside the bundle")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -195,13 +195,18 @@ def run_ingest(
     from echoprime import storage
     from echoprime.data.deid import Deidentifier
     from echoprime.locks import OutputLock
+    from echoprime.retrieval.pseudonyms import check_map_outside
 
     t0 = time.perf_counter()
     deid = Deidentifier.from_env(cfg.ingest.deidentify)
     if secret is not None and deid.enabled:
         deid = Deidentifier(*secret)
     if id_map is not None:
-        _check_map_path(id_map, out_uri, deid)
+        if not deid.enabled:
+            raise ValueError(
+                "--id-map needs ingest.deidentify: true (with it off the shards hold the originals)"
+            )
+        check_map_outside(id_map, out_uri, "the shard output")
     out = storage.ensure_dir(out_uri)
     with OutputLock(out.uri, "echoprime ingest") as lock:
         if lock.recovered_message:
@@ -214,23 +219,6 @@ def run_ingest(
             res["id_map"] = id_map
         res["lock_taken_over"] = lock.recovered_message
         return res
-
-
-def _check_map_path(path: str, out_uri: str, deid: Any) -> None:
-    """Refuse a map the shards' readers would get (inside the output) or one not on local disk."""
-    from pathlib import Path
-
-    if not deid.enabled:
-        raise ValueError("--id-map needs ingest.deidentify: true (with it off the shards hold the originals)")
-    if "://" in path:
-        raise ValueError(f"--id-map {path!r}: the map must be a local file (it leads back to the patients)")
-    if "://" not in out_uri:
-        target, out = Path(path).resolve(), Path(out_uri).resolve()
-        if target == out or out in target.parents:
-            raise ValueError(
-                f"--id-map {path!r} is inside the shard output {out_uri!r}, which the shards' readers get; "
-                "write it elsewhere"
-            )
 
 
 def _ingest(

@@ -95,11 +95,9 @@ def write_release_bundle(
             f"--out {str(root)!r} exists and is not an empty folder; choose a new folder"
         )
     if id_map is not None:
-        where, dest = Path(id_map).resolve(), root.resolve()
-        if where == dest or dest in where.parents:
-            raise ValueError(
-                f"--id-map {str(id_map)!r} is inside the bundle {str(root)!r}; write it elsewhere"
-            )
+        from echoprime.retrieval.pseudonyms import check_map_outside
+
+        check_map_outside(id_map, root, "the bundle")
     table = parts.mil.table.detach().cpu().numpy().astype(np.float32)
     _check_round_trip(table)
     from echoprime.retrieval.pseudonyms import SCHEME, write_id_map

@@ -115,6 +115,29 @@ def write_id_map(path: str | PathLike[str], originals: Mapping[str, str], *, sou
     return out
 
 
+def check_map_outside(path: str | PathLike[str], output: str | PathLike[str], what: str) -> None:
+    """Refuse an id map that is not a local file, or that lies inside ``output`` (a bundle, a
+    shard output): whoever gets that output would get the originals with it.
+
+    Args:
+        path: where the map would be written.
+        output: the folder (or ``s3://`` prefix) the job writes for others to read.
+        what: the output's name in the message ("the bundle", "the shard output").
+
+    Raises:
+        ValueError: naming the map and the output.
+    """
+    if "://" in str(path):
+        raise ValueError(
+            f"--id-map must be a local path (the map leads back to the patients), got {str(path)!r}"
+        )
+    if "://" in str(output):
+        return
+    where, root = Path(path).resolve(), Path(output).resolve()
+    if where == root or root in where.parents:
+        raise ValueError(f"--id-map {str(path)!r} is inside {what} {str(output)!r}; write it outside {what}")
+
+
 def read_id_map(path: str | PathLike[str]) -> dict[str, str]:
     """``{pseudonym: original}`` from a file :func:`write_id_map` wrote.
 
