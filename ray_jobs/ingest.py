@@ -254,11 +254,7 @@ def _ingest(
     ]
     if not files:
         raise ValueError(f"input {input_uri!r} holds no files to ingest (expected DICOM, MP4 or AVI files)")
-    # A site secret is part of the inputs (another one gives other pseudonyms); a one-off one is
-    # not, or a re-run would never be up to date.
-    tag = deid.study("\0fingerprint") if deid.source != "one-off" else deid.source
-    deid.originals.clear()
-    fingerprint = _fingerprint(cfg, infos, tables, tag)
+    fingerprint = _fingerprint(cfg, infos, tables, deid.fingerprint_tag())
     if not force and storage.exists(out.join("_manifest.json").uri):
         old = read_manifest(out.uri)
         if old.fingerprint == fingerprint:

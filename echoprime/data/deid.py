@@ -70,24 +70,28 @@ class Deidentifier:
 
     def study(self, study_id: str) -> str:
         """The study's pseudonym (its id itself when off)."""
-        if self.secret is None:
-            return study_id
-        key = _key(STUDY_PREFIX, "study", study_id, self.secret)
-        self._remember(key, study_id)
-        return key
+        return self._keyed(STUDY_PREFIX, "study", study_id)
 
     def file(self, path: str) -> str:
         """The file's key, from its path relative to the archive root (the path when off)."""
-        if self.secret is None:
-            return path
-        key = _key(FILE_PREFIX, "file", path, self.secret)
-        self._remember(key, path)
-        return key
+        return self._keyed(FILE_PREFIX, "file", path)
 
-    def _remember(self, key: str, original: str) -> None:
+    def fingerprint_tag(self) -> str:
+        """What the secret adds to an ingest's up-to-date fingerprint: a keyed tag for a secret
+        that is kept (another one gives other pseudonyms, so the shards must be made again), the
+        kind alone for a one-off secret (or a re-run would never be up to date) or when off."""
+        if self.secret is None or self.source == "one-off":
+            return self.source
+        return _key("", "fingerprint", "", self.secret)
+
+    def _keyed(self, prefix: str, domain: str, original: str) -> str:
+        if self.secret is None:
+            return original
+        key = _key(prefix, domain, original, self.secret)
         old = self.originals.setdefault(key, original)
         if old != original:  # 96 bits: never expected, but two studies must never merge
             raise ValueError(f"two ids share the key {key}; set another ECHOPRIME_SITE_SECRET")
+        return key
 
     def scrub(self, text: str, path: str, key: str) -> str:
         """``text`` (a reject's reason) with the file's path and name replaced by its key."""

@@ -91,6 +91,19 @@ def test_keys_are_stable_for_a_site_secret_and_differ_across_secrets(archive):
     # A study key and a file key never coincide, even for one string (domain-separated HMACs).
     d = Deidentifier.from_env(environ=SECRET)
     assert d.study("x")[2:] != d.file("x")[2:]
+    # The ingest fingerprint follows a kept secret (and only its kind for a one-off one), and
+    # computing it hands out no key.
+    other = Deidentifier.from_env(environ={"ECHOPRIME_SITE_SECRET": "x" * 32})
+    assert (
+        Deidentifier.from_env(environ=SECRET).fingerprint_tag()
+        == d.fingerprint_tag()
+        != other.fingerprint_tag()
+    )
+    assert Deidentifier.from_env(environ={}).fingerprint_tag() == "one-off"
+    assert Deidentifier.from_env(False).fingerprint_tag() == "off"
+    fresh = Deidentifier.from_env(environ=SECRET)
+    fresh.fingerprint_tag()
+    assert fresh.originals == {}
 
 
 def test_off_passes_ids_through_and_splits_do_not_depend_on_the_secret(archive):
