@@ -4,13 +4,11 @@ under the Content-Security-Policy without one violation."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 import requests
 
 from serve.security import CSP
-from tests.serve.test_viewer import ARGS, CHROMIUM
+from tests.serve.browser import chromium_page
 
 pytestmark = pytest.mark.ray
 
@@ -38,14 +36,7 @@ def test_the_checks_and_headers_hold_behind_the_serve_proxy(served):
 
 
 def test_the_viewer_runs_under_the_policy_without_a_violation(served):
-    from playwright.sync_api import sync_playwright
-
-    if not shutil.which("chromium"):
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get install -y chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        page = browser.new_page(viewport={"width": 1280, "height": 1600})
-        page.set_default_timeout(180_000)
+    with chromium_page() as page:
         console = []
         page.on("console", lambda m: console.append(m.text))
         page.add_init_script(
@@ -78,7 +69,6 @@ def test_the_viewer_runs_under_the_policy_without_a_violation(served):
                 break
             page.wait_for_timeout(25)
         injected = page.evaluate("[window.__violations, window.__ran === true]")
-        browser.close()
     assert drawn and all(drawn)
     assert any(w not in ("", "0%") for w in widths), widths
     assert violations == [], violations

@@ -2,37 +2,18 @@
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
+from tests.serve.browser import chromium_page
 from tests.serve.conftest import read_study
 
 pytestmark = pytest.mark.ray
-CHROMIUM = "/usr/bin/chromium"
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")
 def page():
-    from playwright.sync_api import sync_playwright
-
-    if not shutil.which("chromium"):
-        pytest.fail(f"{CHROMIUM} is missing: `make test` installs it (apt-get install -y chromium)")
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
-        pg = browser.new_page(viewport={"width": 1280, "height": 1600})
-        pg.set_default_timeout(180_000)
+    with chromium_page() as pg:
         yield pg
-        browser.close()
 
 
 def _rendered(page) -> dict:
