@@ -9,9 +9,15 @@ PYTEST_ARGS ?=
 
 .PHONY: install system-deps demo test test-unit lint bench clean help
 
-# System packages the test suite drives for real (Debian's): chromium for the study viewer's
-# browser test. Installed with apt-get when missing and we are root; otherwise a clear message.
-SYSTEM_TOOLS := chromium
+# System packages the test suite drives for real (Debian's), as "what to look for:package":
+# chromium for the study viewer's browser test; Orthanc and its DICOMweb plugin as the archive of
+# the DICOMweb tests; dciodvfy (dicom3tools) to validate the DICOM SR and PDF; pdftoppm
+# (poppler-utils) to render the PDF report. Installed with apt-get when missing and we are root;
+# otherwise a clear message.
+SYSTEM_DEPS := chromium:chromium Orthanc:orthanc \
+	/usr/share/orthanc/plugins/libOrthancDicomWeb.so:orthanc-dicomweb \
+	dciodvfy:dicom3tools pdftoppm:poppler-utils
+SYSTEM_TOOLS := $(foreach d,$(SYSTEM_DEPS),$(lastword $(subst :, ,$(d))))
 
 help:
 	@echo "make demo   - install into $(VENV) and run 'echoprime quickstart' end to end (local Ray, CPU)"
@@ -31,7 +37,9 @@ demo: install
 	$(BIN)/echoprime quickstart --out $(OUT) --clean
 
 system-deps:
-	@missing=""; for t in $(SYSTEM_TOOLS); do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	@missing=""; for d in $(SYSTEM_DEPS); do what=$${d%%:*}; pkg=$${d##*:}; \
+	  case $$what in /*) test -e $$what ;; *) command -v $$what >/dev/null 2>&1 || test -x /usr/sbin/$$what ;; esac \
+	  || missing="$$missing $$pkg"; done; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing Debian packages for the test suite:$$missing"; \

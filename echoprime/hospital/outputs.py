@@ -1,0 +1,164 @@
+"""One study from files or a DICOMweb archive to its result and its hospital outputs.
+
+Used by ``echoprime interpret`` (``--dicomweb``, ``--sr``, ``--pdf``, ``--fhir``, ``--store``):
+
+- :func:`interpret_archive_study` streams a study's instances from a DICOMweb archive through
+  the interpreter one at a time (each instance's bytes are dropped once its clip is made);
+- :func:`dicom_headers` reads the headers of local DICOM files (no pixel data);
+- :func:`key_frames` decodes the one video per section the attention weighted most into a
+  masked middle frame for the PDF;
+- :func:`hospital_outputs` builds the SR, the PDF (plain and encapsulated) and the FHIR Bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydicom.dataset import Dataset
+
+from echoprime.hospital.dicomweb import Archive, Instance
+from echoprime.hospital.sr import Algorithm, build_sr
+
+KEY_FRAME_MAX = 384
+"""Longest side of a key frame in the PDF, in pixels."""
+
+
+def algorithm_for(interp: Any) -> Algorithm:
+    """The algorithm identification of an interpreter's bundle: the package version and the
+    sha256 of the bundle's manifest (its content: the manifest lists every file's hash)."""
+    from echoprime import __version__
+
+    manifest = interp.parts.manifest or {}
+    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
+    name = str(manifest.get("name") or manifest.get("extra", {}).get("config", {}).get("name") or "bundle")
+    return Algorithm("echoprime", str(__version__), digest, name)
+
+
+def dicom_headers(files: Iterable[str | Path]) -> dict[str, Dataset]:
+    """The DICOM header (no pixel data) of each file that is a DICOM instance, by its path."""
+    from pydicom import dcmread
+    from pydicom.errors import InvalidDicomError
+
+    out: dict[str, Dataset] = {}
+    for f in files:
+        try:
+            ds = dcmread(str(f), stop_before_pixels=True)
+        except (InvalidDicomError, OSError, ValueError, EOFError):
+            continue
+        if "SOPInstanceUID" in ds and "StudyInstanceUID" in ds:
+            out[str(f)] = ds
+    return out
+
+
+def interpret_archive_study(
+    interp: Any, archive: Archive, study_uid: str, *, k: int | None = None
+) -> tuple[dict[str, Any], dict[str, Dataset]]:
+    """Interpret study ``study_uid`` of ``archive``, instance by instance.
+
+    Returns:
+        ``(StudyResult.to_dict(), {SOPInstanceUID: header})``; files are named by their
+        SOPInstanceUID. Unreadable instances are reports with their reason, never an error.
+
+    Raises:
+        StudyNotFound, DicomwebError: from the archive.
+    """
+    clips: list[np.ndarray] = []
+    n_valid: list[np.ndarray] = []
+    reports = []
+    headers: dict[str, Dataset] = {}
+    inst: Instance
+    for inst in archive.iter_instances(study_uid):
+        c, n, r = interp.load_study_uint8([(inst.name, inst.data)])
+        clips.append(c)
+        n_valid.append(n)
+        reports += r
+        if inst.header is not None:
+            headers[inst.name] = inst.header
+    shape = (0, interp.spec.frames, interp.spec.size, interp.spec.size, 3)
+    u8 = np.concatenate(clips) if clips else np.zeros(shape, np.uint8)
+    nv = np.concatenate(n_valid) if n_valid else np.zeros(0, np.int64)
+    result = interp.interpret_stored([(u8, nv, reports)], k=k)[0]
+    return result.to_dict(), headers
+
+
+def key_frames(result: Mapping[str, Any], source: Callable[[str], Any]) -> dict[str, np.ndarray]:
+    """A masked middle frame of each section's most-weighted video (``source(name)`` gives its
+    path or bytes), at most :data:`KEY_FRAME_MAX` pixels on a side. A file that fails is left out."""
+    import cv2
+
+    from echoprime.io import EchoIOError, read_any
+    from echoprime.preprocess import mask_sector
+
+    names = {e[0]["file"] for e in result.get("evidence", {}).values() if e}
+    out: dict[str, np.ndarray] = {}
+    for name in sorted(names):
+        try:
+            video = read_any(source(name), name=name, max_frames=64)
+        except (EchoIOError, OSError, KeyError):
+            continue
+        frames, _ = mask_sector(video.frames)
+        frame = frames[len(frames) // 2]
+        scale = KEY_FRAME_MAX / max(frame.shape[:2])
+        if scale < 1:
+            frame = cv2.resize(
+                frame,
+                (round(frame.shape[1] * scale), round(frame.shape[0] * scale)),
+                interpolation=cv2.INTER_AREA,
+            )
+        out[name] = np.ascontiguousarray(frame)
+    return out
+
+
+@dataclass
+class HospitalOutputs:
+    """What was made of one result (``None``: not asked for, or not possible and why in ``notes``)."""
+
+    sr: Dataset | None = None
+    pdf: bytes | None = None
+    pdf_dicom: Dataset | None = None
+    fhir: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def hospital_outputs(
+    result: Mapping[str, Any],
+    headers: Mapping[str, Dataset],
+    algorithm: Algorithm,
+    *,
+    sr: bool = False,
+    pdf: bool = False,
+    fhir: bool = False,
+    frames: Mapping[str, np.ndarray] | None = None,
+) -> HospitalOutputs:
+    """The SR, PDF (with its Encapsulated PDF instance when the study is DICOM) and FHIR Bundle
+    asked for.
+
+    Raises:
+        echoprime.hospital.sr.SRError: an SR was asked for and the study has no DICOM instance.
+        ValueError: the study has no usable video (nothing to report).
+    """
+    from echoprime.hospital.fhir import fhir_report
+    from echoprime.hospital.pdf import encapsulated_pdf, report_pdf
+
+    if result.get("status") != "ok":
+        raise ValueError("the study has no usable echo video, so there is no report to write")
+    out = HospitalOutputs()
+    used = [v["file"] for v in result.get("videos", [])]
+    dicom = [headers[f] for f in used if f in headers]
+    if sr:
+        out.sr = build_sr(result, headers, algorithm)
+    if pdf:
+        out.pdf = report_pdf(result, algorithm, key_frames=frames)
+        if dicom:
+            out.pdf_dicom = encapsulated_pdf(out.pdf, dicom[0], algorithm)
+        else:
+            out.notes.append("no DICOM instance among the videos: the PDF is not wrapped as DICOM")
+    if fhir:
+        out.fhir = fhir_report(result, algorithm, study_uid=str(dicom[0].StudyInstanceUID) if dicom else None)
+    return out
