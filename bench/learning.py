@@ -212,7 +212,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if tc.label_weight_video > 0 or tc.label_weight_text > 0:
         loss_fn = ClipLabelLoss(
             loss_fn,
-            LabelLoss(REGRESSION, tc.label_weight_video, tc.label_weight_text),
+            LabelLoss(
+                REGRESSION, tc.label_weight_video, tc.label_weight_text, video_balance=tc.label_balance
+            ),
             pool_studies=tc.label_pool == "study",
         )
     if args.objective == "clip_study":

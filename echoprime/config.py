@@ -201,6 +201,11 @@ class TrainCfg(_Cfg):
     label_weight_text: float = Field(default=0.0, ge=0)
     """Weight of the text head's label loss: organises the report space, and so the bank, by the
     findings. Needs ``model.label_heads``."""
+    label_balance: float = Field(default=0.0, ge=0)
+    """Rare findings count more in the video head's loss: each binary's positive entries weigh
+    negatives / positives among the labels seen so far in training, capped at this value (0 or
+    1: unweighted). Aimed at findings like aortic stenosis (~12 % of studies) that the
+    unweighted loss lets the video embedding ignore (docs/learning.md)."""
 
 
 class StreamCfg(_Cfg):

@@ -163,21 +163,52 @@ class LabelLoss(nn.Module):
     binary cross-entropy on logits for binaries, squared error for standardised regressions.
     Per rank under DDP: the gradient average over ranks is the global batch's mean loss.
 
+    With ``video_balance`` > 1 the video head's binary entries are class-balanced: a positive
+    weighs ``negatives / positives`` of that column among all labels this loss has seen (counted
+    as training goes, so no pass over the data is needed first; per rank under DDP), capped at
+    ``video_balance``; negatives weigh 1. The mean is then over the weights, so the loss keeps
+    its scale.
+
     Args:
         regression: per label column, True for a regression (see ``echoprime.training.labels``).
         video_weight: weight of the video head's loss (0: not computed).
         text_weight: weight of the text head's loss (0: not computed).
+        video_balance: cap on a positive's weight in the video head's binaries (0 or 1: off).
     """
 
-    def __init__(self, regression: Sequence[bool], video_weight: float, text_weight: float) -> None:
+    def __init__(
+        self,
+        regression: Sequence[bool],
+        video_weight: float,
+        text_weight: float,
+        *,
+        video_balance: float = 0.0,
+    ) -> None:
         super().__init__()
-        if video_weight < 0 or text_weight < 0:
-            raise ValueError(f"label loss weights must be >= 0, got video {video_weight}, text {text_weight}")
+        if video_weight < 0 or text_weight < 0 or video_balance < 0:
+            raise ValueError(
+                f"label loss weights must be >= 0, got video {video_weight}, text {text_weight}, "
+                f"balance {video_balance}"
+            )
         self.register_buffer("regression", torch.tensor(list(regression), dtype=torch.bool), persistent=False)
         self.video_weight, self.text_weight = float(video_weight), float(text_weight)
+        self.video_balance = float(video_balance)
+        n = self.regression.numel()
+        # Labels seen so far per column (positives, labelled entries): the class balance.
+        self.register_buffer("seen_pos", torch.zeros(n, dtype=torch.float64), persistent=False)
+        self.register_buffer("seen_known", torch.zeros(n, dtype=torch.float64), persistent=False)
 
-    def part(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Mean loss over the labelled entries of ``B x P`` logits (0 when none is labelled)."""
+    def positive_weight(self) -> torch.Tensor:
+        """Per column, the weight of a positive binary entry (1 for regressions, and when off)."""
+        if self.video_balance <= 1:
+            return torch.ones_like(self.seen_pos, dtype=torch.float32)
+        neg = self.seen_known - self.seen_pos
+        w = (neg / self.seen_pos.clamp(min=1)).clamp(1.0, self.video_balance)
+        return torch.where(self.regression | (self.seen_pos == 0), torch.ones_like(w), w).float()
+
+    def part(self, logits: torch.Tensor, labels: torch.Tensor, *, balance: bool = False) -> torch.Tensor:
+        """Mean loss over the labelled entries of ``B x P`` logits (0 when none is labelled);
+        ``balance``: weighted by :meth:`positive_weight` (updated with these labels first)."""
         if logits.shape != labels.shape or logits.shape[-1] != self.regression.numel():
             raise ValueError(
                 f"label logits {tuple(logits.shape)} and labels {tuple(labels.shape)} must both be "
@@ -189,7 +220,14 @@ class LabelLoss(nn.Module):
         reg = self.regression.to(logits.device).expand_as(y)
         bce = F.binary_cross_entropy_with_logits(logits, y.clamp(0, 1), reduction="none")
         each = torch.where(reg, (logits - y) ** 2, bce)
-        return (each * known).sum() / known.sum().clamp(min=1)
+        weight = known.float()
+        if balance and self.video_balance > 1:
+            with torch.no_grad():
+                self.seen_known += known.sum(0).to(self.seen_known)
+                self.seen_pos += ((y > 0.5) & known & ~reg).sum(0).to(self.seen_pos)
+                pos = self.positive_weight().to(logits.device)
+                weight = weight * torch.where((y > 0.5) & ~reg, pos.expand_as(y), torch.ones_like(y))
+        return (each * weight).sum() / weight.sum().clamp(min=1)
 
     def forward(
         self,
@@ -216,7 +254,7 @@ class LabelLoss(nn.Module):
                     raise ValueError(
                         f"{name} has weight {w} but the model has no label head (model.label_heads)"
                     )
-                out[name] = w * self.part(logits, y)
+                out[name] = w * self.part(logits, y, balance=name == "video_label_loss")
         return out
 
 

@@ -123,7 +123,12 @@ def _train_fn(config: dict[str, Any]) -> None:
     if tc["label_weight_video"] > 0 or tc["label_weight_text"] > 0:
         loss_fn = ClipLabelLoss(
             loss_fn,
-            LabelLoss(REGRESSION, tc["label_weight_video"], tc["label_weight_text"]),
+            LabelLoss(
+                REGRESSION,
+                tc["label_weight_video"],
+                tc["label_weight_text"],
+                video_balance=tc.get("label_balance", 0.0),
+            ),
             pool_studies=tc["label_pool"] == "study",
         )
     autocast = torch.bfloat16 if tc["precision"] == "bf16" else None

@@ -58,6 +58,41 @@ def test_label_loss_masks_missing_and_matches_hand_computation():
         LabelLoss(reg, -1.0, 0.0)
 
 
+def test_balanced_video_loss_weighs_rare_positives_by_the_labels_seen_so_far():
+    """``video_balance``: a positive of a binary weighs negatives / positives among every label
+    the loss has seen (capped), negatives and regressions 1; the text head stays unweighted."""
+    reg = [True, False, False]
+    loss = LabelLoss(reg, video_weight=1.0, text_weight=1.0, video_balance=3.0)
+    nan = float("nan")
+    # column 1: 1 positive in 4 (weight 3); column 2: 1 in 2 known (weight 1)
+    y = torch.tensor([[0.2, 1.0, 1.0], [0.1, 0.0, 0.0], [0.3, 0.0, nan], [nan, 0.0, nan]])
+    logits = torch.tensor([[0.5, -1.0, 2.0], [1.0, 0.5, -0.5], [0.0, 1.0, 0.0], [0.0, -2.0, 0.0]])
+    out = loss(y, video_label_logits=logits, text_label_logits=logits)
+    assert loss.positive_weight().tolist() == [1.0, 3.0, 1.0]
+    bce = lambda x, t: F.binary_cross_entropy_with_logits(torch.tensor(x), torch.tensor(t)).item()  # noqa: E731
+    terms = [(0.5 - 0.2) ** 2, (1.0 - 0.1) ** 2, (0.0 - 0.3) ** 2]  # regression, weight 1
+    terms += [3 * bce(-1.0, 1.0), bce(0.5, 0.0), bce(1.0, 0.0), bce(-2.0, 0.0)]  # column 1
+    terms += [bce(2.0, 1.0), bce(-0.5, 0.0)]  # column 2
+    assert out["video_label_loss"].item() == pytest.approx(sum(terms) / (3 + 6 + 2), rel=1e-6)
+    assert out["text_label_loss"].item() == pytest.approx(
+        LabelLoss(reg, 0.0, 1.0)(y, text_label_logits=logits)["text_label_loss"].item(), rel=1e-6
+    )
+    # the counts go on: 10 more negatives of column 1 -> 13 : 1, capped at 3; a rarer one caps too
+    loss(
+        torch.tensor([[0.0, 0.0, 0.0]] * 10),
+        video_label_logits=torch.zeros(10, 3),
+        text_label_logits=torch.zeros(10, 3),
+    )
+    assert loss.positive_weight().tolist() == [1.0, 3.0, 3.0]
+    # off (0 or 1): the plain mean, whatever was seen
+    plain = LabelLoss(reg, 1.0, 0.0, video_balance=1.0)
+    assert plain(y, video_label_logits=logits)["video_label_loss"].item() == pytest.approx(
+        LabelLoss(reg, 1.0, 0.0)(y, video_label_logits=logits)["video_label_loss"].item()
+    )
+    with pytest.raises(ValueError, match=">= 0"):
+        LabelLoss(reg, 1.0, 0.0, video_balance=-1.0)
+
+
 def _tiny_clip(label_heads: str):
     from echoprime.training.setup import build_clip
 
