@@ -5,13 +5,17 @@ files into studies (:func:`group_studies`), and runs :class:`BatchInterpreter` o
 studies in an actor pool. Everything here is plain Python, so it also runs (and is tested)
 without Ray. The output, under a local folder or an ``s3://`` prefix (:class:`BatchOutput`)::
 
-  _job.json                      the bundle the results come from (its manifest's sha256)
+  _job.json                      the bundle the results come from (its manifest's sha256) and
+                                 how studies and files are named (``ids``: keyed or originals)
   results/part-<key>.parquet     one row per study (RESULT_SCHEMA)
   rejects/part-<key>.parquet     one row per file of those studies that could not be used
   json/<name>.json               the full StudyResult of each study (optional; safe_name(study_id))
   _done/part-<key>.json          written last for its chunk: the commit record of its studies
   _summary.json                  counts of the last run
 
+Studies and files are named as the driver hands them over: by default keyed pseudonyms
+(``s-``/``f-`` + HMAC under the site secret, :mod:`echoprime.data.deid`), so the output holds no
+StudyInstanceUID, folder or file name of the archive; the operator's map leads back.
 A chunk's ``<key>`` is a hash of its study ids, so a retried chunk overwrites its own files.
 A job holds the output from :meth:`BatchOutput.start` to :meth:`BatchOutput.close`
 (``OUT/.echoprime.lock``): a second job on the same output is refused, naming the first.
@@ -215,9 +219,16 @@ class BatchOutput:
         if loc.fs.get_file_info(loc.path).type == pafs.FileType.File:
             loc.fs.delete_file(loc.path)
 
-    def start(self, bundle: str, bundle_id: str, input_uri: str, *, force: bool) -> str | None:
+    def start(
+        self, bundle: str, bundle_id: str, input_uri: str, *, force: bool, ids: str = "originals"
+    ) -> str | None:
         """Take the output for this job until :meth:`close` (``echoprime.locks``), check it can be
         written and belongs to this bundle; ``force`` clears it first.
+
+        ``ids`` says how this job names studies and files: ``originals``, ``one-off`` (keys no
+        later job can reproduce) or a tag of the site secret (``Deidentifier.fingerprint_tag``).
+        Results already written under other names would be interpreted again and kept twice, so
+        such an output is refused (as is any earlier result for a one-off job).
 
         Returns:
             What happened to the lock of an earlier job that ended without releasing it (taken
@@ -229,11 +240,11 @@ class BatchOutput:
         """
         storage.ensure_dir(self.loc.uri)
         if self.lock is not None:  # started before by this job: it holds the output already
-            self._claim(bundle, bundle_id, input_uri, force=force)
+            self._claim(bundle, bundle_id, input_uri, force=force, ids=ids)
             return None
         lock = OutputLock(self.loc.uri, "echoprime batch-interpret").acquire()
         try:
-            self._claim(bundle, bundle_id, input_uri, force=force)
+            self._claim(bundle, bundle_id, input_uri, force=force, ids=ids)
         except BaseException:
             lock.release()
             raise
@@ -246,7 +257,7 @@ class BatchOutput:
             self.lock.release()
             self.lock = None
 
-    def _claim(self, bundle: str, bundle_id: str, input_uri: str, *, force: bool) -> None:
+    def _claim(self, bundle: str, bundle_id: str, input_uri: str, *, force: bool, ids: str) -> None:
         job = self.uri("_job.json")
         if force:
             for sub in ("_done", "results", "rejects", "json"):
@@ -260,7 +271,10 @@ class BatchOutput:
                     f"(manifest sha256 {str(old.get('bundle_id'))[:12]}), not of {bundle!r} "
                     f"({bundle_id[:12]}); use another --out, or --force to replace them"
                 )
-        record = {"bundle": bundle, "bundle_id": bundle_id, "input": input_uri}
+            before = str(old.get("ids", "originals"))  # written before keys existed: originals
+            if self._list("_done") and (before != ids or ids == "one-off"):
+                raise ValueError(f"output {self.loc.uri!r}: {_ids_clash(before, ids)}")
+        record = {"bundle": bundle, "bundle_id": bundle_id, "input": input_uri, "ids": ids}
         storage.write_bytes(job, json.dumps(record, indent=2).encode())
 
     def committed(self, *, clean: bool = True) -> dict[str, list[str]]:
@@ -312,6 +326,21 @@ class BatchOutput:
             if _key(f) in keys
         ]
         return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def _ids_clash(before: str, now: str) -> str:
+    """Why a job that names studies ``now`` cannot resume an output named ``before``."""
+    kinds = {"originals": "the archive's own ids", "one-off": "keys from a one-off secret"}
+    was, will = kinds.get(before, "keys of another site secret"), kinds.get(now, "keys of the site secret")
+    if before == now == "one-off":
+        why = "its results are named by keys from a one-off secret, which no later run can reproduce"
+    else:
+        why = f"its results are named by {was}, and this run would name them by {will}"
+    return (
+        f"{why}, so every study would be interpreted again and kept twice. Set ECHOPRIME_SITE_SECRET "
+        "as for the run that wrote them (or --original-ids if they were written with it), or use "
+        "--force to start over or another --out"
+    )
 
 
 def _key(uri: str) -> str:
@@ -375,6 +404,7 @@ class BatchInterpreter:
         write_json: bool = False,
         k: int | None = None,
         batch_size: int = 50,
+        archive_url: str | None = None,
     ) -> None:
         from echoprime.interpret import StudyInterpreter
 
@@ -386,26 +416,61 @@ class BatchInterpreter:
         self.out = BatchOutput(out)
         self.readers = max(1, int(readers))
         self.write_json = write_json
+        # A DICOMweb archive the studies come from (credentials from this process's environment).
+        self.archive: Any = None
+        if archive_url is not None:
+            from echoprime.hospital.dicomweb import Archive
+
+            self.archive = Archive(archive_url)
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[Any]]:
-        """A Ray Data batch (``study_id``, ``files``) -> one summary row per study."""
+        """A Ray Data batch (``study_id``, ``files``, optionally ``names``) -> one summary row per study."""
         ids = [str(s) for s in batch["study_id"]]
         files = [[str(f) for f in fs] for fs in batch["files"]]
-        return self.interpret_chunk(ids, files)
+        names = [[str(n) for n in ns] for ns in batch["names"]] if "names" in batch else None
+        sources = [str(x) for x in batch["source"]] if "source" in batch else None
+        return self.interpret_chunk(ids, files, names, sources)
 
     def interpret_chunk(
-        self, study_ids: Sequence[str], files: Sequence[Sequence[str]]
+        self,
+        study_ids: Sequence[str],
+        files: Sequence[Sequence[str]],
+        names: Sequence[Sequence[str]] | None = None,
+        sources: Sequence[str] | None = None,
     ) -> dict[str, list[Any]]:
         """Interpret, write and commit one chunk; returns per study its status and counts, and the
         chunk's seconds (shared equally) and wall-clock span, so that a driver can tell the
-        interpretation's own rate from the actors' start-up."""
+        interpretation's own rate from the actors' start-up.
+
+        ``names``: per study, the name each file goes by in the output (its key when the output
+        is de-identified); default the files' own paths or URIs. ``sources``: per study, its
+        StudyInstanceUID on the DICOMweb archive (``files`` are then its SOPInstanceUIDs)."""
         t0, started = time.perf_counter(), time.time()
-        if self.readers > 1:
+        names = files if names is None else names
+        failed: dict[int, str] = {}  # studies whose archive failed: recorded as errors
+        if self.archive is not None and sources is not None:
+            loaded = []
+            for i, (u, fs, ns) in enumerate(zip(sources, files, names, strict=True)):
+                try:
+                    loaded.append(self.load_archive(u, fs, ns))
+                except RuntimeError as e:
+                    failed[i] = str(e)
+                    spec = self.interp.spec
+                    loaded.append(
+                        (
+                            np.zeros((0, spec.frames, spec.size, spec.size, 3), np.uint8),
+                            np.zeros(0, np.int64),
+                            [],
+                        )
+                    )
+        elif self.readers > 1:
             with ThreadPoolExecutor(self.readers) as pool:
-                loaded = list(pool.map(self.load, files))
+                loaded = list(pool.map(self.load, files, names))
         else:
-            loaded = [self.load(fs) for fs in files]
+            loaded = [self.load(fs, ns) for fs, ns in zip(files, names, strict=True)]
         results, errors = self._interpret(loaded)
+        for i, why in failed.items():
+            results[i], errors[i] = None, why
         rows, rejects, docs = [], [], {}
         for sid, (_, _, reports), res, err in zip(study_ids, loaded, results, errors, strict=True):
             rows.append(result_row(sid, res, reports, err))
@@ -432,23 +497,63 @@ class BatchInterpreter:
             "chunk_end": [time.time()] * len(rows),
         }
 
-    def load(self, files: Sequence[str]) -> tuple[np.ndarray, np.ndarray, list[FileReport]]:
+    def load(
+        self, files: Sequence[str], names: Sequence[str] | None = None
+    ) -> tuple[np.ndarray, np.ndarray, list[FileReport]]:
         """Read and preprocess one study's files (local paths or ``s3://``) into uint8 clips and
         their real-frame counts (:meth:`StudyInterpreter.load_study_uint8`: a chunk's clips held
-        at a quarter of their float32 size, normalised a batch at a time); bad files reported."""
+        at a quarter of their float32 size, normalised a batch at a time); bad files reported,
+        each file under its name in ``names`` (default: its path)."""
+        names = files if names is None else names
+        if len(names) != len(files) or len(set(names)) != len(names):
+            raise ValueError(
+                f"a study's {len(files)} files need as many distinct names, got {len(set(names))}"
+            )
         items: list[tuple[str, Any]] = []
         unread: dict[str, FileReport] = {}
-        for f in files:
+        for f, name in zip(files, names, strict=True):
             if not storage.is_s3(f):
-                items.append((f, Path(f)))
+                items.append((name, Path(f)))
                 continue
             try:
-                items.append((f, storage.read_bytes(f)))
+                items.append((name, storage.read_bytes(f)))
             except OSError as e:
-                unread[f] = FileReport(f, "skipped", f"cannot read the object: {e}", code="read_error")
+                # The object store's message names the object: say what happened, not where.
+                why = type(e).__name__ if name != f else str(e)
+                unread[name] = FileReport(
+                    name, "skipped", f"cannot read the object: {why}", code="read_error"
+                )
         clips, n_valid, reports = self.interp.load_study_uint8(items)
         by_name = {r.path: r for r in reports} | unread
-        return clips, n_valid, [by_name[f] for f in files]
+        return clips, n_valid, [by_name[n] for n in names]
+
+    def load_archive(
+        self, study_uid: str, sops: Sequence[str], names: Sequence[str]
+    ) -> tuple[np.ndarray, np.ndarray, list[FileReport]]:
+        """One study of the DICOMweb archive, instance by instance as it streams in; each instance
+        under its name in ``names`` (by SOPInstanceUID in ``sops``), one the query did not list
+        as ``unlisted-<n>``. An archive that fails is the study's error (raised)."""
+        from echoprime.hospital.dicomweb import DicomwebError
+
+        name_of = dict(zip(sops, names, strict=True))
+        clips, n_valid, reports = [], [], []
+        try:
+            for i, inst in enumerate(self.archive.iter_instances(study_uid)):
+                c, n, r = self.interp.load_study_uint8(
+                    [(name_of.get(inst.name, f"unlisted-{i + 1}"), inst.data)]
+                )
+                clips.append(c)
+                n_valid.append(n)
+                reports += r
+        except DicomwebError as e:
+            # The study is recorded as failed with the reason in words (no URL: it is the job's).
+            raise RuntimeError(
+                f"the DICOMweb archive failed for this study ({type(e).__name__}, HTTP {e.status})"
+            ) from None
+        spec = self.interp.spec
+        u8 = np.concatenate(clips) if clips else np.zeros((0, spec.frames, spec.size, spec.size, 3), np.uint8)
+        nv = np.concatenate(n_valid) if n_valid else np.zeros(0, np.int64)
+        return u8, nv, reports
 
     def _interpret(
         self, loaded: list[tuple[np.ndarray, np.ndarray, list[FileReport]]]

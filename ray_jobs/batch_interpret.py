@@ -3,7 +3,11 @@
 Lists every file under --input (local folder or s3://), groups the files into studies (the
 archive's videos table when it has one, else DICOM StudyInstanceUID read from headers without
 pixels, else the folder), and interprets chunks of studies in an actor pool: each actor loads the
-bundle once and encodes on a GPU when the config asks for one (train.use_gpu). Writes, under --out:
+bundle once and encodes on a GPU when the config asks for one (train.use_gpu). With --dicomweb URL
+the studies are those of a DICOMweb archive that a QIDO-RS query finds (--study, --modality,
+--dates), each streamed to its actor instance by instance (WADO-RS), instances named by their
+SOPInstanceUID; the archive's credentials (ECHOPRIME_DICOMWEB_TOKEN, or _USER and _PASSWORD) must
+be in the environment of the Ray workers (a local run's inherit this command's). Writes, under --out:
 
   results/part-<key>.parquet   one row per study: study_id, status, n_files, n_used, views,
                                report_text, report, metrics, evidence, neighbours, files, error
@@ -13,14 +17,22 @@ bundle once and encodes on a GPU when the config asks for one (train.use_gpu). W
                                prefix + "~" + a hash of the id (two studies never share a file)
   _done/part-<key>.json        the commit record of each chunk, written last
 
-A re-run skips the studies already written (resume after an interruption); --force starts over.
+Studies and files are named by keyed pseudonyms by default (s-/f- + HMAC under the site secret
+ECHOPRIME_SITE_SECRET, as ingest names them; docs/privacy.md): the output holds no StudyInstanceUID,
+folder or file name of the archive. --id-map PATH writes the operator's map back to them (local
+disk, outside --out); --original-ids names them as the archive does (authorised local use).
+A re-run skips the studies already written (resume after an interruption; it needs the same site
+secret, so a run with a one-off secret cannot be resumed); --force starts over.
 One job at a time per --out: a second is refused naming the first (OUT/.echoprime.lock); the
 lock of a job that died is taken over, saying so.
 Actors: --actors (default bank.encode_actors), each with 1 GPU and train.cpus_per_worker CPUs
 (reader threads) when train.use_gpu, else 1 CPU. See docs/batch-interpret.md.
 
 Examples:
-  echoprime batch-interpret --bundle quickstart-out/bundle --input synth-out --out interpretations
+  echoprime batch-interpret --bundle quickstart-out/bundle --dicomweb http://pacs:8042/dicom-web \\
+      --dates 20260101-20260131 --out interpretations --id-map /secure/batch-ids.json
+  echoprime batch-interpret --bundle quickstart-out/bundle --input synth-out --out interpretations \\
+      --id-map /secure/batch-ids.json
   echoprime batch-interpret --bundle s3://models/bundles/v1 --input s3://data/archive \\
       --out s3://results/v1 --config configs/a6000x2.yaml --json
 """
@@ -40,7 +52,28 @@ from echoprime.config import EchoPrimeConfig
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="model bundle (folder or s3://)")
-    p.add_argument("--input", required=True, help="archive folder or s3://bucket/prefix")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", help="archive folder or s3://bucket/prefix")
+    src.add_argument(
+        "--dicomweb",
+        metavar="URL",
+        help="a DICOMweb archive instead: the studies a QIDO-RS query finds (--study, --modality, "
+        "--dates); credentials from ECHOPRIME_DICOMWEB_TOKEN, or _USER and _PASSWORD",
+    )
+    p.add_argument(
+        "--study",
+        action="append",
+        default=None,
+        metavar="UID",
+        help="with --dicomweb: this study (repeatable)",
+    )
+    p.add_argument("--modality", default="US", help="with --dicomweb: modality in the study (default US)")
+    p.add_argument(
+        "--dates",
+        default=None,
+        metavar="FROM-TO",
+        help="with --dicomweb: study dates, e.g. 20260101-20260131",
+    )
     p.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
     p.add_argument(
         "--manifest",
@@ -55,6 +88,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk", type=int, default=8, help="studies per actor call and per output part")
     p.add_argument("--k", type=int, default=None, help="neighbours for the metrics (default: interpret.k)")
     p.add_argument("--force", action="store_true", help="discard earlier results in --out and start over")
+    p.add_argument(
+        "--id-map",
+        default=None,
+        metavar="PATH",
+        help="write the operator's map from the output's study and file keys back to the archive's "
+        "study ids and file paths (JSON, mode 600, local disk outside --out); see docs/privacy.md",
+    )
+    p.add_argument(
+        "--original-ids",
+        action="store_true",
+        help="name studies and files as the archive does (StudyInstanceUID, folder, path) instead of "
+        "by keyed pseudonyms: for authorised local use only",
+    )
     from echoprime.cli import add_config_arguments
     from ray_jobs.common import default_config_path
 
@@ -146,10 +192,27 @@ def _study_uids(files: list[str]) -> dict[str, str]:
     return out
 
 
+def _archive_studies(url: str, query: dict[str, Any]) -> dict[str, list[str]]:
+    """``{StudyInstanceUID: [SOPInstanceUID, ...]}`` of the studies a QIDO-RS query finds."""
+    from echoprime.hospital.dicomweb import Archive
+
+    arc = Archive(url)
+    out = {}
+    for uid in arc.search_studies(**query):
+        rows = arc._call(
+            f"study {uid} (QIDO-RS)",
+            arc.client.search_for_instances,
+            study_instance_uid=uid,
+            get_remaining=True,
+        )
+        out[uid] = sorted(str(r["00080018"]["Value"][0]) for r in rows if r.get("00080018", {}).get("Value"))
+    return out
+
+
 def run_batch_interpret(
     cfg: EchoPrimeConfig,
     bundle: str,
-    input_uri: str,
+    input_uri: str | None,
     out_uri: str,
     *,
     manifest: str | None = None,
@@ -158,8 +221,21 @@ def run_batch_interpret(
     chunk: int = 8,
     k: int | None = None,
     force: bool = False,
+    deidentify: bool = True,
+    id_map: str | None = None,
+    secret: tuple[bytes, str] | None = None,
+    dicomweb: str | None = None,
+    query: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Interpret every study of ``input_uri`` not yet written under ``out_uri``; returns counts.
+    """Interpret every study of ``input_uri`` (or, with ``dicomweb``, of that archive: the studies
+    the QIDO-RS ``query`` finds, ``Archive.search_studies`` arguments) not yet written under
+    ``out_uri``; returns counts. An archive study's instances are named by SOPInstanceUID (keyed,
+    like files) and streamed to the actors one at a time.
+
+    With ``deidentify`` (the default) the output names each study by a keyed pseudonym and each
+    file by a keyed file key (:class:`echoprime.data.deid.Deidentifier`, the site secret of the
+    environment, or ``secret`` = ``(key, kind)``); ``id_map`` (a local file outside the output)
+    receives the map back to the archive's study ids and paths relative to ``input_uri``.
 
     Raises:
         FileNotFoundError: the input does not exist.
@@ -172,9 +248,20 @@ def run_batch_interpret(
     import ray
 
     from echoprime.batch_interpret import BatchInterpreter, BatchOutput, group_studies
+    from echoprime.data.deid import Deidentifier
+    from echoprime.retrieval.pseudonyms import check_map_outside, write_id_map
     from ray_jobs.common import configure_ray_data, ray_session, require_resources
 
     t0 = time.perf_counter()
+    deid = Deidentifier(*secret) if secret is not None and deidentify else Deidentifier.from_env(deidentify)
+    if id_map is not None:
+        if not deid.enabled:
+            raise ValueError(
+                "--id-map needs keyed names (drop --original-ids: the output then holds the originals)"
+            )
+        check_map_outside(id_map, out_uri, "the output")
+    # How the output names studies: a resumed run must name them alike (BatchOutput.start).
+    ids = deid.fingerprint_tag() if deid.enabled else "originals"
     n_actors = cfg.bank.encode_actors if actors is None else actors
     if n_actors < 1 or chunk < 1:
         raise ValueError(f"--actors and --chunk must be >= 1, got {n_actors} and {chunk}")
@@ -182,10 +269,19 @@ def run_batch_interpret(
     cpus = cfg.train.cpus_per_worker if cfg.train.use_gpu else 1.0
     k = cfg.interpret.k if k is None else k
     bundle_id = _bundle_id(bundle)
-    files, videos, root = _list_archive(input_uri, manifest)
+    if (input_uri is None) == (dicomweb is None):
+        raise ValueError("batch-interpret reads --input or --dicomweb (one of them)")
+    if dicomweb is not None:
+        from echoprime.hospital.dicomweb import check_url
+
+        source = check_url(dicomweb)
+        files, videos, root = [], {}, ""
+    else:
+        source = str(input_uri)
+        files, videos, root = _list_archive(source, manifest)
     out = BatchOutput(out_uri)
     # Held until the summary is written: a second job on this output is refused, naming this one.
-    recovered = out.start(bundle, bundle_id, input_uri, force=force)
+    recovered = out.start(bundle, bundle_id, source, force=force, ids=ids)
     if recovered:
         print(f"batch-interpret: {recovered}")
     try:
@@ -193,15 +289,42 @@ def run_batch_interpret(
             configure_ray_data()
             # Fail now, naming what was asked, rather than wait forever for GPUs that never come.
             require_resources(n_actors * cpus, n_actors * gpus, cfg.ray.resource_wait_s, "batch-interpret")
-            studies = group_studies(files, root, _study_uids(files), videos)
-            done = {s for ids in out.committed().values() for s in ids}
+            if dicomweb is not None:
+                grouped = _archive_studies(source, dict(query or {}))
+                if not grouped:
+                    raise ValueError(f"the DICOMweb query {query or {}} found no study on {source}")
+            else:
+                grouped = group_studies(files, root, _study_uids(files), videos)
+            # The names the output uses; with keys, the originals stay on the driver (and the
+            # map). A file's key keeps its suffix: readers decide by content, then by name.
+            studies = {deid.study(s): fs for s, fs in grouped.items()}
+            originals = dict(zip(studies, grouped, strict=True))
+            names = {f: f for fs in grouped.values() for f in fs}
+            if deid.enabled:
+                keyed = {k: s for k, s in zip(studies, grouped, strict=True)}
+                for f in names:
+                    rel = f if dicomweb is not None else posixpath.relpath(f, root.rstrip("/") or "/")
+                    suffix = ".dcm" if dicomweb is not None else posixpath.splitext(rel)[1].lower()[:8]
+                    names[f] = deid.file(rel) + suffix
+                    keyed[names[f]] = rel
+                if id_map is not None:
+                    write_id_map(id_map, {}, source=deid.source, keyed=keyed)
+            done = {s for part in out.committed().values() for s in part}
             todo = [s for s in studies if s not in done]
             t1 = time.perf_counter()
             summary: list[dict[str, Any]] = []
             first = None
             if todo:
                 ds = ray.data.from_items(
-                    [{"study_id": s, "files": studies[s]} for s in todo],
+                    [
+                        {
+                            "study_id": s,
+                            "files": studies[s],
+                            "names": [names[f] for f in studies[s]],
+                            "source": originals[s] if dicomweb is not None else "",
+                        }
+                        for s in todo
+                    ],
                     override_num_blocks=math.ceil(len(todo) / chunk),
                 )
                 ds = ds.map_batches(
@@ -213,6 +336,7 @@ def run_batch_interpret(
                         "write_json": write_json,
                         "k": k,
                         "batch_size": cfg.interpret.batch_size,
+                        "archive_url": source if dicomweb is not None else None,
                     },
                     batch_size=chunk,
                     num_cpus=cpus,
@@ -255,6 +379,7 @@ def run_batch_interpret(
             "processing_s": round(span, 2),
             "processing_studies_per_s": round(len(summary) / span, 3) if span > 0 else 0.0,
             "lock_taken_over": recovered,  # the earlier job that had died holding the output, if any
+            "ids": "originals" if not deid.enabled else deid.source,  # site | one-off | originals
         }
         from echoprime import storage
 
@@ -262,6 +387,17 @@ def run_batch_interpret(
         return res
     finally:
         out.close()
+
+
+def _query(args: argparse.Namespace) -> dict[str, Any]:
+    """The QIDO-RS query of ``--study``, ``--modality`` and ``--dates``."""
+    dates = None
+    if args.dates:
+        a, sep, b = args.dates.partition("-")
+        if not (sep and len(a) == len(b) == 8 and (a + b).isdigit()):
+            raise ValueError(f"--dates takes FROM-TO as YYYYMMDD-YYYYMMDD, got {args.dates!r}")
+        dates = (a, b)
+    return {"modality": args.modality or None, "date_range": dates, "uids": args.study}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -279,6 +415,10 @@ def run(args: argparse.Namespace) -> int:
         chunk=args.chunk,
         k=args.k,
         force=args.force,
+        deidentify=not args.original_ids,
+        id_map=args.id_map,
+        dicomweb=args.dicomweb,
+        query=_query(args) if args.dicomweb else None,
     )
     print(
         f"batch-interpret: {res['studies']} studies: {res['interpreted']} interpreted "
@@ -286,6 +426,16 @@ def run(args: argparse.Namespace) -> int:
         f"{res['skipped']} already written; {res['rejected_files']} files rejected; "
         f"{res['studies_per_s']} studies/s; {res['out']} ({res['wall_s']} s)"
     )
+    if res["ids"] == "one-off":
+        print(
+            "batch-interpret: ECHOPRIME_SITE_SECRET is unset: studies and files are named by keys from a "
+            "one-off secret, which no later run reproduces (an interrupted run cannot be resumed)"
+            + ("" if args.id_map else "; only --id-map relates them to the archive")
+        )
+    if args.id_map:
+        print(
+            f"batch-interpret: the map from the output's keys to the archive's ids and paths: {args.id_map} (keep it private)"
+        )
     return 0
 
 

@@ -22,6 +22,11 @@ os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "120")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# The test archive's credentials (tests/hospital/conftest.py starts it with them), set before
+# Ray starts so that its workers inherit them, as a local `echoprime batch-interpret` run's do.
+DICOMWEB_USER, DICOMWEB_PASSWORD = "echo", "orthanc-test-password"
+os.environ.setdefault("ECHOPRIME_DICOMWEB_USER", DICOMWEB_USER)
+os.environ.setdefault("ECHOPRIME_DICOMWEB_PASSWORD", DICOMWEB_PASSWORD)
 
 
 def free_port() -> int:

@@ -89,13 +89,21 @@ def pseudonymise(study_ids: Iterable[Any], secret: bytes) -> dict[str, str]:
     return out
 
 
-def write_id_map(path: str | PathLike[str], originals: Mapping[str, str], *, source: str) -> Path:
+def write_id_map(
+    path: str | PathLike[str],
+    originals: Mapping[str, str],
+    *,
+    source: str,
+    keyed: Mapping[str, str] | None = None,
+) -> Path:
     """Write the operator-only map ``{pseudonym: original}`` as JSON, readable by the owner only.
 
     Args:
         path: the file (its folder is created); written whole or not at all.
         originals: ``{original: pseudonym}`` as :func:`pseudonymise` returns it.
         source: where the secret came from (``site`` or ``one-off``), recorded in the file.
+        keyed: more entries, already ``{pseudonym: original}`` (keys of several kinds whose
+            originals may coincide, e.g. a study and a file of the same name).
     """
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -104,7 +112,7 @@ def write_id_map(path: str | PathLike[str], originals: Mapping[str, str], *, sou
         "version": MAP_VERSION,
         "scheme": SCHEME,
         "secret": source,
-        "pseudonyms": {p: sid for sid, p in originals.items()},
+        "pseudonyms": {p: sid for sid, p in originals.items()} | dict(keyed or {}),
     }
     tmp = out.with_name(out.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -20,48 +20,7 @@ from echoprime.cli import main
 from echoprime.hospital.dicomweb import Archive, DicomwebError, StudyNotFound
 from echoprime.hospital.sr import findings_of
 from tests.conftest import free_port
-
-REAL_DICOM = (
-    "examples_ybr_color.dcm",
-    "US-PAL-8-10x-echo.dcm",
-    "IM00001.implicit_little_endian.dcm",
-    "OBXXXX1A_rle_2frame.dcm",
-)
-"""The real DICOM videos (YBR, palette colour, implicit VR, RLE; headers as scanners wrote them)."""
-REAL_STILL = "US1_J2KR.dcm"
-"""A real still image (JPEG 2000): reported as not a video."""
-
-
-@pytest.fixture(scope="module")
-def bundle(tmp_path_factory) -> Path:
-    import torch
-
-    from tests.fixtures_bundle import make_random_bundle
-
-    torch.set_num_threads(1)
-    return make_random_bundle(tmp_path_factory.mktemp("dw") / "bundle", n_bank=60)
-
-
-@pytest.fixture(scope="module")
-def study(tmp_path_factory) -> tuple[str, list[Path]]:
-    """A synthetic DICOM study on disk: its StudyInstanceUID and files."""
-    from echoprime.synth.cohort import make_study, write_study
-
-    root = tmp_path_factory.mktemp("dw") / "archive"
-    write_study(make_study(9, 0, min_videos=3, max_videos=4, frames=32, size=64), root, fmt="dicom")
-    files = sorted(root.rglob("*.dcm"))
-    return str(pydicom.dcmread(files[0], stop_before_pixels=True).StudyInstanceUID), files
-
-
-@pytest.fixture(scope="module")
-def archive(orthanc, study, real_echo_dir) -> Archive:
-    """Orthanc holding the synthetic study and the real DICOM files, sent with STOW-RS."""
-    arc = Archive(orthanc.dicomweb, environ=orthanc.env)
-    sent = [pydicom.dcmread(f) for f in study[1]]
-    sent += [pydicom.dcmread(real_echo_dir / n) for n in (*REAL_DICOM, REAL_STILL)]
-    stored = arc.store(sent)
-    assert sorted(stored) == sorted(str(ds.SOPInstanceUID) for ds in sent)
-    return arc
+from tests.hospital.conftest import REAL_DICOM, REAL_STILL
 
 
 @pytest.fixture()
@@ -120,7 +79,7 @@ def test_interpret_by_uid_writes_sr_pdf_fhir_and_stores_them_back(
     # The same interpretation as of the files on disk; files are named by SOPInstanceUID.
     local = StudyInterpreter.from_bundle(bundle, device="cpu").interpret(files).to_dict()
     sops = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files}
-    assert {f["path"] for f in result["files"]} == sops
+    assert {v["file"] for v in result["videos"]} == sops <= {f["path"] for f in result["files"]}
     assert result["report_text"] == local["report_text"]
     assert {n: m["decision"] for n, m in result["metrics"].items()} == {
         n: m["decision"] for n, m in local["metrics"].items()

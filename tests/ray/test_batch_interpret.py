@@ -1,5 +1,6 @@
 """batch-interpret on the session's local Ray: a mixed DICOM/MP4 archive with bad files, local and S3,
-results equal to StudyInterpreter.interpret, resume after a lost part, empty input, GPU config on no GPUs."""
+results equal to StudyInterpreter.interpret, studies and files named by keys (no archive identifier
+in the output), resume after a lost part, empty input, GPU config on no GPUs."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ import pytest
 from echoprime import storage
 from echoprime.batch_interpret import BatchOutput, probe_study_uid, safe_name
 from echoprime.locks import OutputBusy, OutputLock
+from echoprime.retrieval.pseudonyms import read_id_map
 from ray_jobs.batch_interpret import run_batch_interpret
+from tests.leaks import files_under, leaks
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
+SITE = (b"batch-interpret-test-site-secret", "site")
+"""The site secret of these tests' runs: a resumed run must key studies as the first did."""
 
 
 @pytest.fixture(scope="module")
@@ -61,35 +66,57 @@ def archive(tmp_path_factory) -> tuple[Path, dict[str, set[str]]]:
 
 @pytest.fixture(scope="module")
 def local_run(tiny_cfg, bundle, archive, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bi") / "out"
+    tmp = tmp_path_factory.mktemp("bi")
+    out = tmp / "out"
     res = run_batch_interpret(
-        tiny_cfg, str(bundle), str(archive[0]), str(out), write_json=True, actors=2, chunk=2
+        tiny_cfg,
+        str(bundle),
+        str(archive[0]),
+        str(out),
+        write_json=True,
+        actors=2,
+        chunk=2,
+        id_map=str(tmp / "private" / "ids.json"),
+        secret=SITE,
     )
     return out, res
+
+
+@pytest.fixture(scope="module")
+def id_map(local_run) -> dict[str, str]:
+    """The operator's map of the local run: study and file keys -> archive ids and relative paths."""
+    return read_id_map(local_run[0].parent / "private" / "ids.json")
 
 
 def _rows(out: str) -> dict[str, dict]:
     return {r["study_id"]: r for r in BatchOutput(out).read().to_pylist()}
 
 
-def test_local_archive(tiny_cfg, bundle, archive, local_run):
+def test_local_archive(tiny_cfg, bundle, archive, local_run, id_map):
     from echoprime.interpret import StudyInterpreter
 
     root, expected = archive
     out, res = local_run
     assert res["studies"] == res["interpreted"] == 5 and res["skipped"] == 0
     assert (res["ok"], res["no_usable_video"], res["error"]) == (4, 1, 0)
-    assert res["rejected_files"] == 2
+    assert res["rejected_files"] == 2 and res["ids"] == "site"
     rows = _rows(str(out))
-    assert {s: {Path(f["path"]).name for f in json.loads(r["files"])} for s, r in rows.items()} == expected
+    # studies and files go by keys; the operator's map gives back the archive's grouping
+    assert all(s.startswith("s-") for s in rows)
+    assert all(f["path"].startswith("f-") for r in rows.values() for f in json.loads(r["files"]))
+    named = {
+        id_map[s]: {Path(id_map[f["path"]]).name for f in json.loads(r["files"])} for s, r in rows.items()
+    }
+    assert named == expected
+    assert (out.parent / "private" / "ids.json").stat().st_mode & 0o777 == 0o600
 
     # Each row is what StudyInterpreter.interpret says about the same files.
     ref = StudyInterpreter.from_bundle(bundle, device="cpu", k=tiny_cfg.interpret.k)
     for sid, row in rows.items():
-        files = [f["path"] for f in json.loads(row["files"])]
-        want = ref.interpret(files).to_dict()
+        keys = [f["path"] for f in json.loads(row["files"])]
+        want = ref.interpret([(k, root / id_map[k]) for k in keys]).to_dict()
         assert row["status"] == want["status"], sid
-        assert row["n_files"] == len(files) and row["n_used"] == len(want["videos"])
+        assert row["n_files"] == len(keys) and row["n_used"] == len(want["videos"])
         assert row["report_text"] == want["report_text"]
         report = json.loads(row["report"])
         drop = lambda sections: [{k: v for k, v in c.items() if k != "similarity"} for c in sections]  # noqa: E731
@@ -115,12 +142,37 @@ def test_local_archive(tiny_cfg, bundle, archive, local_run):
         doc = json.loads((out / "json" / f"{safe_name(sid)}.json").read_text())
         assert doc["study_id"] == sid and doc["report_text"] == row["report_text"]
 
-    assert rows["junk"]["status"] == "no_usable_video" and rows["junk"]["report_text"] == ""
-    rejects = {Path(r["file"]).name: r for r in BatchOutput(str(out)).read("rejects").to_pylist()}
+    by_id = {id_map[s]: r for s, r in rows.items()}
+    assert by_id["junk"]["status"] == "no_usable_video" and by_id["junk"]["report_text"] == ""
+    rejects = {Path(id_map[r["file"]]).name: r for r in BatchOutput(str(out)).read("rejects").to_pylist()}
     assert rejects.keys() == {"corrupt.mp4", "notes.txt"}
-    assert rejects["notes.txt"]["study_id"] == "junk"
-    assert rejects["corrupt.mp4"]["study_id"] == next(s for s, f in expected.items() if "corrupt.mp4" in f)
+    assert id_map[rejects["notes.txt"]["study_id"]] == "junk"
+    assert id_map[rejects["corrupt.mp4"]["study_id"]] == next(
+        s for s, f in expected.items() if "corrupt.mp4" in f
+    )
     assert all(r["reason"] and r["code"] for r in rejects.values())
+
+
+def test_output_holds_no_identifier_of_the_archive(archive, local_run, id_map):
+    """No file of the output holds a StudyInstanceUID, folder or file name of the archive, nor an
+    identifying attribute the synthetic DICOMs carry (as a scanner's do): only the map does."""
+    import pydicom
+
+    from echoprime.synth.writers import patient_attributes
+
+    root, expected = archive
+    out, _ = local_run
+    originals = set(expected) | {n for names in expected.values() for n in names}
+    originals |= {p.name for p in (root / "videos").iterdir()} | {"moved"}  # the archive's folders
+    dicoms = sorted(root.rglob("*.dcm"))
+    assert dicoms
+    for f in dicoms:
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        originals |= {str(ds.StudyInstanceUID), str(ds.PatientID), str(ds.PatientName)}
+        attrs = patient_attributes(str(ds.PatientID))
+        originals |= {v for k, v in attrs.items() if k not in ("PatientSex", "SeriesDescription")}
+    assert set(id_map.values()) >= set(expected)  # the map is where they are
+    assert leaks(files_under(out), originals) == {}
 
 
 def test_output_names_bank_studies_by_pseudonym_only(bundle, local_run):
@@ -157,15 +209,33 @@ def test_resume_redoes_only_a_lost_part(tiny_cfg, bundle, archive, local_run):
     lost = set(json.loads((out / "_done" / f"{part.stem}.json").read_text())["studies"])
     part.unlink()
     res = run_batch_interpret(
-        tiny_cfg, str(bundle), str(archive[0]), str(out), write_json=True, actors=1, chunk=2
+        tiny_cfg, str(bundle), str(archive[0]), str(out), write_json=True, actors=1, chunk=2, secret=SITE
     )
     assert res["interpreted"] == len(lost) and res["skipped"] == 5 - len(lost)
     after = _rows(str(out))
     assert len(BatchOutput(str(out)).read()) == 5  # no duplicate rows
     assert {s: r["report_text"] for s, r in after.items()} == {s: r["report_text"] for s, r in before.items()}
 
-    res = run_batch_interpret(tiny_cfg, str(bundle), str(archive[0]), str(out), actors=1, chunk=2)
+    res = run_batch_interpret(
+        tiny_cfg, str(bundle), str(archive[0]), str(out), actors=1, chunk=2, secret=SITE
+    )
     assert (res["interpreted"], res["skipped"]) == (0, 5) and res["lock_taken_over"] is None
+
+    # Keys of another secret (a one-off one when none is set), or the originals, would redo and
+    # duplicate every study: refused, saying how to resume, and nothing is touched.
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.name != "_job.json")
+    other = (b"another-site-secret-0123456789", "site")
+    for kw, words in (
+        ({"secret": other}, "keys of another site secret, and this run would name them by keys of the site"),
+        ({}, "this run would name them by keys from a one-off secret"),
+        ({"deidentify": False}, "this run would name them by the archive's own ids"),
+    ):
+        with pytest.raises(ValueError, match=f"{words}.*ECHOPRIME_SITE_SECRET.*--force"):
+            run_batch_interpret(tiny_cfg, str(bundle), str(archive[0]), str(out), actors=1, **kw)
+        assert (
+            sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file() and p.name != "_job.json")
+            == files
+        )
 
 
 def test_one_job_at_a_time_on_an_output(tiny_cfg, bundle, archive, local_run):
@@ -180,7 +250,7 @@ def test_one_job_at_a_time_on_an_output(tiny_cfg, bundle, archive, local_run):
             run_batch_interpret(tiny_cfg, str(bundle), str(archive[0]), str(out), actors=1, force=True)
     assert sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file()) == before  # --force did nothing
     dead = _die_holding(str(out))
-    res = run_batch_interpret(tiny_cfg, str(bundle), str(archive[0]), str(out), actors=1)
+    res = run_batch_interpret(tiny_cfg, str(bundle), str(archive[0]), str(out), actors=1, secret=SITE)
     assert (res["interpreted"], res["skipped"]) == (0, 5)
     assert (
         f"(pid {dead} on " in res["lock_taken_over"]
@@ -188,7 +258,7 @@ def test_one_job_at_a_time_on_an_output(tiny_cfg, bundle, archive, local_run):
     )
 
 
-def test_s3_archive_and_output(tiny_cfg, bundle, archive, local_run, s3_server, monkeypatch):
+def test_s3_archive_and_output(tiny_cfg, bundle, archive, local_run, id_map, s3_server, monkeypatch):
     import boto3
 
     import ray_jobs.batch_interpret as job
@@ -203,19 +273,34 @@ def test_s3_archive_and_output(tiny_cfg, bundle, archive, local_run, s3_server, 
             storage.write_bytes(f"s3://bi-test/archive/{p.relative_to(root)}", p.read_bytes())
     s3_bundle = publish(bundle, "s3://bi-test/bundle")
     res = run_batch_interpret(
-        tiny_cfg, s3_bundle, "s3://bi-test/archive", "s3://bi-test/out", actors=1, chunk=3
+        tiny_cfg, s3_bundle, "s3://bi-test/archive", "s3://bi-test/out", actors=1, chunk=3, secret=SITE
     )
     assert (res["studies"], res["ok"], res["no_usable_video"], res["rejected_files"]) == (5, 4, 1, 2)
     rows = _rows("s3://bi-test/out")
     local = _rows(str(local_run[0]))
+    # The same secret names the same studies and files alike, wherever the archive lies.
     assert {s: r["report_text"] for s, r in rows.items()} == {s: r["report_text"] for s, r in local.items()}
-    assert all(
-        f["path"].startswith("s3://bi-test/archive/") for r in rows.values() for f in json.loads(r["files"])
-    )
+    assert {s: r["files"] for s, r in rows.items()} == {s: r["files"] for s, r in local.items()}
     rejects = BatchOutput("s3://bi-test/out").read("rejects").column("file").to_pylist()
-    assert sorted(Path(f).name for f in rejects) == ["corrupt.mp4", "notes.txt"]
-    res = run_batch_interpret(tiny_cfg, s3_bundle, "s3://bi-test/archive", "s3://bi-test/out", actors=1)
+    assert sorted(Path(id_map[f]).name for f in rejects) == ["corrupt.mp4", "notes.txt"]
+    res = run_batch_interpret(
+        tiny_cfg, s3_bundle, "s3://bi-test/archive", "s3://bi-test/out", actors=1, secret=SITE
+    )
     assert (res["interpreted"], res["skipped"]) == (0, 5)
+
+    # --original-ids (authorised local use): the archive's own ids and URIs, as it names them
+    res = run_batch_interpret(
+        tiny_cfg, s3_bundle, "s3://bi-test/archive", "s3://bi-test/plain", actors=1, chunk=5, deidentify=False
+    )
+    plain = _rows("s3://bi-test/plain")
+    assert res["ids"] == "originals" and set(plain) == {id_map[s] for s in local}
+    assert all(
+        f["path"].startswith("s3://bi-test/archive/") for r in plain.values() for f in json.loads(r["files"])
+    )
+    with pytest.raises(ValueError, match="--id-map needs keyed names"):
+        run_batch_interpret(
+            tiny_cfg, s3_bundle, "s3://bi-test/archive", "s3://bi-test/x", deidentify=False, id_map="ids.json"
+        )
 
 
 def test_no_studies(tiny_cfg, bundle, tmp_path):
@@ -253,12 +338,14 @@ def test_a_hostile_archive_fails_no_study(tiny_cfg, bundle, tmp_path):
     root = tmp_path / "archive"
     corpus = write_hostile_corpus(root / "study")
     out = tmp_path / "out"
-    res = run_batch_interpret(tiny_cfg, str(bundle), str(root), str(out), actors=1, chunk=4)
+    ids = tmp_path / "private" / "ids.json"
+    res = run_batch_interpret(tiny_cfg, str(bundle), str(root), str(out), actors=1, chunk=4, id_map=str(ids))
     assert res["error"] == 0 and res["studies"] == res["interpreted"] >= 1
+    names = read_id_map(ids)  # files are named by keys in the output
     rows = _rows(str(out))
     assert all(r["error"] is None and r["status"] in ("ok", "no_usable_video") for r in rows.values())
     assert sum(r["n_used"] for r in rows.values()) == sum(f.expect_ok for f in corpus)
-    rejects = {Path(r["file"]).name: r for r in BatchOutput(str(out)).read("rejects").to_pylist()}
+    rejects = {Path(names[r["file"]]).name: r for r in BatchOutput(str(out)).read("rejects").to_pylist()}
     bad = {Path(f.path).name: f for f in corpus if not f.expect_ok}
     assert rejects.keys() == bad.keys()
     for name, f in bad.items():

@@ -109,19 +109,43 @@ def test_build_bank_logs_no_id_and_no_report(bundle_dir, cohort, id_map, shards_
 
 
 def test_nothing_the_pipeline_writes_or_logs_holds_an_original_id(
-    ray_cluster, cohort, shards_dir, pretrained, bundle_dir, evaluation
+    ray_cluster, test_cfg, cohort, cohort_dir, shards_dir, pretrained, bundle_dir, evaluation, tmp_path
 ):
     """The session cohort through ingest (de-identified, as by default), pretraining, views,
-    attention, build-bank and evaluate: no file any stage wrote (shards, training runs and
-    checkpoints, the bundle, the bank's id map, evaluation output) and no log line of this Ray
-    session (driver, workers, raylet) holds a study id, a patient id or a file name of the
-    cohort, and no log quotes a report. The ingest map is the one place the ids are
-    (tests/ray/conftest.py keeps it apart)."""
+    attention, build-bank, evaluate and batch-interpret (of three test studies, copied as an
+    archive): no file any stage wrote (shards, training runs and checkpoints, the bundle, the
+    bank's id map, evaluation and batch output) and no log line of this Ray session (driver,
+    workers, raylet) holds a study id, a patient id or a file name of the cohort, and no log
+    quotes a report. The ingest and batch maps are the one place the ids are (kept apart)."""
+    import shutil
+
+    from ray_jobs.batch_interpret import run_batch_interpret
+
     studies, files = cohort
     needles = _identifiers(studies) + sorted({f.stem for fs in files.values() for f in fs})
     assert len(needles) > 2 * len(studies)
+    archive = tmp_path / "archive"
+    for s in [s for s in studies if s["split"] == "test"][:3]:
+        for f in files[s["study_id"]]:
+            dest = archive / f.relative_to(cohort_dir)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(f, dest)
+    batch = tmp_path / "batch"
+    res = run_batch_interpret(
+        test_cfg,
+        str(bundle_dir),
+        str(archive),
+        str(batch),
+        write_json=True,
+        actors=1,
+        id_map=str(tmp_path / "ids.json"),
+    )
+    assert res["ok"] == 3 and res["ids"] != "originals"
+    assert set(read_id_map(tmp_path / "ids.json").values()) >= {
+        p.name for p in (archive / "videos").iterdir()
+    }
     stages = pretrained[0].parent.parent  # pretraining runs, the bundle and the bank's id map
-    written = files_under(shards_dir, stages, evaluation[2])
+    written = files_under(shards_dir, stages, evaluation[2], batch)
     assert len(written) > 50 and any(p.suffix == ".pt" for p in written)
     assert leaks(written, needles) == {}
     # Every log of this Ray session, and the build's own INFO+ lines.
