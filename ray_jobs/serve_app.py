@@ -72,6 +72,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--num-cpus", type=int, default=None, help="logical CPUs of the local Ray (default: max(4, cores))"
     )
+    p.add_argument(
+        "--dicomweb",
+        default=None,
+        metavar="URL",
+        help="a DICOMweb archive for POST /v1/interpret/dicomweb (credentials from ECHOPRIME_DICOMWEB_TOKEN, "
+        "or _USER and _PASSWORD, in this environment); see docs/integration.md",
+    )
 
 
 def resolve(
@@ -83,6 +90,7 @@ def resolve(
     allow_no_auth_off_loopback: bool = False,
     allowed_hosts: Sequence[str] | None = None,
     allowed_origins: Sequence[str] | None = None,
+    dicomweb_url: str | None = None,
 ) -> tuple[Any, dict[str, dict[str, Any]], dict[str, Any]]:
     """``(ServeArgs, options by deployment, http_options)`` for a bundle and a Serve config.
 
@@ -107,6 +115,7 @@ def resolve(
         "allowed_hosts": list(allowed_hosts) if allowed_hosts else None,
         "allowed_origins": list(allowed_origins) if allowed_origins else None,
         "allow_no_auth_off_loopback": allow_no_auth_off_loopback or None,
+        "dicomweb_url": dicomweb_url,
     }
     if host is not None and not allowed_hosts:
         # The config's list names the cluster's Service; this command's own --host decides the
@@ -173,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         allow_no_auth_off_loopback=args.allow_no_auth_off_loopback,
         allowed_hosts=args.allowed_host,
         allowed_origins=args.allowed_origin,
+        dicomweb_url=args.dicomweb,
     )
     auth = ApiKeyAuth.from_env(
         key_file=sargs.api_key_file, key_env=sargs.api_key_env, disabled=sargs.auth_disabled

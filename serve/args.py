@@ -58,6 +58,10 @@ class ServeArgs(BaseModel):
     """How often the ingress resends a call whose replica was stopped from outside while handling
     it (``ray.kill``, a health check, node loss). A call whose replica crashed (exited, killed for
     memory) is never resent: the request may have caused it."""
+    dicomweb_url: str | None = None
+    """A DICOMweb archive ``POST /v1/interpret/dicomweb`` reads studies from (and stores results
+    to); credentials come from the ingress replica's environment (``ECHOPRIME_DICOMWEB_TOKEN``,
+    or ``_USER`` and ``_PASSWORD``), never from here. Clients name a study, never a server."""
     examples: bool = True
     """Offer synthetic example studies (``GET /v1/examples/{index}``) to the viewer."""
     host: str | None = None
@@ -78,6 +82,14 @@ class ServeArgs(BaseModel):
     @model_validator(mode="after")
     def _no_auth_only_on_loopback(self) -> ServeArgs:
         check_no_auth(self.host, self.auth_disabled, self.allow_no_auth_off_loopback)
+        return self
+
+    @model_validator(mode="after")
+    def _archive_url(self) -> ServeArgs:
+        if self.dicomweb_url is not None:
+            from echoprime.hospital.dicomweb import check_url
+
+            check_url(self.dicomweb_url)
         return self
 
     def host_allow_list(self) -> list[str] | None:

@@ -111,6 +111,14 @@ def input_digests(study: Sequence[Any] | None, limit: int = 10) -> str:
     return " ".join(out) + more
 
 
+def _part10(ds: Any) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    return buf.getvalue()
+
+
 def bundle_summary(uri: str) -> dict[str, Any]:
     """What clients may know of the bundle: its name, version and content hash, and the
     manifest without its file list or anything of the server's (no path, no URI).
@@ -375,6 +383,106 @@ class Ingress:
         if previews:
             result["previews"] = pre["previews"]
         return result
+
+    async def interpret_dicomweb(self, study_uid: str, fmt: str, store: bool) -> tuple[Any, str]:
+        """Study ``study_uid`` of the configured archive through the graph, as ``(content, media
+        type)``: the result JSON, or its SR / PDF / FHIR Bundle; with ``store`` the SR and PDF go
+        back to the archive first. The archive's address never reaches the client (it is the
+        server's); what went wrong does, in words."""
+        from echoprime.hospital.dicomweb import DicomwebError, StudyNotFound
+
+        if not self.args.dicomweb_url:
+            raise ApiError(404, "no_archive", "this server has no DICOMweb archive (args.dicomweb_url)")
+        try:
+            instances = await asyncio.to_thread(self._fetch_study, study_uid)
+        except StudyNotFound:
+            raise ApiError(404, "study_not_found", f"the archive holds no study {study_uid}") from None
+        except DicomwebError as e:
+            log.warning("echoprime serve: DICOMweb: %s", e)
+            status = f" (HTTP {e.status})" if e.status else ""
+            raise ApiError(
+                502, "archive_error", f"the DICOMweb archive failed{status}; see the server log"
+            ) from None
+        study = [(i.name, i.data) for i in instances]
+        result = await self.interpret(study)
+        if result.get("status") != "ok":
+            raise ApiError(
+                422,
+                "no_usable_video",
+                f"study {study_uid} holds no usable echo video: "
+                + "; ".join(f"{f['path']}: {f['reason']}" for f in result.get("files", [])[:5]),
+            )
+        if fmt == "json" and not store:
+            return result, "application/json"
+        headers = {i.name: i.header for i in instances if i.header is not None}
+        data = {i.name: i.data for i in instances}
+        out = await asyncio.to_thread(self._hospital_outputs, result, headers, data, fmt, store)
+        del data, study, instances
+        if store:
+            try:
+                await asyncio.to_thread(
+                    self._archive().store, [d for d in (out.sr, out.pdf_dicom) if d is not None]
+                )
+            except DicomwebError as e:
+                log.warning("echoprime serve: DICOMweb store: %s", e)
+                raise ApiError(
+                    502, "archive_error", "the DICOMweb archive refused the SR/PDF; see the server log"
+                ) from None
+        if fmt == "json":
+            return result | {
+                "stored": {"sr": str(out.sr.SOPInstanceUID), "pdf": str(out.pdf_dicom.SOPInstanceUID)}
+            }, "application/json"
+        if fmt == "sr":
+            return _part10(out.sr), "application/dicom"
+        if fmt == "pdf":
+            return out.pdf, "application/pdf"
+        return out.fhir, "application/fhir+json"
+
+    def _archive(self) -> Any:
+        from echoprime.hospital.dicomweb import Archive
+
+        if getattr(self, "_dicomweb", None) is None:
+            self._dicomweb = Archive(str(self.args.dicomweb_url))
+        return self._dicomweb
+
+    def _fetch_study(self, study_uid: str) -> list[Any]:
+        """The study's instances, within the upload limits (a study is an upload by other means)."""
+        out, total = [], 0
+        for inst in self._archive().iter_instances(study_uid):
+            total += len(inst.data)
+            if len(out) >= self.limits.max_files or total > self.limits.max_upload_bytes:
+                raise ApiError(
+                    413,
+                    "payload_too_large",
+                    f"study {study_uid} is larger than this server takes ({self.limits.max_files} files, "
+                    f"{self.limits.max_upload_bytes // 2**20} MB)",
+                )
+            out.append(inst)
+        return out
+
+    def _hospital_outputs(
+        self, result: dict[str, Any], headers: dict[str, Any], data: dict[str, bytes], fmt: str, store: bool
+    ) -> Any:
+        from echoprime.hospital.outputs import hospital_outputs, key_frames
+        from echoprime.hospital.sr import Algorithm, SRError
+
+        b = self.model["bundle"]
+        from echoprime import __version__
+
+        alg = Algorithm("echoprime", __version__, b["sha256"], b["name"])
+        pdf = fmt == "pdf" or store
+        try:
+            return hospital_outputs(
+                result,
+                headers,
+                alg,
+                sr=fmt == "sr" or store,
+                pdf=pdf,
+                fhir=fmt == "fhir",
+                frames=key_frames(result, data.__getitem__) if pdf else None,
+            )
+        except SRError as e:
+            raise ApiError(422, "not_dicom", str(e)) from None
 
     async def embed_videos(self, files: list[tuple[str, bytes]]) -> dict[str, Any]:
         """Each usable video's embedding and view, plus every file's status."""

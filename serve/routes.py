@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import Depends, FastAPI, Request, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ValidationError
@@ -98,6 +98,18 @@ async def _study(ing: Ingress, request: Request) -> Any:
         "unsupported_media_type",
         f"send multipart/form-data (files) or application/json (s3:// URIs), not {shown or 'no content type'!r}",
     )
+
+
+_ACCEPT = {"application/dicom": "sr", "application/pdf": "pdf", "application/fhir+json": "fhir"}
+
+
+def _format_of(accept: str) -> str:
+    """The format an ``Accept`` header asks for (the first type it lists that we make)."""
+    for part in accept.split(","):
+        kind = part.split(";")[0].strip().lower()
+        if kind in _ACCEPT:
+            return _ACCEPT[kind]
+    return "json"
 
 
 def create_api(ing: Ingress) -> FastAPI:
@@ -199,6 +211,34 @@ def create_api(ing: Ingress) -> FastAPI:
             study = await _study(ing, request)
             timeout = request.headers.get("x-request-timeout")
             return JSONResponse(await ing.bounded(ing.interpret(study, previews), timeout, started))
+
+    @api.post(
+        "/v1/interpret/dicomweb",
+        summary="interpret a study of the server's DICOMweb archive by UID; JSON, DICOM SR, PDF or FHIR",
+        response_model=None,
+        responses={200: {"model": schemas.StudyResultModel}, **_errors(404, 408, 413, 422, 502)},
+        openapi_extra=_body({"application/json": {"schema": schemas.InterpretDicomweb.model_json_schema()}}),
+    )
+    async def interpret_dicomweb(key: Key, request: Request) -> Response:
+        """`{"study_uid": "1.2.3...", "format": "json" | "sr" | "pdf" | "fhir", "store": false}`.
+        Without `format`, the `Accept` header decides (`application/dicom`: the SR,
+        `application/pdf`, `application/fhir+json`), else JSON. `store` sends the SR and PDF back
+        to the archive (STOW-RS) before answering; JSON then names them under `stored`."""
+        started = time.monotonic()
+        ing.auth.verify(key)
+        body = await _validated(ing, schemas.InterpretDicomweb, request)
+        fmt = body.format or _format_of(request.headers.get("accept", ""))
+        async with ing.uploads.slot():
+            timeout = request.headers.get("x-request-timeout")
+            content, media = await ing.bounded(
+                ing.interpret_dicomweb(body.study_uid, fmt, body.store), timeout, started
+            )
+        if media in ("application/json", "application/fhir+json"):
+            return JSONResponse(content, media_type=media)
+        name = {"application/dicom": "sr.dcm", "application/pdf": "report.pdf"}[media]
+        return Response(
+            content, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
+        )
 
     @api.post(
         "/v1/embed/video",

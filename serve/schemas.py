@@ -68,6 +68,22 @@ class InterpretByUri(_Strict):
     )
 
 
+class InterpretDicomweb(_Strict):
+    """A study of the server's DICOMweb archive, by its StudyInstanceUID."""
+
+    study_uid: str = Field(
+        min_length=1, max_length=64, pattern=r"^[0-9]+(\.[0-9]+)*$", description="the StudyInstanceUID"
+    )
+    format: Literal["json", "sr", "pdf", "fhir"] | None = Field(
+        default=None,
+        description="json (the result), sr (DICOM SR), pdf, fhir (FHIR R4 Bundle); default: from the "
+        "Accept header (application/dicom, application/pdf, application/fhir+json), else json",
+    )
+    store: bool = Field(
+        default=False, description="also send the SR and the PDF back to the archive (STOW-RS)"
+    )
+
+
 class EmbedTextRequest(_Strict):
     reports: list[str] = Field(min_length=1, max_length=64, description="report texts")
 
