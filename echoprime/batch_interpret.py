@@ -530,29 +530,21 @@ class BatchInterpreter:
     def load_archive(
         self, study_uid: str, sops: Sequence[str], names: Sequence[str]
     ) -> tuple[np.ndarray, np.ndarray, list[FileReport]]:
-        """One study of the DICOMweb archive, instance by instance as it streams in; each instance
-        under its name in ``names`` (by SOPInstanceUID in ``sops``), one the query did not list
-        as ``unlisted-<n>``. An archive that fails is the study's error (raised)."""
+        """One study of the DICOMweb archive as it streams in
+        (:func:`echoprime.hospital.outputs.load_archive_study`), each instance under its name in
+        ``names`` (by SOPInstanceUID in ``sops``). An archive that fails is the study's error."""
         from echoprime.hospital.dicomweb import DicomwebError
+        from echoprime.hospital.outputs import load_archive_study
 
-        name_of = dict(zip(sops, names, strict=True))
-        clips, n_valid, reports = [], [], []
         try:
-            for i, inst in enumerate(self.archive.iter_instances(study_uid)):
-                c, n, r = self.interp.load_study_uint8(
-                    [(name_of.get(inst.name, f"unlisted-{i + 1}"), inst.data)]
-                )
-                clips.append(c)
-                n_valid.append(n)
-                reports += r
+            u8, nv, reports, _ = load_archive_study(
+                self.interp, self.archive, study_uid, dict(zip(sops, names, strict=True))
+            )
         except DicomwebError as e:
             # The study is recorded as failed with the reason in words (no URL: it is the job's).
             raise RuntimeError(
                 f"the DICOMweb archive failed for this study ({type(e).__name__}, HTTP {e.status})"
             ) from None
-        spec = self.interp.spec
-        u8 = np.concatenate(clips) if clips else np.zeros((0, spec.frames, spec.size, spec.size, 3), np.uint8)
-        nv = np.concatenate(n_valid) if n_valid else np.zeros(0, np.int64)
         return u8, nv, reports
 
     def _interpret(

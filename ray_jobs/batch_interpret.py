@@ -197,16 +197,7 @@ def _archive_studies(url: str, query: dict[str, Any]) -> dict[str, list[str]]:
     from echoprime.hospital.dicomweb import Archive
 
     arc = Archive(url)
-    out = {}
-    for uid in arc.search_studies(**query):
-        rows = arc._call(
-            f"study {uid} (QIDO-RS)",
-            arc.client.search_for_instances,
-            study_instance_uid=uid,
-            get_remaining=True,
-        )
-        out[uid] = sorted(str(r["00080018"]["Value"][0]) for r in rows if r.get("00080018", {}).get("Value"))
-    return out
+    return {uid: arc.instance_uids(uid) for uid in arc.search_studies(**query)}
 
 
 def run_batch_interpret(

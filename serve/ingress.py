@@ -111,14 +111,6 @@ def input_digests(study: Sequence[Any] | None, limit: int = 10) -> str:
     return " ".join(out) + more
 
 
-def _part10(ds: Any) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
-
-
 def bundle_summary(uri: str) -> dict[str, Any]:
     """What clients may know of the bundle: its name, version and content hash, and the
     manifest without its file list or anything of the server's (no path, no URI).
@@ -433,7 +425,9 @@ class Ingress:
                 "stored": {"sr": str(out.sr.SOPInstanceUID), "pdf": str(out.pdf_dicom.SOPInstanceUID)}
             }, "application/json"
         if fmt == "sr":
-            return _part10(out.sr), "application/dicom"
+            from echoprime.hospital.dicomweb import part10_bytes
+
+            return part10_bytes(out.sr), "application/dicom"
         if fmt == "pdf":
             return out.pdf, "application/pdf"
         return out.fhir, "application/fhir+json"

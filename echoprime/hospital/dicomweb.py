@@ -209,9 +209,17 @@ class Archive:
             uid=study_uid,
             media_types=(("application/dicom", "*"),),
         )
-        buf = io.BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        return buf.getvalue()
+        return part10_bytes(ds)
+
+    def instance_uids(self, study_uid: str) -> list[str]:
+        """The SOPInstanceUIDs of a study (QIDO-RS), sorted."""
+        rows = self._call(
+            f"study {study_uid} (QIDO-RS)",
+            self.client.search_for_instances,
+            study_instance_uid=study_uid,
+            get_remaining=True,
+        )
+        return sorted(str(r["00080018"]["Value"][0]) for r in rows if r.get("00080018", {}).get("Value"))
 
     def store(self, datasets: Sequence[Dataset]) -> list[str]:
         """Send instances with STOW-RS; returns their SOPInstanceUIDs as the archive stored them.
@@ -231,14 +239,18 @@ class Archive:
         return [str(r.ReferencedSOPInstanceUID) for r in resp.get("ReferencedSOPSequence") or []]
 
 
-def _part10(ds: Dataset) -> Dataset:
-    """``ds`` as a DICOM Part 10 file (preamble, file meta with its group length)."""
-    from pydicom import dcmread
-
+def part10_bytes(ds: Dataset) -> bytes:
+    """``ds`` as the bytes of a DICOM Part 10 file (preamble, file meta with its group length)."""
     buf = io.BytesIO()
     ds.save_as(buf, enforce_file_format=True)
-    buf.seek(0)
-    return dcmread(buf)
+    return buf.getvalue()
+
+
+def _part10(ds: Dataset) -> Dataset:
+    """``ds`` read back from :func:`part10_bytes` (what ``store_instances`` then writes whole)."""
+    from pydicom import dcmread
+
+    return dcmread(io.BytesIO(part10_bytes(ds)))
 
 
 def _instance(data: bytes, n: int) -> Instance:
@@ -254,7 +266,7 @@ def _instance(data: bytes, n: int) -> Instance:
     if data[128:132] != b"DICM":  # a readable data set without the preamble: make it a file
         full = dcmread(io.BytesIO(data), force=True)
         full.file_meta = getattr(full, "file_meta", None) or _meta(header)
-        data = _bytes(full)
+        data = part10_bytes(full)
     return Instance(uid, data, header)
 
 
@@ -267,12 +279,6 @@ def _meta(header: Dataset) -> Any:
     meta.MediaStorageSOPInstanceUID = header.SOPInstanceUID
     meta.TransferSyntaxUID = ImplicitVRLittleEndian
     return meta
-
-
-def _bytes(ds: Dataset) -> bytes:
-    buf = io.BytesIO()
-    ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
 
 
 def _short(e: Exception) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
-from echoprime.hospital.dicomweb import Archive, Instance
+from echoprime.hospital.dicomweb import Archive
 from echoprime.hospital.sr import Algorithm, build_sr
 
 KEY_FRAME_MAX = 384
@@ -56,35 +56,50 @@ def dicom_headers(files: Iterable[str | Path]) -> dict[str, Dataset]:
     return out
 
 
-def interpret_archive_study(
-    interp: Any, archive: Archive, study_uid: str, *, k: int | None = None
-) -> tuple[dict[str, Any], dict[str, Dataset]]:
-    """Interpret study ``study_uid`` of ``archive``, instance by instance.
+def load_archive_study(
+    interp: Any, archive: Archive, study_uid: str, name_of: Mapping[str, str] | None = None
+) -> tuple[np.ndarray, np.ndarray, list[Any], dict[str, Dataset]]:
+    """Read study ``study_uid`` of ``archive`` into clips, instance by instance as WADO-RS streams
+    it (each instance's bytes are dropped once its clip is made).
+
+    Args:
+        interp: the :class:`~echoprime.interpret.StudyInterpreter` whose preprocessing applies.
+        name_of: the name each instance goes by, by SOPInstanceUID (its key in a de-identified
+            output); an instance it does not list is ``unlisted-<n>``. Default: the UID itself.
 
     Returns:
-        ``(StudyResult.to_dict(), {SOPInstanceUID: header})``; files are named by their
-        SOPInstanceUID. Unreadable instances are reports with their reason, never an error.
+        ``(uint8 clips, real-frame counts, one FileReport per instance, {name: header})``, as
+        :meth:`StudyInterpreter.load_study_uint8` returns them; bad instances are reports.
 
     Raises:
         StudyNotFound, DicomwebError: from the archive.
     """
-    clips: list[np.ndarray] = []
-    n_valid: list[np.ndarray] = []
-    reports = []
-    headers: dict[str, Dataset] = {}
-    inst: Instance
-    for inst in archive.iter_instances(study_uid):
-        c, n, r = interp.load_study_uint8([(inst.name, inst.data)])
+    clips, n_valid, reports, headers = [], [], [], {}
+    for i, inst in enumerate(archive.iter_instances(study_uid)):
+        name = inst.name if name_of is None else name_of.get(inst.name, f"unlisted-{i + 1}")
+        c, n, r = interp.load_study_uint8([(name, inst.data)])
         clips.append(c)
         n_valid.append(n)
         reports += r
         if inst.header is not None:
-            headers[inst.name] = inst.header
-    shape = (0, interp.spec.frames, interp.spec.size, interp.spec.size, 3)
-    u8 = np.concatenate(clips) if clips else np.zeros(shape, np.uint8)
+            headers[name] = inst.header
+    spec = interp.spec
+    u8 = np.concatenate(clips) if clips else np.zeros((0, spec.frames, spec.size, spec.size, 3), np.uint8)
     nv = np.concatenate(n_valid) if n_valid else np.zeros(0, np.int64)
-    result = interp.interpret_stored([(u8, nv, reports)], k=k)[0]
-    return result.to_dict(), headers
+    return u8, nv, reports, headers
+
+
+def interpret_archive_study(
+    interp: Any, archive: Archive, study_uid: str, *, k: int | None = None
+) -> tuple[dict[str, Any], dict[str, Dataset]]:
+    """Interpret study ``study_uid`` of ``archive`` (:func:`load_archive_study`; files named by
+    SOPInstanceUID). Returns ``(StudyResult.to_dict(), {SOPInstanceUID: header})``.
+
+    Raises:
+        StudyNotFound, DicomwebError: from the archive.
+    """
+    u8, nv, reports, headers = load_archive_study(interp, archive, study_uid)
+    return interp.interpret_stored([(u8, nv, reports)], k=k)[0].to_dict(), headers
 
 
 def key_frames(result: Mapping[str, Any], source: Callable[[str], Any]) -> dict[str, np.ndarray]:
