@@ -62,6 +62,19 @@ class BundleError(ValueError):
     """A bundle that cannot be used; the message names the bundle and the file at fault."""
 
 
+def manifest_sha256(bundle: str) -> str:
+    """The sha256 of a bundle's manifest file: the bundle's content hash (the manifest lists every
+    file's sha256). What batch-interpret records, Serve reports and the SR names the model by.
+
+    Raises:
+        BundleError: the bundle has no manifest.
+    """
+    uri = storage.locate(bundle).join(MANIFEST).uri
+    if not storage.exists(uri):
+        raise BundleError(f"bundle {bundle}: {MANIFEST} is missing (not a bundle, or it was never committed)")
+    return hashlib.sha256(storage.read_bytes(uri)).hexdigest()
+
+
 def sha256_file(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -134,7 +134,7 @@ def _hospital(args: argparse.Namespace, interp, result: dict, headers, archive) 
     out = hospital_outputs(
         result,
         headers,
-        algorithm_for(interp),
+        algorithm_for(args.bundle),
         sr=bool(args.sr or args.store),
         pdf=bool(args.pdf or args.store),
         fhir=bool(args.fhir),

@@ -40,7 +40,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import posixpath
@@ -136,16 +135,6 @@ def _list_archive(input_uri: str, manifest: str | None) -> tuple[list[str], dict
     return files, videos, root
 
 
-def _bundle_id(bundle: str) -> str:
-    from echoprime import storage
-    from echoprime.bundle import MANIFEST, BundleError
-
-    uri = storage.locate(bundle).join(MANIFEST).uri
-    if not storage.exists(uri):
-        raise BundleError(f"bundle {bundle}: {MANIFEST} is missing (not a bundle, or it was never committed)")
-    return hashlib.sha256(storage.read_bytes(uri)).hexdigest()
-
-
 def _probe(batch: dict[str, Any]) -> dict[str, Any]:
     from echoprime.batch_interpret import probe_study_uid
 
@@ -239,6 +228,7 @@ def run_batch_interpret(
     import ray
 
     from echoprime.batch_interpret import BatchInterpreter, BatchOutput, group_studies
+    from echoprime.bundle import manifest_sha256
     from echoprime.data.deid import Deidentifier
     from echoprime.retrieval.pseudonyms import check_map_outside, write_id_map
     from ray_jobs.common import configure_ray_data, ray_session, require_resources
@@ -259,7 +249,7 @@ def run_batch_interpret(
     gpus = 1 if cfg.train.use_gpu else 0
     cpus = cfg.train.cpus_per_worker if cfg.train.use_gpu else 1.0
     k = cfg.interpret.k if k is None else k
-    bundle_id = _bundle_id(bundle)
+    bundle_id = manifest_sha256(bundle)
     if (input_uri is None) == (dicomweb is None):
         raise ValueError("batch-interpret reads --input or --dicomweb (one of them)")
     if dicomweb is not None:

@@ -12,11 +12,9 @@ Used by ``echoprime interpret`` (``--dicomweb``, ``--sr``, ``--pdf``, ``--fhir``
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -29,15 +27,15 @@ KEY_FRAME_MAX = 384
 """Longest side of a key frame in the PDF, in pixels."""
 
 
-def algorithm_for(interp: Any) -> Algorithm:
-    """The algorithm identification of an interpreter's bundle: the package version and the
-    sha256 of the bundle's manifest (its content: the manifest lists every file's hash)."""
+def algorithm_for(bundle: str) -> Algorithm:
+    """The algorithm identification of a bundle: the package version, the bundle's name (its
+    folder's) and its content hash (:func:`echoprime.bundle.manifest_sha256`), as Serve reports
+    them in ``GET /v1/model``."""
     from echoprime import __version__
+    from echoprime.bundle import manifest_sha256
 
-    manifest = interp.parts.manifest or {}
-    digest = hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()
-    name = str(manifest.get("name") or manifest.get("extra", {}).get("config", {}).get("name") or "bundle")
-    return Algorithm("echoprime", str(__version__), digest, name)
+    name = PurePosixPath(str(bundle).rstrip("/")).name or "bundle"
+    return Algorithm("echoprime", str(__version__), manifest_sha256(bundle), name)
 
 
 def dicom_headers(files: Iterable[str | Path]) -> dict[str, Dataset]:

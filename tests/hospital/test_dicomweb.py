@@ -153,7 +153,7 @@ def test_real_scanner_files_through_the_archive(bundle, archive, real_echo_dir, 
         ds = pydicom.dcmread(real_echo_dir / name, stop_before_pixels=True)
         result, headers = interpret_archive_study(interp, archive, str(ds.StudyInstanceUID))
         assert result["status"] == "ok" and str(ds.SOPInstanceUID) in {v["file"] for v in result["videos"]}
-        out = hospital_outputs(result, headers, algorithm_for(interp), sr=True, fhir=True)
+        out = hospital_outputs(result, headers, algorithm_for(str(bundle)), sr=True, fhir=True)
         out.sr.save_as(tmp_path / f"{name}.sr.dcm", enforce_file_format=True)
         assert _errors(tmp_path / f"{name}.sr.dcm", ds) == [], name
     still = pydicom.dcmread(real_echo_dir / REAL_STILL, stop_before_pixels=True)
