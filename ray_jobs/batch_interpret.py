@@ -53,26 +53,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="model bundle (folder or s3://)")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--input", help="archive folder or s3://bucket/prefix")
-    src.add_argument(
-        "--dicomweb",
-        metavar="URL",
-        help="a DICOMweb archive instead: the studies a QIDO-RS query finds (--study, --modality, "
-        "--dates); credentials from ECHOPRIME_DICOMWEB_TOKEN, or _USER and _PASSWORD",
-    )
-    p.add_argument(
-        "--study",
-        action="append",
-        default=None,
-        metavar="UID",
-        help="with --dicomweb: this study (repeatable)",
-    )
-    p.add_argument("--modality", default="US", help="with --dicomweb: modality in the study (default US)")
-    p.add_argument(
-        "--dates",
-        default=None,
-        metavar="FROM-TO",
-        help="with --dicomweb: study dates, e.g. 20260101-20260131",
-    )
+    from ray_jobs.common import add_dicomweb_arguments
+
+    add_dicomweb_arguments(p, src)
     p.add_argument("--out", required=True, help="output folder or s3://bucket/prefix")
     p.add_argument(
         "--manifest",
@@ -181,14 +164,6 @@ def _study_uids(files: list[str]) -> dict[str, str]:
     return out
 
 
-def _archive_studies(url: str, query: dict[str, Any]) -> dict[str, list[str]]:
-    """``{StudyInstanceUID: [SOPInstanceUID, ...]}`` of the studies a QIDO-RS query finds."""
-    from echoprime.hospital.dicomweb import Archive
-
-    arc = Archive(url)
-    return {uid: arc.instance_uids(uid) for uid in arc.search_studies(**query)}
-
-
 def run_batch_interpret(
     cfg: EchoPrimeConfig,
     bundle: str,
@@ -271,7 +246,9 @@ def run_batch_interpret(
             # Fail now, naming what was asked, rather than wait forever for GPUs that never come.
             require_resources(n_actors * cpus, n_actors * gpus, cfg.ray.resource_wait_s, "batch-interpret")
             if dicomweb is not None:
-                grouped = _archive_studies(source, dict(query or {}))
+                from echoprime.hospital.dicomweb import Archive
+
+                grouped = Archive(source).study_instances(**dict(query or {}))
                 if not grouped:
                     raise ValueError(f"the DICOMweb query {query or {}} found no study on {source}")
             else:
@@ -370,19 +347,8 @@ def run_batch_interpret(
         out.close()
 
 
-def _query(args: argparse.Namespace) -> dict[str, Any]:
-    """The QIDO-RS query of ``--study``, ``--modality`` and ``--dates``."""
-    dates = None
-    if args.dates:
-        a, sep, b = args.dates.partition("-")
-        if not (sep and len(a) == len(b) == 8 and (a + b).isdigit()):
-            raise ValueError(f"--dates takes FROM-TO as YYYYMMDD-YYYYMMDD, got {args.dates!r}")
-        dates = (a, b)
-    return {"modality": args.modality or None, "date_range": dates, "uids": args.study}
-
-
 def run(args: argparse.Namespace) -> int:
-    from ray_jobs.common import resolve_config
+    from ray_jobs.common import dicomweb_query, resolve_config
 
     cfg = resolve_config(args)
     res = run_batch_interpret(
@@ -399,7 +365,7 @@ def run(args: argparse.Namespace) -> int:
         deidentify=not args.original_ids,
         id_map=args.id_map,
         dicomweb=args.dicomweb,
-        query=_query(args) if args.dicomweb else None,
+        query=dicomweb_query(args) if args.dicomweb else None,
     )
     print(
         f"batch-interpret: {res['studies']} studies: {res['interpreted']} interpreted "

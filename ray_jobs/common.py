@@ -5,6 +5,7 @@ Jobs import Ray inside functions so that ``echoprime --help`` and the library ne
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import time
@@ -297,3 +298,44 @@ def check_stream_seed(cfg: EchoPrimeConfig, shards: str) -> None:
             f"stream.seed={cfg.stream.seed} would draw {len(clash)} studies these shards already hold "
             f"(e.g. {clash[:3]}): they were synthesised with seed {cfg.stream.seed}; choose another stream.seed"
         )
+
+
+def add_dicomweb_arguments(p: argparse.ArgumentParser, source: Any) -> None:
+    """``--dicomweb URL`` (into the ``source`` group: the input's alternatives) and its QIDO-RS
+    query, ``--study``, ``--modality`` and ``--dates`` (read back by :func:`dicomweb_query`)."""
+    source.add_argument(
+        "--dicomweb",
+        metavar="URL",
+        help="a DICOMweb archive instead: the studies a QIDO-RS query finds (--study, --modality, "
+        "--dates); credentials from ECHOPRIME_DICOMWEB_TOKEN, or _USER and _PASSWORD",
+    )
+    p.add_argument(
+        "--study",
+        action="append",
+        default=None,
+        metavar="UID",
+        help="with --dicomweb: this study (repeatable)",
+    )
+    p.add_argument("--modality", default="US", help="with --dicomweb: modality in the study (default US)")
+    p.add_argument(
+        "--dates",
+        default=None,
+        metavar="FROM-TO",
+        help="with --dicomweb: study dates, e.g. 20260101-20260131",
+    )
+
+
+def dicomweb_query(args: argparse.Namespace) -> dict[str, Any]:
+    """The QIDO-RS query of ``--study``, ``--modality`` and ``--dates``
+    (``Archive.search_studies``' arguments).
+
+    Raises:
+        ValueError: ``--dates`` is not ``YYYYMMDD-YYYYMMDD``.
+    """
+    dates = None
+    if args.dates:
+        a, sep, b = args.dates.partition("-")
+        if not (sep and len(a) == len(b) == 8 and (a + b).isdigit()):
+            raise ValueError(f"--dates takes FROM-TO as YYYYMMDD-YYYYMMDD, got {args.dates!r}")
+        dates = (a, b)
+    return {"modality": args.modality or None, "date_range": dates, "uids": args.study}

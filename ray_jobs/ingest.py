@@ -11,6 +11,10 @@ name studies and files by keyed pseudonyms, never by the archive's ids or paths
   OUT/data-<run>/split=<split>/*.parquet   one row per clip
   OUT/data-<run>/rejects.parquet           every file that could not be used, with the reason
 
+With --dicomweb URL the input is a DICOMweb archive instead: the studies a QIDO-RS query finds
+(--study, --modality, --dates), each streamed to a decode actor instance by instance (WADO-RS);
+--studies then names studies by StudyInstanceUID and --manifest videos by SOPInstanceUID.
+
 Reports and labels come from manifest tables in the input root (manifest.parquet/studies.parquet
 as `echoprime synth` writes them) or from --manifest/--studies (CSV or Parquet); see
 docs/ingestion.md. A re-run on the same input and settings finds nothing to do. A new run
@@ -22,6 +26,8 @@ ingest at a time per --out (OUT/.echoprime.lock).
 Examples:
   echoprime ingest --input synth-out --out shards --config configs/tiny-cpu.yaml
   echoprime ingest --input s3://archive/echo --out s3://bucket/shards --studies s3://archive/reports.csv
+  echoprime ingest --dicomweb http://pacs:8042/dicom-web --dates 20250101-20251231 \\
+      --studies reports.csv --out shards        # credentials: ECHOPRIME_DICOMWEB_TOKEN (or _USER/_PASSWORD)
   export ECHOPRIME_SITE_SECRET=$(cat /etc/echoprime/site.secret)   # the same key for every ingest
   echoprime ingest --input archive --out shards --id-map /secure/echoprime-ids.json
 """
@@ -42,17 +48,23 @@ from echoprime.config import EchoPrimeConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input", required=True, help="archive folder or s3://bucket/prefix")
+    from ray_jobs.common import add_dicomweb_arguments
+
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", help="archive folder or s3://bucket/prefix")
+    add_dicomweb_arguments(p, src)
     p.add_argument("--out", required=True, help="shard output folder or s3://bucket/prefix")
     p.add_argument(
         "--manifest",
         default=None,
-        help="videos table (CSV/Parquet: path, study_id[, view, patient_id, split])",
+        help="videos table (CSV/Parquet: path, study_id[, view, patient_id, split]); with --dicomweb "
+        "a video's path is its SOPInstanceUID",
     )
     p.add_argument(
         "--studies",
         default=None,
-        help="studies table (CSV/Parquet: study_id, report[, labels, patient_id, split])",
+        help="studies table (CSV/Parquet: study_id, report[, labels, patient_id, split]); with "
+        "--dicomweb study_id is the StudyInstanceUID",
     )
     p.add_argument(
         "--id-map",
@@ -107,14 +119,21 @@ def input_blocks(n_files: int, n_actors: int) -> int:
     return min(400, max(n_files // 16, min(n_files, 4 * n_actors), 1))
 
 
-def _index(cfg: EchoPrimeConfig, input_uri: str, manifest: str | None, studies: str | None, files: list[str]):
+def _index(
+    cfg: EchoPrimeConfig, input_uri: str | None, manifest: str | None, studies: str | None, files: list[str]
+):
+    """The study index of the tables given, or (for a folder) found in its root."""
     from echoprime import storage
     from echoprime.data.ingest import StudyIndex, load_table
 
-    root = storage.locate(input_uri)
-    auto = {
-        posixpath.basename(f): f for f in files if posixpath.dirname(f).rstrip("/") == root.uri.rstrip("/")
-    }
+    auto = {}
+    if input_uri is not None:
+        root = storage.locate(input_uri)
+        auto = {
+            posixpath.basename(f): f
+            for f in files
+            if posixpath.dirname(f).rstrip("/") == root.uri.rstrip("/")
+        }
     mpath = manifest or auto.get("manifest.parquet") or auto.get("manifest.csv")
     spath = studies or auto.get("studies.parquet") or auto.get("studies.csv")
     vids = load_table(storage.read_bytes(mpath), mpath) if mpath else []
@@ -162,7 +181,7 @@ def _file_infos(input_uri: str) -> list[tuple[str, int, float]]:
 
 def run_ingest(
     cfg: EchoPrimeConfig,
-    input_uri: str,
+    input_uri: str | None,
     out_uri: str,
     *,
     manifest: str | None = None,
@@ -171,8 +190,17 @@ def run_ingest(
     keep_previous: int = 1,
     id_map: str | None = None,
     secret: tuple[bytes, str] | None = None,
+    dicomweb: str | None = None,
+    query: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Ingest ``input_uri`` into shards at ``out_uri``; returns headline numbers.
+    """Ingest ``input_uri`` (or, with ``dicomweb``, the studies of that DICOMweb archive that the
+    QIDO-RS ``query`` finds, ``Archive.search_studies`` arguments) into shards at ``out_uri``;
+    returns headline numbers.
+
+    From an archive, each study is streamed to a decode actor instance by instance (WADO-RS;
+    echoprime/hospital/ingest.py); ``manifest`` names videos by SOPInstanceUID, ``studies``
+    names studies by StudyInstanceUID, and the fingerprint that makes a re-run "up to date" is
+    the archive's URL and the studies' instance UIDs.
 
     With ``cfg.ingest.deidentify`` (the default) the shards hold keyed pseudonyms of the study
     ids and file paths (echoprime/data/deid.py); ``id_map`` (a local file outside the output)
@@ -188,8 +216,9 @@ def run_ingest(
 
     Raises:
         FileNotFoundError: the input does not exist.
-        ValueError: the input holds no files to ingest, every file was rejected, or the output is
-            not writable.
+        ValueError: the input holds no files to ingest (or the query found no study), every
+            file was rejected, or the output is not writable.
+        echoprime.hospital.dicomweb.DicomwebError: the archive cannot be reached or refuses the query.
         echoprime.locks.OutputBusy: another ingest is writing the same output (named).
     """
     from echoprime import storage
@@ -198,6 +227,8 @@ def run_ingest(
     from echoprime.retrieval.pseudonyms import check_map_outside
 
     t0 = time.perf_counter()
+    if (input_uri is None) == (dicomweb is None):
+        raise ValueError("ingest reads --input or --dicomweb (one of them)")
     deid = Deidentifier.from_env(cfg.ingest.deidentify)
     if secret is not None and deid.enabled:
         deid = Deidentifier(*secret)
@@ -211,7 +242,20 @@ def run_ingest(
     with OutputLock(out.uri, "echoprime ingest") as lock:
         if lock.recovered_message:
             print(f"ingest: {lock.recovered_message}")
-        res = _ingest(cfg, input_uri, out, manifest, studies, force, keep_previous, t0, lock.check, deid)
+        res = _ingest(
+            cfg,
+            input_uri,
+            out,
+            manifest,
+            studies,
+            force,
+            keep_previous,
+            t0,
+            lock.check,
+            deid,
+            dicomweb,
+            query,
+        )
         if id_map is not None and res["status"] == "ingested":
             from echoprime.retrieval.pseudonyms import write_id_map
 
@@ -232,6 +276,8 @@ def _ingest(
     t0: float,
     still_held: Callable[[], None],
     deid: Any,
+    dicomweb: str | None = None,
+    query: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """run_ingest's work, under the output's lock (``still_held`` raises if it was lost)."""
     import ray
@@ -242,16 +288,29 @@ def _ingest(
     from echoprime.preprocess import PreprocessSpec
     from ray_jobs.common import POOL_RETRIES, configure_ray_data, ray_session
 
-    infos = _file_infos(input_uri)
-    all_files = [f for f, _, _ in infos]
-    index, tables = _index(cfg, input_uri, manifest, studies, all_files)
-    root = storage.locate(input_uri).uri.rstrip("/")
-    files = [
-        f
-        for f, _, _ in infos
-        if not (posixpath.basename(f) in METADATA_FILES and posixpath.dirname(f).rstrip("/") == root)
-        and f not in tables
-    ]
+    units: list[str]  # what the decode actors take: files, or an archive's studies
+    if dicomweb is not None:
+        from echoprime.hospital.dicomweb import Archive, check_url
+
+        root = input_uri = check_url(dicomweb)
+        listing = Archive(root).study_instances(**dict(query or {}))
+        if not listing:
+            raise ValueError(f"the DICOMweb query {query or {}} found no study on {root}")
+        units = list(listing)
+        files = [f"{root}/studies/{s}/instances/{i}" for s, ii in listing.items() for i in ii]
+        infos = [(f, 0, 0.0) for f in files]  # instances do not change under their UID
+        index, tables = _index(cfg, None, manifest, studies, [])
+    else:
+        infos = _file_infos(input_uri)
+        all_files = [f for f, _, _ in infos]
+        index, tables = _index(cfg, input_uri, manifest, studies, all_files)
+        root = storage.locate(input_uri).uri.rstrip("/")
+        files = units = [
+            f
+            for f, _, _ in infos
+            if not (posixpath.basename(f) in METADATA_FILES and posixpath.dirname(f).rstrip("/") == root)
+            and f not in tables
+        ]
     if not files:
         raise ValueError(f"input {input_uri!r} holds no files to ingest (expected DICOM, MP4 or AVI files)")
     fingerprint = _fingerprint(cfg, infos, tables, deid.fingerprint_tag())
@@ -275,12 +334,20 @@ def _ingest(
             configure_ray_data()
             collector = ray.remote(num_cpus=0)(_Rejects).remote()
 
-            class _Decoder(FileDecoder):
+            base: Any = FileDecoder
+            lead: tuple[str, ...] = ()
+            if dicomweb is not None:
+                from echoprime.hospital.ingest import ArchiveDecoder
+
+                base, lead = ArchiveDecoder, (root,)
+
+            class _Decoder(base):  # type: ignore[misc,valid-type]
                 def __init__(self) -> None:
                     import torch
 
                     torch.set_num_threads(1)
                     super().__init__(
+                        *lead,
                         spec,
                         index,
                         root,
@@ -292,13 +359,13 @@ def _ingest(
                         on_ids=lambda ids: ray.get(collector.add_ids.remote(ids)),
                     )
 
-            n_actors = max(1, min(cfg.ingest.decode_actors, len(files)))
-            ds = ray.data.from_items(
-                [{"uri": f} for f in files], override_num_blocks=input_blocks(len(files), n_actors)
-            )
+            n_actors = max(1, min(cfg.ingest.decode_actors, len(units)))
+            # A study is dozens of files: one per task, so that every actor stays busy.
+            blocks = input_blocks(len(units), n_actors) if dicomweb is None else min(400, len(units))
+            ds = ray.data.from_items([{"uri": u} for u in units], override_num_blocks=blocks)
             ds = ds.map_batches(
                 _Decoder,
-                batch_size=4,
+                batch_size=4 if dicomweb is None else 1,
                 num_cpus=1,
                 compute=ray.data.ActorPoolStrategy(size=n_actors),
                 **POOL_RETRIES,
@@ -476,13 +543,15 @@ def print_rejects(out_uri: str, limit: int = 10) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from echoprime.data.shards import read_manifest
-    from ray_jobs.common import resolve_config
+    from ray_jobs.common import dicomweb_query, resolve_config
 
     cfg = resolve_config(args)
     res = run_ingest(
         cfg,
         args.input,
         args.out,
+        dicomweb=args.dicomweb,
+        query=dicomweb_query(args) if args.dicomweb else None,
         manifest=args.manifest,
         studies=args.studies,
         force=args.force,

@@ -253,8 +253,16 @@ class FileDecoder:
             data = self.read_bytes(uri)
         except OSError as e:
             raise EchoIOError(uri, f"cannot be read: {e}") from None
+        return self.decode_bytes(data, uri, self.relpath(uri))
+
+    def decode_bytes(self, data: bytes, uri: str, rel: str) -> list[dict[str, Any]]:
+        """Rows of one file's bytes: ``uri`` names it in the shards when not de-identifying,
+        ``rel`` is what the manifest and the keys know it by.
+
+        Raises:
+            EchoIOError: the file cannot be used (reason and code say why).
+        """
         vid = read_any(data, name=uri, **self.limits)
-        rel = self.relpath(uri)
         study_id, view, split, info = self.index.resolve(rel, vid.meta, _patient_hint(data, vid.meta))
         n_src = int(vid.frames.shape[0])
         if self.deid.enabled:
@@ -294,6 +302,10 @@ class FileDecoder:
                     rows.extend(self.decode(uri))
             except EchoIOError as e:
                 rejects.append(self._reject(uri, e))
+        return self._emit(rows, rejects)
+
+    def _emit(self, rows: list[dict[str, Any]], rejects: list[dict[str, str]]) -> dict[str, np.ndarray]:
+        """Hand on a batch's rejects and new pseudonyms; the rows as a column batch."""
         if rejects:
             self.rejects.extend(rejects)
             if self.on_reject is not None:
@@ -302,11 +314,11 @@ class FileDecoder:
             self.on_ids(new)
         return rows_to_batch(rows, self.spec)
 
-    def _reject(self, uri: str, e: EchoIOError) -> dict[str, str]:
+    def _reject(self, uri: str, e: EchoIOError, rel: str | None = None) -> dict[str, str]:
         """The rejects-table record of a file (named by its key when de-identifying)."""
         if not self.deid.enabled:
             return {"source_uri": uri, "reason": e.reason, "code": e.code}
-        rel = self.relpath(uri)
+        rel = self.relpath(uri) if rel is None else rel
         key = self.deid.file(rel)
         return {"source_uri": key, "reason": self.deid.scrub(e.reason, rel, key), "code": e.code}
 

@@ -161,6 +161,20 @@ class Archive:
             found += [str(r["0020000D"]["Value"][0]) for r in rows if r.get("0020000D", {}).get("Value")]
         return list(dict.fromkeys(found))
 
+    def study_instances(
+        self,
+        *,
+        modality: str | None = "US",
+        date_range: tuple[str, str] | None = None,
+        uids: Sequence[str] | None = None,
+    ) -> dict[str, list[str]]:
+        """``{StudyInstanceUID: [SOPInstanceUID, ...]}`` of the studies a QIDO-RS query finds
+        (:meth:`search_studies`' arguments), each study's instances sorted."""
+        return {
+            uid: self.instance_uids(uid)
+            for uid in self.search_studies(modality=modality, date_range=date_range, uids=uids)
+        }
+
     def iter_instances(self, study_uid: str) -> Iterator[Instance]:
         """The study's instances, one at a time, as WADO-RS streams them (original transfer syntax).
 
