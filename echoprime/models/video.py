@@ -182,7 +182,9 @@ class TinyVideoEncoder(nn.Module):
         width: channels of the first block; the blocks have ``w, 2w, 4w, 6w``.
         embed_dim: joint-space width.
         norm: ``"batch"`` or ``"group"``.
-        pool: ``"avg"`` (global average) or ``"spatial"`` (a ``4 x 4`` grid, time averaged).
+        pool: ``"avg"`` (global average), ``"spatial"`` (a ``4 x 4`` grid, time averaged) or
+            ``"spatial_motion"`` (the same grid, plus each cell's mean absolute change between
+            time steps: how much a region moves, which a time average keeps only implicitly).
         dropout: dropout on the pooled features, before the projection.
     """
 
@@ -193,14 +195,14 @@ class TinyVideoEncoder(nn.Module):
         width: int = 16,
         embed_dim: int = 512,
         norm: Literal["batch", "group"] = "batch",
-        pool: Literal["avg", "spatial"] = "avg",
+        pool: Literal["avg", "spatial", "spatial_motion"] = "avg",
         dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if norm not in ("batch", "group"):
             raise ValueError(f"norm must be 'batch' or 'group', got {norm!r}")
-        if pool not in ("avg", "spatial"):
-            raise ValueError(f"pool must be 'avg' or 'spatial', got {pool!r}")
+        if pool not in ("avg", "spatial", "spatial_motion"):
+            raise ValueError(f"pool must be 'avg', 'spatial' or 'spatial_motion', got {pool!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         if frames < 1 or size < 8 or width < 1 or embed_dim < 1:
@@ -216,7 +218,9 @@ class TinyVideoEncoder(nn.Module):
             _conv_block(4 * w, 6 * w, (1, 1, 1), norm),
         )
         self.pool = pool
-        self.num_features = 6 * w * (POOL_GRID**2 if pool == "spatial" else 1)
+        self.num_features = (
+            6 * w * {"avg": 1, "spatial": POOL_GRID**2, "spatial_motion": 2 * POOL_GRID**2}[pool]
+        )
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(self.num_features, embed_dim)
 
@@ -225,13 +229,20 @@ class TinyVideoEncoder(nn.Module):
 
         ``avg``: global average (``F = 6w``). ``spatial``: average over time only, on a
         ``4 x 4`` grid (``F = 16 x 6w``), so the head knows where in the view a feature is.
+        ``spatial_motion``: that grid and, per cell, the mean absolute difference between
+        consecutive time steps (``F = 32 x 6w``).
         """
         check_clip_shape(x, self.frames, self.size, type(self).__name__)
         f = self.blocks(x)  # B x 6w x T' x H' x W'
         if self.pool == "avg":
             return f.mean(dim=(2, 3, 4))
-        g = nn.functional.adaptive_avg_pool3d(f, (1, POOL_GRID, POOL_GRID))  # B x 6w x 1 x 4 x 4
-        return g.flatten(1)  # B x (6w * 16)
+        grid = (POOL_GRID, POOL_GRID)
+        g = nn.functional.adaptive_avg_pool3d(f, (1, *grid))  # B x 6w x 1 x 4 x 4
+        if self.pool == "spatial":
+            return g.flatten(1)  # B x (6w * 16)
+        cells = nn.functional.adaptive_avg_pool3d(f, (f.shape[2], *grid))  # B x 6w x T' x 4 x 4
+        motion = (cells[:, :, 1:] - cells[:, :, :-1]).abs().mean(dim=2)  # B x 6w x 4 x 4
+        return torch.cat([g.flatten(1), motion.flatten(1)], dim=1)  # B x (6w * 32)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """``B x F`` -> ``B x D`` (dropout, then the projection)."""
@@ -249,7 +260,7 @@ def echoprime_tiny(
     size: int = 32,
     width: int = 16,
     norm: Literal["batch", "group"] = "batch",
-    pool: Literal["avg", "spatial"] = "avg",
+    pool: Literal["avg", "spatial", "spatial_motion"] = "avg",
     dropout: float = 0.0,
 ) -> TinyVideoEncoder:
     """A ~0.29 M-parameter Conv3d encoder for CPU training at ``16 x 32 x 32``.

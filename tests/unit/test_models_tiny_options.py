@@ -26,6 +26,26 @@ def test_spatial_pool_keeps_where_a_feature_is():
     assert cells[1, 2:, 2:].sum() > 3 * cells[1, :2, :2].sum()
 
 
+def test_motion_pool_adds_how_much_each_cell_changes_over_time():
+    torch.manual_seed(0)
+    enc = create_model("echoprime_tiny", frames=16, size=32, width=4, pool="spatial_motion").eval()
+    n = 6 * 4 * 16
+    assert enc.num_features == 2 * n
+    x = torch.zeros(2, 3, 16, 32, 32)
+    x[:, :, :, 2:10, 2:10] = 1.0  # a blob top left in both clips ...
+    x[1, :, 8:, 2:10, 2:10] = 0.0  # ... which goes half way through the second
+    with torch.no_grad():
+        f = enc.forward_features(x)
+        blocks = enc.blocks(x)
+    assert f.shape == (2, 2 * n) and enc(x).shape == (2, 512)
+    assert torch.allclose(f[:, :n], blocks.mean(dim=2).flatten(1), atol=1e-6)  # the spatial grid first
+    diff = (blocks[:, :, 1:] - blocks[:, :, :-1]).abs().mean(dim=2).flatten(1)
+    assert torch.allclose(f[:, n:], diff, atol=1e-6)
+    # The clips differ only in the blob's motion: so do their motion features, and where it moves.
+    change = (f[1, n:] - f[0, n:]).view(24, 4, 4).abs().sum(dim=0)
+    assert change[:2, :2].sum() > 3 * change[2:, 2:].sum()
+
+
 def test_video_dropout_only_in_training():
     enc = create_model("echoprime_tiny", frames=4, size=32, width=4, dropout=0.5)
     x = torch.randn(3, 3, 4, 32, 32)
