@@ -224,6 +224,11 @@ class StreamCfg(_Cfg):
     """The report bank also holds the reports (and labels) of this many stream studies, besides
     the train split's: the kNN vote has more neighbours to choose from. Reports only: nothing is
     rendered (seconds for thousands). Independent of ``studies``."""
+    probe_studies: int = Field(default=0, ge=0)
+    """``echoprime evaluate`` fits its linear probes (and the hidden diagnoses' probes) on the
+    train split plus this many stream studies, rendered and embedded: a probe is fitted on
+    training data, and ~250 stored studies are too few for it (docs/learning.md). The test
+    split stays the only thing scored."""
 
 
 class ViewsCfg(_Cfg):
@@ -316,6 +321,7 @@ class EchoPrimeConfig(_Cfg):
         uses = (
             self.stream.studies
             or self.stream.bank_studies
+            or self.stream.probe_studies
             or self.views.stream_studies
             or self.mil.stream_studies
         )

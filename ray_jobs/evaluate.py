@@ -52,16 +52,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 class EmbedForEval:
-    """Ray Data UDF: shard rows -> clip embedding, first-frame embedding, view probabilities."""
+    """Ray Data UDF: shard (or stream) rows -> clip embedding, first-frame embedding (``static``),
+    view probabilities."""
 
-    def __init__(self, bundle: str, columns: tuple[str, ...]) -> None:
+    def __init__(self, bundle: str, columns: tuple[str, ...], static: bool = True) -> None:
         import torch
 
         from echoprime.interpret import load_bundle_parts
 
         torch.set_num_threads(1)  # one intra-op thread per actor: several actors share the cores
         self.parts = load_bundle_parts(bundle, verify=False, components={"video_encoder", "view_classifier"})
-        self.columns = columns
+        self.columns, self.static = columns, static
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from echoprime.eval.studies import embed_clip_batch
@@ -71,7 +72,8 @@ class EmbedForEval:
             self.parts.view_classifier,
             self.parts.spec,
             np.asarray(batch["clip"]),
-            [int(v) for v in batch["n_valid"]],
+            [int(v) for v in batch["n_valid"]] if "n_valid" in batch else None,  # stream rows: all real
+            static=self.static,
         )
         return {**{c: batch[c] for c in self.columns}, **out}
 
@@ -139,6 +141,34 @@ def embed_for_eval(
     return {s: {k: np.concatenate(v) for k, v in cols.items()} for s, cols in parts.items()}
 
 
+def probe_columns(cfg: EchoPrimeConfig, bundle_dir: str, train: dict[str, Any], n: int) -> dict[str, Any]:
+    """The columns of the probes' fitting set: the train split's clips and those of ``n`` stream
+    studies (``stream.seed``, rendered at the bundle's spec, embedded as the shards' clips are).
+
+    Only the columns both have are kept (no first-frame embeddings for the stream: the ablation
+    reads the train split)."""
+    import ray
+
+    from echoprime.data.stream import STREAM_COLUMNS
+    from echoprime.staging import spec_of
+    from ray_jobs.common import POOL_RETRIES, stream_dataset
+
+    columns = tuple(c for c in STREAM_COLUMNS if c != "clip" and c in train)
+    ds = stream_dataset(cfg, spec_of(bundle_dir).to_dict(), n).map_batches(
+        EmbedForEval,
+        fn_constructor_args=(bundle_dir, columns, False),
+        batch_size=64,
+        num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=max(1, min(cfg.ingest.decode_actors, 2))),
+        **POOL_RETRIES,
+    )
+    parts: dict[str, list[np.ndarray]] = {}
+    for b in ds.iter_batches(batch_size=256, batch_format="numpy"):
+        for k, v in b.items():
+            parts.setdefault(k, []).append(v)
+    return {k: np.concatenate([v, *parts[k]]) for k, v in train.items() if k in parts}
+
+
 def run_evaluate(
     cfg: EchoPrimeConfig, bundle: str, shards: str, out: str | Path, *, n_boot: int = 1000, draws: int = 5
 ) -> dict[str, Any]:
@@ -171,9 +201,16 @@ def run_evaluate(
     check_spec_compatible(bundle, manifest, shards, read_shard_manifest(shards).spec)  # before reading shards
     labels, views, with_hidden = shard_label_sets(shards)
     check_compatible(bundle, manifest, shards, read_shard_manifest(shards).spec, labels, views)
+    n_probe = cfg.stream.probe_studies
+    if n_probe:
+        from ray_jobs.common import check_stream_seed
+
+        check_stream_seed(cfg, shards)
     with ray_session(cfg.ray):
         configure_ray_data()
         cols = embed_for_eval(cfg, shards, str(root), with_hidden)
+        if n_probe:
+            cols["probe"] = probe_columns(cfg, str(root), cols["train"], n_probe)
     embed_s = time.perf_counter() - t0
     sets = {s: StudySet.from_columns(c) for s, c in cols.items()}
     parts = load_bundle_parts(str(root), verify=False)
@@ -198,7 +235,7 @@ def run_evaluate(
         "n_boot": n_boot,
         "seed": cfg.seed,
         "created": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "notes": method_notes(manifest, k),
+        "notes": method_notes(manifest, k, n_probe),
     }
     head = headline(metrics)
     metrics["headline"] = head
@@ -215,7 +252,7 @@ def run_evaluate(
     }
 
 
-def method_notes(manifest: dict[str, Any], k: int) -> list[str]:
+def method_notes(manifest: dict[str, Any], k: int, n_probe: int = 0) -> list[str]:
     """The choices behind the numbers, stated in the report."""
     mil = manifest["components"]["mil"]
     return [
@@ -223,7 +260,14 @@ def method_notes(manifest: dict[str, Any], k: int) -> list[str]:
         "over unit-norm clip embeddings, with each clip's view from the bundle's classifier (as interpretation does).",
         f"kNN = the bank's {k} nearest training reports per section (echoprime.retrieval.predict_metrics_batch).",
         "Linear probes read the phenotype's own section embedding (the same vector the kNN reads); "
-        "hidden diagnoses, which have no section, read the study embedding (normalised mean of the clip embeddings).",
+        "hidden diagnoses, which have no section, read the 15 section embeddings side by side.",
+        *(
+            [
+                f"The probes are fitted on the train split and {n_probe} rendered training studies (stream.probe_studies)."
+            ]
+            if n_probe
+            else []
+        ),
         "An AUC needs at least 2 positives and 2 negatives in the test split; otherwise it is reported as not computable.",
         "One frame = a clip whose every frame is the clip's first (the encoder sees no motion).",
     ]

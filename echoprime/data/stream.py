@@ -23,8 +23,10 @@ import numpy as np
 
 from echoprime.preprocess import PreprocessSpec
 
-STREAM_COLUMNS: tuple[str, ...] = ("clip", "study_id", "view", "report", "labels")
-"""What a stream row holds: the shard columns pretraining, view training and attention fitting read."""
+STREAM_COLUMNS: tuple[str, ...] = ("clip", "study_id", "view", "report", "labels", "hidden_labels")
+"""What a stream row holds: the shard columns pretraining, view training, attention fitting and
+evaluation's probes read (``hidden_labels``: the diagnoses no report writes, as synthetic shards
+hold them)."""
 
 
 def stream_rows(
@@ -48,8 +50,8 @@ def stream_rows(
         clips_per_video: clips per video, as at ingest.
 
     Returns:
-        ``{"clip": N x T x S x S x 3 uint8, "study_id", "view", "report", "labels" (JSON)}``,
-        the last four as object arrays of ``str``.
+        ``{"clip": N x T x S x S x 3 uint8, "study_id", "view", "report", "labels" (JSON),
+        "hidden_labels" (JSON)}``, all but the clip as object arrays of ``str``.
     """
     from echoprime.data.ingest import video_clips
     from echoprime.data.shards import dump_labels
@@ -62,6 +64,7 @@ def stream_rows(
             seed, int(i), min_videos=min_videos, max_videos=max_videos, frames=frames, size=size
         )
         report, labels = study.report.to_text(), dump_labels(study.labels())
+        hidden = dump_labels(study.hidden_labels())
         for video in study.videos:
             for _, clip in video_clips(video.frames, spec, clips_per_video):
                 clips.append(clip)
@@ -69,6 +72,7 @@ def stream_rows(
                 cols["view"].append(video.view)
                 cols["report"].append(report)
                 cols["labels"].append(labels)
+                cols["hidden_labels"].append(hidden)
     shape = (0, spec.frames, spec.size, spec.size, 3)
     out: dict[str, Any] = {"clip": np.stack(clips) if clips else np.zeros(shape, np.uint8)}
     return out | {k: np.array(v, dtype=object) for k, v in cols.items()}

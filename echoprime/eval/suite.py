@@ -157,7 +157,9 @@ def evaluate_sets(
     Args:
         parts: the bundle's :class:`~echoprime.interpret.InterpreterParts` (``mil``, ``bank``,
             ``thresholds``).
-        sets: ``{"train", "val", "test"}`` :class:`StudySet` (test and train with first-frame
+        sets: ``{"train", "val", "test"}`` :class:`StudySet`, optionally ``"probe"`` (the set
+            the linear probes are fitted on: the train split and rendered training studies;
+            :func:`~echoprime.eval.tasks.clinical_tasks`) (test and train with first-frame
             embeddings for the ablation).
         table: the bundle's ``15 x 11`` section x view table.
         embed_text: report texts -> unit embeddings; None when the bundle has no text encoder
@@ -228,7 +230,7 @@ def _evaluate_sets(
         secs, sets, parts.bank, k=k, thresholds=parts.thresholds or {}, rng=rng, n_boot=n_boot
     )
     metrics["calibration"] = pooled_calibration(raw["clinical"])
-    metrics["hidden"] = hidden_tasks(sets, rng=rng, n_boot=n_boot)
+    metrics["hidden"] = hidden_tasks(sets, secs, rng=rng, n_boot=n_boot)
     timings["clinical"] = time.perf_counter() - t
 
     t = time.perf_counter()

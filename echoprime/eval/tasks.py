@@ -186,8 +186,11 @@ def clinical_tasks(
     """kNN (bank) and linear-probe results for every phenotype on the test split.
 
     Args:
-        secs: ``{"train"|"val"|"test": B x 15 x D}`` section embeddings (the bundle's attention).
-        sets: the matching :class:`StudySet` of each split.
+        secs: ``{"train"|"val"|"test"[|"probe"]: B x 15 x D}`` section embeddings (the bundle's
+            attention).
+        sets: the matching :class:`StudySet` of each split; the linear probes are fitted on
+            ``"probe"`` where present (the train split plus rendered training studies,
+            ``stream.probe_studies``), else on ``"train"``.
         bank: the candidate bank.
         k: neighbours.
         thresholds: the bundle's kNN decision thresholds (a binary missing here uses 0.5, noted).
@@ -199,6 +202,7 @@ def clinical_tasks(
         ``"summary"``; and the raw test scores ``{phenotype: {"y", "knn", "linear"}}`` for plots.
     """
     tr, va, te = sets["train"], sets["val"], sets["test"]
+    fit = "probe" if "probe" in sets else "train"
     knn = knn_bank_scores(secs["test"], bank, k)
     results: dict[str, Any] = {}
     raw: dict[str, dict[str, np.ndarray]] = {}
@@ -221,7 +225,7 @@ def clinical_tasks(
             entry["knn"] = regression_result(y, knn[ph.name], rng=rng, baseline=base, n_boot=n_boot)
             raw[ph.name]["knn"] = knn[ph.name]
         try:
-            s_val, s_test = probe_scores("linear", ph.kind, secs["train"][:, row], tr.label(ph.name),
+            s_val, s_test = probe_scores("linear", ph.kind, secs[fit][:, row], sets[fit].label(ph.name),
                                          [secs["val"][:, row], secs["test"][:, row]])  # fmt: skip
         except NotComputable as err:
             entry["linear"] = not_computable(f"probe not fitted: {err}")
@@ -264,25 +268,37 @@ def summarise(results: Mapping[str, Any], methods: Sequence[str] = ("knn", "line
 
 
 def hidden_tasks(
-    sets: Mapping[str, StudySet], *, rng: np.random.Generator, n_boot: int = 1000, k: int = 10
+    sets: Mapping[str, StudySet],
+    secs: Mapping[str, np.ndarray],
+    *,
+    rng: np.random.Generator,
+    n_boot: int = 1000,
+    k: int = 10,
 ) -> dict[str, Any]:
-    """kNN-probe and linear-probe AUC of the hidden diagnoses from the plain study embedding.
+    """kNN-probe and linear-probe AUC of the hidden diagnoses from the study's section
+    embeddings, concatenated (``secs``: ``B x 15 x D`` per split, as :func:`clinical_tasks`).
+
+    A hidden diagnosis belongs to no report section, and its evidence may be in a few views
+    (an infarct's wall in the views of its territory): the 15 sections side by side keep where
+    it is, which their mean (or the mean clip) averages away (docs/learning.md measures both).
+    The probes are fitted on ``"probe"`` where present, else on ``"train"``.
 
     Returns:
         ``{name: {"knn": result, "linear": result}}`` plus ``"summary"``; or
         ``{"skipped": reason}`` when the shards carry no hidden labels (a real archive).
     """
-    tr, va, te = sets["train"], sets["val"], sets["test"]
+    fit = "probe" if "probe" in sets and sets["probe"].hidden is not None else "train"
+    tr, va, te = sets[fit], sets["val"], sets["test"]
     if te.hidden is None or tr.hidden is None:
         return {"skipped": "the shards carry no hidden diagnoses (hidden_labels): not a synthetic cohort"}
-    x = {name: s.study_mean() for name, s in (("train", tr), ("val", va), ("test", te))}
+    x = {name: secs[name].reshape(len(secs[name]), -1) for name in (fit, "val", "test")}
     out: dict[str, Any] = {}
     for name in te.hidden_names:
-        out[name] = {"kind": "binary", "input": "study mean embedding"}
+        out[name] = {"kind": "binary", "input": "section embeddings, concatenated"}
         for kind in ("knn", "linear"):
             try:
                 s_val, s_test = probe_scores(
-                    kind, "binary", x["train"], tr.label(name), [x["val"], x["test"]], k=k
+                    kind, "binary", x[fit], tr.label(name), [x["val"], x["test"]], k=k
                 )
             except NotComputable as err:
                 out[name][kind] = not_computable(f"probe not fitted: {err}")

@@ -46,6 +46,7 @@ def test_cfg(tiny_cfg):
             "model.label_heads=none",
             "train.shift=4",  # on ~200 stored studies the shift keeps CLIP from memorising them
             "stream.bank_studies=40",  # the bank also holds 40 stream reports (rendered: none)
+            "stream.probe_studies=30",  # evaluate's probes also fit on 30 rendered studies
             "interpret.k=10",  # a bank of ~280 reports
             "train.batch_size=32",
             "train.epochs=12",

@@ -37,6 +37,10 @@ def test_writes_metrics_plots_and_report(evaluation):
         "oracle",
     }
     assert m["hidden"]["amyloidosis"]["linear"]["computable"] or "not computable" in report
+    # stream.probe_studies=30: the probes fit on the train split and 30 rendered studies
+    assert m["splits"]["probe"]["studies"] == m["splits"]["train"]["studies"] + 30
+    assert m["hidden"]["amyloidosis"]["input"] == "section embeddings, concatenated"
+    assert "30 rendered training studies" in report
 
 
 def test_numbers_are_well_above_chance(evaluation):

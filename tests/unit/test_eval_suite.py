@@ -48,7 +48,8 @@ def test_planted_signal_is_found_by_every_task(evaluated):
     assert (
         h["ef_mae_knn"] < 0.8 * h["ef_mae_train_mean"] and h["ef_mae_linear"] < 0.8 * h["ef_mae_train_mean"]
     )
-    assert m["hidden"]["amyloidosis"]["linear"]["auc"] > 0.8  # drawn in 7 views: plain average suffices
+    assert m["hidden"]["amyloidosis"]["linear"]["auc"] > 0.8  # drawn in 7 views
+    assert m["hidden"]["amyloidosis"]["input"] == "section embeddings, concatenated"
     ts = m["clinical"]["tricuspid_stenosis"]
     assert ts["knn"]["computable"] is False and "0 positives" in ts["knn"]["reason"]
     assert "tricuspid_stenosis" not in m["clinical"]["summary"]["binary_phenotypes"]
@@ -97,15 +98,41 @@ def test_report_plots_and_json(evaluated, tmp_path):
     assert "EF MAE" in format_headline(headline(m))
 
 
+def test_probes_are_fitted_on_the_probe_set_when_there_is_one():
+    """``stream.probe_studies``: evaluate hands over a "probe" set (the train split plus rendered
+    training studies); the linear and hidden probes fit on it, the test split is still what is scored."""
+    from echoprime.eval.tasks import clinical_tasks, hidden_tasks
+
+    cols = {"train": cohort(8, 1), "val": cohort(30, 2), "test": cohort(60, 3), "probe": cohort(120, 4)}
+    sets = {k: StudySet.from_columns(v) for k, v in cols.items()}
+    secs = {k: np.repeat(s.study_mean()[:, None], 15, axis=1) for k, s in sets.items()}
+    bank = parts_for(cols["train"], TableMIL(torch.ones(15, 11))).bank
+    kw = {"rng": np.random.default_rng(0), "n_boot": 20}
+    few = {k: v for k, v in sets.items() if k != "probe"}
+    lv = "left_atrium_dilation"
+    # 8 training studies cannot fit a probe for most findings; 120 more can, and it reads them
+    without = clinical_tasks(secs, few, bank, k=5, thresholds={}, **kw)[0]
+    with_probe = clinical_tasks(secs, sets, bank, k=5, thresholds={}, **kw)[0]
+    assert with_probe[lv]["linear"]["auc"] > 0.8
+    assert with_probe["summary"]["binary_phenotypes_scored"] > without["summary"]["binary_phenotypes_scored"]
+    assert (
+        with_probe[lv]["knn"]["auc"] == without[lv]["knn"]["auc"]
+    )  # the kNN reads the bank, not the probe set
+    hidden = hidden_tasks(sets, secs, **kw)
+    assert hidden["amyloidosis"]["linear"]["auc"] > 0.8
+    assert hidden_tasks(few, secs, **kw)["amyloidosis"]["linear"]["computable"] is False
+
+
 def test_hidden_section_is_skipped_for_a_real_archive():
     from echoprime.eval.tasks import hidden_tasks
 
     cols = cohort(12, 5)
     cols.pop("hidden_labels")
     s = StudySet.from_columns(cols)
+    secs = {n: np.zeros((len(s), 15, 4), np.float32) for n in ("train", "val", "test")}
     assert (
         "not a synthetic cohort"
-        in hidden_tasks({"train": s, "val": s, "test": s}, rng=np.random.default_rng(0))["skipped"]
+        in hidden_tasks({"train": s, "val": s, "test": s}, secs, rng=np.random.default_rng(0))["skipped"]
     )
 
 
