@@ -365,7 +365,7 @@ def run(args: argparse.Namespace) -> int:
         deidentify=not args.original_ids,
         id_map=args.id_map,
         dicomweb=args.dicomweb,
-        query=dicomweb_query(args) if args.dicomweb else None,
+        query=dicomweb_query(args),
     )
     print(
         f"batch-interpret: {res['studies']} studies: {res['interpreted']} interpreted "

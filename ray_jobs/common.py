@@ -325,13 +325,20 @@ def add_dicomweb_arguments(p: argparse.ArgumentParser, source: Any) -> None:
     )
 
 
-def dicomweb_query(args: argparse.Namespace) -> dict[str, Any]:
+def dicomweb_query(args: argparse.Namespace) -> dict[str, Any] | None:
     """The QIDO-RS query of ``--study``, ``--modality`` and ``--dates``
-    (``Archive.search_studies``' arguments).
+    (``Archive.search_studies``' arguments); None without ``--dicomweb``.
 
     Raises:
-        ValueError: ``--dates`` is not ``YYYYMMDD-YYYYMMDD``.
+        ValueError: ``--dates`` is not ``YYYYMMDD-YYYYMMDD``, or ``--study`` / ``--dates`` were
+            given without ``--dicomweb`` (they would be ignored).
     """
+    if not args.dicomweb:
+        if args.study or args.dates:
+            raise ValueError(
+                "--study and --dates choose the studies of a --dicomweb archive; add --dicomweb URL"
+            )
+        return None
     dates = None
     if args.dates:
         a, sep, b = args.dates.partition("-")

@@ -551,7 +551,7 @@ def run(args: argparse.Namespace) -> int:
         args.input,
         args.out,
         dicomweb=args.dicomweb,
-        query=dicomweb_query(args) if args.dicomweb else None,
+        query=dicomweb_query(args),
         manifest=args.manifest,
         studies=args.studies,
         force=args.force,

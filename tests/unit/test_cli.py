@@ -67,3 +67,16 @@ def test_quickstart_bad_override_fails_before_work(tmp_path):
     r = _run("quickstart", "--out", str(out), "train.epochz=1")
     assert r.returncode == 2 and "unknown key 'train.epochz'" in r.stderr
     assert not (out / "summary.json").exists()
+
+
+@pytest.mark.parametrize("command", ["ingest", "batch-interpret"])
+def test_a_qido_query_without_an_archive_is_refused(tmp_path, command, capsys):
+    """--study and --dates choose an archive's studies: with --input they would be ignored."""
+    argv = [command, "--input", str(tmp_path), "--out", str(tmp_path / "o"), "--study", "1.2.3"]
+    argv += ["--bundle", str(tmp_path / "b")] if command == "batch-interpret" else []
+    assert main(argv) == 2
+    assert "add --dicomweb URL" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(SystemExit):  # one source, not both
+        main([command, "--input", str(tmp_path), "--dicomweb", "http://pacs/dicom-web", "--out", "o"])
+    capsys.readouterr()
