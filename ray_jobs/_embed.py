@@ -82,18 +82,23 @@ def embed_splits(
     return {s: {k: v[split_of == s] for k, v in allc.items()} for s in splits}
 
 
-def embed_dataset(cfg: Any, ds: Any, bundle_dir: str, *, with_views: bool) -> dict[str, Any]:
+def embed_dataset(
+    cfg: Any, ds: Any, bundle_dir: str, *, with_views: bool, udf: Any = None, udf_args: tuple = ()
+) -> dict[str, Any]:
     """Embed every row of a Ray Dataset of clips (shard rows, or rendered stream rows from
     ``ray_jobs.common.stream_dataset``): numpy columns, those of :data:`PASS_THROUGH` the rows
-    have plus ``emb`` and ``view_probs``."""
+    have plus ``emb`` and ``view_probs``.
+
+    ``udf`` (with its constructor's ``udf_args``) replaces :class:`EmbedClips` in the actor
+    pool: evaluation's, which also embeds each clip's first frame."""
     import ray
 
     from ray_jobs.common import POOL_RETRIES
 
     n_actors = max(1, min(cfg.ingest.decode_actors, 2))
     ds = ds.map_batches(
-        EmbedClips,
-        fn_constructor_args=(bundle_dir, with_views),
+        udf or EmbedClips,
+        fn_constructor_args=udf_args if udf is not None else (bundle_dir, with_views),
         batch_size=64,
         num_cpus=1,
         compute=ray.data.ActorPoolStrategy(size=n_actors),

@@ -107,7 +107,7 @@ def embed_for_eval(
 
     from echoprime import storage
     from echoprime.data.shards import validate_split
-    from ray_jobs.common import POOL_RETRIES
+    from ray_jobs._embed import embed_dataset
 
     owner: dict[str, str] = {}
     for split in SPLITS:
@@ -121,24 +121,11 @@ def embed_for_eval(
     ds = ray.data.read_parquet([loc.path for loc in locs], filesystem=locs[0].fs, include_paths=True,
                                override_num_blocks=max(len(locs), 4 * n_actors))  # fmt: skip
     ds = ds.select_columns(["clip", "n_valid", *columns, "path"])
-    ds = ds.map_batches(
-        EmbedForEval,
-        fn_constructor_args=(bundle, (*columns, "path")),
-        batch_size=64,
-        num_cpus=1,
-        compute=ray.data.ActorPoolStrategy(size=n_actors),
-        **POOL_RETRIES,
+    allc = embed_dataset(
+        cfg, ds, bundle, with_views=True, udf=EmbedForEval, udf_args=(bundle, (*columns, "path"))
     )
-    parts: dict[str, dict[str, list]] = {s: {} for s in SPLITS}
-    for b in ds.iter_batches(batch_size=256, batch_format="numpy"):
-        split_of = np.array([owner[str(p)] for p in b["path"]])
-        for s in SPLITS:
-            sel = split_of == s
-            if sel.any():
-                for k, v in b.items():
-                    if k != "path":
-                        parts[s].setdefault(k, []).append(v[sel])
-    return {s: {k: np.concatenate(v) for k, v in cols.items()} for s, cols in parts.items()}
+    split_of = np.array([owner[str(p)] for p in allc.pop("path")])
+    return {s: {k: v[split_of == s] for k, v in allc.items()} for s in SPLITS}
 
 
 def probe_columns(cfg: EchoPrimeConfig, bundle_dir: str, train: dict[str, Any], n: int) -> dict[str, Any]:
@@ -147,26 +134,21 @@ def probe_columns(cfg: EchoPrimeConfig, bundle_dir: str, train: dict[str, Any], 
 
     Only the columns both have are kept (no first-frame embeddings for the stream: the ablation
     reads the train split)."""
-    import ray
-
     from echoprime.data.stream import STREAM_COLUMNS
     from echoprime.staging import spec_of
-    from ray_jobs.common import POOL_RETRIES, stream_dataset
+    from ray_jobs._embed import embed_dataset
+    from ray_jobs.common import stream_dataset
 
     columns = tuple(c for c in STREAM_COLUMNS if c != "clip" and c in train)
-    ds = stream_dataset(cfg, spec_of(bundle_dir).to_dict(), n).map_batches(
-        EmbedForEval,
-        fn_constructor_args=(bundle_dir, columns, False),
-        batch_size=64,
-        num_cpus=1,
-        compute=ray.data.ActorPoolStrategy(size=max(1, min(cfg.ingest.decode_actors, 2))),
-        **POOL_RETRIES,
+    stream = embed_dataset(
+        cfg,
+        stream_dataset(cfg, spec_of(bundle_dir).to_dict(), n),
+        bundle_dir,
+        with_views=True,
+        udf=EmbedForEval,
+        udf_args=(bundle_dir, columns, False),
     )
-    parts: dict[str, list[np.ndarray]] = {}
-    for b in ds.iter_batches(batch_size=256, batch_format="numpy"):
-        for k, v in b.items():
-            parts.setdefault(k, []).append(v)
-    return {k: np.concatenate([v, *parts[k]]) for k, v in train.items() if k in parts}
+    return {k: np.concatenate([v, stream[k]]) for k, v in train.items() if k in stream}
 
 
 def run_evaluate(
