@@ -13,8 +13,6 @@ import numpy as np
 PASS_THROUGH: tuple[str, ...] = ("study_id", "video_id", "view", "labels", "report", "path")
 """Row columns an embedded batch keeps (those the source has: stream rows carry no ``video_id``
 or ``path``)."""
-OPTIONAL: tuple[str, ...] = ("hidden_labels",)
-"""Kept too where the rows have them (stream rows and synthetic shards do, real archives not)."""
 
 
 class EmbedClips:
@@ -50,7 +48,7 @@ class EmbedClips:
                 if self.views is not None
                 else np.zeros((len(emb), 0), np.float32)
             )
-        out = {k: batch[k] for k in (*PASS_THROUGH, *OPTIONAL) if k in batch}
+        out = {k: batch[k] for k in PASS_THROUGH if k in batch}
         out.update(emb=emb, view_probs=probs)
         return out
 
