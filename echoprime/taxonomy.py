@@ -176,3 +176,66 @@ RELEASE_STD: tuple[float, float, float] = (47.989223, 46.456997, 47.20083)
 # is positive for the binary phenotype, as in the release's bank.
 GRADES: tuple[str, ...] = ("none", "trace", "mild", "moderate", "severe")
 POSITIVE_GRADE = 3  # index of "moderate"
+
+
+@dataclass(frozen=True)
+class GradeScale:
+    """The severity grades a report states for one graded phenotype, mildest first.
+
+    Attributes:
+        levels: grade names; the grade is the index (0 = normal / none).
+        positive_from: the first grade at which the release's binary label is 1 (moderate).
+    """
+
+    levels: tuple[str, ...]
+    positive_from: int
+
+    def __post_init__(self) -> None:
+        if not 0 < self.positive_from < len(self.levels):
+            raise ValueError(f"positive_from {self.positive_from} must index one of {self.levels[1:]}")
+
+    def binary(self, grade: float) -> float:
+        """The release's 0/1 label of a grade (NaN stays NaN)."""
+        return grade if grade != grade else float(grade >= self.positive_from)
+
+
+REGURGITATION_SCALE = GradeScale(("none", "trace", "mild", "moderate", "severe"), 3)
+STENOSIS_SCALE = GradeScale(("none", "mild", "moderate", "severe"), 2)
+DILATION_SCALE = GradeScale(("normal", "mild", "moderate", "severe"), 2)
+FUNCTION_SCALE = GradeScale(("normal", "mildly reduced", "moderately reduced", "severely reduced"), 2)
+EFFUSION_SCALE = GradeScale(("none", "trivial", "small", "moderate", "large"), 3)
+
+# Every graded binary phenotype of the taxonomy and the grades its reports state; its binary
+# label is ``grade >= positive_from`` (the release's "moderate or worse").
+GRADE_SCALES: dict[str, GradeScale] = {
+    "rv_systolic_function_depressed": FUNCTION_SCALE,
+    "right_ventricle_dilation": DILATION_SCALE,
+    "left_atrium_dilation": DILATION_SCALE,
+    "right_atrium_dilation": DILATION_SCALE,
+    "mitral_stenosis": STENOSIS_SCALE,
+    "mitral_regurgitation": REGURGITATION_SCALE,
+    "aortic_stenosis": STENOSIS_SCALE,
+    "aortic_regurgitation": REGURGITATION_SCALE,
+    "tricuspid_stenosis": STENOSIS_SCALE,
+    "tricuspid_valve_regurgitation": REGURGITATION_SCALE,
+    "pericardial_effusion": EFFUSION_SCALE,
+    "aortic_root_dilation": DILATION_SCALE,
+}
+GRADED_PHENOTYPES: tuple[str, ...] = tuple(p for p in PHENOTYPE_NAMES if p in GRADE_SCALES)
+assert all(PHENOTYPE_BY_NAME[p].kind == "binary" for p in GRADE_SCALES)
+
+
+def grade_column(phenotype: str) -> str:
+    """The bank's label column holding a graded phenotype's grade (``<phenotype>_grade``)."""
+    return f"{phenotype}_grade"
+
+
+# Continuous values a report states beyond the release's two regressions. They are predicted
+# like a regression phenotype (the mean over the section's neighbours) but are not part of the
+# release's 21 outputs.
+EXTRA_MEASUREMENTS: tuple[Phenotype, ...] = (
+    Phenotype("heart_rate", "Resting Segmental Wall Motion Analysis", "regression", "bpm", (20.0, 250.0)),
+)
+MEASUREMENTS: tuple[str, ...] = REGRESSION_PHENOTYPES + tuple(p.name for p in EXTRA_MEASUREMENTS)
+FINDING_BY_NAME: dict[str, Phenotype] = PHENOTYPE_BY_NAME | {p.name: p for p in EXTRA_MEASUREMENTS}
+"""Every finding a result can hold: the 21 phenotypes and the extra measurements."""

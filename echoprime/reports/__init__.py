@@ -12,7 +12,14 @@ from echoprime.reports.compose import (
     lv_function_grade,
     pulmonary_hypertension_grade,
 )
-from echoprime.reports.labels import SECTION_ALIASES, extract_labels, labels_from_sections, split_sections
+from echoprime.reports.labels import (
+    SECTION_ALIASES,
+    extract_findings,
+    extract_labels,
+    grades_from_sections,
+    labels_from_sections,
+    split_sections,
+)
 from echoprime.reports.structured import SEP, Phrase, ReportParseError, StructuredReport, decode_triples
 from echoprime.reports.vocabulary import (
     NUMERICAL_SLOT,
@@ -38,7 +45,9 @@ __all__ = [
     "compose_report",
     "decode_triples",
     "default_vocabulary",
+    "extract_findings",
     "extract_labels",
+    "grades_from_sections",
     "labels_from_sections",
     "lv_function_grade",
     "pulmonary_hypertension_grade",

@@ -29,7 +29,16 @@ from typing import Any
 
 from echoprime.reports.structured import StructuredReport
 from echoprime.reports.vocabulary import Vocabulary, default_vocabulary
-from echoprime.taxonomy import PHENOTYPE_BY_NAME, PHENOTYPE_NAMES, SECTIONS
+from echoprime.taxonomy import (
+    EXTRA_MEASUREMENTS,
+    GRADE_SCALES,
+    GRADED_PHENOTYPES,
+    PHENOTYPE_BY_NAME,
+    PHENOTYPE_NAMES,
+    SECTIONS,
+    GradeScale,
+    grade_column,
+)
 
 _I = re.IGNORECASE
 
@@ -140,7 +149,40 @@ NUMBER_RULES: dict[str, tuple[str, re.Pattern[str]]] = {
     ),
 }
 
+# Continuous values beyond the release's phenotypes (taxonomy.EXTRA_MEASUREMENTS).
+EXTRA_NUMBER_RULES: dict[str, tuple[str, re.Pattern[str]]] = {
+    "heart_rate": (
+        "Resting Segmental Wall Motion Analysis",
+        _rx(
+            r"(?:heart\s+rate|\bHR\b|pulse)[^\d;]{0,40}?" + _NUM + r"\s*(?:beats\s+per\s+minute|bpm|/\s*min)"
+        ),
+    ),
+}
+
+# What a clause must mention for a graded rule's "normal"/"no" statement to be about it (a noun
+# rule's noun does this; the others need their topic). A stated grade above 0 still needs the
+# rule's ``abnormal`` word, so a grade is positive exactly when the binary label is.
+GRADE_TOPICS: dict[str, re.Pattern[str]] = {
+    "rv_systolic_function_depressed": _rx(
+        r"function|systolic|contract|reduc|depress|decreas|impair|dysfunct|hypokine"
+    ),
+    "right_ventricle_dilation": _rx(r"\bsize|dimension|cavity|dilat|enlarg"),
+    "left_atrium_dilation": _rx(r"\bsize|dimension|volume|dilat|enlarg|atri"),
+    "right_atrium_dilation": _rx(r"\bsize|dimension|volume|dilat|enlarg|atri"),
+    "pericardial_effusion": _rx(r"effusion"),
+}
+_NORMAL = _rx(r"\bnormal\b|within normal limits|unremarkable")
+_GRADE_WORDS: tuple[tuple[str, re.Pattern[str]], ...] = (
+    ("trace", _rx(r"\btrace\b|\btrivial\b|\bminimal\b")),
+    ("small", _rx(r"\bsmall\b")),
+    ("mild", _rx(r"\bmild(?:ly)?\b")),
+    ("moderate", _rx(r"\bmoderate(?:ly)?\b")),
+    ("severe", _rx(r"\bsevere(?:ly)?\b|\blarge\b|\bmassive\b|\btorrential\b|\bcritical(?:ly)?\b")),
+)
+
 assert {r.phenotype for rules in RULES.values() for r in rules} | set(NUMBER_RULES) == set(PHENOTYPE_NAMES)
+assert {r.phenotype for rules in RULES.values() for r in rules if r.graded} == set(GRADE_SCALES)
+assert set(EXTRA_NUMBER_RULES) == {p.name for p in EXTRA_MEASUREMENTS}
 assert all(PHENOTYPE_BY_NAME[r.phenotype].section == s for s, rules in RULES.items() for r in rules)
 assert all(PHENOTYPE_BY_NAME[p].section == s for p, (s, _) in NUMBER_RULES.items())
 
@@ -185,14 +227,119 @@ def extract_labels(
         ``{phenotype: value}``: binaries 0.0/1.0, regressions in their units, NaN where the
         phenotype's section is absent (or a regression states no number).
     """
+    return labels_from_sections(_bodies(text_or_report, vocab))
+
+
+def extract_findings(
+    text_or_report: str | StructuredReport | Iterable[Sequence[Any]], vocab: Vocabulary | None = None
+) -> dict[str, float]:
+    """Everything a report states, as the bank's label columns.
+
+    The 21 phenotypes of :func:`extract_labels`; for each graded phenotype its grade
+    (column ``taxonomy.grade_column(p)``, an index into ``taxonomy.GRADE_SCALES[p].levels``, see
+    :func:`grades_from_sections`); and the extra measurements (``taxonomy.EXTRA_MEASUREMENTS``,
+    e.g. the heart rate in bpm). NaN where the report does not say.
+    """
+    bodies = _bodies(text_or_report, vocab)
+    out = labels_from_sections(bodies)
+    out |= {grade_column(p): g for p, g in grades_from_sections(bodies).items()}
+    out |= _numbers(bodies, EXTRA_NUMBER_RULES)
+    return out
+
+
+def grades_from_sections(bodies: dict[str, str]) -> dict[str, float]:
+    """The grade each graded phenotype's section states, ``{phenotype: grade index or NaN}``.
+
+    Clause by clause, as the binary rules read them: a clause about the finding (its noun, or
+    its topic, e.g. "size" for a dilation) that negates it or calls it normal states grade 0; a
+    clause that holds the rule's abnormal word states the highest grade word in it ("mild to
+    moderate" is moderate; "trace"/"trivial", "small", "mild", "moderate", and "severe"/"large"/
+    "massive"/"torrential"/"critical" map onto the phenotype's scale). The highest grade stated
+    anywhere in the section wins, as a positive clause does for the binary. NaN: the section is
+    absent or never states a grade ("the left atrium is dilated"). By construction
+    ``grade >= positive_from`` exactly when :func:`labels_from_sections` says 1.
+    """
+    out = dict.fromkeys(GRADED_PHENOTYPES, math.nan)
+    for section, rules in RULES.items():
+        if section not in bodies:
+            continue
+        for p, g in _stated_grades(bodies[section], rules).items():
+            out[p] = float(g)
+    return out
+
+
+def _grade_of_word(word: str, scale: GradeScale) -> int | None:
+    """The index of a grade word on a scale (None: the scale has no such grade)."""
+    levels = scale.levels
+    if word == "severe":
+        return len(levels) - 1
+    for i, name in enumerate(levels):
+        if name.split()[0].startswith(word) or (word == "trace" and name == "trivial"):
+            return i
+    if word == "mild" and "small" in levels:  # a "mild" effusion is a small one
+        return levels.index("small")
+    return None
+
+
+def _stated_grades(body: str, rules: tuple[_Rule, ...]) -> dict[str, int]:
+    graded = [r for r in rules if r.graded]
+    noun_rules = [r for r in rules if r.noun is not None]
+    best: dict[str, int] = {}
+    for sentence in _SENTENCE_SPLIT.split(body):
+        subjects: set[str] = set()
+        for clause in _CLAUSE_SPLIT.split(sentence):
+            named = {r.phenotype for r in noun_rules if r.noun.search(clause)}  # type: ignore[union-attr]
+            if named:
+                subjects = named
+            negated = _NEGATION.search(clause) is not None
+            normal = _NORMAL.search(clause) is not None
+            for r in graded:
+                scale = GRADE_SCALES[r.phenotype]
+                if r.noun is not None:
+                    if r.phenotype not in subjects:
+                        continue
+                elif not GRADE_TOPICS[r.phenotype].search(clause):
+                    # "RV size and systolic function are normal": a "normal" clause covers every
+                    # topic of its sentence (a zero never outranks a stated grade).
+                    if normal and not negated and GRADE_TOPICS[r.phenotype].search(sentence):
+                        best.setdefault(r.phenotype, 0)
+                    continue
+                abnormal = r.abnormal is None or r.abnormal.search(clause) is not None
+                grade: int | None = None
+                if negated or (normal and not (abnormal and r.abnormal is not None)):
+                    grade = 0
+                elif abnormal:
+                    stated = [
+                        g
+                        for word, rx in _GRADE_WORDS
+                        if rx.search(clause) and (g := _grade_of_word(word, scale)) is not None
+                    ]
+                    grade = max(stated) if stated else None
+                if grade is not None:
+                    best[r.phenotype] = max(best.get(r.phenotype, 0), grade)
+    return best
+
+
+def _bodies(
+    text_or_report: str | StructuredReport | Iterable[Sequence[Any]], vocab: Vocabulary | None
+) -> dict[str, str]:
     if isinstance(text_or_report, str):
-        bodies = split_sections(text_or_report)
-    elif isinstance(text_or_report, StructuredReport):
-        bodies = {s: text_or_report.section_body(s) for s in text_or_report.sections}
-    else:
-        report = StructuredReport.from_triples(text_or_report, vocab or default_vocabulary())
-        bodies = {s: report.section_body(s) for s in report.sections}
-    return labels_from_sections(bodies)
+        return split_sections(text_or_report)
+    if isinstance(text_or_report, StructuredReport):
+        return {s: text_or_report.section_body(s) for s in text_or_report.sections}
+    report = StructuredReport.from_triples(text_or_report, vocab or default_vocabulary())
+    return {s: report.section_body(s) for s in report.sections}
+
+
+def _numbers(bodies: dict[str, str], rules: dict[str, tuple[str, re.Pattern[str]]]) -> dict[str, float]:
+    out = dict.fromkeys(rules, math.nan)
+    for name, (section, rx) in rules.items():
+        if section in bodies:
+            m = rx.search(bodies[section])
+            if m is not None:
+                lo, hi = m.group(1), m.group(2)
+                out[name] = float(lo) if hi is None else (float(lo) + float(hi)) / 2
+    return out
 
 
 def labels_from_sections(bodies: dict[str, str]) -> dict[str, float]:
@@ -203,12 +350,7 @@ def labels_from_sections(bodies: dict[str, str]) -> dict[str, float]:
             positive = _positive_findings(bodies[section], rules)
             for r in rules:
                 out[r.phenotype] = 1.0 if r.phenotype in positive else 0.0
-    for name, (section, rx) in NUMBER_RULES.items():
-        if section in bodies:
-            m = rx.search(bodies[section])
-            if m is not None:
-                lo, hi = m.group(1), m.group(2)
-                out[name] = float(lo) if hi is None else (float(lo) + float(hi)) / 2
+    out.update(_numbers(bodies, NUMBER_RULES))
     return out
 
 

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from echoprime.taxonomy import HIDDEN_DIAGNOSES, PHENOTYPE_NAMES, VIEWS
+from echoprime.taxonomy import HIDDEN_DIAGNOSES, PHENOTYPE_NAMES, VIEWS, grade_column
 
 # Grade scales used by the fields below.
 SIZE_GRADES = ("normal", "mildly dilated", "moderately dilated", "severely dilated")  # 0..3
@@ -21,6 +21,23 @@ REGURG_GRADES = ("none", "trace", "mild", "moderate", "severe")  # 0..4
 STENOSIS_GRADES = ("none", "mild", "moderate", "severe")  # 0..3
 EFFUSION_GRADES = ("none", "trivial", "small", "moderate", "large")  # 0..4
 STEMI_TERRITORIES = ("LAD", "RCA", "LCx")
+
+
+# The state's field behind each graded phenotype (its grade is the field's value).
+GRADE_FIELDS: dict[str, str] = {
+    "rv_systolic_function_depressed": "rv_function",
+    "right_ventricle_dilation": "rv_size",
+    "left_atrium_dilation": "la_size",
+    "right_atrium_dilation": "ra_size",
+    "mitral_stenosis": "ms",
+    "mitral_regurgitation": "mr",
+    "aortic_stenosis": "as_",
+    "aortic_regurgitation": "ar",
+    "tricuspid_stenosis": "ts",
+    "tricuspid_valve_regurgitation": "tr",
+    "pericardial_effusion": "effusion",
+    "aortic_root_dilation": "aortic_root",
+}
 
 
 @dataclass
@@ -105,6 +122,12 @@ class PatientState:
         }
         assert tuple(out) == PHENOTYPE_NAMES
         return out
+
+    def findings(self) -> dict[str, float]:
+        """What the report states, as ``extract_findings`` reads it back: the 21 labels, each
+        graded phenotype's grade (column ``<phenotype>_grade``) and the heart rate."""
+        grades = {grade_column(p): float(getattr(self, f)) for p, f in GRADE_FIELDS.items()}
+        return self.labels() | grades | {"heart_rate": float(self.heart_rate)}
 
     def hidden_labels(self) -> dict[str, float]:
         """Diagnoses never written into the report (see ``HIDDEN_DIAGNOSES``)."""

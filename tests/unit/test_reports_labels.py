@@ -12,11 +12,12 @@ from echoprime.reports import (
     StructuredReport,
     compose_report,
     default_vocabulary,
+    extract_findings,
     extract_labels,
     split_sections,
 )
 from echoprime.synth.state import sample_state
-from echoprime.taxonomy import PHENOTYPE_NAMES
+from echoprime.taxonomy import GRADE_SCALES, PHENOTYPE_NAMES, grade_column
 
 
 def _same(a: dict[str, float], b: dict[str, float]) -> bool:
@@ -158,3 +159,81 @@ def test_split_sections_uses_headers_at_boundaries_only():
         "Pericardium": "Fluid tracks near the aorta: small amount.",
         "IVC": "Normal. Collapses well.",
     }
+
+
+# --------------------------------------------------------------------------- grades (issue 23)
+
+
+def test_findings_recover_every_grade_and_the_heart_rate_exactly():
+    seen = {p: set() for p in GRADE_SCALES}
+    for seed in range(400):
+        rng = np.random.default_rng(10_000 + seed)
+        state = sample_state(rng, f"p{seed}", f"s{seed}")
+        found = extract_findings(compose_report(state, rng).to_text())
+        assert found == state.findings(), (
+            seed,
+            {k: (found[k], v) for k, v in state.findings().items() if found[k] != v},
+        )
+        for p, scale in GRADE_SCALES.items():
+            g = found[grade_column(p)]
+            assert scale.binary(g) == found[p]  # the grade and the release's binary agree
+            seen[p].add(int(g))
+    for p, scale in GRADE_SCALES.items():  # every grade of every scale was written and read back
+        assert seen[p] == set(range(len(scale.levels))), (p, seen[p])
+
+
+@pytest.mark.parametrize(
+    ("text", "phenotype", "grade"),
+    [
+        ("Mitral Valve: Mild to moderate mitral regurgitation.", "mitral_regurgitation", 3),
+        ("Mitral Valve: There is mitral regurgitation, mild in severity.", "mitral_regurgitation", 2),
+        ("Aortic Valve: Trace AR. No aortic stenosis.", "aortic_regurgitation", 1),
+        ("Aortic Valve: Trace AR. No aortic stenosis.", "aortic_stenosis", 0),
+        ("Aortic Valve: Critical aortic stenosis.", "aortic_stenosis", 3),
+        ("Pericardium: Small pericardial effusion without tamponade.", "pericardial_effusion", 2),
+        ("Pericardium: Trivial effusion.", "pericardial_effusion", 1),
+        ("Pericardium: Large circumferential pericardial effusion.", "pericardial_effusion", 4),
+        ("Pericardium: No pericardial effusion.", "pericardial_effusion", 0),
+        ("Right Ventricle: RV size and systolic function are normal.", "rv_systolic_function_depressed", 0),
+        ("Right Ventricle: RV size and systolic function are normal.", "right_ventricle_dilation", 0),
+        (
+            "Right Ventricle: Moderately dilated RV with normal systolic function.",
+            "right_ventricle_dilation",
+            2,
+        ),
+        (
+            "Right Ventricle: Moderately dilated RV with normal systolic function.",
+            "rv_systolic_function_depressed",
+            0,
+        ),
+        ("Right Ventricle: Severely depressed RV function.", "rv_systolic_function_depressed", 3),
+        ("Left Atrium: Mild left atrial enlargement.", "left_atrium_dilation", 1),
+        ("Aortic root: 4.6 cm, moderately dilated.", "aortic_root_dilation", 2),
+    ],
+)
+def test_free_text_grades(text, phenotype, grade):
+    found = extract_findings(text)
+    assert found[grade_column(phenotype)] == grade
+    assert GRADE_SCALES[phenotype].binary(grade) == found[phenotype]  # agrees with the binary rule
+
+
+def test_an_ungraded_abnormal_statement_has_no_grade_and_absent_sections_none():
+    found = extract_findings("Left Atrium: The left atrium is dilated. [SEP] IVC: Normal.")
+    assert math.isnan(found[grade_column("left_atrium_dilation")])
+    assert found["left_atrium_dilation"] == 0.0  # the release's rule: not moderate or worse
+    assert all(math.isnan(found[grade_column(p)]) for p in GRADE_SCALES if p != "left_atrium_dilation")
+    assert math.isnan(found["heart_rate"])
+
+
+@pytest.mark.parametrize(
+    ("text", "rate"),
+    [
+        ("Resting Segmental Wall Motion Analysis: Heart rate at rest 64 bpm.", 64.0),
+        ("Wall motion: normal. The resting heart rate was 101 beats per minute.", 101.0),
+        ("Wall motion: normal. HR 70-80/min.", 75.0),
+        ("Left Ventricle: heart rate 64 bpm.", math.nan),  # another section's number is not read
+    ],
+)
+def test_heart_rate(text, rate):
+    got = extract_findings(text)["heart_rate"]
+    assert (math.isnan(got) and math.isnan(rate)) or got == rate
