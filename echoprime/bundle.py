@@ -14,6 +14,8 @@
     BUNDLE/mil_table.csv            the 15 x 11 section x view table (release format)
     BUNDLE/bank/                    the candidate bank (see echoprime.retrieval.bank)
     BUNDLE/thresholds.json          decision thresholds of the binary phenotypes
+    BUNDLE/calibration.json         calibration maps, measurement intervals and grade scales
+                                    (echoprime.retrieval.calibration; optional)
 
 A bundle built by the training pipeline keeps each stage's output in its own folder instead
 (``pretrained/clip.safetensors`` holding both towers, ``views/``, ``mil/``); the manifest's
@@ -478,6 +480,7 @@ def assemble_bundle(
     config: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
     video_normalize: bool = True,
+    calibration: Any = None,
 ) -> Path:
     """Write a complete bundle into the empty or new local folder ``out`` (manifest last).
 
@@ -514,4 +517,6 @@ def assemble_bundle(
     bank.save(root / "bank")
     if thresholds is not None:
         thresholds.to_json(root / "thresholds.json")
+    if calibration is not None:
+        calibration.to_json(root / "calibration.json")
     return w.commit(spec=spec, config=config, extra=extra)

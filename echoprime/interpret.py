@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from echoprime.io import FileReport, VideoData
 from echoprime.io.files import load_file
 from echoprime.preprocess import PreprocessSpec, normalise, preprocess_uint8, valid_frames
-from echoprime.taxonomy import MIL_SECTIONS, PHENOTYPE_BY_NAME, VIEWS
+from echoprime.taxonomy import MIL_SECTIONS, VIEWS
 
 StudyInput = str | os.PathLike | Sequence[str | os.PathLike] | Sequence[tuple[str, bytes]] | torch.Tensor
 """A folder, a list of files, a list of ``(name, bytes)`` uploads, or preprocessed clips ``N x 3 x T x S x S``."""
@@ -57,6 +57,9 @@ class InterpreterParts:
         normalize_embeddings: clip embeddings are unit-normalised before the attention pools
             them (our bundles); False pools the encoder's raw outputs, as the published release
             does (its converted bundles record ``normalize: false``).
+        calibration: the bundle's ``calibration.json`` (probability maps, measurement
+            intervals, grade scales); None for bundles without one (a converted release), whose
+            results then carry no calibrated probabilities, intervals or grades.
 
     A part not loaded (``load_bundle_parts(..., components=...)``) is ``None``.
     """
@@ -71,6 +74,7 @@ class InterpreterParts:
     tokenizer: Any = None
     manifest: dict[str, Any] = field(default_factory=dict)
     normalize_embeddings: bool = True
+    calibration: Any = None
 
 
 @dataclass
@@ -106,16 +110,6 @@ def _clean(x: Any) -> Any:
     if isinstance(x, np.bool_):
         return bool(x)
     return x
-
-
-def _threshold_source(thresholds: Mapping[str, float], phenotype: str) -> str | None:
-    """Where a phenotype's decision threshold came from: ``youden`` / ``release`` / ``default``
-    (a :class:`~echoprime.retrieval.Thresholds`), ``given`` (a plain mapping passed in code), or
-    None when it has none."""
-    if phenotype not in thresholds:
-        return None
-    fits = getattr(thresholds, "fits", None)
-    return fits[phenotype].source if fits is not None else "given"
 
 
 class StudyInterpreter:
@@ -516,7 +510,9 @@ class StudyInterpreter:
             k: neighbours for the metrics (default: the interpreter's).
             n_neighbours: neighbour studies listed per section.
         """
-        from echoprime.retrieval import generate_report_batch, predict_metrics_batch
+        from echoprime.reports import grades_from_sections
+        from echoprime.retrieval import generate_report_batch
+        from echoprime.retrieval.findings import findings_batch
 
         k = self.k if k is None else k
         bank = self.parts.bank
@@ -528,10 +524,12 @@ class StudyInterpreter:
         if usable:
             batch = np.stack([sections[i] for i in usable])  # B x 15 x D
             neigh = bank.neighbours(batch, max(k, n_neighbours, min(self.k, len(bank))))
-            metrics = predict_metrics_batch(
-                batch, bank, k, thresholds=self.parts.thresholds or None, neighbours=neigh
-            )
             gen = generate_report_batch(batch, bank, top=max(self.k, 1), neighbours=neigh)
+            said = [grades_from_sections({c.section: c.text for c in g.sections}) for g in gen]
+            metrics = findings_batch(
+                batch, bank, k, thresholds=self.parts.thresholds, calibration=self.parts.calibration,
+                neighbours=neigh, report_grades=said,
+            )  # fmt: skip
             for b, i in enumerate(usable):
                 results[i] = self._result(
                     b, probs[i], weights[i], metrics[b], gen[b], neigh, reports[i], n_neighbours
@@ -561,20 +559,6 @@ class StudyInterpreter:
             {"section": c.section, "text": c.text, "source_study": c.study_id, "similarity": c.similarity}
             for c in gen.sections
         ]
-        out_metrics = {}
-        for ph, m in metrics.items():
-            info = PHENOTYPE_BY_NAME.get(ph)
-            out_metrics[ph] = {
-                "value": m.value,
-                "probability": m.probability,
-                "decision": m.decision,
-                "spread": m.spread,
-                "n_labelled": m.n_labelled,
-                "kind": info.kind if info else "binary",
-                "unit": info.unit if info else "",
-                "threshold": float(self.parts.thresholds[ph]) if ph in self.parts.thresholds else None,
-                "threshold_source": _threshold_source(self.parts.thresholds, ph),
-            }
         neighbours = {}
         for r, row in enumerate(neigh.rows):
             neighbours[MIL_SECTIONS[row]] = [
@@ -583,9 +567,7 @@ class StudyInterpreter:
                     neigh.ids[b, r, :n_neighbours], neigh.scores[b, r, :n_neighbours], strict=True
                 )
             ]
-        return StudyResult(
-            "ok", [asdict(f) for f in files], videos, report, out_metrics, evidence, neighbours
-        )
+        return StudyResult("ok", [asdict(f) for f in files], videos, report, metrics, evidence, neighbours)
 
     # --------------------------------------------------------------------------------- text
     @torch.no_grad()
@@ -648,6 +630,7 @@ def load_bundle_parts(
     from echoprime.bundle import BundleError, fetch, load_module, read_manifest, read_mil_table
     from echoprime.models.mil import TableMIL
     from echoprime.retrieval import CandidateBank, Thresholds
+    from echoprime.retrieval.calibration import Calibration
 
     root = fetch(uri)
     manifest = read_manifest(root, verify=verify)
@@ -670,6 +653,9 @@ def load_bundle_parts(
     thresholds = (
         Thresholds.from_json(root / "thresholds.json") if (root / "thresholds.json").is_file() else {}
     )
+    calibration = (
+        Calibration.from_json(root / "calibration.json") if (root / "calibration.json").is_file() else None
+    )
     text = tok = None
     if "text_encoder" in comps and "text_encoder" in want:
         from echoprime.models.tokenizer import ReportTokenizer
@@ -677,4 +663,6 @@ def load_bundle_parts(
         text = load_module(root, comps["text_encoder"])
         tok = ReportTokenizer.from_pretrained(root / comps["text_encoder"].get("tokenizer", "tokenizer"))
     normalize = bool(comps["video_encoder"].get("normalize", True))
-    return InterpreterParts(spec, video, views, mil, bank, thresholds, text, tok, manifest, normalize)
+    return InterpreterParts(
+        spec, video, views, mil, bank, thresholds, text, tok, manifest, normalize, calibration=calibration
+    )

@@ -70,16 +70,30 @@ def format_result(d: dict) -> str:
         lines.append(f"  {s['text']}")
     lines.append("metrics:")
     for name, m in d["metrics"].items():
-        if m["kind"] == "regression":
-            val = "n/a" if m["value"] is None else f"{m['value']:.1f} {m['unit']} (+/- {m['spread']:.1f})"
-        else:
-            val = (
-                "n/a"
-                if m["value"] is None
-                else f"p={m['value']:.2f} -> {'present' if m['decision'] else 'absent'}"
-            )
-        lines.append(f"  {name:<38} {val}")
+        lines.append(f"  {name:<38} {_metric_line(m)}")
     return "\n".join(lines)
+
+
+def _metric_line(m: dict) -> str:
+    """One finding as a reader wants it: "37.0 mmHg (80 % interval 27.0-47.0)", or
+    "p=0.20 (calibrated 0.26) -> present, grade moderate (report: trace)"."""
+    if m["value"] is None:
+        return "n/a"
+    if m["kind"] == "regression":
+        iv = m.get("interval")
+        if iv and iv["low"] is not None:
+            return f"{m['value']:.1f} {m['unit']} ({iv['level']:.0%} interval {iv['low']:.1f}-{iv['high']:.1f})"
+        return f"{m['value']:.1f} {m['unit']} (+/- {m['spread']:.1f})"
+    out = f"p={m['value']:.2f}"
+    if m.get("calibrated_probability") is not None:
+        out += f" (calibrated {m['calibrated_probability']:.2f})"
+    out += f" -> {'present' if m['decision'] else 'absent'}"
+    g = m.get("grade")
+    if g and g["label"] is not None:
+        out += f", grade {g['label']}"
+        if g["agrees_with_report"] is False:
+            out += f" (report: {g['report_label']})"
+    return out
 
 
 def run(args: argparse.Namespace) -> int:

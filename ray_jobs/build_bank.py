@@ -5,14 +5,18 @@ synthetic stream studies) is embedded by the pretrained text tower (Ray Data, an
 of encoders) and stored with its study id, its structured form (phrase-id triples) and its labels;
 exact inner-product search by default, an IVF/PQ faiss index above bank.ivf_threshold reports.
 The validation studies are then interpreted through the staged models (video encoder, view
-classifier, attention) to fit one decision threshold per binary phenotype (Youden's J), and the
-bundle's manifest is written last, with the sha256 of every file.
+classifier, attention) to fit one decision threshold per binary phenotype (Youden's J), a
+calibration map per binary and an 80 % interval per measurement (echoprime.retrieval.calibration),
+and the bundle's manifest is written last, with the sha256 of every file. Besides the stored
+labels, the bank keeps what each report's text states beyond them: every graded phenotype's grade
+and the heart rate (echoprime.reports.extract_findings).
 
 The bank stores keyed pseudonyms of the study ids, never the ids themselves (HMAC-SHA256 with
 the site secret in ECHOPRIME_SITE_SECRET, or a one-off secret when it is unset: docs/privacy.md);
 --id-map writes the operator-only map back to the originals, outside the bundle.
 
-Writes BUNDLE/bank/, BUNDLE/thresholds.json, BUNDLE/manifest.json (the commit).
+Writes BUNDLE/bank/, BUNDLE/thresholds.json, BUNDLE/calibration.json, BUNDLE/manifest.json
+(the commit).
 
 Example:
   echoprime build-bank --shards shards --bundle bundle --config configs/tiny-cpu.yaml
@@ -90,6 +94,16 @@ def _studies(shards: str, split: str) -> dict[str, tuple[str, str]]:
     return {r["study_id"]: (r["report"], r["labels"]) for r in t}
 
 
+def _report_extras(report: str) -> dict[str, float]:
+    """What a report states beyond the release's 21 labels: grades (``<phenotype>_grade``) and the
+    extra measurements (heart rate), read from its text."""
+    from echoprime.reports import extract_findings
+    from echoprime.taxonomy import PHENOTYPE_NAMES
+
+    found = extract_findings(report)
+    return {k: v for k, v in found.items() if k not in PHENOTYPE_NAMES}
+
+
 def section_embeddings_of(bundle: str, cols: dict[str, Any]) -> tuple[list[str], np.ndarray]:
     """Per study of an embedded split: its 15 x D section embeddings from the staged attention."""
     import torch
@@ -136,6 +150,7 @@ def run_build_bank(
     from echoprime.data.shards import parse_labels
     from echoprime.reports import ReportParseError, StructuredReport, default_vocabulary
     from echoprime.retrieval import CandidateBank, build_index, fit_thresholds, predict_metrics_batch
+    from echoprime.retrieval.calibration import fit_calibration
     from echoprime.retrieval.pseudonyms import (
         SCHEME,
         check_map_outside,
@@ -144,7 +159,13 @@ def run_build_bank(
         write_id_map,
     )
     from echoprime.staging import commit
-    from echoprime.taxonomy import BINARY_PHENOTYPES
+    from echoprime.taxonomy import (
+        BINARY_PHENOTYPES,
+        EXTRA_MEASUREMENTS,
+        GRADE_SCALES,
+        MEASUREMENTS,
+        grade_column,
+    )
     from ray_jobs._embed import embed_split
     from ray_jobs.common import POOL_RETRIES, configure_ray_data, ray_session
 
@@ -198,7 +219,9 @@ def run_build_bank(
     del secret
     labels: dict[str, dict[str, float]] = {}
     for s in keep:
-        for p, v in parse_labels(train[s][1]).items():
+        # The stored labels (the release's 21), then what else the report states: each graded
+        # phenotype's grade and the extra measurements (issue 23).
+        for p, v in (_report_extras(train[s][0]) | parse_labels(train[s][1])).items():
             if v == v:  # NaN = no label
                 labels.setdefault(p, {})[pseudo[s]] = v
     bank = CandidateBank.build(emb, [pseudo[s] for s in keep], [triples[s] for s in keep], labels, vocab)
@@ -215,10 +238,29 @@ def run_build_bank(
     val_labels = {}
     for s, lab in zip(va["study_id"], va["labels"], strict=True):
         val_labels.setdefault(str(s), parse_labels(lab))
+    val_reports: dict[str, str] = {}
+    for s, rep in zip(va["study_id"], va["report"], strict=True):
+        val_reports.setdefault(str(s), str(rep))
     probs = {p: np.array([pr[p].value for pr in preds]) for p in BINARY_PHENOTYPES if p in preds[0]}
     truth = {p: np.array([val_labels[s].get(p, np.nan) for s in ids]) for p in probs}
     thresholds = fit_thresholds(probs, truth)
     thresholds.to_json(Path(bundle) / "thresholds.json")
+    # Calibration maps, measurement intervals and the grade scales, from the same predictions.
+    extra = {m.name: m.section for m in EXTRA_MEASUREMENTS if m.name in bank.phenotypes}
+    if extra:
+        more = predict_metrics_batch(secs, bank, k, phenotype_sections=extra)
+        preds = [a | b for a, b in zip(preds, more, strict=True)]
+    measured = [m for m in MEASUREMENTS if m in preds[0]]
+    val_truth = {s: _report_extras(val_reports.get(s, "")) | val_labels[s] for s in ids}
+    calibration = fit_calibration(
+        probs,
+        truth,
+        {m: np.array([pr[m].value for pr in preds]) for m in measured},
+        {m: np.array([pr[m].spread for pr in preds]) for m in measured},
+        {m: np.array([val_truth[s].get(m, np.nan) for s in ids]) for m in measured},
+        {p: sc for p, sc in GRADE_SCALES.items() if grade_column(p) in bank.phenotypes},
+    )
+    calibration.to_json(Path(bundle) / "calibration.json")
     manifest = commit(
         bundle,
         cfg.to_dict(),
@@ -242,6 +284,9 @@ def run_build_bank(
         "threshold_studies": len(ids),
         "thresholds_fitted": len(probs) - len(not_fitted),
         "thresholds_not_fitted": len(not_fitted),
+        "calibration_maps": {m: c.method for m, c in calibration.probabilities.items()},
+        "intervals": sorted(calibration.intervals),
+        "graded_findings": len(calibration.grade_scales),
         "bundle_files": len(manifest["files"]),
         "published": published,
         "study_id_secret": secret_source,

@@ -47,11 +47,12 @@ def make_random_bundle(
     from echoprime.models.text import create_text_encoder
     from echoprime.models.tokenizer import ReportTokenizer, train_wordpiece_tokenizer
     from echoprime.preprocess import PreprocessSpec
-    from echoprime.reports import compose_report, default_vocabulary, extract_labels
+    from echoprime.reports import compose_report, default_vocabulary, extract_findings
     from echoprime.retrieval import CandidateBank, fit_thresholds
+    from echoprime.retrieval.calibration import fit_calibration
     from echoprime.retrieval.pseudonyms import pseudonymise, write_id_map
     from echoprime.synth.state import sample_state
-    from echoprime.taxonomy import BINARY_PHENOTYPES, MIL_SECTIONS, VIEWS
+    from echoprime.taxonomy import BINARY_PHENOTYPES, MEASUREMENTS, MIL_SECTIONS, VIEWS
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
@@ -70,7 +71,7 @@ def make_random_bundle(
         emb = torch.nn.functional.normalize(
             text(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]), dim=-1
         ).numpy()
-    labels = [extract_labels(t) for t in texts]
+    labels = [extract_findings(t) for t in texts]  # the 21 labels, the grades and the heart rate
     pseudo = pseudonymise(original_ids(n_bank), TEST_SECRET)
     if id_map is not None:
         write_id_map(id_map, pseudo, source="site")
@@ -81,6 +82,15 @@ def make_random_bundle(
     bank = CandidateBank.build(emb, ids, [r.to_triples(vocab) for r in reports], lab, vocab)
     probs = {p: rng.random(50) for p in BINARY_PHENOTYPES}
     truth = {p: (rng.random(50) < 0.4).astype(float) for p in BINARY_PHENOTYPES}
+    # Calibration maps, intervals and grade scales as build-bank fits them (here on random pairs).
+    values = {m: rng.uniform(20, 80, 50) for m in MEASUREMENTS}
+    calibration = fit_calibration(
+        probs,
+        truth,
+        values,
+        {m: rng.uniform(1, 8, 50) for m in MEASUREMENTS},
+        {m: values[m] + rng.normal(0, 5, 50) for m in MEASUREMENTS},
+    )
     if towers == "release":
         size, frames = 224, 16
         video = (create_model("echoprime_mvit_v2_s").eval(), "echoprime_mvit_v2_s", {})
@@ -104,6 +114,7 @@ def make_random_bundle(
         text_encoder=(text, "tiny_bag", {"vocab_size": tok.vocab_size}),
         tokenizer_dir=tok_dir,
         thresholds=fit_thresholds(probs, truth),
+        calibration=calibration,
         config=None,
         extra={"note": "random weights, for tests"},
     )
