@@ -9,6 +9,8 @@ without Ray. The output, under a local folder or an ``s3://`` prefix (:class:`Ba
                                  how studies and files are named (``ids``: keyed or originals)
   results/part-<key>.parquet     one row per study (RESULT_SCHEMA)
   rejects/part-<key>.parquet     one row per file of those studies that could not be used
+  findings/part-<key>.parquet    one row per study and finding (FINDING_SCHEMA): the metrics
+                                 flat, with grades, calibrated probabilities and intervals
   json/<name>.json               the full StudyResult of each study (optional; safe_name(study_id))
   _done/part-<key>.json          written last for its chunk: the commit record of its studies
   _summary.json                  counts of the last run
@@ -67,6 +69,34 @@ RESULT_SCHEMA = pa.schema(
 REJECT_SCHEMA = pa.schema(
     [("study_id", pa.string()), ("file", pa.string()), ("reason", pa.string()), ("code", pa.string())]
 )
+FINDING_SCHEMA = pa.schema(
+    [
+        ("study_id", pa.string()),
+        ("finding", pa.string()),  # a phenotype of the release, or a measurement beyond them (heart_rate)
+        ("kind", pa.string()),  # binary | regression
+        ("unit", pa.string()),
+        ("value", pa.float64()),  # the measurement, or a binary's positive vote share
+        ("probability", pa.float64()),  # binaries: the raw vote share (the release's)
+        ("calibrated_probability", pa.float64()),  # after the bundle's calibration map; null: none
+        ("calibration", pa.string()),  # platt | isotonic | null
+        ("decision", pa.bool_()),  # raw probability >= threshold
+        ("threshold", pa.float64()),
+        ("threshold_source", pa.string()),
+        ("spread", pa.float64()),  # standard deviation over the neighbours' labels
+        ("n_labelled", pa.int32()),
+        ("grade", pa.int32()),  # graded binaries: index into grade_scale; null: none
+        ("grade_label", pa.string()),
+        ("grade_scale", pa.list_(pa.string())),
+        ("grade_distribution", pa.list_(pa.float64())),  # the neighbours' share per grade
+        ("n_graded", pa.int32()),
+        ("report_grade_label", pa.string()),  # the grade the report text states
+        ("agrees_with_report", pa.bool_()),  # false: the grade and the report text disagree
+        ("interval_low", pa.float64()),  # measurements: the interval around value
+        ("interval_high", pa.float64()),
+        ("interval_level", pa.float64()),  # its nominal coverage (0.8)
+    ]
+)
+"""One row per study and finding: what a cardiologist reads, as columns one can query."""
 INTERPRET_COMPONENTS = ("video_encoder", "view_classifier", "mil", "bank")
 """The bundle parts a study's interpretation uses (the text encoder is not one of them)."""
 HEAD_BYTES = 256 << 10
@@ -260,7 +290,7 @@ class BatchOutput:
     def _claim(self, bundle: str, bundle_id: str, input_uri: str, *, force: bool, ids: str) -> None:
         job = self.uri("_job.json")
         if force:
-            for sub in ("_done", "results", "rejects", "json"):
+            for sub in ("_done", "results", "rejects", "findings", "json"):
                 for f in self._list(sub):
                     self._delete(f)
         elif storage.exists(job):
@@ -281,12 +311,13 @@ class BatchOutput:
         """``{part key: studies}`` of the chunks written completely.
 
         With ``clean`` (what a starting job does, never while one runs): a ``_done`` record whose
-        results part is gone (deleted by hand, lost) is dropped with its rejects part, so those
-        studies are interpreted again; results and rejects parts without a record (a chunk
-        interrupted before its commit) are deleted so a redo cannot duplicate rows.
+        results part is gone (deleted by hand, lost) is dropped with its other parts, so those
+        studies are interpreted again; results, rejects and findings parts without a record (a
+        chunk interrupted before its commit) are deleted so a redo cannot duplicate rows.
         """
         results = {_key(f): f for f in self._list("results")}
         rejects = {_key(f): f for f in self._list("rejects")}
+        findings = {_key(f): f for f in self._list("findings")}
         done: dict[str, list[str]] = {}
         for rec in self._list("_done"):
             key = _key(rec)
@@ -294,7 +325,7 @@ class BatchOutput:
                 done[key] = list(json.loads(storage.read_bytes(rec))["studies"])
             elif clean:
                 self._delete(rec)
-        for key, f in [*results.items(), *rejects.items()]:
+        for key, f in [*results.items(), *rejects.items(), *findings.items()]:
             if clean and key not in done:
                 self._delete(f)
         return done
@@ -306,9 +337,12 @@ class BatchOutput:
         rejects: list[dict[str, Any]],
         docs: Mapping[str, dict[str, Any]] | None = None,
     ) -> None:
-        """Write a chunk's results, rejects and JSON documents, then its ``_done`` record (last)."""
+        """Write a chunk's results, rejects, findings (from the rows' ``metrics``) and JSON
+        documents, then its ``_done`` record (last)."""
         storage.write_bytes(self.uri("results", f"part-{key}.parquet"), _parquet(rows, RESULT_SCHEMA))
         storage.write_bytes(self.uri("rejects", f"part-{key}.parquet"), _parquet(rejects, REJECT_SCHEMA))
+        flat = [f for r in rows for f in finding_rows(r["study_id"], json.loads(r.get("metrics") or "{}"))]
+        storage.write_bytes(self.uri("findings", f"part-{key}.parquet"), _parquet(flat, FINDING_SCHEMA))
         for sid, doc in (docs or {}).items():
             storage.write_bytes(
                 self.uri("json", f"{safe_name(sid)}.json"), json.dumps(doc, indent=2).encode()
@@ -317,8 +351,12 @@ class BatchOutput:
         storage.write_bytes(self.uri("_done", f"part-{key}.json"), json.dumps(record).encode())
 
     def read(self, kind: str = "results") -> pa.Table:
-        """Every committed part of ``results`` or ``rejects`` as one table."""
-        schema = RESULT_SCHEMA if kind == "results" else REJECT_SCHEMA
+        """Every committed part of ``results``, ``rejects`` or ``findings`` as one table (an
+        output written before findings existed has none)."""
+        schemas = {"results": RESULT_SCHEMA, "rejects": REJECT_SCHEMA, "findings": FINDING_SCHEMA}
+        if kind not in schemas:
+            raise ValueError(f"kind must be one of {sorted(schemas)}, got {kind!r}")
+        schema = schemas[kind]
         keys = set(self.committed(clean=False))
         tables = [
             pq.read_table(io.BytesIO(storage.read_bytes(f)), schema=schema)
@@ -379,6 +417,37 @@ def result_row(
         "files": dump([asdict(f) for f in files]),
         "error": error,
     }
+
+
+def finding_rows(study_id: str, metrics: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of FINDING_SCHEMA of one study's ``metrics`` (``StudyResult.to_dict()["metrics"]``):
+    one per finding, the nested grade and interval flattened; a key a result lacks (a converted
+    release has no grade, interval or calibrated probability) is null."""
+    rows = []
+    for name, m in metrics.items():
+        g = m.get("grade") or {}
+        iv = m.get("interval") or {}
+        rows.append(
+            {
+                "study_id": study_id,
+                "finding": name,
+                **{k: m.get(k) for k in ("kind", "unit", "value", "probability", "calibrated_probability")},
+                **{k: m.get(k) for k in ("calibration", "decision", "threshold", "threshold_source")},
+                "spread": m.get("spread"),
+                "n_labelled": m.get("n_labelled"),
+                "grade": g.get("grade"),
+                "grade_label": g.get("label"),
+                "grade_scale": g.get("scale"),
+                "grade_distribution": g.get("distribution"),
+                "n_graded": g.get("n_graded"),
+                "report_grade_label": g.get("report_label"),
+                "agrees_with_report": g.get("agrees_with_report"),
+                "interval_low": iv.get("low"),
+                "interval_high": iv.get("high"),
+                "interval_level": iv.get("level"),
+            }
+        )
+    return rows
 
 
 class BatchInterpreter:

@@ -82,7 +82,9 @@ def _metric_line(m: dict) -> str:
     if m["kind"] == "regression":
         iv = m.get("interval")
         if iv and iv["low"] is not None:
-            return f"{m['value']:.1f} {m['unit']} ({iv['level']:.0%} interval {iv['low']:.1f}-{iv['high']:.1f})"
+            return (
+                f"{m['value']:.1f} {m['unit']} ({iv['level']:.0%} interval {iv['low']:.1f}-{iv['high']:.1f})"
+            )
         return f"{m['value']:.1f} {m['unit']} (+/- {m['spread']:.1f})"
     out = f"p={m['value']:.2f}"
     if m.get("calibrated_probability") is not None:

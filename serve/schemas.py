@@ -133,9 +133,56 @@ class ReportSection(BaseModel):
     similarity: float | None
 
 
+class Grade(BaseModel):
+    """A graded finding (issue 23): the neighbours' vote over the severity grades their reports
+    state, the predicted grade, and whether the generated report text states the same grade."""
+
+    scale: list[str] = Field(
+        description="the grades of this finding, mildest first (e.g. none, trace, mild, moderate, severe)"
+    )
+    positive_from: int = Field(
+        description="index into scale of the first grade at which the binary finding is positive "
+        "(the release's 'moderate or worse')"
+    )
+    distribution: list[float | None] = Field(
+        description="the neighbours' vote share per grade, one per entry of scale, summing to 1; "
+        "all null when no neighbour's report states a grade (n_graded 0)"
+    )
+    n_graded: int = Field(description="how many neighbours' reports state a grade of this finding")
+    grade: int | None = Field(
+        description="the predicted grade, an index into scale; always on the same side of "
+        "positive_from as the binary decision; null when no neighbour is graded"
+    )
+    label: str | None = Field(description="the predicted grade's name (scale[grade])")
+    report_grade: int | None = Field(
+        description="the grade the generated report text of this finding's section states (index into "
+        "scale); null when the text states none"
+    )
+    report_label: str | None = Field(description="the name of report_grade")
+    agrees_with_report: bool | None = Field(
+        description="false: the predicted grade and the report text disagree (the text is the "
+        "retrieved text, left as it is); null when either is missing"
+    )
+
+
+class Interval(BaseModel):
+    """An interval around a measurement, e.g. EF 35 % (30-41)."""
+
+    low: float | None = Field(description="lower end, in the measurement's unit")
+    high: float | None = Field(description="upper end, in the measurement's unit")
+    level: float = Field(description="nominal coverage, e.g. 0.8 for an 80 % interval")
+    method: str = Field(description="how it was made: conformal (fitted on the validation split)")
+
+
 class Metric(BaseModel):
+    """One finding of a result. The keys added by issue 23 (calibrated_probability, calibration,
+    grade, interval) default to null, so a result of an older bundle or of a converted published
+    release, which has none of them, validates as it is."""
+
     value: float | None = Field(description="in the unit for regressions; the positive fraction for binaries")
-    probability: float | None
+    probability: float | None = Field(
+        description="binaries: the raw neighbour vote share (the release's probability)"
+    )
     decision: bool | None = Field(description="value compared with the threshold (binaries)")
     spread: float | None = Field(description="standard deviation over the neighbours' labels")
     n_labelled: int
@@ -146,6 +193,25 @@ class Metric(BaseModel):
         None,
         description="where the threshold came from: youden (fitted on validation studies), release "
         "(the published roc_thresholds.csv), default (0.5: nothing to fit or no row); given: a plain mapping passed in code",
+    )
+    calibrated_probability: float | None = Field(
+        None,
+        description="binaries: probability after the bundle's calibration map (fitted on the validation "
+        "split); null when the bundle has no map for this finding (e.g. a converted release). The "
+        "decision stays the raw probability compared with the threshold",
+    )
+    calibration: Literal["platt", "isotonic"] | None = Field(
+        None, description="which calibration map made calibrated_probability (null: none)"
+    )
+    grade: Grade | None = Field(
+        None,
+        description="graded binaries (regurgitation, stenosis, dilation, RV function, effusion): the "
+        "severity grade; null for other findings or when the bank holds no grades",
+    )
+    interval: Interval | None = Field(
+        None,
+        description="measurements (EF, PASP, heart rate): an interval around value; null when the "
+        "bundle has none",
     )
 
 
@@ -168,7 +234,9 @@ class StudyResultModel(BaseModel):
     videos: list[Video]
     report: list[ReportSection]
     report_text: str
-    metrics: dict[str, Metric]
+    metrics: dict[str, Metric] = Field(
+        description="per finding: the release's 21 phenotypes and measurements beyond them (heart_rate)"
+    )
     evidence: dict[str, list[Evidence]] = Field(description="per report section, videos by weight")
     neighbours: dict[str, list[Neighbour]]
     previews: list[str] | None = Field(

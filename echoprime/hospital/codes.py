@@ -5,6 +5,11 @@ holds a concept that means the finding exactly; the rest are concepts of echopri
 scheme :data:`LOCAL_SCHEME` (a ``99`` scheme designator, the form DICOM PS3.16 reserves for
 private schemes), so no code is made up in a standard's name. Local code values are short (a DICOM code value is at
 most 16 characters): ``F`` + the phenotype's index in the taxonomy, ``S`` + the section's.
+
+Severity grades (issue 23) are coded with the SNOMED CT qualifiers of DICOM's CID 3716 "Severity"
+(None, Mild, Moderate, Severe) and CID 252 "S-M-L Size Descriptor" (Small, Large) and SNOMED CT
+Normal where the grade means exactly that; "trace" and "trivial" have no such concept (DCM
+113201 "Trace" is the trace of a diffusion tensor, not an amount), so they are local concepts.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import dataclass
 from highdicom.sr import CodedConcept
 from pydicom.sr.codedict import codes
 
-from echoprime.taxonomy import PHENOTYPE_NAMES, SECTIONS
+from echoprime.taxonomy import FINDING_BY_NAME, GRADE_SCALES, PHENOTYPE_NAMES, SECTIONS
 
 LOCAL_SCHEME = "99ECHOPRIME"
 """echoprime's private coding scheme (DICOM: a designator starting ``99``)."""
@@ -48,6 +53,7 @@ class FindingCode:
 UCUM_PERCENT = CodedConcept("%", "UCUM", "%")
 UCUM_MMHG = CodedConcept("mm[Hg]", "UCUM", "mmHg")
 UCUM_RATIO = CodedConcept("1", "UCUM", "no units")
+UCUM_PER_MINUTE = CodedConcept("/min", "UCUM", "per minute")
 
 _STANDARD: dict[str, object] = {
     "ejection_fraction": codes.LN.LeftVentricularEjectionFractionByUS,
@@ -59,6 +65,7 @@ _STANDARD: dict[str, object] = {
     "tricuspid_valve_regurgitation": codes.SCT.TricuspidValveRegurgitation,
     "pericardial_effusion": codes.SCT.PericardialEffusion,
     "aortic_root_dilation": codes.SCT.EnlargedAorticRoot,
+    "heart_rate": codes.LN.HeartRate,
 }
 _MEANINGS: dict[str, str] = {
     "impella": "Impella device",
@@ -74,14 +81,18 @@ _MEANINGS: dict[str, str] = {
     "dilated_ivc": "Inferior vena cava dilated",
     "pulmonary_artery_pressure_continuous": "Pulmonary artery systolic pressure",
 }
-_UNITS = {"ejection_fraction": UCUM_PERCENT, "pulmonary_artery_pressure_continuous": UCUM_MMHG}
+_UNITS = {
+    "ejection_fraction": UCUM_PERCENT,
+    "pulmonary_artery_pressure_continuous": UCUM_MMHG,
+    "heart_rate": UCUM_PER_MINUTE,
+}
 
 
 def finding(name: str) -> FindingCode:
-    """The coding of phenotype ``name``.
+    """The coding of finding ``name`` (a phenotype of the release or a measurement beyond them).
 
     Raises:
-        KeyError: not a phenotype of the taxonomy.
+        KeyError: not a finding of the taxonomy (:data:`echoprime.taxonomy.FINDING_BY_NAME`).
     """
     if name in _STANDARD:
         c = _STANDARD[name]
@@ -89,6 +100,10 @@ def finding(name: str) -> FindingCode:
             standard(c),
             _UNITS.get(name),
             c.value if c.scheme_designator == "LN" else None,  # type: ignore[attr-defined]
+        )
+    if name not in _MEANINGS:
+        raise KeyError(
+            f"{name!r} is not a finding of the taxonomy (expected one of {sorted(FINDING_BY_NAME)})"
         )
     return FindingCode(local(f"F{PHENOTYPE_NAMES.index(name):02d}", _MEANINGS[name]), _UNITS.get(name))
 
@@ -111,4 +126,51 @@ ALGORITHM_NAME = standard(codes.DCM.AlgorithmName)
 ALGORITHM_VERSION = standard(codes.DCM.AlgorithmVersion)
 BEST_ILLUSTRATION = standard(codes.DCM.BestIllustrationOfFinding)
 
-assert set(_STANDARD) | set(_MEANINGS) == set(PHENOTYPE_NAMES), "every phenotype needs a code"
+# Issue 23: graded findings, calibrated probabilities, intervals.
+SEVERITY = standard(codes.SCT.Severity)
+REPORT_SEVERITY = local("REPORTGRADE", "Severity stated in the report text")
+AGREES_WITH_REPORT = local("REPORTAGREES", "Graded finding agrees with the report text")
+YES, NO = standard(codes.SCT.Yes), standard(codes.SCT.No)
+CALIBRATED_PROBABILITY = local("CALPROB", "Calibrated probability")
+CALIBRATION_METHOD = local("CALMETHOD", "Probability calibration method")
+INTERVAL_LOW = local("INTLOW", "Interval lower limit")
+INTERVAL_HIGH = local("INTHIGH", "Interval upper limit")
+INTERVAL_LEVEL = local("INTLEVEL", "Interval nominal coverage")
+INTERVAL = local("INTERVAL", "Interval")
+"""FHIR: the interval as one component (a ``valueRange``); the SR states its limits apart."""
+
+_GRADES: dict[str, CodedConcept] = {
+    "none": standard(codes.SCT.None_),
+    "trace": local("GTRACE", "Trace"),
+    "trivial": local("GTRIVIAL", "Trivial"),
+    "normal": standard(codes.SCT.Normal),
+    "mild": standard(codes.SCT.Mild),
+    "moderate": standard(codes.SCT.Moderate),
+    "severe": standard(codes.SCT.Severe),
+    "small": standard(codes.SCT.Small),
+    "large": standard(codes.SCT.Large),
+    # RV function's grades are the severity of "RV systolic function depressed": mildly reduced
+    # function is that finding, mild.
+    "mildly reduced": standard(codes.SCT.Mild),
+    "moderately reduced": standard(codes.SCT.Moderate),
+    "severely reduced": standard(codes.SCT.Severe),
+}
+
+
+def grade(label: str) -> CodedConcept:
+    """The concept of a severity grade named as in :data:`echoprime.taxonomy.GRADE_SCALES`
+    (``mild``, ``moderately reduced``, ``trace``, ...).
+
+    Raises:
+        KeyError: a grade no scale of the taxonomy holds.
+    """
+    try:
+        return _GRADES[label]
+    except KeyError:
+        raise KeyError(
+            f"{label!r} is not a grade of the taxonomy (expected one of {sorted(_GRADES)})"
+        ) from None
+
+
+assert set(_STANDARD) | set(_MEANINGS) == set(FINDING_BY_NAME), "every finding needs a code"
+assert {g for s in GRADE_SCALES.values() for g in s.levels} == set(_GRADES), "every grade needs a code"

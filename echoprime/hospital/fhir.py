@@ -3,9 +3,12 @@
 :func:`fhir_report` returns a FHIR ``Bundle`` (type ``collection``) as a JSON-ready dict: the
 ``DiagnosticReport`` (status ``preliminary``: generated, not verified; its ``conclusion`` is the
 report text, its ``presentedForm`` the same text) and an ``Observation`` per finding the result
-states (a measurement as ``valueQuantity`` in UCUM; a binary as ``valueCodeableConcept``
-present/absent with its probability and decision threshold as components), each with the study's
-StudyInstanceUID as an identifier where known. The resources are built and validated with the
+states (a measurement as ``valueQuantity`` in UCUM, with the neighbours' spread and its interval
+as a ``valueRange`` as components; a binary as ``valueCodeableConcept`` present/absent with its
+probability, calibrated probability and decision threshold as components, and for a graded
+finding its severity as a ``valueCodeableConcept`` component coded as in the DICOM SR, the
+severity the report text states and whether the two agree, with a ``note`` where they do not),
+each with the study's StudyInstanceUID as an identifier where known. The resources are built and validated with the
 ``fhir.resources`` R4B models; R4B's ``DiagnosticReport`` and ``Observation`` are R4's.
 
 Codes: LOINC and SNOMED CT where :mod:`echoprime.hospital.codes` has a standard concept, else
@@ -21,8 +24,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from echoprime.hospital import codes as ec
-from echoprime.hospital.sr import Algorithm, section_text
-from echoprime.taxonomy import PHENOTYPE_BY_NAME, SECTIONS
+from echoprime.hospital.sr import Algorithm, disagreement, section_text
+from echoprime.taxonomy import FINDING_BY_NAME, SECTIONS
 
 SYSTEMS = {
     "LN": "http://loinc.org",
@@ -134,7 +137,7 @@ def fhir_report(
 def _observation(
     name: str, m: Mapping[str, Any], device: str, issued: str, ident: list[dict[str, str]]
 ) -> dict[str, Any] | None:
-    ph = PHENOTYPE_BY_NAME.get(name)
+    ph = FINDING_BY_NAME.get(name)  # a finding this version does not know has no code: left out
     value = m.get("value")
     if ph is None or value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
@@ -161,13 +164,31 @@ def _observation(
         obs["identifier"] = ident
     if m.get("kind") == "regression":
         obs["valueQuantity"] = _quantity(value, code.unit)
-        if m.get("spread") is not None and math.isfinite(float(m["spread"])):
-            obs["component"] = [
+        comps: list[dict[str, Any]] = []
+        if _finite(m.get("spread")):
+            comps.append(
                 {
                     "code": {"coding": [coding(ec.NEIGHBOUR_SPREAD)]},
                     "valueQuantity": _quantity(m["spread"], code.unit),
                 }
-            ]
+            )
+        interval = m.get("interval") or {}
+        if _finite(interval.get("low")) and _finite(interval.get("high")):
+            level = f"{100 * float(interval['level']):.0f} % " if _finite(interval.get("level")) else ""
+            comps.append(
+                {
+                    "code": {
+                        "coding": [coding(ec.INTERVAL)],
+                        "text": f"{level}interval ({interval.get('method') or 'unknown method'})",
+                    },
+                    "valueRange": {
+                        "low": _quantity(interval["low"], code.unit),
+                        "high": _quantity(interval["high"], code.unit),
+                    },
+                }
+            )
+        if comps:
+            obs["component"] = comps
         return obs
     if m.get("decision") is None:
         return None
@@ -178,6 +199,16 @@ def _observation(
             "valueQuantity": _quantity(m["probability"], ec.UCUM_RATIO),
         }
     ]
+    if _finite(m.get("calibrated_probability")):
+        comps.append(
+            {
+                "code": {
+                    "coding": [coding(ec.CALIBRATED_PROBABILITY)],
+                    "text": f"calibrated probability ({m.get('calibration') or 'unknown method'})",
+                },
+                "valueQuantity": _quantity(m["calibrated_probability"], ec.UCUM_RATIO),
+            }
+        )
     if m.get("threshold") is not None:
         comps.append(
             {
@@ -185,5 +216,36 @@ def _observation(
                 "valueQuantity": _quantity(m["threshold"], ec.UCUM_RATIO),
             }
         )
+    g = m.get("grade") or {}
+    for concept, label in ((ec.SEVERITY, g.get("label")), (ec.REPORT_SEVERITY, g.get("report_label"))):
+        if label is not None:
+            comps.append(
+                {
+                    "code": {"coding": [coding(concept)]},
+                    "valueCodeableConcept": _grade_concept(str(label)),
+                }
+            )
+    if g.get("agrees_with_report") is not None:
+        comps.append(
+            {
+                "code": {"coding": [coding(ec.AGREES_WITH_REPORT)]},
+                "valueBoolean": bool(g["agrees_with_report"]),
+            }
+        )
+    if note := disagreement(name, m):
+        obs["note"] = [{"text": note}]
     obs["component"] = comps
     return obs
+
+
+def _grade_concept(label: str) -> dict[str, Any]:
+    """A grade as a CodeableConcept: coded where :func:`echoprime.hospital.codes.grade` knows it,
+    else text alone (a bundle's own scale: no code is made up for it)."""
+    try:
+        return {"coding": [coding(ec.grade(label))], "text": label}
+    except KeyError:
+        return {"text": label}
+
+
+def _finite(x: Any) -> bool:
+    return x is not None and not isinstance(x, bool) and math.isfinite(float(x))

@@ -9,9 +9,13 @@ series of its own:
 - a comment saying that the content is generated and not verified by a physician, and the
   algorithm's name and version (DCM 111001 / 111003);
 - one container per report section, holding the section's text (LOINC 59776-5 "Findings"), its
-  findings (a measurement as NUM with its UCUM unit; a binary as CODE present/absent with its
-  probability and decision threshold as NUM properties) and references to the videos the
-  anatomical attention weighted most for the section ("Best illustration of finding").
+  findings (a measurement as NUM with its UCUM unit, the neighbours' spread and its interval as
+  NUM properties; a binary as CODE present/absent with its probability, calibrated probability
+  and decision threshold as NUM properties and, for a graded finding, its severity as a coded
+  property (SNOMED CT where a concept means the grade, see :mod:`echoprime.hospital.codes`), the
+  severity the report text states and whether the two agree; a comment in the section where they
+  do not) and references to the videos the anatomical attention weighted most for the section
+  ("Best illustration of finding").
 
 The SR carries the study's patient and study modules, copied from the sources as the standard
 requires for it to join the study, so it holds the patient's identifiers: write it only where the
@@ -43,7 +47,7 @@ from pydicom.sr.codedict import codes
 from pydicom.uid import UID, generate_uid
 
 from echoprime.hospital import codes as ec
-from echoprime.taxonomy import PHENOTYPE_BY_NAME, SECTIONS
+from echoprime.taxonomy import FINDING_BY_NAME, SECTIONS
 
 SR_SERIES_NUMBER = 9901
 """Series number of the SR series (a number no scanner series is likely to use)."""
@@ -195,6 +199,17 @@ def build_sr(
             relationship_type="CONTAINS",
         )
     )
+    if any((m.get("grade") or {}).get("label") is not None for m in result.get("metrics", {}).values()):
+        items.append(
+            TextContentItem(
+                name=ec.COMMENT,
+                value=(
+                    "A graded finding is stated twice: as present or absent by the published model's "
+                    "rule (moderate or worse is present), and by its severity."
+                ),
+                relationship_type="CONTAINS",
+            )
+        )
     items.append(TextContentItem(ec.ALGORITHM_NAME, algorithm.name, relationship_type="CONTAINS"))
     items.append(
         TextContentItem(
@@ -211,10 +226,13 @@ def build_sr(
         children: list[Any] = []
         if sec in texts and (body := section_text(texts[sec], sec)):
             children.append(TextContentItem(ec.FINDINGS, body, relationship_type="CONTAINS"))
-        for name, m in metrics.items():
-            if PHENOTYPE_BY_NAME.get(name) is None or PHENOTYPE_BY_NAME[name].section != sec:
-                continue
+        # A finding this version does not know has no code and no section: left out.
+        mine = [(n, m) for n, m in metrics.items() if (f := FINDING_BY_NAME.get(n)) and f.section == sec]
+        for name, m in mine:
             children.extend(_finding_items(name, m))
+        for name, m in mine:
+            if note := disagreement(name, m):
+                children.append(TextContentItem(ec.COMMENT, note, relationship_type="CONTAINS"))
         for e in evid.get(sec, [])[:EVIDENCE_PER_SECTION]:
             ds = by_file.get(e.get("file"))
             if ds is not None:
@@ -256,38 +274,78 @@ def build_sr(
     return sr
 
 
+def _finite(x: Any) -> bool:
+    return x is not None and not isinstance(x, bool) and math.isfinite(float(x))
+
+
+def disagreement(name: str, m: Mapping[str, Any]) -> str | None:
+    """A sentence saying that a graded finding and the report text disagree (None when they agree,
+    or either is unknown): the report text stays the retrieved text, so the result says so."""
+    g = m.get("grade") or {}
+    if g.get("agrees_with_report") is not False:
+        return None
+    return (
+        f"{ec.finding(name).concept.meaning}: graded {g.get('label') or 'ungraded'}, while the report "
+        f"text states {g.get('report_label') or 'no grade'}."
+    )
+
+
+def _num(concept: Any, value: float, unit: Any) -> NumContentItem:
+    return NumContentItem(concept, float(value), unit, relationship_type="HAS PROPERTIES")
+
+
+def _grade_item(concept: Any, label: str) -> CodeContentItem | TextContentItem:
+    """A grade as a coded property; a grade the taxonomy does not know (a bundle's own scale) as
+    text, since no code can be made up for it."""
+    try:
+        return CodeContentItem(concept, ec.grade(label), relationship_type="HAS PROPERTIES")
+    except KeyError:
+        return TextContentItem(concept, label, relationship_type="HAS PROPERTIES")
+
+
 def _finding_items(name: str, m: Mapping[str, Any]) -> list[Any]:
     code = ec.finding(name)
     value = m.get("value")
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+    if not _finite(value):
         return []  # no labelled neighbour: nothing to state
     if m.get("kind") == "regression":
         num = NumContentItem(code.concept, float(value), code.unit, relationship_type="CONTAINS")
-        if m.get("spread") is not None and math.isfinite(float(m["spread"])):
-            num.ContentSequence = hd.sr.ContentSequence(
-                [
-                    NumContentItem(
-                        ec.NEIGHBOUR_SPREAD, float(m["spread"]), code.unit, relationship_type="HAS PROPERTIES"
-                    )
-                ],
-                is_root=False,
-            )
+        props: list[Any] = []
+        if _finite(m.get("spread")):
+            props.append(_num(ec.NEIGHBOUR_SPREAD, m["spread"], code.unit))
+        interval = m.get("interval") or {}
+        if _finite(interval.get("low")) and _finite(interval.get("high")):
+            props.append(_num(ec.INTERVAL_LOW, interval["low"], code.unit))
+            props.append(_num(ec.INTERVAL_HIGH, interval["high"], code.unit))
+            if _finite(interval.get("level")):
+                props.append(_num(ec.INTERVAL_LEVEL, interval["level"], ec.UCUM_RATIO))
+        if props:
+            num.ContentSequence = hd.sr.ContentSequence(props, is_root=False)
         return [num]
     decision = m.get("decision")
     if decision is None:
         return []
     item = CodeContentItem(code.concept, ec.PRESENT if decision else ec.ABSENT, relationship_type="CONTAINS")
-    props = [
-        NumContentItem(
-            ec.PROBABILITY, float(m["probability"]), ec.UCUM_RATIO, relationship_type="HAS PROPERTIES"
-        )
-    ]
+    props = [_num(ec.PROBABILITY, m["probability"], ec.UCUM_RATIO)]
+    if _finite(m.get("calibrated_probability")):
+        props.append(_num(ec.CALIBRATED_PROBABILITY, m["calibrated_probability"], ec.UCUM_RATIO))
+        if m.get("calibration"):
+            props.append(
+                TextContentItem(
+                    ec.CALIBRATION_METHOD, str(m["calibration"]), relationship_type="HAS PROPERTIES"
+                )
+            )
     if m.get("threshold") is not None:
+        props.append(_num(ec.DECISION_THRESHOLD, m["threshold"], ec.UCUM_RATIO))
+    g = m.get("grade") or {}
+    for concept, label in ((ec.SEVERITY, g.get("label")), (ec.REPORT_SEVERITY, g.get("report_label"))):
+        if label is not None:
+            props.append(_grade_item(concept, str(label)))
+    if g.get("agrees_with_report") is not None:
         props.append(
-            NumContentItem(
-                ec.DECISION_THRESHOLD,
-                float(m["threshold"]),
-                ec.UCUM_RATIO,
+            CodeContentItem(
+                ec.AGREES_WITH_REPORT,
+                ec.YES if g["agrees_with_report"] else ec.NO,
                 relationship_type="HAS PROPERTIES",
             )
         )
@@ -298,14 +356,32 @@ def _finding_items(name: str, m: Mapping[str, Any]) -> list[Any]:
 def findings_of(sr: Dataset) -> dict[str, Any]:
     """What an SR says, read back (for tests, and for anyone checking an SR without a viewer):
     ``{"sections": {section: text}, "findings": {meaning: value}, "properties": {(finding,
-    property): value}, "images": {section: [SOP instance UID]}}``; a CODE's value is its meaning."""
-    out: dict[str, Any] = {"sections": {}, "findings": {}, "properties": {}, "images": {}}
+    property): value}, "images": {section: [SOP instance UID]}, "comments": {section: [text]},
+    "severity": {finding: grade}, "intervals": {finding: (low, high)}}``; a CODE's value is its
+    meaning (a grade's: e.g. ``Mild``, ``Trace``), a TEXT's its text. ``severity`` and
+    ``intervals`` repeat, per finding, the properties a graded finding and an interval make."""
+    out: dict[str, Any] = {
+        "sections": {},
+        "findings": {},
+        "properties": {},
+        "images": {},
+        "comments": {},
+        "severity": {},
+        "intervals": {},
+    }
 
     def value(it: Dataset) -> Any:
         if it.ValueType == "NUM":
             return float(it.MeasuredValueSequence[0].NumericValue)
+        if it.ValueType == "TEXT":
+            return str(it.TextValue)
         return str(it.ConceptCodeSequence[0].CodeMeaning)
 
+    def concept(it: Dataset) -> tuple[str, str]:
+        c = it.ConceptNameCodeSequence[0]
+        return str(c.CodeValue), str(c.CodingSchemeDesignator)
+
+    findings = (ec.FINDINGS.value, ec.FINDINGS.scheme_designator)
     for sec in sr.ContentSequence:
         if sec.ValueType != "CONTAINER":
             continue
@@ -313,11 +389,25 @@ def findings_of(sr: Dataset) -> dict[str, Any]:
         for it in sec.get("ContentSequence", []):
             name = str(it.ConceptNameCodeSequence[0].CodeMeaning)
             if it.ValueType == "TEXT":
-                out["sections"][section] = str(it.TextValue)
+                if concept(it) == findings:
+                    out["sections"][section] = str(it.TextValue)
+                else:
+                    out["comments"].setdefault(section, []).append(str(it.TextValue))
             elif it.ValueType in ("NUM", "CODE"):
                 out["findings"][name] = value(it)
+                low = high = None
                 for prop in it.get("ContentSequence", []):
-                    out["properties"][(name, str(prop.ConceptNameCodeSequence[0].CodeMeaning))] = value(prop)
+                    pname, got = str(prop.ConceptNameCodeSequence[0].CodeMeaning), value(prop)
+                    out["properties"][(name, pname)] = got
+                    key = concept(prop)
+                    if key == (ec.SEVERITY.value, ec.SEVERITY.scheme_designator):
+                        out["severity"][name] = got
+                    elif key == (ec.INTERVAL_LOW.value, ec.LOCAL_SCHEME):
+                        low = got
+                    elif key == (ec.INTERVAL_HIGH.value, ec.LOCAL_SCHEME):
+                        high = got
+                if low is not None and high is not None:
+                    out["intervals"][name] = (low, high)
             elif it.ValueType == "IMAGE":
                 ref = it.ReferencedSOPSequence[0]
                 out["images"].setdefault(section, []).append(str(ref.ReferencedSOPInstanceUID))

@@ -1,6 +1,8 @@
 // The echoprime study viewer: upload a study (or a synthetic example), show each video's first
 // frame with its view, the report section by section (the videos that weighed most for the
-// selected section are highlighted) and the metrics with their decisions. Plain DOM, no build.
+// selected section are highlighted) and the findings: decisions, calibrated probabilities,
+// severity grades (marked where the report text states another) and measurement intervals.
+// Plain DOM, no build.
 "use strict";
 
 const $ = (sel) => document.querySelector(sel);
@@ -43,6 +45,55 @@ async function api(path, options = {}) {
 
 function fmt(x, digits = 2) {
   return x === null || x === undefined ? "–" : Number(x).toFixed(digits);
+}
+
+function present(x) {
+  return x !== null && x !== undefined && Number.isFinite(Number(x));
+}
+
+// A measurement with its interval, "35.0 % (30.0-41.0)"; a binary's positive share as before.
+function valueText(m) {
+  if (!present(m.value)) return "–";
+  const unit = m.unit ? " " + m.unit : "";
+  if (m.kind !== "regression") return `${fmt(m.value)}${unit}`;
+  const iv = m.interval || null;
+  const span = iv && present(iv.low) && present(iv.high) ? ` (${fmt(iv.low, 1)}-${fmt(iv.high, 1)})` : "";
+  return `${fmt(m.value, 1)}${unit}${span}`;
+}
+
+function calibratedCell(m) {
+  const td = el("td", { class: "calibrated" }, fmt(m.calibrated_probability));
+  if (present(m.calibrated_probability)) {
+    td.title = `calibrated (${m.calibration || "unknown method"}) on the validation split; raw vote share ${fmt(m.probability)}`;
+  }
+  return td;
+}
+
+// The grade's name, a small bar of the neighbours' vote per grade, and a mark where the report
+// text states another grade (the text is the retrieved text and stays as it is).
+function gradeCell(g) {
+  const td = el("td", { class: "grade" });
+  if (!g) { td.append("–"); return td; }
+  td.append(el("span", { class: "grade-label" }, g.label === null || g.label === undefined ? "ungraded" : g.label));
+  const scale = g.scale || [];
+  const dist = g.distribution || [];
+  if (scale.length && dist.length === scale.length && dist.every(present)) {
+    const shares = scale.map((s, i) => `${s} ${Math.round(100 * dist[i])} %`).join(", ");
+    const bar = el("span", { class: "grade-dist", role: "img", "aria-label": `neighbours' grades: ${shares}` });
+    bar.title = `neighbours' grades (${g.n_graded} graded): ${shares}`;
+    scale.forEach((s, i) => {
+      const part = el("span", { class: `grade-share${i === g.grade ? " predicted" : ""}${i >= g.positive_from ? " positive" : ""}` });
+      part.style.width = `${Math.max(0, Math.min(100, 100 * dist[i]))}%`;
+      bar.append(part);
+    });
+    td.append(bar);
+  }
+  if (g.agrees_with_report === false) {
+    const mark = el("span", { class: "disagree" }, "≠ report");
+    mark.title = `The report text states ${g.report_label || "no grade"}; the graded finding is ${g.label || "ungraded"}. The report text is shown as retrieved.`;
+    td.append(mark);
+  }
+  return td;
 }
 
 async function loadModel() {
@@ -106,12 +157,15 @@ function render(result, example) {
   for (const [name, m] of Object.entries(result.metrics || {})) {
     const decision = m.decision === null || m.decision === undefined ? "–" : (m.decision ? "yes" : "no");
     const cls = decision === "yes" ? "decision-yes" : decision === "no" ? "decision-no" : "";
-    tbody.append(el("tr", { dataset: { phenotype: name } },
+    const g = m.grade || null;
+    tbody.append(el("tr", { dataset: { phenotype: name, agrees: g && g.agrees_with_report === false ? "no" : "" } },
       el("td", {}, name),
-      el("td", {}, m.value === null ? "–" : `${fmt(m.value)}${m.unit ? " " + m.unit : ""}`),
-      el("td", {}, fmt(m.probability)),
+      el("td", { class: "value" }, valueText(m)),
+      el("td", { class: "probability" }, fmt(m.probability)),
+      calibratedCell(m),
       el("td", {}, fmt(m.threshold)),
       el("td", { class: `decision ${cls}` }, decision),
+      gradeCell(g),
       el("td", {}, fmt(m.spread)),
       el("td", {}, m.n_labelled)));
   }

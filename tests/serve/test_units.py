@@ -198,3 +198,50 @@ def test_a_dead_replica_is_told_apart_by_how_it_died_directly_or_behind_serves_c
     assert replica_failure(RayServeException("a bug in a deployment")) is None
     assert replica_failure(chained(ValueError("bad input"))) is None
     assert replica_failure(ValueError("bad input")) is None
+
+
+def test_the_result_schema_documents_grades_intervals_and_calibration():
+    """Issue 23's keys are typed in the OpenAPI document, a result holding them validates, and so
+    does one of a converted release (every new key null) or of an older bundle (no new key)."""
+    from serve.schemas import StudyResultModel
+    from tests.fixtures_graded import ISSUE_23_KEYS, graded_result, release_result
+    from tests.serve.test_security import client
+
+    spec = client().get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    metric = schemas["Metric"]["properties"]
+    assert set(ISSUE_23_KEYS) <= set(metric)
+    assert all(metric[k].get("description") for k in ISSUE_23_KEYS)
+    assert {"$ref": "#/components/schemas/Grade"} in metric["grade"]["anyOf"]
+    assert {"$ref": "#/components/schemas/Interval"} in metric["interval"]["anyOf"]
+    assert {"enum": ["platt", "isotonic"], "type": "string"} in metric["calibration"]["anyOf"]
+    grade = schemas["Grade"]["properties"]
+    assert set(grade) == {
+        "scale", "positive_from", "distribution", "n_graded", "grade", "label",
+        "report_grade", "report_label", "agrees_with_report",
+    }  # fmt: skip
+    assert set(schemas["Interval"]["properties"]) == {"low", "high", "level", "method"}
+    assert all(v.get("description") for v in [*grade.values(), *schemas["Interval"]["properties"].values()])
+
+    got = StudyResultModel.model_validate(graded_result())
+    mr = got.metrics["mitral_regurgitation"]
+    assert (mr.calibrated_probability, mr.calibration) == (0.25, "isotonic")
+    assert mr.grade is not None and (mr.grade.label, mr.grade.report_label, mr.grade.agrees_with_report) == (
+        "mild",
+        "moderate",
+        False,
+    )
+    assert got.metrics["right_atrium_dilation"].grade.distribution == [None] * 4
+    ef = got.metrics["ejection_fraction"].interval
+    assert ef is not None and (ef.low, ef.high, ef.level) == (30.0, 41.0, 0.8)
+    assert got.metrics["heart_rate"].unit == "bpm"
+    # Nothing is dropped on the way through the model (what the API answers is the result).
+    assert got.model_dump(exclude={"previews"})["metrics"] == graded_result()["metrics"]
+
+    release = StudyResultModel.model_validate(release_result())
+    assert all(getattr(m, k) is None for m in release.metrics.values() for k in ISSUE_23_KEYS)
+    old = release_result()
+    for m in old["metrics"].values():
+        for k in ISSUE_23_KEYS:
+            del m[k]
+    assert StudyResultModel.model_validate(old).metrics["ejection_fraction"].interval is None

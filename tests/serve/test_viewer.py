@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from decimal import ROUND_HALF_UP, Decimal
+
 import pytest
 
 from tests.serve.browser import chromium_page
@@ -26,10 +28,23 @@ def _rendered(page) -> dict:
                 section: li.dataset.section, text: li.querySelector('.section-text').textContent })),
             metrics: Object.fromEntries([...document.querySelectorAll('#metrics tbody tr')].map(
                 tr => [tr.dataset.phenotype, tr.querySelector('.decision').textContent])),
+            findings: Object.fromEntries([...document.querySelectorAll('#metrics tbody tr')].map(
+                tr => [tr.dataset.phenotype, {
+                    value: tr.querySelector('.value').textContent,
+                    calibrated: tr.querySelector('.calibrated').textContent,
+                    grade: tr.querySelector('.grade .grade-label')?.textContent
+                        ?? tr.querySelector('.grade').textContent,
+                    disagree: tr.querySelector('.grade .disagree') !== null }])),
             top: [...document.querySelectorAll('#videos .video.top')].map(v => Number(v.dataset.index)),
             status: document.querySelector('#status').textContent,
         })"""
     )
+
+
+def _fixed(x: float, digits: int) -> str:
+    """JavaScript's ``x.toFixed(digits)``: the exact binary value rounded half away from zero
+    (Python's format rounds half to even, so 35.25 would read 35.2 here and 35.3 in the page)."""
+    return str(Decimal(x + 0.0).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
 
 
 def test_upload_a_study_and_read_the_rendered_report(served, page, study_dirs, interpreter):
@@ -55,6 +70,20 @@ def test_upload_a_study_and_read_the_rendered_report(served, page, study_dirs, i
         for p, m in want["metrics"].items()
     }
     assert got["metrics"] == decisions
+    # Issue 23: grades, calibrated probabilities and intervals, where the result has them.
+    for p, m in want["metrics"].items():
+        shown = got["findings"][p]
+        g, iv, cal = m.get("grade"), m.get("interval"), m.get("calibrated_probability")
+        assert shown["grade"] == ("–" if g is None else g["label"] or "ungraded"), p
+        assert shown["disagree"] == (g is not None and g["agrees_with_report"] is False), p
+        assert shown["calibrated"] == ("–" if cal is None else _fixed(cal, 2)), p
+        if m["kind"] == "regression" and m["value"] is not None:
+            span = (
+                f" ({_fixed(iv['low'], 1)}-{_fixed(iv['high'], 1)})"
+                if iv and None not in (iv["low"], iv["high"])
+                else ""
+            )
+            assert shown["value"] == f"{_fixed(m['value'], 1)} {m['unit']}{span}", p
     assert got["status"].startswith(f"Interpreted {len(want['videos'])} of {len(want['files'])}")
 
     # Selecting a section highlights the video that weighed most for it.

@@ -10,7 +10,15 @@ import numpy as np
 import pytest
 
 from echoprime import storage
-from echoprime.batch_interpret import BatchOutput, group_studies, part_key, probe_study_uid, safe_name
+from echoprime.batch_interpret import (
+    BatchOutput,
+    finding_rows,
+    group_studies,
+    part_key,
+    probe_study_uid,
+    result_row,
+    safe_name,
+)
 from echoprime.io.writers import write_dicom, write_video
 from echoprime.locks import OutputBusy
 
@@ -121,8 +129,13 @@ def test_output_commits_and_cleans(tmp_path):
     assert out.committed(clean=False) == {k2: ["s3"]}
     assert (tmp_path / f"out/_done/part-{k1}.json").exists()  # reading never deletes
     assert out.committed() == {k2: ["s3"]}
-    left = sorted(p.name for p in (tmp_path / "out").rglob("part-*"))
-    assert left == [f"part-{k2}.json", f"part-{k2}.parquet", f"part-{k2}.parquet"]
+    left = sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("part-*"))
+    assert left == [
+        f"_done/part-{k2}.json",
+        f"findings/part-{k2}.parquet",
+        f"rejects/part-{k2}.parquet",
+        f"results/part-{k2}.parquet",
+    ]
 
 
 def test_output_refuses_another_bundle_unless_forced(tmp_path):
@@ -164,3 +177,70 @@ def test_output_not_writable(tmp_path):
     blocker.write_text("x")
     with pytest.raises(ValueError, match="not writable"):
         BatchOutput(str(blocker / "out")).start("b", "i", "a", force=False)
+
+
+def test_the_findings_table_holds_grades_intervals_and_calibrated_probabilities(tmp_path):
+    """Issue 23's keys reach the batch output twice: in the results' metrics JSON, and flat in
+    findings/ (one row per study and finding), where a converted release's are null."""
+    from types import SimpleNamespace
+
+    from echoprime.io import FileReport
+    from tests.fixtures_graded import graded_result, release_result
+
+    files = [FileReport(path="a.dcm", status="used")]
+    rows = [
+        result_row("s1", SimpleNamespace(to_dict=graded_result), files),
+        result_row("s2", SimpleNamespace(to_dict=release_result), files),
+        result_row("s3", None, files, error="boom"),
+    ]
+    assert json.loads(rows[0]["metrics"]) == graded_result()["metrics"]
+    out = BatchOutput(str(tmp_path / "out"))
+    out.start("b1", "id1", "arch", force=False)
+    out.write_chunk(part_key(["s1", "s2", "s3"]), rows, [])
+    table = out.read("findings")
+    assert set(table.column("study_id").to_pylist()) == {"s1", "s2"}  # s3 failed: no finding
+    got = {(r["study_id"], r["finding"]): r for r in table.to_pylist()}
+    assert len(got) == len(graded_result()["metrics"]) + len(release_result()["metrics"])
+
+    mr = got["s1", "mitral_regurgitation"]
+    assert (mr["probability"], mr["calibrated_probability"], mr["calibration"]) == (0.3, 0.25, "isotonic")
+    assert (mr["grade"], mr["grade_label"], mr["report_grade_label"], mr["agrees_with_report"]) == (
+        2,
+        "mild",
+        "moderate",
+        False,
+    )
+    assert mr["grade_scale"] == ["none", "trace", "mild", "moderate", "severe"]
+    assert mr["grade_distribution"] == [0.1, 0.2, 0.4, 0.2, 0.1] and mr["n_graded"] == 10
+    assert got["s1", "right_atrium_dilation"]["grade_distribution"] == [None] * 4
+    ef = got["s1", "ejection_fraction"]
+    assert (ef["value"], ef["interval_low"], ef["interval_high"], ef["interval_level"]) == (
+        35.0,
+        30.0,
+        41.0,
+        0.8,
+    )
+    hr = got["s1", "heart_rate"]
+    assert (hr["kind"], hr["unit"], hr["interval_low"], hr["interval_high"]) == (
+        "regression",
+        "bpm",
+        64.0,
+        80.0,
+    )
+    assert got["s1", "future_finding"]["unit"] == "au"  # a finding this version does not know is kept
+
+    old = got["s2", "mitral_regurgitation"]
+    assert old["decision"] is False and old["probability"] == 0.3
+    new = (
+        "calibrated_probability",
+        "calibration",
+        "grade",
+        "grade_label",
+        "interval_low",
+        "agrees_with_report",
+    )
+    assert all(r[k] is None for (sid, _), r in got.items() if sid == "s2" for k in new)
+    assert finding_rows("s", {}) == []
+    with pytest.raises(ValueError, match="kind must be one of .*'findings'.*got 'finding'"):
+        out.read("finding")
+    out.close()
