@@ -6,6 +6,7 @@ when its section was skipped; the report embeds them with relative links.
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Any
@@ -229,6 +230,66 @@ def zero_shot_plot(m: dict[str, Any], path: str | os.PathLike) -> Path | None:
     return _save(fig, path)
 
 
+def grade_confusion_plot(m: dict[str, Any], path: str | os.PathLike) -> Path | None:
+    """One confusion matrix (true grade x kNN grade) per graded finding, with its accuracy and kappa."""
+    grades = {p: e for p, e in m.get("graded", {}).get("grades", {}).items() if e["knn"].get("computable")}
+    if not grades:
+        return None
+    plt = _plt()
+    cols = 4
+    rows = math.ceil(len(grades) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[len(grades) :]:
+        ax.axis("off")
+    for ax, (ph, e) in zip(axes.flat, grades.items(), strict=False):
+        c = np.asarray(e["knn"]["confusion"], dtype=float)
+        share = c / np.maximum(c.sum(1, keepdims=True), 1)  # each true grade's row sums to 1
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+        for i in range(c.shape[0]):
+            for j in range(c.shape[1]):
+                if c[i, j]:
+                    ax.text(j, i, int(c[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if share[i, j] > 0.6 else "black")  # fmt: skip
+        ticks = [lv[:4] for lv in e["scale"]]
+        ax.set_xticks(range(len(ticks)), ticks, fontsize=7)
+        ax.set_yticks(range(len(ticks)), ticks, fontsize=7)
+        ax.set_title(f"{ph}\nacc {e['knn']['accuracy']:.2f}, kappa {e['knn']['qwk']:.2f}", fontsize=8)
+        ax.set_xlabel("kNN grade", fontsize=7)
+        ax.set_ylabel("report's grade", fontsize=7)
+    fig.suptitle("Graded findings on the test split (kNN through the bank; rows: true grade)", fontsize=10)
+    return _save(fig, path)
+
+
+def reliability_plot(m: dict[str, Any], path: str | os.PathLike) -> Path | None:
+    """Per binary finding: the reliability curve of the raw vote share and of the calibrated probability."""
+    cal = {p: c for p, c in m.get("graded", {}).get("calibration", {}).items() if c.get("computable")}
+    if not cal:
+        return None
+    plt = _plt()
+    cols = 5
+    rows = math.ceil(len(cal) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
+    for ax in axes.flat[len(cal) :]:
+        ax.axis("off")
+    for ax, (ph, c) in zip(axes.flat, cal.items(), strict=False):
+        ax.plot([0, 1], [0, 1], color="0.6", lw=0.7, ls="--")
+        for key, color, name in (
+            ("reliability_raw", "C3", "raw"),
+            ("reliability_calibrated", "C0", c["method"]),
+        ):
+            r = c[key]
+            ece = c["ece_raw"] if key == "reliability_raw" else c["ece_calibrated"]
+            ax.plot(r["mean_predicted"], r["positive_rate"], "o-", ms=2.5, lw=1, color=color,
+                    label=f"{name} {ece:.2f}")  # fmt: skip
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_title(ph, fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.legend(fontsize=5.5, loc="upper left", title="ECE", title_fontsize=5.5)
+    fig.suptitle("Reliability before (raw vote share) and after calibration, test split", fontsize=10)
+    return _save(fig, path)
+
+
 PLOTS = {
     "retrieval.png": retrieval_plot,
     "clinical_auc.png": clinical_auc_plot,
@@ -237,6 +298,8 @@ PLOTS = {
     "view_confusion.png": view_confusion_plot,
     "attention_vs_visibility.png": attention_plot,
     "zeroshot.png": zero_shot_plot,
+    "grade_confusion.png": grade_confusion_plot,
+    "reliability.png": reliability_plot,
 }
 
 

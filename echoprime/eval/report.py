@@ -63,6 +63,19 @@ def headline(m: Mapping[str, Any]) -> dict[str, Any]:
         "hidden_mean_auc_linear": hs.get("mean_auc_linear"),
         "view_accuracy": m.get("views", {}).get("accuracy"),
     }
+    gs = m.get("graded", {}).get("summary", {})
+    out |= {
+        "grade_accuracy_knn": gs.get("grade_accuracy_knn"),
+        "grade_qwk_knn": gs.get("grade_qwk_knn"),
+        "grade_accuracy_linear": gs.get("grade_accuracy_linear"),
+        "grade_qwk_linear": gs.get("grade_qwk_linear"),
+        "interval_coverage_mean": gs.get("interval_coverage_mean"),
+        "ef_interval_coverage": gs.get("ejection_fraction_interval_coverage"),
+        "pasp_interval_coverage": gs.get("pulmonary_artery_pressure_continuous_interval_coverage"),
+        "heart_rate_interval_coverage": gs.get("heart_rate_interval_coverage"),
+        "ece_raw_mean": gs.get("ece_raw_mean"),
+        "ece_calibrated_mean": gs.get("ece_calibrated_mean"),
+    }
     for name, v in m.get("ablation", {}).get("variants", {}).items():
         s = v.get("summary", {})
         out[f"ablation_{name}_mean_auc_knn"] = s.get("mean_auc_knn_all")
@@ -88,6 +101,11 @@ def format_headline(h: Mapping[str, Any]) -> str:
         f"{_f(h['mean_auc_linear'])}  zero-shot {_f(h['mean_auc_zero_shot'])}",
         f"hidden diagnoses mean AUC            kNN {_f(h['hidden_mean_auc_knn'])}  probe {_f(h['hidden_mean_auc_linear'])}",
         f"view accuracy                        {_f(h['view_accuracy'])}",
+        f"graded findings (kNN / probe)        accuracy {_f(h.get('grade_accuracy_knn'))} / "
+        f"{_f(h.get('grade_accuracy_linear'))}  weighted kappa {_f(h.get('grade_qwk_knn'))} / {_f(h.get('grade_qwk_linear'))}",
+        f"80 % interval coverage               EF {_f(h.get('ef_interval_coverage'))}  PASP "
+        f"{_f(h.get('pasp_interval_coverage'))}  heart rate {_f(h.get('heart_rate_interval_coverage'))}",
+        f"mean ECE, binaries                   raw {_f(h.get('ece_raw_mean'))}  calibrated {_f(h.get('ece_calibrated_mean'))}",
         "ablation mean AUC (kNN / probe)      "
         + "  ".join(
             f"{n} {_f(h.get(f'ablation_{n}_mean_auc_knn'))}/{_f(h.get(f'ablation_{n}_mean_auc_linear'))}"
@@ -222,6 +240,7 @@ def write_report(m: Mapping[str, Any], plots: Mapping[str, str], context: Mappin
         ]
         L += _img(plots, "retrieval", "retrieval recall")
     L += _clinical_section(m, plots)
+    L += _graded_section(m, plots)
     L += _hidden_section(m)
     L += ["## Ablation (Fig 2A form)", ""]
     a = m["ablation"]
@@ -358,3 +377,65 @@ def _zero_shot_section(m: Mapping[str, Any], plots: Mapping[str, str]) -> list[s
     s = zs["summary"]
     L += ["", f"Mean AUC: zero-shot {_f(s['mean_auc_zero_shot'])}, kNN {_f(s['mean_auc_knn'])}.", ""]
     return L + _img(plots, "zeroshot", "zero-shot vs kNN")
+
+
+def _graded_section(m: Mapping[str, Any], plots: Mapping[str, str]) -> list[str]:
+    g = m.get("graded", {})
+    L = ["## Graded findings, measurement intervals, calibration", ""]
+    if "skipped" in g or not g:
+        return [*L, f"Skipped: {g.get('skipped', 'not computed')}.", ""]
+    L += [
+        "Grades: the true grade is what the test study's report states; kNN = the grade the "
+        "neighbours' vote gives on the side of the binary decision (as interpretation reports it); "
+        "probe = a ridge probe on the grade index from the section embedding, rounded. Kappa is "
+        "quadratic-weighted (1 perfect, 0 chance).",
+        "",
+        "| finding | scale | n | kNN accuracy | kNN within one | kNN kappa | probe accuracy | probe kappa |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for ph, e in g["grades"].items():
+        kn, li = e["knn"], e.get("linear", {})
+        if not kn.get("computable"):
+            L.append(f"| {ph} | {' / '.join(e['scale'])} | not computable ({kn.get('reason')}) | | | | | |")
+            continue
+        L.append(
+            f"| {ph} | {' / '.join(e['scale'])} | {kn['n']} | {_f(kn['accuracy'])} | {_f(kn['within_one'])} | "
+            f"{_f(kn['qwk'])} | {_f(li.get('accuracy')) if li.get('computable') else 'n/a'} | "
+            f"{_f(li.get('qwk')) if li.get('computable') else 'n/a'} |"
+        )
+    L += ["", *_img(plots, "grade_confusion", "grade confusion matrices")]
+    L += [
+        "Intervals: split-conformal, scaled by the neighbours' spread, fitted on the validation split "
+        "(echoprime.retrieval.calibration); coverage is the share of test studies whose true value lies inside.",
+        "",
+        "| measurement | n | MAE | nominal | coverage | mean width |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, v in g["intervals"].items():
+        if not v.get("computable"):
+            L.append(f"| {name} | not computable ({v.get('reason')}) | | | | |")
+            continue
+        L.append(
+            f"| {name} ({v['unit']}) | {v['n']} | {v['mae']:.2f} | {v['level']:.0%} | {v['coverage']:.3f} | "
+            f"{v['mean_width']:.1f} |"
+        )
+    L += [
+        "",
+        "Calibration: expected calibration error (10 equal-width bins) of the raw kNN vote share and of the "
+        "bundle's calibrated probability (a Platt or isotonic map fitted on the validation split).",
+        "",
+        "| finding | map | n | ECE raw | ECE calibrated |",
+        "|---|---|---|---|---|",
+    ]
+    for ph, c in g["calibration"].items():
+        if not c.get("computable"):
+            L.append(f"| {ph} | not computable ({c.get('reason')}) | | | |")
+            continue
+        L.append(f"| {ph} | {c['method']} | {c['n']} | {c['ece_raw']:.3f} | {c['ece_calibrated']:.3f} |")
+    s = g["summary"]
+    L += [
+        f"| **mean** | | | **{_f(s.get('ece_raw_mean'))}** | **{_f(s.get('ece_calibrated_mean'))}** |",
+        "",
+        *_img(plots, "reliability", "reliability diagrams before and after calibration"),
+    ]
+    return L

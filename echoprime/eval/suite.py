@@ -18,6 +18,7 @@ import torch
 
 from echoprime.eval.ablation import mil_sections, run_ablation
 from echoprime.eval.crossmodal import video_text_retrieval
+from echoprime.eval.graded import graded_evaluation
 from echoprime.eval.studies import StudySet
 from echoprime.eval.tasks import binary_result, clinical_tasks, hidden_tasks, regression_result
 from echoprime.eval.views import attention_tables, view_metrics
@@ -232,6 +233,10 @@ def _evaluate_sets(
     metrics["calibration"] = pooled_calibration(raw["clinical"])
     metrics["hidden"] = hidden_tasks(sets, secs, rng=rng, n_boot=n_boot)
     timings["clinical"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    metrics["graded"] = graded_evaluation(parts, secs, sets, k=k)
+    timings["graded"] = time.perf_counter() - t
 
     t = time.perf_counter()
     metrics["zero_shot"] = zero_shot_section(secs["test"], te, metrics["clinical"], embed_text, rng, n_boot)

@@ -10,7 +10,10 @@ from __future__ import annotations
 import json
 import shutil
 
+import numpy as np
 import pytest
+
+from echoprime.taxonomy import GRADE_SCALES
 
 
 def test_writes_metrics_plots_and_report(evaluation):
@@ -23,6 +26,8 @@ def test_writes_metrics_plots_and_report(evaluation):
         "ablation",
         "view_confusion",
         "attention_vs_visibility",
+        "grade_confusion",
+        "reliability",
     ):
         assert (out / f"{png}.png").stat().st_size > 5000 and f"({png}.png)" in report
     assert m["headline"] == {k: v for k, v in res.items() if k in m["headline"]}
@@ -41,6 +46,28 @@ def test_writes_metrics_plots_and_report(evaluation):
     assert m["splits"]["probe"]["studies"] == m["splits"]["train"]["studies"] + 30
     assert m["hidden"]["amyloidosis"]["input"] == "section embeddings, concatenated"
     assert "30 rendered training studies" in report
+    # Issue 23: graded findings, intervals and calibration, scored from the result's own dicts.
+    g = m["graded"]
+    assert set(g["grades"]) == {p for p in GRADE_SCALES if g["grades"][p]["knn"]["computable"]} and len(
+        g["grades"]
+    ) == len(GRADE_SCALES)
+    for e in g["grades"].values():
+        levels = len(e["scale"])
+        assert np.asarray(e["knn"]["confusion"]).shape == (levels, levels)
+        assert np.asarray(e["knn"]["confusion"]).sum() == e["knn"]["n"] == res["test_studies"]
+        assert -1 <= e["knn"]["qwk"] <= 1 and 0 <= e["knn"]["accuracy"] <= e["knn"]["within_one"] <= 1
+    assert set(g["intervals"]) == {"ejection_fraction", "pulmonary_artery_pressure_continuous", "heart_rate"}
+    assert all(0.5 <= v["coverage"] <= 1 and v["level"] == 0.8 for v in g["intervals"].values())
+    assert len(g["calibration"]) >= 10
+    for key in (
+        "grade_accuracy_knn",
+        "grade_qwk_knn",
+        "ef_interval_coverage",
+        "ece_raw_mean",
+        "ece_calibrated_mean",
+    ):
+        assert res[key] is not None and m["headline"][key] == res[key]
+    assert "## Graded findings, measurement intervals, calibration" in report
 
 
 def test_numbers_are_well_above_chance(evaluation):

@@ -47,6 +47,13 @@ def test_attention_and_bank_stage_numbers(stages):
     assert bank["bank_reports"] == mil["train_studies"] + 40 and bank["unparsed_reports"] == 0
     assert bank["bank_stream_reports"] == 40
     assert bank["thresholds_fitted"] >= 10
+    # Issue 23: a calibration map per binary, an interval per measurement, every grade scale.
+    assert len(bank["calibration_maps"]) >= 10 and set(bank["calibration_maps"].values()) <= {
+        "platt",
+        "isotonic",
+    }
+    assert bank["intervals"] == ["ejection_fraction", "heart_rate", "pulmonary_artery_pressure_continuous"]
+    assert bank["graded_findings"] == 12
 
 
 def test_attention_fit_on_a_synthetic_stream(test_cfg, shards_dir, bundle_dir, tmp_path):
@@ -83,6 +90,10 @@ def test_interpret_held_out_study(interp, test_studies):
     assert set(r["metrics"]) >= {"ejection_fraction", "pericardial_effusion"}
     ef = r["metrics"]["ejection_fraction"]
     assert 10 <= ef["value"] <= 80 and ef["spread"] >= 0 and ef["n_labelled"] >= 1
+    assert ef["interval"]["low"] <= ef["value"] <= ef["interval"]["high"]
+    mr = r["metrics"]["mitral_regurgitation"]
+    assert mr["grade"]["label"] in mr["grade"]["scale"] and mr["calibrated_probability"] is not None
+    assert (mr["grade"]["grade"] >= mr["grade"]["positive_from"]) == mr["decision"]
     for weights in r["evidence"].values():
         assert len(weights) == len(files)
         assert weights[0]["weight"] >= weights[-1]["weight"]
