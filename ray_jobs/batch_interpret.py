@@ -12,6 +12,9 @@ be in the environment of the Ray workers (a local run's inherit this command's).
   results/part-<key>.parquet   one row per study: study_id, status, n_files, n_used, views,
                                report_text, report, metrics, evidence, neighbours, files, error
   rejects/part-<key>.parquet   every file that could not be used: study_id, file, reason, code
+  findings/part-<key>.parquet  one row per study and finding: value, probability, calibrated
+                               probability, decision, grade with the neighbours' vote, the
+                               report's grade, interval (docs/batch-interpret.md)
   json/<name>.json             the whole result per study (--json); <name> is the study id, or
                                for an id that is not a plain lower-case file name, a readable
                                prefix + "~" + a hash of the id (two studies never share a file)
