@@ -79,7 +79,7 @@ from echoprime.data.shards import read_manifest  # noqa: E402
 from echoprime.losses import ClipLabelLoss, ClipLoss, LabelLoss  # noqa: E402
 from echoprime.models import create_clip  # noqa: E402
 from echoprime.models.tokenizer import ReportTokenizer  # noqa: E402
-from echoprime.training.labels import LABEL_NAMES, REGRESSION  # noqa: E402
+from echoprime.training.labels import LABEL_NAMES, regression_columns  # noqa: E402
 from echoprime.training.loop import embed_for_retrieval, retrieval_metrics, train_one_epoch  # noqa: E402
 from echoprime.training.schedule import cosine_scheduler  # noqa: E402
 from echoprime.training.setup import build_tokenizer  # noqa: E402
@@ -91,7 +91,7 @@ _DATA: dict[tuple[str, str, int], dict[str, Any]] = {}
 
 
 def load_data(
-    shards: str, eval_splits: str, mc: Any, stream: str | None = None, cfg: Any = None
+    shards: str, eval_splits: str, mc: Any, stream: str | None = None, cfg: Any = None, grades: bool = False
 ) -> dict[str, Any]:
     """Train and held-out splits, tokenised (a WordPiece trained on the train reports); cached per process.
 
@@ -99,7 +99,7 @@ def load_data(
     production stream renders them (``echoprime.data.stream``, seed default 1), not the shards'
     train split; the held-out splits stay the shards'.
     """
-    key = (shards, eval_splits, int(mc.tokenizer_vocab), stream, float(mc.number_step))
+    key = (shards, eval_splits, int(mc.tokenizer_vocab), stream, float(mc.number_step), grades)
     if key not in _DATA:
         t0 = time.perf_counter()
         tr = load_split(shards, "train") if not stream else stream_split(shards, stream, cfg)
@@ -110,8 +110,8 @@ def load_data(
         _DATA[key] = {
             "tr": tr,
             "ev": ev,
-            "TR": encode(tr, tok),
-            "EV": encode(ev, tok),
+            "TR": encode(tr, tok, grades),
+            "EV": encode(ev, tok, grades),
             "vocab": tok.vocab_size,
             "spec": read_manifest(shards).spec,
             "load_s": time.perf_counter() - t0,
@@ -137,7 +137,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     overrides += [f"model.{k}={v}" for k, v in parse_kv(args.model).items()]
     cfg = load_config(args.config, overrides)
     tc, mc = cfg.train, cfg.model
-    d = load_data(args.shards, args.eval_splits, mc, args.stream, cfg)
+    d = load_data(args.shards, args.eval_splits, mc, args.stream, cfg, cfg.train.label_grades)
     tr, ev, spec, dev = d["tr"], d["ev"], d["spec"], args.device
     video_kw = {"frames": int(spec["frames"]), "size": int(spec["size"]), **parse_kv(args.video)}
     text_kw = {"vocab_size": d["vocab"], **parse_kv(args.text)}
@@ -213,7 +213,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         loss_fn = ClipLabelLoss(
             loss_fn,
             LabelLoss(
-                REGRESSION, tc.label_weight_video, tc.label_weight_text, video_balance=tc.label_balance
+                regression_columns(tc.label_grades),
+                tc.label_weight_video,
+                tc.label_weight_text,
+                video_balance=tc.label_balance,
             ),
             pool_studies=tc.label_pool == "study",
         )

@@ -201,6 +201,23 @@ class TrainCfg(_Cfg):
     label_weight_text: float = Field(default=0.0, ge=0)
     """Weight of the text head's label loss: organises the report space, and so the bank, by the
     findings. Needs ``model.label_heads``."""
+    init: str | None = None
+    """A bundle (folder or ``s3://``) whose towers and tokenizer start the run instead of random
+    weights (``echoprime pretrain --init``; echoprime.training.finetune): our own, or a published
+    release converted with ``echoprime import-release``. Its spec, towers and embedding width
+    must match the config and shards. A checkpoint of the run (``--resume``) takes precedence."""
+    text_trainable_layers: int | None = Field(default=None, ge=0)
+    """None: the whole text tower trains; 0: frozen; n: only its last n layers (and what sits above them)."""
+    layer_decay: float = Field(default=1.0, gt=0, le=1)
+    """Layer-wise learning-rate decay: layer i of L learns at ``lr * layer_decay ** (L - i)`` (1: off)."""
+    early_stop_patience: int | None = Field(default=None, ge=1)
+    """Stop after this many epochs without a better ``early_stop_metric`` on the val split."""
+    early_stop_metric: str = "val_v2t_r@10"
+    """A validation number of the run's history (``val_v2t_r@1``, ``val_t2v_r@10``, ...)."""
+    label_grades: bool = False
+    """The graded phenotypes' label columns (regurgitation, stenosis, dilation, RV function,
+    effusion) learn the report's grade as a squared-error target instead of the yes/no
+    (echoprime.training.labels; docs/learning.md, RV systolic function)."""
     label_balance: float = Field(default=0.0, ge=0)
     """Rare findings count more in the video head's loss: each binary's positive entries weigh
     negatives / positives among the labels seen so far in training, capped at this value (0 or

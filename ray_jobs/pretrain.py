@@ -17,6 +17,8 @@ Examples:
   echoprime pretrain --shards shards --bundle bundle --config configs/tiny-cpu.yaml
   echoprime pretrain --shards s3://b/shards --bundle /shared/bundles/v1 --config configs/a6000x2.yaml
   echoprime pretrain ... --resume          # continue the run named train.run_name
+  echoprime pretrain --shards mine --bundle ft --init quickstart-out/bundle train.text_trainable_layers=0
+                                           # fine-tune an existing bundle's towers (docs/training.md)
   echoprime pretrain ... stream.studies=2000 model.label_heads=separate train.label_weight_text=20
 """
 
@@ -50,6 +52,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--resume", action="store_true", help="continue the run train.run_name from its last checkpoint"
     )
+    p.add_argument(
+        "--init",
+        metavar="BUNDLE",
+        default=None,
+        help="start from this bundle's towers and tokenizer (ours, or a converted published release) "
+        "instead of random weights: a fine-tune (train.init; docs/training.md)",
+    )
     from echoprime.cli import add_config_arguments
     from ray_jobs.common import default_config_path
 
@@ -57,7 +66,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------------------------ data side
-def _tokenize(batch: dict[str, Any], tokenizer: Any, seed: int) -> dict[str, Any]:
+def _tokenize(batch: dict[str, Any], tokenizer: Any, seed: int, grades: bool = False) -> dict[str, Any]:
     """Ray Data map: shard rows -> model-ready columns (clip, tokens, study index, label row).
 
     A plain function (Ray tasks), not an actor pool: tokenising is cheap, and tasks need no
@@ -77,7 +86,7 @@ def _tokenize(batch: dict[str, Any], tokenizer: Any, seed: int) -> dict[str, Any
         "attention_mask": enc["attention_mask"].numpy(),
         "token_type_ids": enc["token_type_ids"].numpy(),
         "study_idx": idx,
-        "labels": label_matrix(list(batch["labels"])),
+        "labels": label_matrix(list(batch["labels"]), list(batch["report"]) if grades else None),
     }
 
 
@@ -101,7 +110,8 @@ def _train_fn(config: dict[str, Any]) -> None:
 
     from echoprime.losses import ClipLabelLoss, ClipLoss, LabelLoss
     from echoprime.training.checkpoint import load_checkpoint, save_checkpoint, unwrap
-    from echoprime.training.labels import REGRESSION
+    from echoprime.training.finetune import apply_init, freeze_text, param_groups, should_stop
+    from echoprime.training.labels import regression_columns
     from echoprime.training.loop import embed_for_retrieval, retrieval_metrics, train_one_epoch
     from echoprime.training.schedule import cosine_scheduler
     from echoprime.training.setup import build_clip, set_threads
@@ -113,10 +123,16 @@ def _train_fn(config: dict[str, Any]) -> None:
     torch.manual_seed(config["seed"] + rank)
     device = ray.train.torch.get_device()
     model = build_clip(config["model"], spec, config["vocab_size"])
+    init = config.get("init")
+    if init is not None:  # --init: the bundle's towers (a checkpoint below still takes precedence)
+        apply_init(model, ray.get(init["state"]), init["towers"])
+    freeze_text(model, tc["text_trainable_layers"])
     if tc["channels_last"] and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last_3d)
     model = ray.train.torch.prepare_model(model)
-    opt = torch.optim.AdamW(unwrap(model).parameters(), lr=tc["lr"], weight_decay=tc["weight_decay"])
+    opt = torch.optim.AdamW(
+        param_groups(unwrap(model), tc["layer_decay"]), lr=tc["lr"], weight_decay=tc["weight_decay"]
+    )
     steps_per_epoch, total = config["steps_per_epoch"], config["total_steps"]
     sched = cosine_scheduler(opt, tc["lr"], config["warmup_steps"], total, tc["min_lr"])
     loss_fn = ClipLoss(rank=rank, world_size=world, gather_with_grad=True)
@@ -124,7 +140,7 @@ def _train_fn(config: dict[str, Any]) -> None:
         loss_fn = ClipLabelLoss(
             loss_fn,
             LabelLoss(
-                REGRESSION,
+                regression_columns(tc["label_grades"]),
                 tc["label_weight_video"],
                 tc["label_weight_text"],
                 video_balance=tc.get("label_balance", 0.0),
@@ -191,7 +207,6 @@ def _train_fn(config: dict[str, Any]) -> None:
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
 
-    shard = ray.train.get_dataset_shard("train")
     dtypes = {
         "clip": torch.uint8,
         "input_ids": torch.long,
@@ -200,6 +215,21 @@ def _train_fn(config: dict[str, Any]) -> None:
         "study_idx": torch.long,
         "labels": torch.float32,
     }
+    shard = ray.train.get_dataset_shard("train")
+
+    def validate() -> dict[str, Any]:
+        emb = embed_for_retrieval(
+            model,
+            ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=128, dtypes=dtypes),
+            device,
+            spec=spec,
+            autocast_dtype=autocast,
+        )
+        return {f"val_{k}": v for k, v in retrieval_metrics(**emb).items()}
+
+    if init is not None and state["step"] == 0 and rank == 0:
+        # The starting model's numbers, so the fine-tune's gain is visible (and step 0 is its weights).
+        state["history"].append({"kind": "init", "step": 0, "bundle": init["source"], **validate()})
     gen = torch.Generator().manual_seed(config["seed"] * 1000 + rank)
     while state["epoch"] < tc["epochs"] and state["step"] < total:
         # train.max_steps can end the run inside an epoch; that epoch is then the last.
@@ -283,27 +313,23 @@ def _train_fn(config: dict[str, Any]) -> None:
             "kind": "epoch",
         }
         if rank == 0:
-            emb = embed_for_retrieval(
-                model,
-                ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=128, dtypes=dtypes),
-                device,
-                spec=spec,
-                autocast_dtype=autocast,
-            )
-            metrics.update({f"val_{k}": v for k, v in retrieval_metrics(**emb).items()})
+            metrics.update(validate())
         state["elapsed"] = time.monotonic() - start
         metrics["elapsed_s"] = state["elapsed"]
         state["history"].append(
             {k: (float(v) if isinstance(v, (int, float, np.floating)) else v) for k, v in metrics.items()}
         )
-        # Stop on the time budget at an epoch end, on every rank together (rank 0's clock decides).
-        stop = tc["time_budget_s"] is not None and state["elapsed"] >= tc["time_budget_s"]
+        # Stop on the time budget or early (no better val retrieval for a while) at an epoch end,
+        # on every rank together (rank 0's clock and validation decide).
+        budget = tc["time_budget_s"] is not None and state["elapsed"] >= tc["time_budget_s"]
+        early = rank == 0 and should_stop(
+            state["history"], tc["early_stop_metric"], tc["early_stop_patience"]
+        )
+        flags = torch.tensor([float(budget), float(early)])
         if world > 1:
-            flag = torch.tensor([1.0 if stop else 0.0])
-            torch.distributed.broadcast(flag, src=0)
-            stop = bool(flag.item())
-        if stop:
-            state["stopped_on_budget"] = True
+            torch.distributed.broadcast(flags, src=0)
+        if flags[0] or flags[1]:
+            state["stopped_on_budget" if flags[0] else "stopped_early"] = True
             state["epoch"] = tc["epochs"]
         save_and_report(metrics)
         if rank == 0 and progress is not None:
@@ -430,6 +456,7 @@ def run_pretrain(
 
     from echoprime import storage
     from echoprime.data.shards import read_manifest, validate_split
+    from echoprime.training.finetune import load_init
     from echoprime.training.setup import build_tokenizer, export_pretrained, load_pretrained
     from ray_jobs.common import (
         check_stream_seed,
@@ -491,9 +518,14 @@ def run_pretrain(
         reports.update(zip(t.column("study_id").to_pylist(), t.column("report").to_pylist(), strict=True))
     from echoprime.models.tokenizer import ReportTokenizer
 
+    # --init: the bundle's towers and tokenizer (checked against the config and shards first).
+    init = load_init(tc.init, cfg.model.model_dump(), spec) if tc.init else None
     work = Path(tempfile.mkdtemp(prefix="echoprime-pretrain-"))
     try:
-        tok_dir = build_tokenizer(cfg.model.model_dump(), list(reports.values()), work / "tokenizer")
+        if init is not None and init.tokenizer_dir is not None:
+            tok_dir = Path(shutil.copytree(init.tokenizer_dir, work / "tokenizer"))
+        else:
+            tok_dir = build_tokenizer(cfg.model.model_dump(), list(reports.values()), work / "tokenizer")
         tokenizer = ReportTokenizer.from_pretrained(tok_dir)
 
         finished = _finished_checkpoint(run_dir.uri, tc.epochs, total_steps) if resume else None
@@ -508,9 +540,15 @@ def run_pretrain(
                 )
                 train_ds = (
                     stream_dataset(cfg, spec, cfg.stream.studies) if stream else _read_split(train_files)
-                ).map_batches(_tokenize, fn_kwargs={"tokenizer": tokenizer, "seed": cfg.seed}, batch_size=64)
+                ).map_batches(
+                    _tokenize,
+                    fn_kwargs={"tokenizer": tokenizer, "seed": cfg.seed, "grades": tc.label_grades},
+                    batch_size=64,
+                )
                 val_ds = _read_split(val_files).map_batches(
-                    _tokenize, fn_kwargs={"tokenizer": tokenizer, "seed": cfg.seed + 1}, batch_size=64
+                    _tokenize,
+                    fn_kwargs={"tokenizer": tokenizer, "seed": cfg.seed + 1, "grades": tc.label_grades},
+                    batch_size=64,
                 )
                 bytes_est = n_train * math.prod(manifest.clip_shape)
                 store = ray.available_resources().get("object_store_memory", 0)
@@ -535,6 +573,9 @@ def run_pretrain(
                             "run_uri": run_dir.uri,
                             "progress": progress,
                             "fault": fault,
+                            "init": None
+                            if init is None
+                            else {"state": ray.put(init.state), "towers": init.towers, "source": init.source},
                         },
                         scaling_config=ScalingConfig(
                             num_workers=tc.num_workers,
@@ -578,6 +619,7 @@ def run_pretrain(
                 if p.is_file():
                     storage.write_bytes(out_loc.join(p.relative_to(local_out).as_posix()).uri, p.read_bytes())
         epochs = [h for h in history if h.get("kind") == "epoch"]
+        started = next((h for h in history if h.get("kind") == "init"), {})
         last = epochs[-1] if epochs else {}
         first = epochs[0] if epochs else {}
         n_val_studies = manifest.studies.get("val", 0)
@@ -589,6 +631,11 @@ def run_pretrain(
             "planned_steps": total_steps,
             "epochs": len(epochs),
             "stopped_on_budget": bool(st["extra"].get("stopped_on_budget", False)),
+            "stopped_early": bool(st["extra"].get("stopped_early", False)),
+            "init": tc.init,
+            "init_notes": init.notes if init is not None else [],
+            "init_val_v2t_r@10": started.get("val_v2t_r@10"),
+            "init_val_t2v_r@10": started.get("val_t2v_r@10"),
             "train_clips": n_train,  # a stream's lower bound (its studies' minimum videos)
             "stream_studies": cfg.stream.studies,
             "loss_first": first.get("loss"),
@@ -613,6 +660,8 @@ def run(args: argparse.Namespace) -> int:
     from ray_jobs.common import resolve_config
 
     cfg = resolve_config(args)
+    if args.init is not None:
+        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"init": args.init})})
     from echoprime import storage
 
     res = run_pretrain(

@@ -42,14 +42,14 @@ def cosine_scheduler(
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A ``LambdaLR`` following :func:`lr_at`; call ``step()`` after every optimizer step.
 
-    The optimizer's param groups must have been created with ``lr=base_lr`` (LambdaLR scales the
-    initial rate by ``lr_at(...) / base_lr``).
+    Every param group starts at ``base_lr`` times its ``lr_scale`` (1 when it has none: layer-wise
+    decay sets it, echoprime.training.finetune), and LambdaLR scales that by ``lr_at(...) / base_lr``.
     """
     if base_lr <= 0:
         raise ValueError(f"base_lr must be > 0, got {base_lr}")
     for g in optimizer.param_groups:
-        g["lr"] = base_lr
-        g["initial_lr"] = base_lr
+        g["lr"] = base_lr * float(g.get("lr_scale", 1.0))
+        g["initial_lr"] = g["lr"]
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_at(s, base_lr, warmup, total, min_lr) / base_lr
     )

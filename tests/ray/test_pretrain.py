@@ -11,6 +11,7 @@ from collections import Counter
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 from echoprime.data.shards import ShardError, read_manifest, write_manifest
 from echoprime.training.setup import CLIP_FILE, load_pretrained
@@ -295,3 +296,46 @@ def test_a_stream_that_would_replay_the_shards_studies_is_refused(test_cfg, shar
     with pytest.raises(ValueError, match="stream.seed=0 would draw"):
         run_train_views(cfg, str(shards_dir), str(tmp_path / "bundle"))
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
+
+
+def test_fine_tune_from_the_session_bundle(test_cfg, shards_dir, bundle_dir, tmp_path):
+    """--init: the run starts from the bundle's towers and tokenizer (its step-0 validation is
+    the bundle's own final validation, to the digit), a frozen text tower stays as it was, and
+    a config the bundle contradicts is refused before any worker starts."""
+    from safetensors.torch import load_file
+
+    from echoprime.training.finetune import InitError
+
+    train = {
+        **test_cfg.train.model_dump(),
+        "storage_path": str(tmp_path / "runs"),
+        "epochs": 1,
+        "max_steps": 4,
+        "time_budget_s": None,
+        "init": str(bundle_dir),
+        "text_trainable_layers": 0,
+        "layer_decay": 0.8,
+    }
+    cfg = test_cfg.replace(train=train)  # fmt: skip
+    res = run_pretrain(cfg, str(shards_dir), str(tmp_path / "ft" / "pretrained"))
+    before = json.loads((bundle_dir / "pretrained" / "metrics.json").read_text())
+    after = json.loads((tmp_path / "ft" / "pretrained" / "metrics.json").read_text())
+    last = [h for h in before if h["kind"] == "epoch"][-1]
+    assert after[0]["kind"] == "init" and after[0]["step"] == 0 and after[0]["bundle"] == str(bundle_dir)
+    for key in ("val_v2t_r@1", "val_v2t_r@10", "val_t2v_r@10"):
+        assert after[0][key] == last[key]
+    assert res["init_val_v2t_r@10"] == last["val_v2t_r@10"] and res["steps"] == 4
+    old = load_file(str(bundle_dir / "pretrained" / "clip.safetensors"))
+    new = load_file(str(tmp_path / "ft" / "pretrained" / "clip.safetensors"))
+    text = [k for k in old if k.startswith("text_encoder.")]
+    assert text and all(torch.equal(old[k], new[k]) for k in text)  # frozen
+    assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("video_encoder."))
+    assert (tmp_path / "ft" / "pretrained" / "tokenizer").is_dir()
+    assert (tmp_path / "ft" / "pretrained" / "tokenizer" / "tokenizer.json").read_bytes() == (
+        bundle_dir / "pretrained" / "tokenizer" / "tokenizer.json"
+    ).read_bytes()
+    bad = test_cfg.replace(
+        train={**train, "run_name": "bad"}, model={**test_cfg.model.model_dump(), "embed_dim": 256}
+    )
+    with pytest.raises(InitError, match="embed_dim.*bundle 512, config 256"):
+        run_pretrain(bad, str(shards_dir), str(tmp_path / "bad" / "pretrained"))

@@ -13,7 +13,14 @@ import torch.nn.functional as F
 
 from echoprime.config import ConfigError, load_config
 from echoprime.losses import ClipLabelLoss, ClipLoss, LabelLoss
-from echoprime.training.labels import LABEL_NAMES, REGRESSION, label_matrix, label_row
+from echoprime.training.labels import (
+    GRADED_COLUMNS,
+    LABEL_NAMES,
+    REGRESSION,
+    label_matrix,
+    label_row,
+    regression_columns,
+)
 
 
 def test_label_row_standardises_and_keeps_missing_as_nan():
@@ -31,6 +38,30 @@ def test_label_row_standardises_and_keeps_missing_as_nan():
     m = label_matrix([json.dumps({"tavr": 0, "ejection_fraction": None}), None])
     assert m.shape == (2, 21) and m[0, j("tavr")] == 0.0 and np.isnan(m[1]).all()
     assert sum(REGRESSION) == 2
+
+
+def test_grades_replace_the_graded_binaries_as_standardised_squared_error_targets():
+    j = LABEL_NAMES.index
+    assert sum(GRADED_COLUMNS) == 12 and regression_columns() == REGRESSION
+    reg = regression_columns(grades=True)
+    assert sum(reg) == 14 and reg[j("rv_systolic_function_depressed")] and not reg[j("tavr")]
+    row = label_row({"rv_systolic_function_depressed": 1.0, "tavr": 1, "mitral_regurgitation": 0},
+                    {"rv_systolic_function_depressed": 3.0, "mitral_regurgitation": 0.0, "aortic_stenosis": float("nan")})  # fmt: skip
+    assert row[j("rv_systolic_function_depressed")] == pytest.approx((3 - 1.5) / 1.0)  # 4 grades: centre 1.5
+    assert row[j("mitral_regurgitation")] == pytest.approx((0 - 2.0) / (4 / 3))  # 5 grades: centre 2
+    assert math.isnan(row[j("aortic_stenosis")]) and row[j("tavr")] == 1.0  # no grade stated: no target
+    report = (
+        "Right Ventricle: Mildly reduced right ventricular systolic function. [SEP] "
+        "Mitral Valve: There is moderate mitral regurgitation. [SEP]"
+    )
+    cells = [json.dumps({"rv_systolic_function_depressed": 0, "mitral_regurgitation": 1})] * 2
+    m = label_matrix(cells, [report, report])
+    assert m[0, j("rv_systolic_function_depressed")] == pytest.approx(
+        -0.5
+    )  # grade 1, not the 0 the binary says
+    assert m[1, j("mitral_regurgitation")] == pytest.approx(0.75)
+    plain = label_matrix(cells)
+    assert plain[0, j("rv_systolic_function_depressed")] == 0.0
 
 
 def test_label_loss_masks_missing_and_matches_hand_computation():
