@@ -104,9 +104,10 @@ def cohort(
 
 def parts_for(train_cols: dict[str, Any], mil: torch.nn.Module) -> SimpleNamespace:
     """Bundle-like parts: the given attention, a bank of the training reports, 0.5 thresholds."""
-    from echoprime.reports import StructuredReport, default_vocabulary
+    from echoprime.reports import StructuredReport, default_vocabulary, extract_findings
     from echoprime.retrieval import CandidateBank
-    from echoprime.taxonomy import BINARY_PHENOTYPES
+    from echoprime.retrieval.calibration import fit_calibration
+    from echoprime.taxonomy import BINARY_PHENOTYPES, MEASUREMENTS
 
     vocab = default_vocabulary()
     seen: dict[str, tuple[str, str]] = {}
@@ -115,8 +116,28 @@ def parts_for(train_cols: dict[str, Any], mil: torch.nn.Module) -> SimpleNamespa
     ids = list(seen)
     reports = [seen[s][0] for s in ids]
     labels = {p: {s: json.loads(seen[s][1])[p] for s in ids} for p in PHENOTYPE_NAMES}
+    # What else the reports state (grades, heart rate), as build-bank stores it.
+    extras = [{k: v for k, v in extract_findings(r).items() if k not in PHENOTYPE_NAMES} for r in reports]
+    for k in extras[0]:
+        labels[k] = {s: e[k] for s, e in zip(ids, extras, strict=True)}
     triples = [StructuredReport.from_text(r, vocab).to_triples(vocab) for r in reports]
     bank = CandidateBank.build(embed_text(reports), ids, triples, labels, vocab)
+    # Calibration maps and intervals fitted on random pairs (their fitting is tested elsewhere;
+    # here the evaluation's graded section needs them present).
+    rng = np.random.default_rng(0)
+    probs = {p: rng.random(60) for p in BINARY_PHENOTYPES}
+    values = {m: rng.uniform(20, 80, 60) for m in MEASUREMENTS}
+    calibration = fit_calibration(
+        probs,
+        {p: (rng.random(60) < probs[p]).astype(float) for p in BINARY_PHENOTYPES},
+        values,
+        {m: rng.uniform(1, 8, 60) for m in MEASUREMENTS},
+        {m: values[m] + rng.normal(0, 5, 60) for m in MEASUREMENTS},
+    )
     return SimpleNamespace(
-        mil=mil, bank=bank, thresholds={p: 0.5 for p in BINARY_PHENOTYPES}, text_encoder=None
+        mil=mil,
+        bank=bank,
+        thresholds={p: 0.5 for p in BINARY_PHENOTYPES},
+        text_encoder=None,
+        calibration=calibration,
     )

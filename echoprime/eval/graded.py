@@ -87,7 +87,7 @@ def graded_evaluation(
     """The ``graded`` section of the metrics (module docstring); skipped without calibration.json."""
     from echoprime.retrieval.findings import findings_batch
 
-    cal = parts.calibration
+    cal = getattr(parts, "calibration", None)
     if cal is None:
         return {"skipped": "the bundle has no calibration.json (grades, intervals and calibration maps)"}
     te = sets["test"]

@@ -77,7 +77,7 @@ def test_report_plots_and_json(evaluated, tmp_path):
     m, _ = evaluated
     plots = write_plots(m, tmp_path)
     assert set(plots) == {"retrieval", "clinical_auc", "calibration", "ablation", "view_confusion",
-                          "attention_vs_visibility", "zeroshot"}  # fmt: skip
+                          "attention_vs_visibility", "zeroshot", "grade_confusion", "reliability"}  # fmt: skip
     for f in plots.values():
         assert (tmp_path / f).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = write_report(m, plots, {"bundle": "B", "shards": "S", "n_boot": 100, "seed": 0, "notes": ["n1"]})
@@ -89,6 +89,8 @@ def test_report_plots_and_json(evaluated, tmp_path):
         "## Ablation",
         "## Views",
         "## Zero-shot",
+        "## Graded findings, measurement intervals, calibration",
+        "![grade confusion matrices](grade_confusion.png)",
         "![ablation](ablation.png)",
         "not computable (test split has 0",
     ):
@@ -96,6 +98,9 @@ def test_report_plots_and_json(evaluated, tmp_path):
     assert "view-limited findings**" in text and ("**holds**" in text or "**does not hold**" in text)
     json.loads(json.dumps(jsonable(m), allow_nan=False))
     assert "EF MAE" in format_headline(headline(m))
+    h = headline(m)
+    assert h["grade_accuracy_knn"] is not None and h["ece_raw_mean"] is not None
+    assert h["ef_interval_coverage"] is not None and "mean ECE" in format_headline(h)
 
 
 def test_probes_are_fitted_on_the_probe_set_when_there_is_one():
