@@ -3,7 +3,7 @@
 (:class:`echoprime.interpret.StudyInterpreter`); none holds model logic of its own.
 
 Data between them: Preprocess returns ``{"clips": N x T x S x S x 3 uint8, "n_valid": N
-int64, "files": [FileReport], "previews": [str] | None}`` (the clips in their storage form, a
+int64, "files": [FileReport], "previews": [str] | None, "loops": [dict] | None}`` (the clips in their storage form, a
 quarter of the float32 model input: a 50-video study at 224 px is 120 MB instead of 482 MB in the
 object store and on the wire); the encoders take that dict, normalise the clips on their own
 device (bit-identical to the one-process path) and return ``N x D`` / ``N x V`` arrays;
@@ -17,13 +17,10 @@ only the report comes back to the ingress.
 from __future__ import annotations
 
 import asyncio
-import base64
 import functools
 import inspect
-import tempfile
 from collections import deque
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,10 +30,10 @@ from ray import serve
 from echoprime.interpret import StudyInterpreter
 from echoprime.io import FileReport
 from serve.errors import ApiError
+from serve.examples import EXAMPLE_COUNT, EXAMPLE_SEED, example_study
+from serve.previews import first_frame_png, study_loops
 from serve.uploads import Limits, Study, fetch_s3
 
-EXAMPLE_SEED = 2024
-EXAMPLE_COUNT = 1000
 DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.02}
 
 
@@ -112,9 +109,11 @@ class Preprocess:
         return clips[:0], n_valid[:0], [skipped]
 
     @answers_errors
-    async def load(self, study: Study, previews: bool = False) -> dict[str, Any]:
+    async def load(self, study: Study, previews: bool = False, loops: bool = False) -> dict[str, Any]:
         """Read and preprocess the files; a bad file is a ``skipped`` entry, never an error (a
-        file over ``max_frames_per_file`` too: ``too_many_frames``).
+        file over ``max_frames_per_file`` too: ``too_many_frames``). ``previews``: each clip's
+        first frame as a PNG data URL; ``loops``: each clip as a moving loop
+        (:func:`serve.previews.clip_loop`), both in the order of the clips.
 
         Raises:
             ApiError: 413 when the S3 objects together are too large.
@@ -137,41 +136,34 @@ class Preprocess:
         n_valid = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
         reports = [r for p in parts for r in p[2]]
         reports += [FileReport(uri, "skipped", why, code=code) for uri, (code, why) in failed.items()]
-        out: dict[str, Any] = {"clips": clips, "n_valid": n_valid, "files": reports, "previews": None}
+        out: dict[str, Any] = {
+            "clips": clips,
+            "n_valid": n_valid,
+            "files": reports,
+            "previews": None,
+            "loops": None,
+        }
         if previews:
-            from serve.previews import first_frame_png
-
             out["previews"] = [first_frame_png(c) for c in clips]
+        if loops:
+            out["loops"] = await asyncio.to_thread(self._loops, clips, n_valid, reports)
         return out
+
+    def _loops(
+        self, clips: np.ndarray, n_valid: np.ndarray, reports: list[FileReport]
+    ) -> list[dict[str, Any]]:
+        return study_loops(clips, n_valid, reports, self.interp.spec.stride)
 
     @answers_errors
     def example(self, index: int) -> dict[str, Any]:
-        """Synthetic example study ``index`` as files an upload would hold (MP4 and DICOM).
+        """Synthetic example study ``index`` (:func:`serve.examples.example_study`).
 
         Raises:
             ApiError: 404 for an index outside ``0..EXAMPLE_COUNT-1``.
         """
-        from echoprime.synth.cohort import make_study, write_study
-
         if not 0 <= index < EXAMPLE_COUNT:
             raise ApiError(404, "not_found", f"example index must be in 0..{EXAMPLE_COUNT - 1}, got {index}")
-        st = make_study(EXAMPLE_SEED, index, min_videos=3, max_videos=6, frames=32, size=64)
-        with tempfile.TemporaryDirectory() as tmp:
-            rows = write_study(st, tmp, fmt="both")
-            files = [
-                {
-                    "name": Path(r["path"]).name,
-                    "media_type": "application/dicom" if r["format"] == "dicom" else "video/mp4",
-                    "data": base64.b64encode((Path(tmp) / r["path"]).read_bytes()).decode("ascii"),
-                }
-                for r in rows
-            ]
-        return {
-            "index": index,
-            "report": st.report.to_text(),
-            "views": [v.view for v in st.videos],
-            "files": files,
-        }
+        return example_study(EXAMPLE_SEED, index)
 
 
 Piece = tuple[np.ndarray, np.ndarray]

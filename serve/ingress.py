@@ -355,9 +355,9 @@ class Ingress:
         return [n for n, g in zip(sent, got, strict=True) if isinstance(g, BaseException)]
 
     # ------------------------------------------------------------------------------- work
-    async def interpret(self, study: Study, previews: bool = False) -> dict[str, Any]:
-        """The study's ``StudyResult`` JSON (plus ``previews`` when asked for)."""
-        pre_resp, pre = await self.call(self.pre.load, study, previews, study=study)
+    async def interpret(self, study: Study, previews: bool = False, loops: bool = False) -> dict[str, Any]:
+        """The study's ``StudyResult`` JSON (plus ``previews`` and ``loops`` when asked for)."""
+        pre_resp, pre = await self.call(self.pre.load, study, previews, loops, study=study)
         if pre["clips"].shape[0] == 0:
             no_views = np.zeros((0, len(VIEWS)), np.float32)
             _, result = await self.call(self.rai.assemble, None, None, no_views, pre["files"], study=study)
@@ -374,6 +374,8 @@ class Ingress:
             _, result = await self.retrying(chain, study)
         if previews:
             result["previews"] = pre["previews"]
+        if loops:
+            result["loops"] = pre["loops"]
         return result
 
     async def interpret_dicomweb(self, study_uid: str, fmt: str, store: bool) -> tuple[Any, str]:

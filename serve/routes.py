@@ -200,17 +200,21 @@ def create_api(ing: Ingress) -> FastAPI:
             }
         ),
     )
-    async def interpret(key: Key, request: Request, previews: bool = False) -> JSONResponse:
+    async def interpret(
+        key: Key, request: Request, previews: bool = False, loops: bool = False
+    ) -> JSONResponse:
         """The study's DICOM / MP4 / AVI files as multipart parts named `files`, or
         `{"files": ["s3://bucket/key", ...]}`. A file that cannot be used is listed under `files`
         with the reason, and the rest is interpreted. `?previews=true` adds each video's first
-        frame (PNG data URLs, in the order of `videos`)."""
+        frame (PNG data URLs, in the order of `videos`); `?loops=true` adds each video as a
+        moving loop of the frames the model saw (a WebP filmstrip of at most 64 KiB, its frame
+        count, grid and frame rate, in the order of `videos`)."""
         started = time.monotonic()
         ing.auth.verify(key)
         async with ing.uploads.slot():
             study = await _study(ing, request)
             timeout = request.headers.get("x-request-timeout")
-            return JSONResponse(await ing.bounded(ing.interpret(study, previews), timeout, started))
+            return JSONResponse(await ing.bounded(ing.interpret(study, previews, loops), timeout, started))
 
     @api.post(
         "/v1/interpret/dicomweb",

@@ -226,8 +226,22 @@ class Neighbour(BaseModel):
     similarity: float
 
 
+class Loop(BaseModel):
+    """One video as a loop (serve/previews.py::clip_loop): a WebP filmstrip of its frames."""
+
+    image: str = Field(description="data:image/webp;base64 URL: the frames in a grid, row by row")
+    frames: int = Field(description="frames in the loop (the clip's frames from its file)")
+    columns: int = Field(description="frames per row of the grid")
+    size: int = Field(description="side of one frame in pixels")
+    fps: float | None = Field(description="real-time frame rate (the file's over the stride); null: unknown")
+    source_fps: float | None = Field(description="the file's frame rate")
+    stride: int = Field(description="every stride-th frame of the file is in the loop")
+    lossless: bool = Field(description="whether the pixels are exactly those the model saw")
+    bytes: int = Field(description="the WebP's size (at most 65536)")
+
+
 class StudyResultModel(BaseModel):
-    """``StudyResult.to_dict()`` of echoprime.interpret (plus ``previews`` when asked for)."""
+    """``StudyResult.to_dict()`` of echoprime.interpret (plus ``previews`` and ``loops`` when asked for)."""
 
     status: Literal["ok", "no_usable_video"]
     files: list[FileStatus]
@@ -241,6 +255,9 @@ class StudyResultModel(BaseModel):
     neighbours: dict[str, list[Neighbour]]
     previews: list[str] | None = Field(
         default=None, description="with ?previews=true: each video's first frame as a PNG data URL"
+    )
+    loops: list[Loop] | None = Field(
+        default=None, description="with ?loops=true: each video as a moving loop of the frames the model saw"
     )
 
 

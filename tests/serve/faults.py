@@ -30,7 +30,7 @@ def faulty_preprocess(record: str) -> type:
             f.write(line + "\n")
 
     class FaultyPreprocess(Preprocess):
-        async def load(self, study: Any, previews: bool = False) -> Any:
+        async def load(self, study: Any, previews: bool = False, loops: bool = False) -> Any:
             for item in study:
                 data = item[1] if isinstance(item, tuple) else b""
                 if data.startswith(crash):
@@ -43,7 +43,7 @@ def faulty_preprocess(record: str) -> type:
                     except asyncio.CancelledError:
                         note("cancelled")
                         raise
-            return await super().load(study, previews)
+            return await super().load(study, previews, loops)
 
     return FaultyPreprocess
 

@@ -59,10 +59,10 @@ def _open(page: Any, result: Callable[[], dict]) -> tuple[dict, list[str]]:
     page.click("#interpret")
     page.wait_for_selector("body[data-state=done]")
     rows = page.evaluate(
-        """() => Object.fromEntries([...document.querySelectorAll('#metrics tbody tr')].map(tr => [
+        """() => Object.fromEntries([...document.querySelectorAll('#metrics tbody tr[data-phenotype]')].map(tr => [
             tr.dataset.phenotype, {
                 value: tr.querySelector('.value').textContent,
-                probability: tr.querySelector('.probability').textContent,
+                probability: tr.querySelector('.probability')?.textContent ?? null,
                 calibrated: tr.querySelector('.calibrated').textContent,
                 calibratedTitle: tr.querySelector('.calibrated').title,
                 grade: tr.querySelector('.grade .grade-label')?.textContent ?? tr.querySelector('.grade').textContent,
