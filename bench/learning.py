@@ -79,7 +79,7 @@ from echoprime.data.shards import read_manifest  # noqa: E402
 from echoprime.losses import ClipLabelLoss, ClipLoss, LabelLoss  # noqa: E402
 from echoprime.models import create_clip  # noqa: E402
 from echoprime.models.tokenizer import ReportTokenizer  # noqa: E402
-from echoprime.training.labels import LABEL_NAMES, regression_columns  # noqa: E402
+from echoprime.training.labels import LABEL_NAMES, column_weights, regression_columns  # noqa: E402
 from echoprime.training.loop import embed_for_retrieval, retrieval_metrics, train_one_epoch  # noqa: E402
 from echoprime.training.schedule import cosine_scheduler  # noqa: E402
 from echoprime.training.setup import build_tokenizer  # noqa: E402
@@ -91,7 +91,13 @@ _DATA: dict[tuple[str, str, int], dict[str, Any]] = {}
 
 
 def load_data(
-    shards: str, eval_splits: str, mc: Any, stream: str | None = None, cfg: Any = None, grades: bool = False
+    shards: str,
+    eval_splits: str,
+    mc: Any,
+    stream: str | None = None,
+    cfg: Any = None,
+    grades: tuple[str, ...] = (),
+    tokenizer_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train and held-out splits, tokenised (a WordPiece trained on the train reports); cached per process.
 
@@ -99,14 +105,25 @@ def load_data(
     production stream renders them (``echoprime.data.stream``, seed default 1), not the shards'
     train split; the held-out splits stay the shards'.
     """
-    key = (shards, eval_splits, int(mc.tokenizer_vocab), stream, float(mc.number_step), grades)
+    key = (
+        shards,
+        eval_splits,
+        int(mc.tokenizer_vocab),
+        stream,
+        float(mc.number_step),
+        grades,
+        str(tokenizer_dir),
+    )
     if key not in _DATA:
         t0 = time.perf_counter()
         tr = load_split(shards, "train") if not stream else stream_split(shards, stream, cfg)
         ev = concat([load_split(shards, s) for s in eval_splits.split(",")])
-        with tempfile.TemporaryDirectory() as tmp:
-            build_tokenizer(mc.model_dump(), tr["report"], tmp)
-            tok = ReportTokenizer.from_pretrained(tmp)
+        if tokenizer_dir is not None:  # --init: the bundle's tokenizer, as pretrain --init uses it
+            tok = ReportTokenizer.from_pretrained(tokenizer_dir)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                build_tokenizer(mc.model_dump(), tr["report"], tmp)
+                tok = ReportTokenizer.from_pretrained(tmp)
         _DATA[key] = {
             "tr": tr,
             "ev": ev,
@@ -137,7 +154,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     overrides += [f"model.{k}={v}" for k, v in parse_kv(args.model).items()]
     cfg = load_config(args.config, overrides)
     tc, mc = cfg.train, cfg.model
-    d = load_data(args.shards, args.eval_splits, mc, args.stream, cfg, cfg.train.label_grades)
+    init = None
+    if args.init:  # start from a bundle's towers and tokenizer (echoprime pretrain --init)
+        from echoprime.training.finetune import load_init
+
+        init = load_init(args.init, mc.model_dump(), dict(read_manifest(args.shards).spec))
+    d = load_data(args.shards, args.eval_splits, mc, args.stream, cfg, tuple(cfg.train.label_grades),
+                  init.tokenizer_dir if init is not None else None)  # fmt: skip
     tr, ev, spec, dev = d["tr"], d["ev"], d["spec"], args.device
     video_kw = {"frames": int(spec["frames"]), "size": int(spec["size"]), **parse_kv(args.video)}
     text_kw = {"vocab_size": d["vocab"], **parse_kv(args.text)}
@@ -152,6 +175,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         label_outputs=len(LABEL_NAMES) if mc.label_heads != "none" else 0,
         shared_label_head=mc.label_heads == "shared",
     )
+    if init is not None:
+        from echoprime.training.finetune import apply_init
+
+        apply_init(model, init.state, init.towers)
     aug = {"brightness": tc.brightness, "contrast": tc.contrast, **parse_kv(args.aug)}
     n_ev = len(set(ev["study"]))
     record: dict[str, Any] = {
@@ -170,6 +197,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "threads": args.threads,
             "eval_splits": args.eval_splits,
             "k": args.k,
+            "init": args.init,
         },
         "data": {
             "train_clips": len(tr["study"]),
@@ -217,6 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 tc.label_weight_video,
                 tc.label_weight_text,
                 video_balance=tc.label_balance,
+                column_weight=column_weights(tc.label_grades, tc.label_grade_weight),
             ),
             pool_studies=tc.label_pool == "study",
         )
@@ -311,6 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-splits", default="val,test", help="held-out splits, comma separated")
     p.add_argument("--eval-every", type=int, default=1, help="retrieval on the held-out clips every N epochs")
     p.add_argument("--k", type=int, default=10, help="neighbours for the phenotype vote")
+    p.add_argument("--init", help="start from this bundle's towers and tokenizer (a fine-tune)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")

@@ -23,7 +23,7 @@ from echoprime.data.shards import clips_to_numpy, read_manifest, read_split  # n
 from echoprime.models.tokenizer import ReportTokenizer  # noqa: E402
 from echoprime.reports import extract_findings  # noqa: E402
 from echoprime.synth.state import VISIBILITY  # noqa: E402
-from echoprime.taxonomy import GRADE_SCALES, PHENOTYPE_BY_NAME, PHENOTYPES, grade_column  # noqa: E402
+from echoprime.taxonomy import PHENOTYPE_BY_NAME, PHENOTYPES, grade_column  # noqa: E402
 from echoprime.training.batch import prepare_batch  # noqa: E402
 from echoprime.training.labels import label_row  # noqa: E402
 from echoprime.training.loop import embed_for_retrieval  # noqa: E402
@@ -185,22 +185,23 @@ def concat(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def encode(data: dict[str, Any], tok: ReportTokenizer, grades: bool = False) -> dict[str, torch.Tensor]:
-    """Model-ready columns; ``grades``: the graded phenotypes' label columns hold the report's
-    grade (``train.label_grades``, echoprime.training.labels)."""
+def encode(
+    data: dict[str, Any], tok: ReportTokenizer, grades: tuple[str, ...] = ()
+) -> dict[str, torch.Tensor]:
+    """Model-ready columns; the ``grades`` phenotypes' label columns hold the report's grade
+    (``train.label_grades``, echoprime.training.labels)."""
     enc = tok(data["report"])
     graded: dict[str, dict[str, float]] = {}
-    if grades:
-        for s, r in zip(data["study"], data["report"], strict=True):
-            if s not in graded:
-                found = extract_findings(r)
-                graded[s] = {p: found[grade_column(p)] for p in GRADE_SCALES}
+    for s, r in zip(data["study"], data["report"], strict=True):
+        if grades and s not in graded:
+            found = extract_findings(r)
+            graded[s] = {p: found[grade_column(p)] for p in grades}
     return {
         "clip": torch.from_numpy(np.ascontiguousarray(data["clip"])),
         **enc,
         "study_idx": torch.tensor([study_index(s) for s in data["study"]]),
         "labels": torch.from_numpy(
-            np.stack([label_row(data["labels"][s], graded.get(s) if grades else None) for s in data["study"]])
+            np.stack([label_row(data["labels"][s], graded.get(s)) for s in data["study"]])
         ),
     }
 

@@ -214,10 +214,26 @@ class TrainCfg(_Cfg):
     """Stop after this many epochs without a better ``early_stop_metric`` on the val split."""
     early_stop_metric: str = "val_v2t_r@10"
     """A validation number of the run's history (``val_v2t_r@1``, ``val_t2v_r@10``, ...)."""
-    label_grades: bool = False
-    """The graded phenotypes' label columns (regurgitation, stenosis, dilation, RV function,
-    effusion) learn the report's grade as a squared-error target instead of the yes/no
+    label_grades: list[str] = Field(default_factory=list)
+    """Graded phenotypes (``echoprime.taxonomy.GRADE_SCALES``; ``[all]`` for every one) whose label
+    column learns the report's grade as a squared-error target instead of the yes/no
     (echoprime.training.labels; docs/learning.md, RV systolic function)."""
+    label_grade_weight: float = Field(default=1.0, ge=0)
+    """Weight of those columns in both heads' label losses."""
+
+    @field_validator("label_grades")
+    @classmethod
+    def _graded(cls, v: list[str]) -> list[str]:
+        from echoprime.taxonomy import GRADE_SCALES
+
+        if v == ["all"]:
+            return list(GRADE_SCALES)
+        if unknown := [x for x in v if x not in GRADE_SCALES]:
+            raise ValueError(
+                f"label_grades: {unknown} are not graded phenotypes; expected some of {list(GRADE_SCALES)} or [all]"
+            )
+        return v
+
     label_balance: float = Field(default=0.0, ge=0)
     """Rare findings count more in the video head's loss: each binary's positive entries weigh
     negatives / positives among the labels seen so far in training, capped at this value (0 or

@@ -174,6 +174,8 @@ class LabelLoss(nn.Module):
         video_weight: weight of the video head's loss (0: not computed).
         text_weight: weight of the text head's loss (0: not computed).
         video_balance: cap on a positive's weight in the video head's binaries (0 or 1: off).
+        column_weight: per label column, a weight of its entries in both heads' means (default 1
+            each; ``echoprime.training.labels.column_weights``).
     """
 
     def __init__(
@@ -183,6 +185,7 @@ class LabelLoss(nn.Module):
         text_weight: float,
         *,
         video_balance: float = 0.0,
+        column_weight: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         if video_weight < 0 or text_weight < 0 or video_balance < 0:
@@ -191,6 +194,10 @@ class LabelLoss(nn.Module):
                 f"balance {video_balance}"
             )
         self.register_buffer("regression", torch.tensor(list(regression), dtype=torch.bool), persistent=False)
+        cw = [1.0] * len(self.regression) if column_weight is None else [float(w) for w in column_weight]
+        if len(cw) != len(self.regression) or min(cw) < 0:
+            raise ValueError(f"column_weight needs {len(self.regression)} weights >= 0, got {cw}")
+        self.register_buffer("column_weight", torch.tensor(cw, dtype=torch.float32), persistent=False)
         self.video_weight, self.text_weight = float(video_weight), float(text_weight)
         self.video_balance = float(video_balance)
         n = self.regression.numel()
@@ -220,7 +227,7 @@ class LabelLoss(nn.Module):
         reg = self.regression.to(logits.device).expand_as(y)
         bce = F.binary_cross_entropy_with_logits(logits, y.clamp(0, 1), reduction="none")
         each = torch.where(reg, (logits - y) ** 2, bce)
-        weight = known.float()
+        weight = known.float() * self.column_weight.to(logits.device)
         if balance and self.video_balance > 1:
             with torch.no_grad():
                 self.seen_known += known.sum(0).to(self.seen_known)

@@ -66,7 +66,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 # ------------------------------------------------------------------------------------ data side
-def _tokenize(batch: dict[str, Any], tokenizer: Any, seed: int, grades: bool = False) -> dict[str, Any]:
+def _tokenize(
+    batch: dict[str, Any], tokenizer: Any, seed: int, grades: tuple[str, ...] = ()
+) -> dict[str, Any]:
     """Ray Data map: shard rows -> model-ready columns (clip, tokens, study index, label row).
 
     A plain function (Ray tasks), not an actor pool: tokenising is cheap, and tasks need no
@@ -86,7 +88,7 @@ def _tokenize(batch: dict[str, Any], tokenizer: Any, seed: int, grades: bool = F
         "attention_mask": enc["attention_mask"].numpy(),
         "token_type_ids": enc["token_type_ids"].numpy(),
         "study_idx": idx,
-        "labels": label_matrix(list(batch["labels"]), list(batch["report"]) if grades else None),
+        "labels": label_matrix(list(batch["labels"]), list(batch["report"]), grades),
     }
 
 
@@ -111,7 +113,7 @@ def _train_fn(config: dict[str, Any]) -> None:
     from echoprime.losses import ClipLabelLoss, ClipLoss, LabelLoss
     from echoprime.training.checkpoint import load_checkpoint, save_checkpoint, unwrap
     from echoprime.training.finetune import apply_init, freeze_text, param_groups, should_stop
-    from echoprime.training.labels import regression_columns
+    from echoprime.training.labels import column_weights, regression_columns
     from echoprime.training.loop import embed_for_retrieval, retrieval_metrics, train_one_epoch
     from echoprime.training.schedule import cosine_scheduler
     from echoprime.training.setup import build_clip, set_threads
@@ -144,6 +146,7 @@ def _train_fn(config: dict[str, Any]) -> None:
                 tc["label_weight_video"],
                 tc["label_weight_text"],
                 video_balance=tc.get("label_balance", 0.0),
+                column_weight=column_weights(tc["label_grades"], tc["label_grade_weight"]),
             ),
             pool_studies=tc["label_pool"] == "study",
         )
@@ -542,12 +545,16 @@ def run_pretrain(
                     stream_dataset(cfg, spec, cfg.stream.studies) if stream else _read_split(train_files)
                 ).map_batches(
                     _tokenize,
-                    fn_kwargs={"tokenizer": tokenizer, "seed": cfg.seed, "grades": tc.label_grades},
+                    fn_kwargs={"tokenizer": tokenizer, "seed": cfg.seed, "grades": tuple(tc.label_grades)},
                     batch_size=64,
                 )
                 val_ds = _read_split(val_files).map_batches(
                     _tokenize,
-                    fn_kwargs={"tokenizer": tokenizer, "seed": cfg.seed + 1, "grades": tc.label_grades},
+                    fn_kwargs={
+                        "tokenizer": tokenizer,
+                        "seed": cfg.seed + 1,
+                        "grades": tuple(tc.label_grades),
+                    },
                     batch_size=64,
                 )
                 bytes_est = n_train * math.prod(manifest.clip_shape)

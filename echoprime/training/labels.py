@@ -5,13 +5,14 @@ the shards' ``labels`` column from it), so supervising the towers with them is s
 from reports. Binaries stay 0/1 (binary cross-entropy); the two regressions are standardised so
 that their squared error weighs about as much as a binary's loss: ejection fraction
 ``(x - 50) / 15``, pulmonary artery pressure ``(x - 30) / 10``. A missing label is NaN and
-takes no part in the loss. With ``train.label_grades`` the graded phenotypes' columns hold the
-report's standardised grade instead of its yes/no, as squared-error targets.
+takes no part in the loss. The graded phenotypes named in ``train.label_grades`` hold the report's
+standardised grade instead of its yes/no, as squared-error targets weighted by
+``train.label_grade_weight``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 
@@ -29,7 +30,7 @@ SCALE: dict[str, tuple[float, float]] = {
 
 
 GRADED_COLUMNS: tuple[bool, ...] = tuple(name in GRADE_SCALES for name in LABEL_NAMES)
-"""Which columns are graded phenotypes (their grade can replace the binary: ``grades=True``)."""
+"""Which columns are graded phenotypes (their grade can replace the binary: ``train.label_grades``)."""
 
 
 def grade_scale(name: str) -> tuple[float, float]:
@@ -38,10 +39,15 @@ def grade_scale(name: str) -> tuple[float, float]:
     return top / 2, top / 3
 
 
-def regression_columns(grades: bool = False) -> tuple[bool, ...]:
-    """Per label column, True for a squared-error target: the regressions, and with ``grades``
-    the graded phenotypes too."""
-    return tuple(r or (grades and g) for r, g in zip(REGRESSION, GRADED_COLUMNS, strict=True))
+def regression_columns(graded: Collection[str] = ()) -> tuple[bool, ...]:
+    """Per label column, True for a squared-error target: the regressions, and the graded
+    phenotypes named in ``graded`` (whose column then holds the grade)."""
+    return tuple(r or name in graded for r, name in zip(REGRESSION, LABEL_NAMES, strict=True))
+
+
+def column_weights(graded: Collection[str] = (), weight: float = 1.0) -> tuple[float, ...]:
+    """Per label column, the weight of its loss: ``weight`` for the ``graded`` columns, else 1."""
+    return tuple(weight if name in graded else 1.0 for name in LABEL_NAMES)
 
 
 def label_row(labels: Mapping[str, float | None], grades: Mapping[str, float] | None = None) -> np.ndarray:
@@ -49,11 +55,11 @@ def label_row(labels: Mapping[str, float | None], grades: Mapping[str, float] | 
 
     Args:
         labels: the release's labels (the shards' ``labels``).
-        grades: ``{phenotype: grade}`` of the graded phenotypes (``extract_findings``' grade
-            columns, by phenotype name): each graded column then holds its standardised grade
-            (:func:`grade_scale`; NaN where the report states none) instead of the 0/1 label,
-            a squared-error target (:func:`regression_columns` with ``grades=True``). The report's
-            grade separates "mildly" from "moderately reduced", which the binary lumps together
+        grades: ``{phenotype: grade}`` for the graded phenotypes whose column is to hold the grade
+            (``extract_findings``' grade columns, by phenotype name): each such column holds the
+            standardised grade (:func:`grade_scale`; NaN where the report states none) instead of
+            the 0/1 label, a squared-error target (:func:`regression_columns`). The report's grade
+            separates "mildly" from "moderately reduced", which the binary lumps together
             (docs/learning.md, RV systolic function).
 
     Raises:
@@ -61,8 +67,8 @@ def label_row(labels: Mapping[str, float | None], grades: Mapping[str, float] | 
     """
     row = np.full(len(LABEL_NAMES), np.nan, dtype=np.float32)
     for j, name in enumerate(LABEL_NAMES):
-        if grades is not None and GRADED_COLUMNS[j]:
-            g = grades.get(name)
+        if grades is not None and name in grades:
+            g = grades[name]
             if g is not None and g == g:
                 c, s = grade_scale(name)
                 row[j] = (float(g) - c) / s
@@ -81,20 +87,24 @@ def label_row(labels: Mapping[str, float | None], grades: Mapping[str, float] | 
     return row
 
 
-def label_matrix(cells: Sequence[str | None], reports: Sequence[str] | None = None) -> np.ndarray:
-    """The shards' ``labels`` JSON cells -> ``N x P`` float32 (:func:`label_row` of each); with
-    ``reports``, the graded columns hold each report's grades instead (``label_row(grades=...)``)."""
+def label_matrix(
+    cells: Sequence[str | None], reports: Sequence[str] | None = None, graded: Collection[str] = ()
+) -> np.ndarray:
+    """The shards' ``labels`` JSON cells -> ``N x P`` float32 (:func:`label_row` of each); the
+    ``graded`` phenotypes' columns hold each report's grade instead (needs ``reports``)."""
     from echoprime.data.shards import parse_labels
 
     if not len(cells):
         return np.zeros((0, len(LABEL_NAMES)), dtype=np.float32)
-    if reports is None:
+    if not graded:
         return np.stack([label_row(parse_labels(c)) for c in cells])
+    if reports is None:
+        raise ValueError(f"grades of {sorted(graded)} need the reports they are read from")
     from echoprime.reports import extract_findings
     from echoprime.taxonomy import grade_column
 
-    graded: dict[str, dict[str, float]] = {}  # a study's clips share its report: read it once
+    found: dict[str, dict[str, float]] = {}  # a study's clips share its report: read it once
     for r in set(reports):
-        found = extract_findings(r)
-        graded[r] = {p: found[grade_column(p)] for p in GRADE_SCALES}
-    return np.stack([label_row(parse_labels(c), graded[r]) for c, r in zip(cells, reports, strict=True)])
+        f = extract_findings(r)
+        found[r] = {p: f[grade_column(p)] for p in graded}
+    return np.stack([label_row(parse_labels(c), found[r]) for c, r in zip(cells, reports, strict=True)])

@@ -17,6 +17,7 @@ from echoprime.training.labels import (
     GRADED_COLUMNS,
     LABEL_NAMES,
     REGRESSION,
+    column_weights,
     label_matrix,
     label_row,
     regression_columns,
@@ -40,28 +41,40 @@ def test_label_row_standardises_and_keeps_missing_as_nan():
     assert sum(REGRESSION) == 2
 
 
-def test_grades_replace_the_graded_binaries_as_standardised_squared_error_targets():
+def test_grades_replace_the_named_graded_binaries_as_weighted_squared_error_targets():
     j = LABEL_NAMES.index
+    rv, mr = "rv_systolic_function_depressed", "mitral_regurgitation"
     assert sum(GRADED_COLUMNS) == 12 and regression_columns() == REGRESSION
-    reg = regression_columns(grades=True)
-    assert sum(reg) == 14 and reg[j("rv_systolic_function_depressed")] and not reg[j("tavr")]
-    row = label_row({"rv_systolic_function_depressed": 1.0, "tavr": 1, "mitral_regurgitation": 0},
-                    {"rv_systolic_function_depressed": 3.0, "mitral_regurgitation": 0.0, "aortic_stenosis": float("nan")})  # fmt: skip
-    assert row[j("rv_systolic_function_depressed")] == pytest.approx((3 - 1.5) / 1.0)  # 4 grades: centre 1.5
-    assert row[j("mitral_regurgitation")] == pytest.approx((0 - 2.0) / (4 / 3))  # 5 grades: centre 2
+    reg = regression_columns([rv, mr])
+    assert sum(reg) == 4 and reg[j(rv)] and reg[j(mr)] and not reg[j("aortic_stenosis")]
+    w = column_weights([rv], 4.0)
+    assert w[j(rv)] == 4.0 and sum(w) == 21 + 3
+    row = label_row({rv: 1.0, "tavr": 1, mr: 0}, {rv: 3.0, mr: 0.0, "aortic_stenosis": float("nan")})
+    assert row[j(rv)] == pytest.approx((3 - 1.5) / 1.0)  # 4 grades: centre 1.5, scale 1
+    assert row[j(mr)] == pytest.approx((0 - 2.0) / (4 / 3))  # 5 grades: centre 2, scale 4/3
     assert math.isnan(row[j("aortic_stenosis")]) and row[j("tavr")] == 1.0  # no grade stated: no target
     report = (
         "Right Ventricle: Mildly reduced right ventricular systolic function. [SEP] "
         "Mitral Valve: There is moderate mitral regurgitation. [SEP]"
     )
-    cells = [json.dumps({"rv_systolic_function_depressed": 0, "mitral_regurgitation": 1})] * 2
-    m = label_matrix(cells, [report, report])
-    assert m[0, j("rv_systolic_function_depressed")] == pytest.approx(
-        -0.5
-    )  # grade 1, not the 0 the binary says
-    assert m[1, j("mitral_regurgitation")] == pytest.approx(0.75)
-    plain = label_matrix(cells)
-    assert plain[0, j("rv_systolic_function_depressed")] == 0.0
+    cells = [json.dumps({rv: 0, mr: 1})] * 2
+    m = label_matrix(cells, [report, report], [rv])
+    assert m[0, j(rv)] == pytest.approx(-0.5)  # grade 1, where the binary says 0
+    assert m[1, j(mr)] == 1.0  # not named: the binary
+    assert label_matrix(cells, [report, report])[0, j(rv)] == 0.0
+    with pytest.raises(ValueError, match="need the reports"):
+        label_matrix(cells, None, [rv])
+    # the column weight enters the mean: one weighted column against one plain one
+    loss = LabelLoss([True, False], 1.0, 0.0, column_weight=[3.0, 1.0])
+    out = loss(torch.tensor([[1.0, 1.0]]), video_label_logits=torch.tensor([[0.0, 0.0]]))
+    bce = F.binary_cross_entropy_with_logits(torch.tensor(0.0), torch.tensor(1.0)).item()
+    assert out["video_label_loss"].item() == pytest.approx((3 * 1.0 + bce) / 4)
+    with pytest.raises(ValueError, match="column_weight"):
+        LabelLoss([True, False], 1.0, 0.0, column_weight=[1.0])
+    cfg = load_config("configs/tiny-cpu.yaml", ["train.label_grades=[all]"])
+    assert len(cfg.train.label_grades) == 12
+    with pytest.raises(ConfigError, match="not graded phenotypes"):
+        load_config("configs/tiny-cpu.yaml", ["train.label_grades=[tavr]"])
 
 
 def test_label_loss_masks_missing_and_matches_hand_computation():
