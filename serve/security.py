@@ -13,8 +13,8 @@
   come from the server's own origin or one of ``allowed_origins``, else 403 ``origin_not_allowed``.
   Clients that are not browsers send no ``Origin`` and are not affected.
 * **Security headers** on every answer: a Content-Security-Policy that loads nothing from
-  anywhere but the server itself (the viewer has no inline script or style; previews are
-  ``data:`` PNGs), framing refused (``frame-ancestors 'none'``, ``X-Frame-Options: DENY``),
+  anywhere but the server itself (the viewer has no inline script or style; previews and
+  loops are ``data:`` images), framing refused (``frame-ancestors 'none'``, ``X-Frame-Options: DENY``),
   ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer``, and
   ``Cache-Control: no-store`` on everything but the viewer's static files (results hold
   patient data and must not stay in shared caches or the browser's).

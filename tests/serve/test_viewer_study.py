@@ -429,6 +429,8 @@ def test_layout_at_desktop_and_tablet_width(browser, result, width, height):
                 panels: [...document.querySelectorAll('.panel')].filter(p => p.offsetParent).map(p => p.getBoundingClientRect().right),
                 canvases: [...document.querySelectorAll('#videos canvas')].map(c => c.getBoundingClientRect().width),
                 perRow: new Set([...document.querySelectorAll('#videos .video')].map(v => Math.round(v.getBoundingClientRect().top))).size,
+                findings: [document.querySelector('#metrics').scrollWidth,
+                    document.querySelector('#findings-panel .table-scroll').clientWidth],
                 columns: [...document.querySelectorAll('#metrics thead th')].filter(th => getComputedStyle(th).display !== 'none').map(th => th.textContent) })"""
         )
         assert got["scroll"] <= got["inner"], got  # nothing makes the page scroll sideways
@@ -436,6 +438,7 @@ def test_layout_at_desktop_and_tablet_width(browser, result, width, height):
         assert min(got["canvases"]) >= 110  # a clip is big enough to read
         assert got["perRow"] <= 2  # six clips in at most two rows at both widths
         assert {"finding", "estimate", "decision", "grade", "truth"} <= set(got["columns"])
+        assert got["findings"][0] <= got["findings"][1]  # the findings fit without scrolling sideways
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / f"viewer_{width}.png"), full_page=True)
         assert page.evaluate("window.__violations") == []
