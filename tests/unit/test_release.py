@@ -637,3 +637,51 @@ def test_fixture_mirrors_the_published_shapes(release):
     assert any(k.startswith("backbone.bert.") for k in text) and any(
         k.startswith("backbone.cls.") for k in text
     )
+
+
+def test_a_converted_release_starts_a_fine_tune(bundle):
+    """issue 26: the published shapes (mViT v2 S, the release's text tower) load into the
+    training model through pretrain --init's code, start at the release's own embeddings, and
+    take an optimizer step of the contrastive loss."""
+    import json
+
+    from echoprime.interpret import load_bundle_parts
+    from echoprime.losses import ClipLoss
+    from echoprime.training.finetune import apply_init, freeze_text, load_init, param_groups
+    from echoprime.training.setup import build_clip
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    comps = manifest["components"]
+    cfg = {
+        "video_encoder": comps["video_encoder"]["model"],
+        "text_encoder": comps["text_encoder"]["model"],
+        "embed_dim": 512,
+        "init_logit_scale": 2.659,
+        "max_logit_scale": 4.605,
+        "label_heads": "none",
+    }
+    init = load_init(str(bundle), cfg, manifest["spec"])
+    assert init.towers == ("video_encoder", "text_encoder")
+    model = build_clip(cfg, manifest["spec"], init.vocab_size)
+    apply_init(model, init.state, init.towers)
+    parts = load_bundle_parts(str(bundle))
+    x = torch.randn(2, 3, 16, 224, 224, generator=torch.Generator().manual_seed(3))
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.video_encoder(x), parts.video_encoder(x))
+    model.train()
+    freeze_text(model, 0)
+    opt = torch.optim.AdamW(param_groups(model, 0.8), lr=1e-5)
+    enc = parts.tokenizer(
+        ["Left Ventricle: LVEF is 55%. [SEP]", "Pericardium: No pericardial effusion. [SEP]"]
+    )
+    out = model(x, enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
+    loss = ClipLoss()(**out)["contrastive_loss"]
+    loss.backward()
+    assert torch.isfinite(loss)
+    params = dict(model.video_encoder.named_parameters())
+    moved = [n for n, p in params.items() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert moved and all(p.grad is None for p in model.text_encoder.parameters())  # the text tower is frozen
+    before = params[moved[-1]].detach().clone()
+    opt.step()
+    assert not torch.equal(before, params[moved[-1]])
