@@ -200,7 +200,7 @@ class Metric(BaseModel):
         "split); null when the bundle has no map for this finding (e.g. a converted release). The "
         "decision stays the raw probability compared with the threshold",
     )
-    calibration: Literal["platt", "isotonic"] | None = Field(
+    calibration: Literal["identity", "platt", "isotonic"] | None = Field(
         None, description="which calibration map made calibrated_probability (null: none)"
     )
     grade: Grade | None = Field(

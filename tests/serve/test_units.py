@@ -214,7 +214,7 @@ def test_the_result_schema_documents_grades_intervals_and_calibration():
     assert all(metric[k].get("description") for k in ISSUE_23_KEYS)
     assert {"$ref": "#/components/schemas/Grade"} in metric["grade"]["anyOf"]
     assert {"$ref": "#/components/schemas/Interval"} in metric["interval"]["anyOf"]
-    assert {"enum": ["platt", "isotonic"], "type": "string"} in metric["calibration"]["anyOf"]
+    assert {"enum": ["identity", "platt", "isotonic"], "type": "string"} in metric["calibration"]["anyOf"]
     grade = schemas["Grade"]["properties"]
     assert set(grade) == {
         "scale", "positive_from", "distribution", "n_graded", "grade", "label",

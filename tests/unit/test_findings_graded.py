@@ -72,8 +72,12 @@ def test_the_rule_picks_isotonic_only_with_enough_of_each_class_and_a_lower_cv_b
     y = (rng.random(p.size) < np.where(p < 0.5, 0.05, 0.95)).astype(float)
     m = fit_probability_map(p, y)
     assert m.method == "isotonic" and m.cv_brier["isotonic"] < m.cv_brier["platt"]
-    small = fit_probability_map(p[:40], y[:40])  # < 30 of a class: Platt only
-    assert small.method == "platt" and set(small.cv_brier) == {"platt"}
+    small = fit_probability_map(p[:40], y[:40])  # < 30 of a class: no isotonic
+    assert small.method == "platt" and set(small.cv_brier) == {"identity", "platt"}
+    calibrated = rng.random(400)  # votes that are already probabilities: no map beats them
+    same = fit_probability_map(calibrated, (rng.random(400) < calibrated).astype(float))
+    assert same.method == "identity" and same.cv_brier["identity"] <= same.cv_brier["platt"]
+    assert same(0.3) == 0.3 and same(1.2) == 1.0
     with pytest.raises(ValueError, match="2 positives"):
         fit_probability_map(p[:10], np.zeros(10))
 
