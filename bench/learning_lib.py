@@ -22,36 +22,13 @@ if str(ROOT) not in sys.path:
 from echoprime.data.shards import clips_to_numpy, read_manifest, read_split  # noqa: E402
 from echoprime.models.tokenizer import ReportTokenizer  # noqa: E402
 from echoprime.reports import extract_findings  # noqa: E402
-from echoprime.synth.state import VISIBILITY  # noqa: E402
+from echoprime.synth.state import PHENOTYPE_FIELD, VISIBILITY  # noqa: E402
 from echoprime.taxonomy import PHENOTYPE_BY_NAME, PHENOTYPES, grade_column  # noqa: E402
 from echoprime.training.batch import prepare_batch  # noqa: E402
 from echoprime.training.labels import label_row  # noqa: E402
 from echoprime.training.loop import embed_for_retrieval  # noqa: E402
 from echoprime.training.setup import study_index  # noqa: E402
 
-PHENOTYPE_FIELD = {
-    "impella": "impella",
-    "ejection_fraction": "ef",
-    "pacemaker": "pacemaker",
-    "rv_systolic_function_depressed": "rv_function",
-    "right_ventricle_dilation": "rv_size",
-    "left_atrium_dilation": "la_size",
-    "right_atrium_dilation": "ra_size",
-    "mitraclip": "mitraclip",
-    "mitral_annular_calcification": "mac",
-    "mitral_stenosis": "ms",
-    "mitral_regurgitation": "mr",
-    "tavr": "tavr",
-    "bicuspid_aov_morphology": "bicuspid",
-    "aortic_stenosis": "as_",
-    "aortic_regurgitation": "ar",
-    "tricuspid_stenosis": "ts",
-    "tricuspid_valve_regurgitation": "tr",
-    "pericardial_effusion": "effusion",
-    "aortic_root_dilation": "aortic_root",
-    "dilated_ivc": "ivc_dilated",
-    "pulmonary_artery_pressure_continuous": "pasp",
-}
 SHORT = {
     "impella": "impella",
     "ejection_fraction": "EF",

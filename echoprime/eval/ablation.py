@@ -31,7 +31,7 @@ from sklearn.metrics import roc_auc_score
 from echoprime.eval.probes import NotComputable
 from echoprime.eval.studies import StudySet
 from echoprime.eval.tasks import MIN_PER_CLASS, knn_bank_scores, probe_scores
-from echoprime.synth.state import VISIBILITY
+from echoprime.synth.state import PHENOTYPE_FIELD, VISIBILITY
 from echoprime.taxonomy import MIL_SECTIONS, PHENOTYPES
 
 VARIANTS: dict[str, str] = {
@@ -43,30 +43,6 @@ VARIANTS: dict[str, str] = {
     "oracle": "all videos, generator's visibility table (oracle)",
 }
 
-# phenotype -> the PatientState field whose views (synth.state.VISIBILITY) show it.
-PHENOTYPE_FIELD: dict[str, str] = {
-    "impella": "impella",
-    "ejection_fraction": "ef",
-    "pacemaker": "pacemaker",
-    "rv_systolic_function_depressed": "rv_function",
-    "right_ventricle_dilation": "rv_size",
-    "left_atrium_dilation": "la_size",
-    "right_atrium_dilation": "ra_size",
-    "mitraclip": "mitraclip",
-    "mitral_annular_calcification": "mac",
-    "mitral_stenosis": "ms",
-    "mitral_regurgitation": "mr",
-    "tavr": "tavr",
-    "bicuspid_aov_morphology": "bicuspid",
-    "aortic_stenosis": "as_",
-    "aortic_regurgitation": "ar",
-    "tricuspid_stenosis": "ts",
-    "tricuspid_valve_regurgitation": "tr",
-    "pericardial_effusion": "effusion",
-    "aortic_root_dilation": "aortic_root",
-    "dilated_ivc": "ivc_dilated",
-    "pulmonary_artery_pressure_continuous": "pasp",
-}
 
 VIEW_LIMITED_MAX_VIEWS = 2
 """A finding drawn in at most this many of the 11 views counts as view-limited."""

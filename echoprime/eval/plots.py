@@ -230,18 +230,23 @@ def zero_shot_plot(m: dict[str, Any], path: str | os.PathLike) -> Path | None:
     return _save(fig, path)
 
 
+def _panels(n: int, *, cols: int, width: float, height: float) -> tuple[Any, list[Any]]:
+    """A figure of ``n`` small panels, ``cols`` to a row (the spare ones blank), and the ``n`` axes."""
+    plt = _plt()
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, height * rows), squeeze=False)
+    for ax in axes.flat[n:]:
+        ax.axis("off")
+    return fig, list(axes.flat[:n])
+
+
 def grade_confusion_plot(m: dict[str, Any], path: str | os.PathLike) -> Path | None:
     """One confusion matrix (true grade x kNN grade) per graded finding, with its accuracy and kappa."""
     grades = {p: e for p, e in m.get("graded", {}).get("grades", {}).items() if e["knn"].get("computable")}
     if not grades:
         return None
-    plt = _plt()
-    cols = 4
-    rows = math.ceil(len(grades) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.1 * cols, 3.6 * rows), squeeze=False)
-    for ax in axes.flat[len(grades) :]:
-        ax.axis("off")
-    for ax, (ph, e) in zip(axes.flat, grades.items(), strict=False):
+    fig, axes = _panels(len(grades), cols=4, width=3.1, height=3.6)
+    for ax, (ph, e) in zip(axes, grades.items(), strict=False):
         c = np.asarray(e["knn"]["confusion"], dtype=float)
         share = c / np.maximum(c.sum(1, keepdims=True), 1)  # each true grade's row sums to 1
         ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
@@ -265,13 +270,8 @@ def reliability_plot(m: dict[str, Any], path: str | os.PathLike) -> Path | None:
     cal = {p: c for p, c in m.get("graded", {}).get("calibration", {}).items() if c.get("computable")}
     if not cal:
         return None
-    plt = _plt()
-    cols = 5
-    rows = math.ceil(len(cal) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.6 * rows), squeeze=False)
-    for ax in axes.flat[len(cal) :]:
-        ax.axis("off")
-    for ax, (ph, c) in zip(axes.flat, cal.items(), strict=False):
+    fig, axes = _panels(len(cal), cols=5, width=2.6, height=2.6)
+    for ax, (ph, c) in zip(axes, cal.items(), strict=False):
         ax.plot([0, 1], [0, 1], color="0.6", lw=0.7, ls="--")
         for key, color, name in (
             ("reliability_raw", "C3", "raw"),

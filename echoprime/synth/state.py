@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from echoprime.taxonomy import HIDDEN_DIAGNOSES, PHENOTYPE_NAMES, VIEWS, grade_column
+from echoprime.taxonomy import GRADE_SCALES, HIDDEN_DIAGNOSES, PHENOTYPE_NAMES, VIEWS, grade_column
 
 # Grade scales used by the fields below.
 SIZE_GRADES = ("normal", "mildly dilated", "moderately dilated", "severely dilated")  # 0..3
@@ -23,21 +23,32 @@ EFFUSION_GRADES = ("none", "trivial", "small", "moderate", "large")  # 0..4
 STEMI_TERRITORIES = ("LAD", "RCA", "LCx")
 
 
-# The state's field behind each graded phenotype (its grade is the field's value).
-GRADE_FIELDS: dict[str, str] = {
+# phenotype -> the PatientState field that sets it (and whose views, VISIBILITY, show it).
+PHENOTYPE_FIELD: dict[str, str] = {
+    "impella": "impella",
+    "ejection_fraction": "ef",
+    "pacemaker": "pacemaker",
     "rv_systolic_function_depressed": "rv_function",
     "right_ventricle_dilation": "rv_size",
     "left_atrium_dilation": "la_size",
     "right_atrium_dilation": "ra_size",
+    "mitraclip": "mitraclip",
+    "mitral_annular_calcification": "mac",
     "mitral_stenosis": "ms",
     "mitral_regurgitation": "mr",
+    "tavr": "tavr",
+    "bicuspid_aov_morphology": "bicuspid",
     "aortic_stenosis": "as_",
     "aortic_regurgitation": "ar",
     "tricuspid_stenosis": "ts",
     "tricuspid_valve_regurgitation": "tr",
     "pericardial_effusion": "effusion",
     "aortic_root_dilation": "aortic_root",
+    "dilated_ivc": "ivc_dilated",
+    "pulmonary_artery_pressure_continuous": "pasp",
 }
+# The graded phenotypes' fields: each holds the grade the report states.
+GRADE_FIELDS: dict[str, str] = {p: PHENOTYPE_FIELD[p] for p in GRADE_SCALES}
 
 
 @dataclass
