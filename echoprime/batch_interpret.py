@@ -97,7 +97,7 @@ FINDING_SCHEMA = pa.schema(
     ]
 )
 """One row per study and finding: what a cardiologist reads, as columns one can query."""
-INTERPRET_COMPONENTS = ("video_encoder", "view_classifier", "mil", "bank")
+INTERPRET_COMPONENTS = ("video_encoder", "view_classifier", "mil", "bank", "heads")
 """The bundle parts a study's interpretation uses (the text encoder is not one of them)."""
 HEAD_BYTES = 256 << 10
 """Bytes fetched from S3 to read a DICOM header; the whole object only when the header is longer."""

@@ -30,6 +30,10 @@ JOBS: dict[str, tuple[str, str]] = {
         "ray_jobs.pretrain",
         "contrastive video-report pretraining on Ray Train (DDP; checkpoints survive worker failures)",
     ),
+    "finetune": (
+        "ray_jobs.finetune",
+        "fit a supervised head (EF, a finding, its grade, views) on a bundle's video tower; label-only shards work",
+    ),
     "train-views": (
         "ray_jobs.train_views",
         "train the view classifier on Ray Train (accuracy, confusion matrix)",

@@ -64,6 +64,10 @@ class SynthCfg(_Cfg):
     holds this many test studies from a separate seed namespace (ids ``s{seed}_t{index:06d}``,
     all split ``test``; no ordinary study of any seed, nor a synthetic stream, can draw them) and
     the ``studies`` are split train/val only (docs/synthetic-data.md)."""
+    label_only: bool = False
+    """Write no reports: the studies table holds each study's findings as labels instead (the
+    21 phenotypes, the grades and the extra measurements), as a labels-only archive would: a
+    stand-in for the public datasets and for ``echoprime finetune`` (docs/training.md)."""
 
     @model_validator(mode="after")
     def _videos(self) -> SynthCfg:
@@ -208,6 +212,8 @@ class TrainCfg(_Cfg):
     must match the config and shards. A checkpoint of the run (``--resume``) takes precedence."""
     text_trainable_layers: int | None = Field(default=None, ge=0)
     """None: the whole text tower trains; 0: frozen; n: only its last n layers (and what sits above them)."""
+    video_trainable_layers: int | None = Field(default=None, ge=0)
+    """The video tower, likewise (``echoprime finetune --unfreeze``: its head's run starts frozen, 0)."""
     layer_decay: float = Field(default=1.0, gt=0, le=1)
     """Layer-wise learning-rate decay: layer i of L learns at ``lr * layer_decay ** (L - i)`` (1: off)."""
     early_stop_patience: int | None = Field(default=None, ge=1)

@@ -60,6 +60,7 @@ class InterpreterParts:
         calibration: the bundle's ``calibration.json`` (probability maps, measurement
             intervals, grade scales); None for bundles without one (a converted release), whose
             results then carry no calibrated probabilities, intervals or grades.
+        heads: supervised heads fitted by ``echoprime finetune`` (none by default).
 
     A part not loaded (``load_bundle_parts(..., components=...)``) is ``None``.
     """
@@ -75,6 +76,8 @@ class InterpreterParts:
     manifest: dict[str, Any] = field(default_factory=dict)
     normalize_embeddings: bool = True
     calibration: Any = None
+    heads: list[Any] = field(default_factory=list)
+    """The bundle's fine-tuned task heads (echoprime.training.heads.LoadedHead), in logit order."""
 
 
 @dataclass
@@ -89,6 +92,8 @@ class StudyResult:
     metrics: dict[str, dict[str, Any]]
     evidence: dict[str, list[dict[str, Any]]]
     neighbours: dict[str, list[dict[str, Any]]]
+    tasks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """The bundle's fine-tuned heads' answers (``echoprime finetune``), by task name."""
 
     @property
     def report_text(self) -> str:
@@ -137,6 +142,10 @@ class StudyInterpreter:
         for m in (parts.video_encoder, parts.view_classifier, parts.mil, parts.text_encoder):
             if m is not None:
                 m.to(self.device).eval()
+        for h in parts.heads:
+            h.linear.to(self.device)
+            if h.encoder is not None:
+                h.encoder.to(self.device).eval()
 
     # ------------------------------------------------------------------------------ loading
     @classmethod
@@ -306,6 +315,22 @@ class StudyInterpreter:
         e = self.parts.video_encoder(x).float()
         return F.normalize(e, dim=-1) if self.parts.normalize_embeddings else e
 
+    @property
+    def _task_width(self) -> int:
+        return sum(h.task.outputs for h in self.parts.heads)
+
+    def _embed_tasks(self, x: torch.Tensor) -> torch.Tensor:
+        """``B x (D + H)``: the embeddings, then every head's logits (``H`` = 0 without heads)."""
+        emb = self._embed(x)
+        if not self.parts.heads:
+            return emb
+        return torch.cat([emb, *(h.logits(x, emb) for h in self.parts.heads)], dim=1)
+
+    def embed_clips_with_tasks(self, clips: torch.Tensor) -> torch.Tensor:
+        """:meth:`embed_clips`, then the bundle's heads' logits per clip: ``N x (D + H)`` (what
+        the Serve encoder replica returns; without heads the same as :meth:`embed_clips`)."""
+        return self._batched(clips, self._embed_tasks, self._embed_dim + self._task_width)
+
     def _classify(self, x: torch.Tensor) -> torch.Tensor:
         return torch.softmax(self.parts.view_classifier(x).float(), dim=-1)
 
@@ -331,11 +356,20 @@ class StudyInterpreter:
             ValueError: clips not ``N x T x S x S x 3`` uint8 for this bundle's spec, or
                 ``n_valid`` of another length.
         """
+        emb, probs = self._encode_uint8(clips, n_valid)
+        return emb[:, : self._embed_dim], probs
+
+    @torch.no_grad()
+    def _encode_uint8(
+        self, clips: np.ndarray, n_valid: Sequence[int] | np.ndarray
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`embed_and_classify_uint8` with the heads' logits after the embeddings (``N x (D + H)``)."""
         self._check_uint8_clips(clips, n_valid)
-        embs, probs = [torch.zeros((0, self._embed_dim))], [torch.zeros((0, len(VIEWS)))]
+        width = self._embed_dim + self._task_width
+        embs, probs = [torch.zeros((0, width))], [torch.zeros((0, len(VIEWS)))]
         for i in range(0, clips.shape[0], self.batch_size):
             x = self.normalise_clips(clips[i : i + self.batch_size], n_valid[i : i + self.batch_size])
-            embs.append(self._embed(x).cpu())
+            embs.append(self._embed_tasks(x).cpu())
             probs.append(self._classify(x).cpu())
         return torch.cat(embs), torch.cat(probs)
 
@@ -426,7 +460,7 @@ class StudyInterpreter:
         counts = [int(c.shape[0]) for c, _, _ in loaded]
         clips = np.concatenate([c for c, _, _ in loaded if c.shape[0]] or [np.zeros(shape, np.uint8)])
         n_valid = np.concatenate([np.asarray(v, np.int64) for _, v, _ in loaded] or [np.zeros(0, np.int64)])
-        emb, probs = self.embed_and_classify_uint8(clips, n_valid)
+        emb, probs = self._encode_uint8(clips, n_valid)
         return self._interpret_encoded(
             emb, probs, counts, [list(r) for _, _, r in loaded], k=k, n_neighbours=n_neighbours
         )
@@ -449,11 +483,11 @@ class StudyInterpreter:
             self._check_clips(clips)
         counts = [c.shape[0] for c, _ in loaded]
         all_clips = [c for c, _ in loaded if c.shape[0]]
-        emb, probs = (
-            self.embed_and_classify(torch.cat(all_clips))
-            if all_clips
-            else (torch.zeros(0, 1), torch.zeros(0, len(VIEWS)))
-        )
+        if all_clips:
+            clips = torch.cat(all_clips)
+            emb, probs = self.embed_clips_with_tasks(clips), self.classify_views(clips)
+        else:
+            emb, probs = torch.zeros(0, self._embed_dim + self._task_width), torch.zeros(0, len(VIEWS))
         return self._interpret_encoded(
             emb, probs, counts, [list(r) for _, r in loaded], k=k, n_neighbours=n_neighbours
         )
@@ -468,12 +502,15 @@ class StudyInterpreter:
         k: int | None,
         n_neighbours: int,
     ) -> list[StudyResult]:
+        # ``emb`` is N x (D + H): the embeddings, then the heads' logits (H = 0 without heads).
         offsets = np.cumsum([0, *counts])
+        d = self._embed_dim
         per_probs = [probs[offsets[i] : offsets[i + 1]] for i in range(len(counts))]
         attended = [
-            self.attend(emb[offsets[i] : offsets[i + 1]], per_probs[i]) if n else (None, None)
+            self.attend(emb[offsets[i] : offsets[i + 1], :d], per_probs[i]) if n else (None, None)
             for i, n in enumerate(counts)
         ]
+        tasks = [emb[offsets[i] : offsets[i + 1], d:].numpy() for i in range(len(counts))]
         return self.interpret_from_sections(
             [a[0] for a in attended],
             [a[1] for a in attended],
@@ -481,6 +518,7 @@ class StudyInterpreter:
             reports,
             k=k,
             n_neighbours=n_neighbours,
+            task_logits=tasks if self.parts.heads else None,
         )
 
     def attend(self, emb: torch.Tensor, probs: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
@@ -499,6 +537,7 @@ class StudyInterpreter:
         *,
         k: int | None = None,
         n_neighbours: int = 5,
+        task_logits: Sequence[np.ndarray] | None = None,
     ) -> list[StudyResult]:
         """The retrieval half for several studies: bank search, metrics, report, result assembly.
 
@@ -509,6 +548,8 @@ class StudyInterpreter:
             reports: per study, one :class:`FileReport` per file.
             k: neighbours for the metrics (default: the interpreter's).
             n_neighbours: neighbour studies listed per section.
+            task_logits: per study, the heads' logits ``N x H`` of its clips (the columns after
+                the embeddings of :meth:`embed_clips_with_tasks`); None: no heads.
         """
         from echoprime.reports import grades_from_sections
         from echoprime.retrieval import generate_report_batch
@@ -534,7 +575,28 @@ class StudyInterpreter:
                 results[i] = self._result(
                     b, probs[i], weights[i], metrics[b], gen[b], neigh, reports[i], n_neighbours
                 )
+                if task_logits is not None:
+                    results[i].tasks = self._task_answers(task_logits[i], weights[i], results[i].videos)
         return results
+
+    def _task_answers(
+        self, logits: np.ndarray, weights: np.ndarray | None, videos: list[dict[str, Any]]
+    ) -> dict[str, dict[str, Any]]:
+        """Each head's answer for one study from its clips' logits (echoprime.training.heads)."""
+        from echoprime.training.heads import head_tasks, study_answer
+
+        tasks = [h.task for h in self.parts.heads] or head_tasks(self.parts.manifest)
+        if logits.shape[1] != sum(t.outputs for t in tasks):
+            raise ValueError(
+                f"task logits have {logits.shape[1]} columns; this bundle's heads "
+                f"{[t.name for t in tasks]} have {sum(t.outputs for t in tasks)}"
+            )
+        out, col = {}, 0
+        files = [v["file"] for v in videos]
+        for t in tasks:
+            out[t.name] = study_answer(t, logits[:, col : col + t.outputs], weights, files)
+            col += t.outputs
+        return out
 
     def _result(self, b, probs, w, metrics, gen, neigh, files, n_neighbours) -> StudyResult:
         bank = self.parts.bank
@@ -610,7 +672,7 @@ class StudyInterpreter:
         ]
 
 
-COMPONENTS = ("video_encoder", "view_classifier", "mil", "bank", "text_encoder")
+COMPONENTS = ("video_encoder", "view_classifier", "mil", "bank", "text_encoder", "heads")
 """The parts :func:`load_bundle_parts` can load on their own."""
 
 
@@ -663,6 +725,12 @@ def load_bundle_parts(
         text = load_module(root, comps["text_encoder"])
         tok = ReportTokenizer.from_pretrained(root / comps["text_encoder"].get("tokenizer", "tokenizer"))
     normalize = bool(comps["video_encoder"].get("normalize", True))
+    heads = []
+    if "heads" in want:
+        from echoprime.training.heads import load_heads
+
+        heads = load_heads(root, manifest)
     return InterpreterParts(
-        spec, video, views, mil, bank, thresholds, text, tok, manifest, normalize, calibration=calibration
-    )
+        spec, video, views, mil, bank, thresholds, text, tok, manifest, normalize, calibration=calibration,
+        heads=heads,
+    )  # fmt: skip

@@ -71,7 +71,22 @@ def format_result(d: dict) -> str:
     lines.append("metrics:")
     for name, m in d["metrics"].items():
         lines.append(f"  {name:<38} {_metric_line(m)}")
+    if d.get("tasks"):
+        lines.append("fine-tuned heads:")
+        for name, t in d["tasks"].items():
+            lines.append(f"  {name:<38} {_task_line(t)}")
     return "\n".join(lines)
+
+
+def _task_line(t: dict) -> str:
+    """A head's answer: "58.3 % (Left Ventricle videos)", "p=0.71", "moderate (p=0.52)", views per video."""
+    if t["kind"] == "regression":
+        return f"{t['value']:.1f} {t['unit']} (pooled by the {t['pooled_by']} attention)"
+    if t["kind"] == "binary":
+        return f"p={t['probability']:.2f}"
+    if t["kind"] == "graded":
+        return f"{t['grade']} (p={t['probabilities'][t['grade']]:.2f})"
+    return ", ".join(f"{Path(v['file']).name}: {v['view']}" for v in t["videos"])
 
 
 def _metric_line(m: dict) -> str:

@@ -92,14 +92,14 @@ def _tokenize(
     }
 
 
-def _read_split(files: list[str]):
+def _read_split(files: list[str], columns: list[str] | None = None):
     import ray
 
     from echoprime import storage
 
     locs = [storage.locate(f) for f in files]
     return ray.data.read_parquet([loc.path for loc in locs], filesystem=locs[0].fs).select_columns(
-        ["clip", "study_id", "report", "labels"]
+        columns or ["clip", "study_id", "report", "labels"]
     )
 
 
@@ -124,11 +124,20 @@ def _train_fn(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(config["seed"] + rank)
     device = ray.train.torch.get_device()
-    model = build_clip(config["model"], spec, config["vocab_size"])
     init = config.get("init")
-    if init is not None:  # --init: the bundle's towers (a checkpoint below still takes precedence)
-        apply_init(model, ray.get(init["state"]), init["towers"])
-    freeze_text(model, tc["text_trainable_layers"])
+    head = config.get("task")  # echoprime finetune: a supervised head on the bundle's video tower
+    if head is not None:
+        from echoprime.training.finetune import freeze_layers
+        from echoprime.training.heads import Task, TaskLoss, TaskModel
+
+        task = Task.from_dict(head["task"])
+        model = TaskModel(ray.get(head["encoder"]), task, head["embed_dim"], head["normalize"])
+        freeze_layers(model.video_encoder, tc["video_trainable_layers"])
+    else:
+        model = build_clip(config["model"], spec, config["vocab_size"])
+        if init is not None:  # --init: the bundle's towers (a checkpoint below still takes precedence)
+            apply_init(model, ray.get(init["state"]), init["towers"])
+        freeze_text(model, tc["text_trainable_layers"])
     if tc["channels_last"] and device.type == "cuda":
         model = model.to(memory_format=torch.channels_last_3d)
     model = ray.train.torch.prepare_model(model)
@@ -137,8 +146,10 @@ def _train_fn(config: dict[str, Any]) -> None:
     )
     steps_per_epoch, total = config["steps_per_epoch"], config["total_steps"]
     sched = cosine_scheduler(opt, tc["lr"], config["warmup_steps"], total, tc["min_lr"])
-    loss_fn = ClipLoss(rank=rank, world_size=world, gather_with_grad=True)
-    if tc["label_weight_video"] > 0 or tc["label_weight_text"] > 0:
+    loss_fn: Any = ClipLoss(rank=rank, world_size=world, gather_with_grad=True)
+    if head is not None:
+        loss_fn = TaskLoss(task)
+    elif tc["label_weight_video"] > 0 or tc["label_weight_text"] > 0:
         loss_fn = ClipLabelLoss(
             loss_fn,
             LabelLoss(
@@ -218,9 +229,22 @@ def _train_fn(config: dict[str, Any]) -> None:
         "study_idx": torch.long,
         "labels": torch.float32,
     }
+    if head is not None:  # label-only rows: no text
+        dtypes = {k: dtypes[k] for k in ("clip", "study_idx", "labels")}
     shard = ray.train.get_dataset_shard("train")
 
     def validate() -> dict[str, Any]:
+        if head is not None:
+            from echoprime.training.heads import predict, task_metrics
+
+            out = predict(
+                model,
+                ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=128, dtypes=dtypes),
+                device,
+                spec=spec,
+                autocast_dtype=autocast,
+            )
+            return {f"val_{k}": v for k, v in task_metrics(task, *out).items()}
         emb = embed_for_retrieval(
             model,
             ray.train.get_dataset_shard("val").iter_torch_batches(batch_size=128, dtypes=dtypes),
@@ -230,9 +254,10 @@ def _train_fn(config: dict[str, Any]) -> None:
         )
         return {f"val_{k}": v for k, v in retrieval_metrics(**emb).items()}
 
-    if init is not None and state["step"] == 0 and rank == 0:
+    start_from = init if init is not None else head
+    if start_from is not None and state["step"] == 0 and rank == 0:
         # The starting model's numbers, so the fine-tune's gain is visible (and step 0 is its weights).
-        state["history"].append({"kind": "init", "step": 0, "bundle": init["source"], **validate()})
+        state["history"].append({"kind": "init", "step": 0, "bundle": start_from["source"], **validate()})
     gen = torch.Generator().manual_seed(config["seed"] * 1000 + rank)
     while state["epoch"] < tc["epochs"] and state["step"] < total:
         # train.max_steps can end the run inside an epoch; that epoch is then the last.
@@ -254,6 +279,8 @@ def _train_fn(config: dict[str, Any]) -> None:
             ):
                 Path(fault["marker"]).write_text("killed once")
                 os._exit(1)  # a worker dies mid-epoch (the test of FailureConfig)
+            if fault.get("pause_at_step") == state["step"]:
+                _pause(Path(fault["pause_dir"]), rank, state["step"], fault.get("pause_s", 240.0))
             if (
                 state["step"] % tc["checkpoint_every_steps"] == 0
                 and state["step_in_epoch"] < steps_per_epoch
@@ -308,13 +335,14 @@ def _train_fn(config: dict[str, Any]) -> None:
             "steps": stats.steps,
             "clips_per_s": stats.clips_per_s * world,
             "data_wait_frac": stats.data_wait_frac,
-            "temperature": float(
-                1.0
-                / unwrap(model).logit_scale.detach().exp().clamp(max=math.exp(unwrap(model).max_logit_scale))
-            ),
             "lr": stats.lr,
             "kind": "epoch",
         }
+        if head is None:
+            clip = unwrap(model)
+            metrics["temperature"] = float(
+                1.0 / clip.logit_scale.detach().exp().clamp(max=math.exp(clip.max_logit_scale))
+            )
         if rank == 0:
             metrics.update(validate())
         state["elapsed"] = time.monotonic() - start
@@ -336,11 +364,15 @@ def _train_fn(config: dict[str, Any]) -> None:
             state["epoch"] = tc["epochs"]
         save_and_report(metrics)
         if rank == 0 and progress is not None:
-            r10 = metrics.get("val_v2t_r@10")
+            shown = (
+                f"val R@10 {metrics['val_v2t_r@10']:.2f}"
+                if "val_v2t_r@10" in metrics
+                else f"val score {metrics.get('val_score', float('nan')):.3f}"
+            )
             progress.set.remote(
                 step=state["step"],
                 total=total,
-                postfix=f"epoch {state['epoch']} loss {stats.loss:.3f} val R@10 {r10:.2f}",
+                postfix=f"epoch {state['epoch']} loss {stats.loss:.3f} {shown}",
             )
 
 
@@ -358,6 +390,25 @@ def _logged(batches: Iterable[dict[str, Any]], path: Path, state: dict[str, Any]
         with open(path, "a") as f:
             f.write(json.dumps(rec) + "\n")
         yield b
+
+
+def _pause(folder: Path, rank: int, step: int, limit_s: float) -> None:
+    """Test hook (``fault["pause_at_step"]``): once per rank (the first time it reaches the step),
+    write ``folder/paused-rank{rank}.json`` (rank, step, Ray node id, pid) and wait there, for at
+    most ``limit_s`` seconds, while the test removes a node of the cluster (tests/ray/_multinode.py).
+    Every rank stops after the same optimizer step, so the test knows what the run had done."""
+    import ray
+
+    mark = folder / f"paused-rank{rank}.json"
+    if mark.exists():
+        return  # the restarted group goes on
+    tmp = mark.with_suffix(".tmp")
+    node = ray.get_runtime_context().get_node_id()
+    tmp.write_text(json.dumps({"rank": rank, "step": step, "node_id": node, "pid": os.getpid()}))
+    tmp.rename(mark)
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def _checkpoints(run_uri: str) -> list[tuple[str, dict[str, Any]]]:
@@ -434,6 +485,53 @@ def _local_copy(folder_uri: str, dest: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------- the driver
+def fit(
+    cfg: EchoPrimeConfig,
+    loop_config: dict[str, Any],
+    train_ds: Any,
+    val_ds: Any,
+    storage_uri: str,
+    label: str,
+) -> Any:
+    """Run :func:`_train_fn` on Ray Train (``train.*``: workers, checkpoints, failures) and return
+    its ``Result``: the one trainer of pretraining and of the fine-tuning heads (ray_jobs/finetune.py).
+
+    ``loop_config`` holds what the run is made of (model or task, spec, steps, ``run_uri``,
+    ``init``, ``task``, ``fault``); the train config, seed and progress bar are added here.
+    """
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from ray_jobs.common import driver_progress
+
+    tc = cfg.train
+    with driver_progress(label) as progress:
+        trainer = TorchTrainer(
+            _train_fn,
+            train_loop_config={
+                "train": tc.model_dump(),
+                "seed": cfg.seed,
+                "config_dict": cfg.to_dict(),
+                "progress": progress,
+                **loop_config,
+            },
+            scaling_config=ScalingConfig(
+                num_workers=tc.num_workers,
+                use_gpu=tc.use_gpu,
+                resources_per_worker={"CPU": tc.cpus_per_worker, **({"GPU": 1} if tc.use_gpu else {})},
+            ),
+            run_config=RunConfig(
+                name=tc.run_name,
+                storage_path=storage_uri,
+                failure_config=FailureConfig(max_failures=tc.max_failures),
+                checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints),
+            ),
+            datasets={"train": train_ds, "val": val_ds},
+            dataset_config=DataConfig(datasets_to_split=["train"]),
+        )
+        return trainer.fit()
+
+
 def run_pretrain(
     cfg: EchoPrimeConfig, shards: str, out: str, *, resume: bool = False, fault: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -446,7 +544,9 @@ def run_pretrain(
         resume: continue ``train.run_name`` from its last checkpoint instead of refusing to reuse it.
         fault: test hooks: ``{"at_step": k, "marker": path}``: the last worker dies once at step k;
             ``"probe": folder``: each rank writes there the optimizer and scheduler state it
-            restored and, per step, the clips it took (``_logged``).
+            restored and, per step, the clips it took (``_logged``); ``{"pause_at_step": k,
+            "pause_dir": folder}``: every rank waits once after step k (``_pause``) while a test
+            removes a node.
 
     Raises:
         ShardError: missing/empty split, missing column or wrong clip shape (before training).
@@ -454,17 +554,14 @@ def run_pretrain(
     """
     import pyarrow.parquet as pq
     import ray
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
 
     from echoprime import storage
-    from echoprime.data.shards import read_manifest, validate_split
+    from echoprime.data.shards import ShardError, read_manifest, validate_split
     from echoprime.training.finetune import load_init
     from echoprime.training.setup import build_tokenizer, export_pretrained, load_pretrained
     from ray_jobs.common import (
         check_stream_seed,
         configure_ray_data,
-        driver_progress,
         ray_session,
         require_resources,
         stream_clips,
@@ -519,6 +616,11 @@ def run_pretrain(
         loc = storage.locate(f)
         t = pq.read_table(loc.path, filesystem=loc.fs, columns=["study_id", "report"])
         reports.update(zip(t.column("study_id").to_pylist(), t.column("report").to_pylist(), strict=True))
+    if not any(r.strip() for r in reports.values()):
+        raise ShardError(
+            f"the train split of {shards} holds no report (label-only shards): pretraining learns from "
+            "reports; fit a supervised head on these with `echoprime finetune --task NAME` instead"
+        )
     from echoprime.models.tokenizer import ReportTokenizer
 
     # --init: the bundle's towers and tokenizer (checked against the config and shards first).
@@ -564,44 +666,26 @@ def run_pretrain(
                     # and nothing competes with the workers for the few CPUs (ray-facts.md 3).
                     train_ds = train_ds.materialize()
                 val_ds = val_ds.materialize()  # evaluated every epoch; small by construction
-                with driver_progress("pretrain") as progress:
-                    trainer = TorchTrainer(
-                        _train_fn,
-                        train_loop_config={
-                            "train": tc.model_dump(),
-                            "model": cfg.model.model_dump(),
-                            "spec": spec,
-                            "seed": cfg.seed,
-                            "vocab_size": tokenizer.vocab_size,
-                            "steps_per_epoch": steps_per_epoch,
-                            "total_steps": total_steps,
-                            "warmup_steps": warmup_steps,
-                            "config_dict": cfg.to_dict(),
-                            "run_uri": run_dir.uri,
-                            "progress": progress,
-                            "fault": fault,
-                            "init": None
-                            if init is None
-                            else {"state": ray.put(init.state), "towers": init.towers, "source": init.source},
-                        },
-                        scaling_config=ScalingConfig(
-                            num_workers=tc.num_workers,
-                            use_gpu=tc.use_gpu,
-                            resources_per_worker={
-                                "CPU": tc.cpus_per_worker,
-                                **({"GPU": 1} if tc.use_gpu else {}),
-                            },
-                        ),
-                        run_config=RunConfig(
-                            name=tc.run_name,
-                            storage_path=storage_uri,
-                            failure_config=FailureConfig(max_failures=tc.max_failures),
-                            checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints),
-                        ),
-                        datasets={"train": train_ds, "val": val_ds},
-                        dataset_config=DataConfig(datasets_to_split=["train"]),
-                    )
-                    result = trainer.fit()
+                result = fit(
+                    cfg,
+                    {
+                        "model": cfg.model.model_dump(),
+                        "spec": spec,
+                        "vocab_size": tokenizer.vocab_size,
+                        "steps_per_epoch": steps_per_epoch,
+                        "total_steps": total_steps,
+                        "warmup_steps": warmup_steps,
+                        "run_uri": run_dir.uri,
+                        "fault": fault,
+                        "init": None
+                        if init is None
+                        else {"state": ray.put(init.state), "towers": init.towers, "source": init.source},
+                    },
+                    train_ds,
+                    val_ds,
+                    storage_uri,
+                    "pretrain",
+                )
             if result.checkpoint is None:
                 raise RuntimeError(f"pretraining produced no checkpoint (error: {result.error})")
             checkpoint_dir: Any = result.checkpoint.as_directory()

@@ -54,6 +54,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-ray", action="store_true", help="generate serially in this process instead of Ray tasks"
     )
+    p.add_argument(
+        "--label-only",
+        action="store_true",
+        help="write no reports, only each study's findings as labels (a labels-only archive, for "
+        "echoprime finetune; synth.label_only)",
+    )
     from echoprime.cli import add_config_arguments
 
     add_config_arguments(p)
@@ -69,6 +75,7 @@ def _cfg_from_args(args: argparse.Namespace) -> EchoPrimeConfig:
         ("format", args.format),
         ("size", args.size),
         ("frames", args.frames),
+        ("label_only", True if getattr(args, "label_only", False) else None),
         # "--studies 50" means 50 studies: the config's separate test set (the quickstart's 200)
         # joins only when asked for, or when the cohort size comes from the config as well.
         ("test_studies", args.test_studies if args.test_studies is not None or args.studies is None else 0),
@@ -138,7 +145,7 @@ def generate(cfg: EchoPrimeConfig, out: str | Path, use_ray: bool = True, chunk:
         for c in tqdm(chunks, desc="synth", unit="chunk", leave=False):
             rows.extend(_make_chunk(cfg.seed, c, str(out_dir), synth))
     rows.sort(key=lambda r: (r["study_id"], r["video_id"]))
-    write_manifest(rows, out_dir)
+    write_manifest(rows, out_dir, label_only=cfg.synth.label_only)
     cfg.save(out_dir)
     wall = time.perf_counter() - t0
     studies = {r["study_id"] for r in rows}

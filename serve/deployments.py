@@ -183,13 +183,13 @@ class _ClipBatcher:
     runs in a worker thread so that the replica keeps accepting requests meanwhile.
     """
 
-    component = ""
+    components: tuple[str, ...] = ()
     width = 0
 
     def __init__(self, bundle_uri: str, device: str | None = None, verify: bool = True) -> None:
         self.threads = _torch_threads()
         self.interp = StudyInterpreter.from_bundle(
-            bundle_uri, verify=verify, components={self.component}, device=device
+            bundle_uri, verify=verify, components=set(self.components), device=device
         )
         self.max_batch = DEFAULT_BATCH["max_batch_size"]
         self.batches: deque[int] = deque(maxlen=1024)
@@ -236,22 +236,29 @@ class _ClipBatcher:
 
 
 class VideoEncoder(_ClipBatcher):
-    """Clips -> unit-norm video embeddings ``N x D`` (GPU when the replica has one)."""
+    """Clips -> unit-norm video embeddings ``N x D``, followed by the bundle's fine-tuned heads'
+    logits ``N x H`` when it has heads (``echoprime finetune``; GPU when the replica has one)."""
 
-    component = "video_encoder"
+    components = ("video_encoder", "heads")
     width = 512
 
-    async def embed(self, study: dict[str, Any]) -> np.ndarray:
+    async def encode(self, study: dict[str, Any]) -> np.ndarray:
+        """``N x (D + H)``: what AnatomicalAttention (the first D columns) and RAIRetriever (the
+        heads' columns) take."""
         return await self._map(study)
 
+    async def embed(self, study: dict[str, Any]) -> np.ndarray:
+        """The embeddings alone, ``N x D``."""
+        return (await self._map(study))[:, : self.interp._embed_dim]
+
     def _compute(self, x: torch.Tensor) -> torch.Tensor:
-        return self.interp.embed_clips(x)
+        return self.interp.embed_clips_with_tasks(x)
 
 
 class ViewClassifier(_ClipBatcher):
     """Clips -> view probabilities ``N x 11`` (GPU when the replica has one)."""
 
-    component = "view_classifier"
+    components = ("view_classifier",)
     width = 11
 
     async def classify(self, study: dict[str, Any]) -> np.ndarray:
@@ -274,8 +281,10 @@ class AnatomicalAttention:
         return "AnatomicalAttention"
 
     def attend(self, emb: np.ndarray, probs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``emb`` ``N x (D + H)`` (VideoEncoder.encode: the heads' logits after the embeddings)."""
         # Arrays from the object store are read-only views: copy them into tensors.
-        return self.interp.attend(torch.tensor(emb), torch.tensor(probs))
+        d = self.interp.parts.bank.dim
+        return self.interp.attend(torch.tensor(emb[:, :d]), torch.tensor(probs))
 
 
 class RAIRetriever:
@@ -303,6 +312,9 @@ class RAIRetriever:
             bundle_uri, verify=verify, components={"bank", "text_encoder"}, device=device
         )
         self.k, self.n_neighbours = k, n_neighbours
+        from echoprime.training.heads import head_tasks
+
+        self.heads = head_tasks(self.interp.parts.manifest)  # their names and widths, from the manifest
 
     def ready(self) -> str:
         return "RAIRetriever"
@@ -313,18 +325,28 @@ class RAIRetriever:
         weights: np.ndarray | None,
         probs: np.ndarray,
         files: list[FileReport],
+        encoded: np.ndarray | None = None,
     ) -> dict[str, Any]:
-        """The study's ``StudyResult`` as JSON (``sections`` ``None``: no usable video)."""
+        """The study's ``StudyResult`` as JSON (``sections`` ``None``: no usable video);
+        ``encoded``: VideoEncoder.encode's ``N x (D + H)``, whose last H columns are the heads'."""
+        tasks = None
+        if encoded is not None and self.heads:
+            tasks = [np.asarray(encoded)[:, self.interp.parts.bank.dim :]]
         (result,) = self.interp.interpret_from_sections(
-            [sections], [weights], [torch.tensor(probs)], [files], k=self.k, n_neighbours=self.n_neighbours
-        )
+            [sections], [weights], [torch.tensor(probs)], [files], k=self.k, n_neighbours=self.n_neighbours,
+            task_logits=tasks,
+        )  # fmt: skip
         return result.to_dict()
 
     def report(
-        self, attended: tuple[np.ndarray, np.ndarray], probs: np.ndarray, files: list[FileReport]
+        self,
+        attended: tuple[np.ndarray, np.ndarray],
+        probs: np.ndarray,
+        files: list[FileReport],
+        encoded: np.ndarray | None = None,
     ) -> dict[str, Any]:
         """:meth:`assemble` from :meth:`AnatomicalAttention.attend`'s ``(sections, weights)``."""
-        return self.assemble(*attended, probs, files)
+        return self.assemble(*attended, probs, files, encoded)
 
     @answers_errors
     def embed_text(self, reports: list[str]) -> np.ndarray:

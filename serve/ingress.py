@@ -123,7 +123,7 @@ def bundle_summary(uri: str) -> dict[str, Any]:
     blob = storage.read_bytes(storage.locate(uri).join(MANIFEST).uri)
     raw = json.loads(blob)
     comps = {
-        k: {kk: v[kk] for kk in ("model", "overrides", "kind") if kk in v}
+        k: {kk: v[kk] for kk in ("model", "overrides", "kind", "task") if kk in v}
         for k, v in raw["components"].items()
     }
     keep = ("format", "format_version", "created", "versions", "spec", "label_sets")
@@ -368,8 +368,9 @@ class Ingress:
                 # on through the object store): this replica awaits only the report, not the
                 # embeddings, view probabilities and section weights on the way.
                 probs = remote(self.views.classify, pre_resp)
-                attended = remote(self.att.attend, remote(self.enc.embed, pre_resp), probs)
-                return remote(self.rai.report, attended, probs, pre["files"])
+                encoded = remote(self.enc.encode, pre_resp)  # embeddings, then the heads' logits
+                attended = remote(self.att.attend, encoded, probs)
+                return remote(self.rai.report, attended, probs, pre["files"], encoded)
 
             _, result = await self.retrying(chain, study)
         if previews:

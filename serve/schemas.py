@@ -240,6 +240,31 @@ class Loop(BaseModel):
     bytes: int = Field(description="the WebP's size (at most 65536)")
 
 
+class VideoTaskAnswer(BaseModel):
+    file: str
+    view: str = Field(description="the head's most likely view of this video")
+    probabilities: dict[str, float]
+
+
+class TaskAnswer(BaseModel):
+    """A fine-tuned head's answer (``echoprime finetune``; echoprime.training.heads)."""
+
+    task: str = Field(
+        description="the task as it was fine-tuned, e.g. ef, aortic_stenosis, mitral_regurgitation:grade, views"
+    )
+    kind: Literal["regression", "binary", "graded", "views"]
+    target: str = Field(description="the finding it predicts (taxonomy name), or view")
+    value: float | None = Field(None, description="regressions: the value in unit")
+    unit: str | None = None
+    probability: float | None = Field(None, description="binaries: the head's probability of the finding")
+    grade: str | None = Field(None, description="graded tasks: the most likely grade")
+    probabilities: dict[str, float] | None = Field(None, description="graded tasks: each grade's probability")
+    pooled_by: str | None = Field(
+        None, description="the report section whose attention weights pooled the videos' outputs"
+    )
+    videos: list[VideoTaskAnswer] | None = Field(None, description="views: one answer per video")
+
+
 class StudyResultModel(BaseModel):
     """``StudyResult.to_dict()`` of echoprime.interpret (plus ``previews`` and ``loops`` when asked for)."""
 
@@ -253,6 +278,9 @@ class StudyResultModel(BaseModel):
     )
     evidence: dict[str, list[Evidence]] = Field(description="per report section, videos by weight")
     neighbours: dict[str, list[Neighbour]]
+    tasks: dict[str, TaskAnswer] = Field(
+        default_factory=dict, description="the bundle's fine-tuned heads' answers by task (empty: no heads)"
+    )
     previews: list[str] | None = Field(
         default=None, description="with ?previews=true: each video's first frame as a PNG data URL"
     )

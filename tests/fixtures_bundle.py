@@ -118,3 +118,28 @@ def make_random_bundle(
         config=None,
         extra={"note": "random weights, for tests"},
     )
+
+
+def add_test_heads(bundle: Path, out: Path, seed: int = 0) -> Path:
+    """``bundle`` plus three fine-tuning heads with random weights (echoprime.training.heads): an
+    EF head on the bundle's embeddings, a mitral regurgitation grade head with its own (perturbed)
+    copy of the video tower, and a views head, so every head path runs (answers meaningless)."""
+    from echoprime.interpret import load_bundle_parts
+    from echoprime.training.heads import TaskModel, resolve_task, write_bundle_with_head
+
+    src = Path(bundle)
+    g = torch.Generator().manual_seed(seed)
+    for i, (name, tuned) in enumerate(
+        (("ef", False), ("mitral_regurgitation:grade", True), ("views", False))
+    ):
+        enc = load_bundle_parts(str(bundle), components=["video_encoder"]).video_encoder
+        model = TaskModel(enc, resolve_task(name), int(getattr(enc, "embed_dim", 512) or 512))
+        with torch.no_grad():
+            model.head.weight.copy_(torch.randn(model.head.weight.shape, generator=g))
+            if tuned:
+                for p in model.video_encoder.parameters():
+                    p.add_(0.05 * torch.randn(p.shape, generator=g))
+        dst = out if i == 2 else out.parent / f"{out.name}.step{i}"
+        write_bundle_with_head(src, str(dst), model, encoder_trained=tuned, metrics={})
+        src = dst
+    return out

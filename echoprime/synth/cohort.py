@@ -336,12 +336,14 @@ def _parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
-def write_manifest(rows: list[dict[str, Any]], out_dir: str | Path) -> None:
+def write_manifest(rows: list[dict[str, Any]], out_dir: str | Path, *, label_only: bool = False) -> None:
     """Write ``studies.parquet`` and then ``manifest.parquet`` (the completion marker).
 
     Args:
         rows: every clip's row from :func:`write_study` (any order).
         out_dir: the cohort folder.
+        label_only: no report column; ``labels`` holds everything the report states
+            (``echoprime.reports.extract_findings``: phenotypes, ``<phenotype>_grade``, heart rate).
 
     Raises:
         ValueError: no rows, or rows of one study that disagree on study-level fields.
@@ -369,6 +371,12 @@ def write_manifest(rows: list[dict[str, Any]], out_dir: str | Path) -> None:
         s["views"].append(r["view"])
     for s in studies.values():
         s["n_videos"] = len(s["views"])
+        if label_only:
+            from echoprime.data.shards import dump_labels
+            from echoprime.reports import extract_findings
+
+            found = {k: v for k, v in extract_findings(s.pop("report")).items() if v == v}
+            s["labels"] = dump_labels(found)
     out = Path(out_dir)
     atomic_write(out / "studies.parquet", _parquet_bytes(pa.Table.from_pylist(list(studies.values()))))
     manifest = pa.Table.from_pylist([{k: r[k] for k in MANIFEST_COLUMNS} for r in rows])

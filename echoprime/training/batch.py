@@ -188,7 +188,8 @@ def prepare_batch(
     Raises:
         ValueError: a missing key, a uint8 clip without a spec, or inconsistent batch sizes.
     """
-    for key in ("clip", "input_ids", "study_idx"):
+    # A text batch (CLIP) or a label-only one (a fine-tuning head: clip, study_idx, labels).
+    for key in ("clip", "study_idx") if "labels" in batch else ("clip", "input_ids", "study_idx"):
         if key not in batch:
             raise ValueError(
                 f"batch has no {key!r} (keys: {sorted(batch)}); expected clip, input_ids, attention_mask, token_type_ids, study_idx"

@@ -82,12 +82,7 @@ def check_compatible(
     Raises:
         InitError: naming each difference, the bundle's value and the config's (or the shards').
     """
-    diffs = []
-    spec = manifest.get("spec", {})
-    for k in SPEC_KEYS:
-        if k in spec or k in shard_spec:
-            if not _same(spec.get(k), shard_spec.get(k)):
-                diffs.append(f"preprocessing {k}: bundle {spec.get(k)!r}, shards {shard_spec.get(k)!r}")
+    diffs = _spec_diffs(manifest, shard_spec)
     comps = manifest.get("components", {})
     for tower in TOWERS:
         info = comps.get(tower)
@@ -105,6 +100,29 @@ def check_compatible(
             f"cannot start from bundle {bundle}: " + "; ".join(diffs)
             + " (set the config to the bundle's values, or ingest the archive with the bundle's "
             "preprocess.json)"
+        )  # fmt: skip
+
+
+def _spec_diffs(manifest: Mapping[str, Any], shard_spec: Mapping[str, Any]) -> list[str]:
+    spec = manifest.get("spec", {})
+    return [
+        f"preprocessing {k}: bundle {spec.get(k)!r}, shards {shard_spec.get(k)!r}"
+        for k in SPEC_KEYS
+        if (k in spec or k in shard_spec) and not _same(spec.get(k), shard_spec.get(k))
+    ]
+
+
+def check_spec(bundle: str, manifest: Mapping[str, Any], shard_spec: Mapping[str, Any]) -> None:
+    """Refuse shards whose clips were not made with the bundle's preprocessing (a head reads the
+    bundle's tower on them).
+
+    Raises:
+        InitError: naming each difference, the bundle's value and the shards'.
+    """
+    if diffs := _spec_diffs(manifest, shard_spec):
+        raise InitError(
+            f"the shards were not preprocessed as bundle {bundle} expects: " + "; ".join(diffs)
+            + " (ingest the archive with the bundle's preprocess.json)"
         )  # fmt: skip
 
 
@@ -167,7 +185,14 @@ def layer_of(name: str) -> int | None:
 def freeze_text(model: nn.Module, trainable_layers: int | None) -> int:
     """Freeze the text tower, or all of it but its last ``trainable_layers`` layers and what sits
     above them; returns the number of parameters left trainable in it. None: nothing frozen."""
-    text = model.text_encoder
+    return freeze_layers(model.text_encoder, trainable_layers)
+
+
+def freeze_layers(tower: nn.Module, trainable_layers: int | None) -> int:
+    """Freeze a tower, or all of it but its last ``trainable_layers`` layers and what sits above
+    them (embeddings below the layers stay frozen); returns the number of parameters left
+    trainable. None: nothing frozen."""
+    text = tower
     if trainable_layers is None:
         for p in text.parameters():
             p.requires_grad_(True)
@@ -223,7 +248,11 @@ def should_stop(history: list[Mapping[str, Any]], metric: str, patience: int | N
     starting model's ``init`` entry counts as the first)."""
     if not patience:
         return False
-    values = [h[metric] for h in history if h.get("kind") in ("init", "epoch") and h.get(metric) is not None]
+    values = [
+        h[metric]
+        for h in history
+        if h.get("kind") in ("init", "epoch") and h.get(metric) is not None and h[metric] == h[metric]
+    ]
     if len(values) <= patience:
         return False
     return max(values[-patience:]) <= max(values[:-patience])

@@ -158,7 +158,7 @@ def train_one_epoch(
             generator=generator,
         )
         with _autocast(device, autocast_dtype):
-            out = model(b["video"], b["input_ids"], b.get("attention_mask"), b.get("token_type_ids"))
+            out = model(b["video"], b.get("input_ids"), b.get("attention_mask"), b.get("token_type_ids"))
         # The loss runs outside autocast: logits and softmax in fp32 (a bf16 softmax over a
         # global batch loses the small differences the contrastive loss is made of).
         extra = {"labels": b["labels"]} if "labels" in b else {}

@@ -50,10 +50,12 @@ def read_study(folder: Path) -> list[tuple[str, bytes]]:
 def serve_bundle(tmp_path_factory) -> Path:
     import torch
 
-    from tests.fixtures_bundle import make_random_bundle
+    from tests.fixtures_bundle import add_test_heads, make_random_bundle
 
     torch.set_num_threads(1)
-    return make_random_bundle(tmp_path_factory.mktemp("serve") / "bundle")
+    root = tmp_path_factory.mktemp("serve")
+    # With fine-tuning heads (one with its own tuned tower): the graph answers with them too.
+    return add_test_heads(make_random_bundle(root / "plain"), root / "bundle")
 
 
 @pytest.fixture(scope="session")

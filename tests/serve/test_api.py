@@ -49,6 +49,8 @@ def test_interpret_equals_the_in_process_interpreter(served, study_dirs, interpr
         assert r.status_code == 200, r.text
         got, want = r.json(), interpreter.interpret(items).to_dict()
         assert got["status"] == "ok" and [f["status"] for f in got["files"]] == ["used"] * len(items)
+        # the bundle's fine-tuning heads answer through the graph as in process (tasks included)
+        assert set(got["tasks"]) == {"ef", "mitral_regurgitation:grade", "views"}
         assert equal_results(got, want) == []
 
 
