@@ -63,6 +63,7 @@ RESULT_SCHEMA = pa.schema(
         ("evidence", pa.string()),  # JSON: {section: [{video, file, weight}]}
         ("neighbours", pa.string()),  # JSON: {section: [{study_id, similarity}]}
         ("files", pa.string()),  # JSON: one FileReport per file
+        ("tasks", pa.string()),  # JSON: {task: answer} of the bundle's fine-tuned heads ({} without; null in older outputs)
         ("error", pa.string()),  # why interpretation failed (status "error"), else null
     ]
 )
@@ -415,6 +416,7 @@ def result_row(
         "evidence": dump(d.get("evidence", {})),
         "neighbours": dump(d.get("neighbours", {})),
         "files": dump([asdict(f) for f in files]),
+        "tasks": dump(d.get("tasks", {})),
         "error": error,
     }
 

@@ -245,7 +245,10 @@ def test_a_bundle_with_heads_answers_in_interpretation(bundle, tmp_path):
     (b,) = interp.interpret_loaded([(interp.normalise_clips(u8, n_valid), files)])
     assert a.tasks["ef"]["value"] == pytest.approx(b.tasks["ef"]["value"], rel=1e-5)
     assert a.tasks["views"]["videos"][0]["file"] == "v0.mp4"
+    from echoprime.batch_interpret import result_row
     from echoprime.interpret_cli import format_result
+
+    assert json.loads(result_row("s1", a, files)["tasks"]) == a.to_dict()["tasks"]  # batch-interpret's column
 
     text = format_result(res.to_dict())
     assert "fine-tuned heads:" in text and "% (pooled by the Left Ventricle attention)" in text
