@@ -34,6 +34,10 @@ JOBS: dict[str, tuple[str, str]] = {
         "ray_jobs.finetune",
         "fit a supervised head (EF, a finding, its grade, views) on a bundle's video tower; label-only shards work",
     ),
+    "probe": (
+        "ray_jobs.probe",
+        "score a bundle's frozen embeddings on a labelled dataset: linear and kNN probes, report.md, a head",
+    ),
     "train-views": (
         "ray_jobs.train_views",
         "train the view classifier on Ray Train (accuracy, confusion matrix)",

@@ -324,7 +324,10 @@ class StudyInterpreter:
         emb = self._embed(x)
         if not self.parts.heads:
             return emb
-        return torch.cat([emb, *(h.logits(x, emb) for h in self.parts.heads)], dim=1)
+        # A head fitted on unit embeddings gets unit embeddings, also from a bundle whose
+        # interpretation pools raw ones (a converted release).
+        unit = emb if self.parts.normalize_embeddings else F.normalize(emb, dim=-1)
+        return torch.cat([emb, *(h.logits(x, unit if h.normalize else emb) for h in self.parts.heads)], dim=1)
 
     def embed_clips_with_tasks(self, clips: torch.Tensor) -> torch.Tensor:
         """:meth:`embed_clips`, then the bundle's heads' logits per clip: ``N x (D + H)`` (what

@@ -100,3 +100,34 @@ def test_finetune_ef_on_label_only_shards_gives_a_bundle_whose_head_interpret_re
     # No study of this cohort has an Impella: a binary head needs both classes.
     with pytest.raises(ValueError, match=r"train split of .* holds only \{'0': \d+\} for 'impella'"):
         run_finetune(cfg, "impella", str(bundle_dir), shards, str(tmp_path / "y"))
+
+
+def test_probe_scores_the_frozen_embeddings_and_its_head_answers_in_interpret(
+    test_cfg, label_only_shards, bundle_dir, tmp_path
+):
+    from ray_jobs.probe import run_probe
+
+    shards = str(label_only_shards / "shards")
+    doc = run_probe(
+        test_cfg, str(bundle_dir), shards, str(tmp_path / "probe"), dataset="echonet-dynamic",
+        targets="ejection_fraction,ef_below_40", head_out=str(tmp_path / "with-probe"), n_boot=100,
+    )  # fmt: skip
+    ef = doc["targets"]["ejection_fraction"]
+    assert ef["computable"] and ef["n_test"] == doc["studies"]["test"] >= 3
+    for probe in ("linear", "knn", "mean"):
+        assert ef[probe]["mae_low"] <= ef[probe]["mae"] <= ef[probe]["mae_high"]
+    assert doc["clips"] > 3 * sum(doc["studies"].values()) - 1  # 3-4 clips per study, every split
+    saved = json.loads((tmp_path / "probe" / "metrics.json").read_text())
+    assert saved["targets"]["ejection_fraction"]["linear"]["mae"] == pytest.approx(ef["linear"]["mae"])
+    md = (tmp_path / "probe" / "report.md").read_text()
+    assert "| ejection_fraction | regression |" in md and "EchoPrime (frozen attentive probe) | 4.87" in md
+    assert (tmp_path / "probe" / "probe_ejection_fraction.png").is_file()
+    # The linear probe as a head: interpretation answers with it, in the unit, pooled by the LV attention.
+    study = sorted((label_only_shards / "cohort" / "videos").iterdir())[1]
+    got = StudyInterpreter.from_bundle(tmp_path / "with-probe", device="cpu").interpret(study).tasks
+    assert (
+        0 <= got["ejection_fraction"]["value"] <= 100
+        and got["ejection_fraction"]["pooled_by"] == "Left Ventricle"
+    )
+    with pytest.raises(ValueError, match="no train study is labelled 'IVSd'"):
+        run_probe(test_cfg, str(bundle_dir), shards, str(tmp_path / "p2"), targets="IVSd")

@@ -1,0 +1,253 @@
+"""``echoprime probe``: how well a bundle's frozen embeddings predict a dataset's labels.
+
+  echoprime probe --bundle quickstart-out/bundle --shards dynamic-shards --dataset echonet-dynamic --out probe-dynamic
+  echoprime probe --bundle B --shards S --targets ejection_fraction,IVSd --head-out B-with-ef --head-target ejection_fraction
+
+Every clip of the shards' train, val and test splits is embedded on Ray Data by an actor pool
+that runs the bundle's video tower as interpretation does; then, per target, linear and kNN
+probes are fitted on train, tuned on val and scored on test with bootstrap intervals, beside
+the train-mean floor (echoprime.eval.dataset_probe). Writes ``OUT/metrics.json``,
+``OUT/report.md`` (with the figures published on the dataset, when ``--dataset`` names one) and
+predicted-vs-true / Bland-Altman plots. ``--head-out`` also writes a new bundle whose head is the
+linear probe of ``--head-target``: interpretation and Serve then answer with it (``tasks``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from echoprime.config import EchoPrimeConfig
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--bundle", required=True, help="the bundle whose video tower embeds the dataset (folder or s3://)"
+    )
+    p.add_argument(
+        "--shards", required=True, help="ingest output with train, val and test splits (labels only is fine)"
+    )
+    p.add_argument("--out", required=True, help="folder for metrics.json, report.md and the plots")
+    p.add_argument(
+        "--dataset",
+        default=None,
+        help="the public dataset the shards hold (echonet-dynamic, echonet-pediatric, ...): names the "
+        "report and puts the figures published on it beside ours",
+    )
+    p.add_argument(
+        "--targets",
+        default="auto",
+        help="comma-separated label keys to probe (default auto: every numeric label with >= 10 labelled "
+        "train studies, and ef_below_40 when ejection_fraction is there)",
+    )
+    p.add_argument(
+        "--head-out", default=None, help="also write this bundle: --bundle plus the linear probe as a head"
+    )
+    p.add_argument(
+        "--head-target", default="ejection_fraction", help="the target whose linear probe --head-out stores"
+    )
+    p.add_argument(
+        "--bootstrap", type=int, default=1000, help="bootstrap resamples of the test split (default 1000)"
+    )
+    from echoprime.cli import add_config_arguments
+    from ray_jobs.common import default_config_path
+
+    add_config_arguments(p, default=default_config_path())
+
+
+class EmbedWithBundle:
+    """Ray Data UDF: shard rows -> unit video embeddings by the bundle's tower (the interpreter's
+    own normalisation and forward; one model per actor)."""
+
+    def __init__(self, bundle: str, split_of: dict[str, str], threads: int = 1) -> None:
+        import torch
+
+        from echoprime.interpret import StudyInterpreter
+
+        torch.set_num_threads(threads)
+        self.split_of = split_of  # shard file -> split
+        self.interp = StudyInterpreter.from_bundle(bundle, components={"video_encoder"}, device="cpu")
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        import torch.nn.functional as F
+
+        clips = np.asarray(batch["clip"])
+        x = self.interp.normalise_clips(clips, [int(v) for v in batch["n_valid"]])
+        emb = F.normalize(self.interp.embed_clips(x).float(), dim=-1).numpy()
+        split = np.array([self.split_of[str(p)] for p in batch["path"]])
+        return {"study_id": batch["study_id"], "labels": batch["labels"], "split": split, "emb": emb}
+
+
+def run_probe(
+    cfg: EchoPrimeConfig,
+    bundle: str,
+    shards: str,
+    out: str,
+    *,
+    dataset: str | None = None,
+    targets: str = "auto",
+    head_out: str | None = None,
+    head_target: str = "ejection_fraction",
+    n_boot: int = 1000,
+) -> dict[str, Any]:
+    """Embed, probe, report (module docstring); returns the metrics document.
+
+    Raises:
+        ValueError: shards whose preprocessing differs from the bundle's, a missing split, a wanted
+            target no train study has, or a ``--head-target`` without a fitted linear probe.
+    """
+    import ray
+    import torch
+
+    from echoprime import storage
+    from echoprime.bundle import fetch, manifest_sha256, read_manifest
+    from echoprime.data.shards import read_manifest as read_shard_manifest
+    from echoprime.data.shards import validate_split
+    from echoprime.eval import dataset_probe as dp
+    from echoprime.interpret import load_bundle_parts
+    from echoprime.training.finetune import check_spec
+    from ray_jobs.common import POOL_RETRIES, configure_ray_data, ray_session
+
+    t0 = time.perf_counter()
+    manifest = read_shard_manifest(shards)
+    files = {s: validate_split(shards, s) for s in ("train", "val", "test")}
+    root = fetch(bundle)
+    bman = read_manifest(root, verify=True)
+    check_spec(bundle, bman, dict(manifest.spec))
+    # The targets, from the train split's labels alone: a wrong name fails before any embedding.
+    import pyarrow.parquet as pq
+
+    ids, labels = [], []
+    for f in files["train"]:
+        loc = storage.locate(f)
+        t = pq.read_table(loc.path, filesystem=loc.fs, columns=["study_id", "labels"])
+        ids += t.column("study_id").to_pylist()
+        labels += t.column("labels").to_pylist()
+    wanted = None if targets == "auto" else [t.strip() for t in targets.split(",") if t.strip()]
+    chosen = dp.choose_targets(dp.study_features(np.zeros((len(ids), 1)), ids, labels), wanted)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    cols: dict[str, list[Any]] = {"study_id": [], "labels": [], "split": [], "emb": []}
+    with ray_session(cfg.ray):
+        configure_ray_data()
+        locs = {s: [storage.locate(f) for f in fl] for s, fl in files.items()}
+        split_of = {loc.path: s for s, ls in locs.items() for loc in ls}
+        ds = ray.data.read_parquet(
+            list(split_of), filesystem=locs["train"][0].fs, include_paths=True
+        ).select_columns(["clip", "n_valid", "study_id", "labels", "path"])
+        # One CPU stays free for the read tasks (a pool holding every CPU starves them).
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        ds = ds.map_batches(
+            EmbedWithBundle,
+            fn_constructor_args=(str(root), split_of),
+            batch_size=64,
+            num_cpus=1,
+            compute=ray.data.ActorPoolStrategy(size=max(1, min(cfg.ingest.decode_actors, 2, cpus - 1))),
+            **POOL_RETRIES,
+        )
+        for b in ds.iter_batches(batch_size=256, batch_format="numpy"):
+            for k in cols:
+                cols[k].append(b[k])
+    allc = {k: np.concatenate(v) for k, v in cols.items()}
+    t_embed = time.perf_counter() - t0
+    sets = {}
+    for s in ("train", "val", "test"):
+        m = allc["split"] == s
+        sets[s] = dp.study_features(allc["emb"][m], list(allc["study_id"][m]), list(allc["labels"][m]))
+    metrics, fitted = dp.run_all(
+        sets["train"], sets["val"], sets["test"], chosen, n_boot=n_boot, seed=cfg.seed
+    )
+    doc: dict[str, Any] = {
+        "dataset": dataset,
+        "shards": shards,
+        "bundle_name": Path(str(bundle).rstrip("/")).name,
+        "bundle_sha256": manifest_sha256(str(root)),
+        "seed": cfg.seed,
+        "n_boot": n_boot,
+        "studies": {s: len(v.ids) for s, v in sets.items()},
+        "clips": int(len(allc["emb"])),
+        "targets": metrics,
+        "published": dp.PUBLISHED.get(dataset or "", []),
+        "embed_s": round(t_embed, 1),
+    }
+    doc["plots"] = dp.write_plots(metrics, out_dir)
+    if head_out is not None:
+        if head_target not in fitted:
+            raise ValueError(
+                f"--head-target {head_target!r} has no fitted linear probe (probed: {sorted(fitted) or 'none'})"
+            )
+        from echoprime.taxonomy import FINDING_BY_NAME
+        from echoprime.training.heads import Task, TaskModel, write_bundle_with_head
+
+        kind = metrics[head_target]["kind"]
+        finding = FINDING_BY_NAME.get(head_target)
+        task = Task(
+            head_target, kind, head_target, unit=dp.UNITS.get(head_target, ""),
+            section=finding.section if finding is not None else ("Left Ventricle" if head_target in dp.UNITS else None),
+        )  # fmt: skip
+        w, b = dp.linear_weights(fitted[head_target])
+        encoder = load_bundle_parts(str(root), verify=False, components=["video_encoder"]).video_encoder
+        model = TaskModel(encoder, task, w.shape[1], normalize=True)
+        with torch.no_grad():
+            model.head.weight.copy_(torch.from_numpy(w).float())
+            model.head.bias.copy_(torch.from_numpy(b).float())
+        score = {k: v for k, v in metrics[head_target]["linear"].items() if isinstance(v, (int, float))}
+        uri = write_bundle_with_head(
+            root, head_out, model, encoder_trained=False, metrics={"probe": "linear", **score},
+            note={"probe": "linear", "shards": shards, **score},
+        )  # fmt: skip
+        doc["head"] = {"target": head_target, "bundle": uri, "bundle_name": Path(uri.rstrip("/")).name}
+    (out_dir / "metrics.json").write_text(dp.to_json(doc))
+    (out_dir / "report.md").write_text(dp.report_markdown(doc))
+    doc["wall_s"] = round(time.perf_counter() - t0, 1)
+    return doc
+
+
+def run(args: argparse.Namespace) -> int:
+    from echoprime.eval.dataset_probe import UNITS
+    from ray_jobs.common import resolve_config
+
+    cfg = resolve_config(args)
+    doc = run_probe(
+        cfg, args.bundle, args.shards, args.out, dataset=args.dataset, targets=args.targets,
+        head_out=args.head_out, head_target=args.head_target, n_boot=args.bootstrap,
+    )  # fmt: skip
+    print(
+        f"probe: {doc['clips']} clips, studies train/val/test {doc['studies']['train']}/{doc['studies']['val']}/"
+        f"{doc['studies']['test']} (embedded in {doc['embed_s']} s)"
+    )
+    for key, r in doc["targets"].items():
+        if not r.get("computable"):
+            print(f"  {key:<24} n/a: {r.get('reason')}")
+        elif r["kind"] == "regression":
+            u = UNITS.get(key, "")
+            print(
+                f"  {key:<24} MAE linear {r['linear']['mae']:.2f} / kNN {r['knn']['mae']:.2f} / train mean "
+                f"{r['mean']['mae']:.2f} {u} (test {r['n_test']} studies; linear R² {r['linear']['r2']:.2f})"
+            )
+        else:
+            print(
+                f"  {key:<24} AUC linear {r['linear']['auc']:.3f} / kNN {r['knn']['auc']:.3f} (test {r['n_test']} studies)"
+                if r["linear"].get("computable") and r["knn"].get("computable")
+                else f"  {key:<24} n/a on test: {r['linear'].get('reason')}"
+            )
+    if doc.get("head"):
+        print(f"probe: the linear {doc['head']['target']} probe is a head of {doc['head']['bundle']}")
+    print(f"probe: report in {Path(args.out) / 'report.md'} ({doc['wall_s']} s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from echoprime.cli import main as cli_main
+
+    return cli_main(["probe", *(argv or [])])
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
