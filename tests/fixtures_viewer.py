@@ -102,6 +102,33 @@ def study_result(n_videos: int = 5, size: int = 32, frames: int = 16, seed: int 
         "metrics": _metrics(),
         "evidence": evidence,
         "neighbours": {s: [{"study_id": "p-" + "0" * 24, "similarity": 0.5}] for s in MIL_SECTIONS},
+        "tasks": {  # fine-tuned heads (echoprime finetune / probe), the three kinds the viewer shows
+            "ef": {
+                "task": "ef",
+                "kind": "regression",
+                "target": "ejection_fraction",
+                "value": 41.26,
+                "unit": "%",
+                "pooled_by": "Left Ventricle",
+            },
+            "mitral_regurgitation:grade": {
+                "task": "mitral_regurgitation:grade",
+                "kind": "graded",
+                "target": "mitral_regurgitation",
+                "grade": "moderate",
+                "pooled_by": "Mitral Valve",
+                "probabilities": {"none": 0.05, "trace": 0.1, "mild": 0.2, "moderate": 0.55, "severe": 0.1},
+            },
+            "views": {
+                "task": "views",
+                "kind": "views",
+                "target": "view",
+                "videos": [
+                    {"file": n, "view": v, "probabilities": {v: 0.8}}
+                    for n, v in zip(names, views, strict=True)
+                ],
+            },
+        },  # fmt: skip
         "loops": loops,
     }
 

@@ -637,6 +637,25 @@ function renderFiles(result) {
   }
 }
 
+// The bundle's fine-tuned heads (result.tasks), one row each; the panel stays hidden without heads.
+function renderTasks(result) {
+  const tasks = Object.entries(result.tasks || {});
+  $("#tasks-panel").hidden = tasks.length === 0;
+  const tbody = $("#tasks tbody");
+  tbody.replaceChildren();
+  for (const [name, t] of tasks) {
+    let answer = "–";
+    if (t.kind === "regression" && present(t.value)) answer = `${fmt(t.value, 1)}${t.unit ? " " + t.unit : ""}`;
+    else if (t.kind === "binary" && present(t.probability)) answer = `p ${fmt(t.probability)}`;
+    else if (t.kind === "graded" && t.grade) answer = `${t.grade} (p ${fmt((t.probabilities || {})[t.grade])})`;
+    else if (t.kind === "views") answer = (t.videos || []).map((v) => `${v.file}: ${v.view}`).join(" · ");
+    tbody.append(el("tr", { dataset: { task: name, kind: t.kind || "" } },
+      el("td", { class: "name" }, name.replace(/_/g, " ")),
+      el("td", { class: "answer" }, answer),
+      el("td", { class: "pooled" }, t.pooled_by || "per video")));
+  }
+}
+
 async function render(result, example) {
   const truth = example && example.truth ? example.truth : null;
   state.result = result;
@@ -646,6 +665,7 @@ async function render(result, example) {
   renderHeat(result);
   renderReport(result, truth);
   renderFindings(result, truth);
+  renderTasks(result);
   renderFiles(result);
   const used = (result.files || []).filter((f) => f.status === "used").length;
   $("#print-meta").textContent = `Printed ${new Date().toISOString().slice(0, 16).replace("T", " ")} UTC · ${used} of ${(result.files || []).length} files used` + (example ? ` · synthetic example ${example.index}` : "");

@@ -273,6 +273,27 @@ def test_findings_are_bars_and_scales_grouped_by_section(page, result):
     _clean(page)
 
 
+def test_fine_tuned_heads_have_their_panel_and_a_bundle_without_heads_hides_it(page, result):
+    _example(page, result)
+    assert page.is_visible("#tasks-panel")
+    rows = page.evaluate(
+        """() => [...document.querySelectorAll('#tasks tbody tr')].map(t =>
+            [t.dataset.task, t.querySelector('.answer').textContent, t.querySelector('.pooled').textContent])"""
+    )
+    assert rows[0] == ["ef", "41.3 %", "Left Ventricle"]
+    assert rows[1] == ["mitral_regurgitation:grade", "moderate (p 0.55)", "Mitral Valve"]
+    assert rows[2][0] == "views" and rows[2][1].startswith("clip00.mp4: ") and rows[2][2] == "per video"
+    _clean(page)
+    plain = {k: v for k, v in result.items() if k != "tasks"}
+    page2 = page.context.new_page()
+    page2.add_init_script(WATCH)
+    page2.errors = []
+    page2.on("pageerror", lambda e: page2.errors.append(str(e)))
+    _example(page2, plain)
+    assert not page2.is_visible("#tasks-panel") and page2.locator("#tasks tbody tr").count() == 0
+    _clean(page2)
+
+
 def test_a_synthetic_example_sets_the_truth_beside_each_section_and_finding(page, result):
     ex = example_for(result)
     _example(page, result, ex)
