@@ -45,6 +45,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "train studies, and ef_below_40 when ejection_fraction is there)",
     )
     p.add_argument(
+        "--fit-shards",
+        default=None,
+        help="transfer protocol: fit and tune the probes on these shards' train and val splits, score on "
+        "--shards' test split (e.g. fit on EchoNet-Dynamic, score on EchoNet-Pediatric)",
+    )
+    p.add_argument(
         "--head-out", default=None, help="also write this bundle: --bundle plus the linear probe as a head"
     )
     p.add_argument(
@@ -93,6 +99,7 @@ def run_probe(
     head_out: str | None = None,
     head_target: str = "ejection_fraction",
     n_boot: int = 1000,
+    fit_shards: str | None = None,
 ) -> dict[str, Any]:
     """Embed, probe, report (module docstring); returns the metrics document.
 
@@ -113,11 +120,12 @@ def run_probe(
     from ray_jobs.common import POOL_RETRIES, configure_ray_data, ray_session
 
     t0 = time.perf_counter()
-    manifest = read_shard_manifest(shards)
-    files = {s: validate_split(shards, s) for s in ("train", "val", "test")}
+    fit = fit_shards or shards  # the transfer protocol fits on other shards than it scores on
+    files = {s: validate_split(fit, s) for s in ("train", "val")} | {"test": validate_split(shards, "test")}
     root = fetch(bundle)
     bman = read_manifest(root, verify=True)
-    check_spec(bundle, bman, dict(manifest.spec))
+    for sh in dict.fromkeys((fit, shards)):
+        check_spec(bundle, bman, dict(read_shard_manifest(sh).spec))
     # The targets, from the train split's labels alone: a wrong name fails before any embedding.
     import pyarrow.parquet as pq
 
@@ -164,6 +172,9 @@ def run_probe(
     doc: dict[str, Any] = {
         "dataset": dataset,
         "shards": shards,
+        "protocol": "own splits"
+        if fit_shards is None
+        else f"transfer: fitted on {fit_shards} (train, val), scored on {shards} (test)",
         "bundle_name": Path(str(bundle).rstrip("/")).name,
         "bundle_sha256": manifest_sha256(str(root)),
         "seed": cfg.seed,
@@ -214,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(args)
     doc = run_probe(
         cfg, args.bundle, args.shards, args.out, dataset=args.dataset, targets=args.targets,
-        head_out=args.head_out, head_target=args.head_target, n_boot=args.bootstrap,
+        head_out=args.head_out, head_target=args.head_target, n_boot=args.bootstrap, fit_shards=args.fit_shards,
     )  # fmt: skip
     print(
         f"probe: {doc['clips']} clips, studies train/val/test {doc['studies']['train']}/{doc['studies']['val']}/"

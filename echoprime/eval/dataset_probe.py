@@ -289,6 +289,7 @@ def report_markdown(doc: Mapping[str, Any]) -> str:
         f"studies ({doc['clips']} clips), seed {doc['seed']}, {doc['n_boot']} bootstrap resamples.",
         "A study is the mean of its clips' unit embeddings; penalties and k chosen on val; scored on test "
         "(MAE with its 95 % interval and R² for measurements, AUC with its interval for binaries).",
+        f"Protocol: {doc.get('protocol', 'own splits')}.",
         "",
         "| target | kind | n test | linear | kNN | train mean (floor) |",
         "| --- | --- | --- | --- | --- | --- |",

@@ -131,3 +131,12 @@ def test_probe_scores_the_frozen_embeddings_and_its_head_answers_in_interpret(
     )
     with pytest.raises(ValueError, match="no train study is labelled 'IVSd'"):
         run_probe(test_cfg, str(bundle_dir), shards, str(tmp_path / "p2"), targets="IVSd")
+    # The transfer protocol fits on one shard set's train and val and scores another's test: with
+    # the same set on both sides it must give exactly the numbers of the own-splits protocol.
+    again = run_probe(
+        test_cfg, str(bundle_dir), shards, str(tmp_path / "p3"), targets="ejection_fraction",
+        fit_shards=shards, n_boot=100,
+    )  # fmt: skip
+    assert again["protocol"].startswith("transfer: fitted on") and doc["protocol"] == "own splits"
+    assert again["targets"]["ejection_fraction"]["linear"] == ef["linear"]
+    assert "Protocol: transfer" in (tmp_path / "p3" / "report.md").read_text()
