@@ -84,7 +84,7 @@ class Studies:
 
 
 def study_features(emb: np.ndarray, study_ids: Sequence[Any], labels: Sequence[str | None]) -> Studies:
-    """Clip rows -> one row per study (first-seen order): mean embedding, the study's labels.
+    """Clip rows -> one row per study (in id order): mean embedding, the study's labels.
 
     Raises:
         ValueError: embeddings and ids of different lengths.
@@ -96,9 +96,8 @@ def study_features(emb: np.ndarray, study_ids: Sequence[Any], labels: Sequence[s
         raise ValueError(
             f"{len(emb)} embeddings, {len(study_ids)} study ids and {len(labels)} labels must match"
         )
-    order: dict[str, int] = {}
-    for s in study_ids:
-        order.setdefault(str(s), len(order))
+    # Studies in id order: the same numbers whatever order the clips arrived in (Ray's actor pool).
+    order = {s: i for i, s in enumerate(sorted({str(s) for s in study_ids}))}
     inv = np.array([order[str(s)] for s in study_ids], dtype=np.int64)
     n = np.bincount(inv, minlength=len(order)).astype(np.float64)
     x = np.zeros((len(order), emb.shape[1]))

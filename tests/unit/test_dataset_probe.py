@@ -35,9 +35,9 @@ def splits():
 def test_study_features_average_a_study_s_clips():
     emb = np.array([[1.0, 0.0], [0.0, 1.0], [2.0, 2.0]])
     st = dp.study_features(emb, ["b", "a", "b"], ['{"x": 1}', '{"x": 2}', '{"x": 1}'])
-    assert st.ids == ["b", "a"] and st.clips.tolist() == [2, 1]
-    np.testing.assert_allclose(st.x, [[1.5, 1.0], [0.0, 1.0]])
-    assert st.labels == [{"x": 1.0}, {"x": 2.0}]
+    assert st.ids == ["a", "b"] and st.clips.tolist() == [1, 2]
+    np.testing.assert_allclose(st.x, [[0.0, 1.0], [1.5, 1.0]])
+    assert st.labels == [{"x": 2.0}, {"x": 1.0}]
     with pytest.raises(ValueError, match="must match"):
         dp.study_features(emb, ["a"], ["{}"])
 
