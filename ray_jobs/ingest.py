@@ -41,7 +41,7 @@ import json
 import posixpath
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from echoprime.config import EchoPrimeConfig
@@ -65,6 +65,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="studies table (CSV/Parquet: study_id, report[, labels, patient_id, split]); with "
         "--dicomweb study_id is the StudyInstanceUID",
+    )
+    from echoprime.datasets import dataset_names, help_text
+
+    p.add_argument(
+        "--dataset",
+        choices=dataset_names(),
+        default=None,
+        help="read --input as this public dataset, exactly as published (its own tables, labels and "
+        "official split; no --manifest/--studies); see docs/datasets/. Datasets and their options: "
+        + help_text(),
+    )
+    p.add_argument(
+        "--dataset-option",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="an option of --dataset, e.g. fold=3 (echonet-pediatric), release=mhd (camus), "
+        "reports=notes.csv (mimic-echo); repeatable",
     )
     p.add_argument(
         "--id-map",
@@ -192,6 +210,8 @@ def run_ingest(
     secret: tuple[bytes, str] | None = None,
     dicomweb: str | None = None,
     query: dict[str, Any] | None = None,
+    videos_only: bool = False,
+    extra_rejects: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Ingest ``input_uri`` (or, with ``dicomweb``, the studies of that DICOMweb archive that the
     QIDO-RS ``query`` finds, ``Archive.search_studies`` arguments) into shards at ``out_uri``;
@@ -213,6 +233,10 @@ def run_ingest(
     keep their data for readers still reading them. A run that fails, or that yields no clip at
     all, changes nothing and leaves nothing. One ingest at a time per output
     (``echoprime.locks``).
+
+    ``videos_only`` decodes only the files the videos table lists (a public dataset's folder holds
+    tables and annotations beside its videos: ``echoprime ingest --dataset``, ray_jobs/ingest_dataset.py);
+    ``extra_rejects`` (``{source, reason, code, path}``: a dataset adapter's) join the rejects table.
 
     Raises:
         FileNotFoundError: the input does not exist.
@@ -255,6 +279,8 @@ def run_ingest(
             deid,
             dicomweb,
             query,
+            videos_only,
+            extra_rejects,
         )
         if id_map is not None and res["status"] == "ingested":
             from echoprime.retrieval.pseudonyms import write_id_map
@@ -278,6 +304,8 @@ def _ingest(
     deid: Any,
     dicomweb: str | None = None,
     query: dict[str, Any] | None = None,
+    videos_only: bool = False,
+    extra_rejects: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """run_ingest's work, under the output's lock (``still_held`` raises if it was lost)."""
     import ray
@@ -310,6 +338,7 @@ def _ingest(
             for f, _, _ in infos
             if not (posixpath.basename(f) in METADATA_FILES and posixpath.dirname(f).rstrip("/") == root)
             and f not in tables
+            and (not videos_only or index.listed(f[len(root) + 1 :]) is not None)
         ]
     if not files:
         raise ValueError(f"input {input_uri!r} holds no files to ingest (expected DICOM, MP4 or AVI files)")
@@ -382,6 +411,10 @@ def _ingest(
                 min_rows_per_file=cfg.ingest.shard_rows,
             )
             rejects = ray.get(collector.get.remote())
+            if extra_rejects:
+                from ray_jobs.ingest_dataset import keyed_rejects
+
+                rejects = keyed_rejects(extra_rejects, deid) + rejects
             deid.originals.update(ray.get(collector.get_ids.remote()))
         still_held()  # S3: a job stalled past the lock's staleness must not commit over another's
         res = _commit(
@@ -544,6 +577,11 @@ def print_rejects(out_uri: str, limit: int = 10) -> None:
 def run(args: argparse.Namespace) -> int:
     from echoprime.data.shards import read_manifest
     from ray_jobs.common import dicomweb_query, resolve_config
+
+    if getattr(args, "dataset", None):
+        from ray_jobs.ingest_dataset import run as run_dataset
+
+        return run_dataset(args)
 
     cfg = resolve_config(args)
     res = run_ingest(

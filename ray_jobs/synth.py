@@ -9,8 +9,13 @@ Writes DIR/videos/..., DIR/manifest.parquet (one row per video) and DIR/studies.
 row per study: report, labels, hidden diagnoses, split), the manifest last. With --test-studies N
 the cohort also holds N test studies from a separate seed namespace (docs/synthetic-data.md).
 
+With --as NAME it writes a stand-in of a public dataset instead: synthetic studies in that
+dataset's exact layout and formats, for `echoprime ingest --dataset NAME` (docs/datasets/).
+
 Example:
   echoprime synth --studies 50 --out synth-out --format both --size 112
+  echoprime synth --as echonet-dynamic --studies 120 --out dynamic-standin
+  echoprime synth --as camus --dataset-option release=mhd --out camus-2019-standin
   echoprime synth --studies 300 --test-studies 200 --out synth-out   # + a separate test set
 """
 
@@ -59,6 +64,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="write no reports, only each study's findings as labels (a labels-only archive, for "
         "echoprime finetune; synth.label_only)",
+    )
+    from echoprime.datasets import dataset_names
+
+    p.add_argument(
+        "--as",
+        dest="as_dataset",
+        choices=dataset_names(),
+        default=None,
+        metavar="DATASET",
+        help="write a stand-in of this public dataset instead of a cohort: synthetic studies in its exact "
+        f"layout and formats ({', '.join(dataset_names())}; default 48 studies; --seed, --size, --frames "
+        "apply); see docs/datasets/",
+    )
+    p.add_argument(
+        "--dataset-option",
+        action="append",
+        default=None,
+        metavar="KEY=VALUE",
+        help="with --as camus: release=nifti (default, CAMUS_public) or release=mhd (the 2019 release)",
     )
     from echoprime.cli import add_config_arguments
 
@@ -161,7 +185,40 @@ def generate(cfg: EchoPrimeConfig, out: str | Path, use_ray: bool = True, chunk:
     }
 
 
+def _run_standin(args: argparse.Namespace) -> int:
+    """``--as NAME``: a public dataset's stand-in (echoprime.datasets.standins), made serially."""
+    from echoprime.datasets.standins import DEFAULT_STUDIES, write_standin
+    from ray_jobs.common import resolve_config
+
+    given = [
+        f for f, v in (("--format", args.format), ("--test-studies", args.test_studies)) if v is not None
+    ]
+    if given or args.label_only:
+        raise ValueError(
+            f"--as writes a dataset's own layout: {', '.join(given) or '--label-only'} does not apply"
+        )
+    cfg = resolve_config(args)
+    t0 = time.perf_counter()
+    res = write_standin(
+        args.as_dataset,
+        args.out,
+        studies=args.studies if args.studies is not None else DEFAULT_STUDIES,
+        seed=args.seed if args.seed is not None else cfg.seed,
+        frames=args.frames,
+        size=args.size,
+        options=args.dataset_option,
+    )
+    print(
+        f"synth --as {args.as_dataset}: wrote {res['studies']} studies, {res['videos']} videos to {res['out']} "
+        f"({time.perf_counter() - t0:.1f} s); read it with: echoprime ingest --dataset {args.as_dataset} "
+        f"--input {res['out']} --out SHARDS"
+    )
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if getattr(args, "as_dataset", None):
+        return _run_standin(args)
     cfg = _cfg_from_args(args)
     res = generate(cfg, args.out, use_ray=not args.no_ray)
     print(

@@ -7,9 +7,14 @@ Which study a file belongs to, its view, the study's report, labels and split co
 :class:`StudyIndex`, built from the archive's manifest tables when there are any:
 
 * a *videos* table (Parquet or CSV) with ``path`` (relative to the input root) and ``study_id``,
-  optionally ``view``, ``patient_id``, ``split`` — e.g. ``manifest.parquet`` of ``echoprime synth``;
+  optionally ``view``, ``patient_id``, ``split`` and ``fps`` (the frame rate of a file that does
+  not carry one) — e.g. ``manifest.parquet`` of ``echoprime synth``, or the table an adapter of
+  :mod:`echoprime.datasets` writes;
 * a *studies* table with ``study_id`` and ``report``, optionally ``patient_id``, ``split``,
   ``labels`` (JSON) and ``hidden_labels`` (JSON) — e.g. ``studies.parquet``.
+
+Image-sequence volumes (NIfTI, MetaImage: CAMUS's cines) are read as videos only when the videos
+table lists them (:mod:`echoprime.io.sequence`); otherwise they are rejected unread.
 
 Without a videos entry a DICOM file's study is its StudyInstanceUID (grouping by UID, never by
 folder) and other files' study is their parent folder's name. Labels missing from the studies
@@ -33,7 +38,8 @@ import numpy as np
 
 from echoprime.data.deid import Deidentifier
 from echoprime.data.shards import SPLITS, assign_split, dump_labels
-from echoprime.io import EchoIOError, file_boundary, read_any
+from echoprime.io import EchoIOError, UnknownFormatError, file_boundary, read_any
+from echoprime.io.sequence import is_sequence_name, metaimage_data_file, read_sequence
 from echoprime.preprocess import PreprocessSpec, preprocess_uint8, valid_frames
 
 # Files in the input root that describe the archive rather than belong to it.
@@ -61,6 +67,7 @@ class VideoInfo:
     view: str | None = None
     patient_id: str | None = None
     split: str | None = None
+    fps: float | None = None
 
 
 @dataclass
@@ -95,6 +102,7 @@ class StudyIndex:
                 view=(str(r["view"]) if r.get("view") else None),
                 patient_id=(str(r["patient_id"]) if r.get("patient_id") else None),
                 split=_check_split(r.get("split"), source, i),
+                fps=_fps(r.get("fps")),
             )
         for i, r in enumerate(studies):
             if not r.get("study_id"):
@@ -111,6 +119,10 @@ class StudyIndex:
                 split=_check_split(r.get("split"), source, i),
             )
         return idx
+
+    def listed(self, rel_path: str) -> VideoInfo | None:
+        """The videos table's entry of a file (``None`` when the table does not list it)."""
+        return self.videos.get(_norm(rel_path))
 
     def resolve(
         self, rel_path: str, meta: Mapping[str, Any], patient_hint: str | None
@@ -152,6 +164,15 @@ def video_clips(
     offsets = sorted({int(round(x)) for x in np.linspace(0, last, clips_per_video)})
     sector = sector_mask(frames) if spec.mask else None
     return [(off, preprocess_uint8(frames, spec, offset=off, sector=sector)) for off in offsets]
+
+
+def _fps(value: Any) -> float | None:
+    """A videos table's frame rate (``None`` when absent, not positive or not a number)."""
+    try:
+        fps = float(value)
+    except (TypeError, ValueError):
+        return None
+    return fps if math.isfinite(fps) and fps > 0 else None
 
 
 def _check_split(value: Any, source: str, i: int) -> str | None:
@@ -253,17 +274,39 @@ class FileDecoder:
             data = self.read_bytes(uri)
         except OSError as e:
             raise EchoIOError(uri, f"cannot be read: {e}") from None
-        return self.decode_bytes(data, uri, self.relpath(uri))
+        companions: dict[str, bytes] = {}
+        if uri.lower().endswith(".mhd") and self.index.listed(self.relpath(uri)) is not None:
+            name = metaimage_data_file(data, uri)  # a MetaImage header: its data file lies beside it
+            if name is not None:
+                try:
+                    companions[name] = self.read_bytes(posixpath.join(posixpath.dirname(uri), name))
+                except OSError as e:
+                    raise EchoIOError(uri, f"its data file {name} cannot be read: {e}") from None
+        return self.decode_bytes(data, uri, self.relpath(uri), companions=companions)
 
-    def decode_bytes(self, data: bytes, uri: str, rel: str) -> list[dict[str, Any]]:
+    def decode_bytes(
+        self, data: bytes, uri: str, rel: str, *, companions: Mapping[str, bytes] | None = None
+    ) -> list[dict[str, Any]]:
         """Rows of one file's bytes: ``uri`` names it in the shards when not de-identifying,
-        ``rel`` is what the manifest and the keys know it by.
+        ``rel`` is what the manifest and the keys know it by; ``companions`` are the files a
+        MetaImage header refers to.
 
         Raises:
             EchoIOError: the file cannot be used (reason and code say why).
         """
-        vid = read_any(data, name=uri, **self.limits)
+        listed = self.index.listed(rel)
+        if is_sequence_name(rel):
+            if listed is None:
+                raise UnknownFormatError(
+                    uri,
+                    "an image volume (NIfTI/MetaImage) is read as a video only when the videos table lists "
+                    "it (e.g. echoprime ingest --dataset camus)",
+                )
+            vid = read_sequence(data, name=uri, fps=listed.fps, companions=companions, **self.limits)
+        else:
+            vid = read_any(data, name=uri, **self.limits)
         study_id, view, split, info = self.index.resolve(rel, vid.meta, _patient_hint(data, vid.meta))
+        fps = vid.fps or (listed.fps if listed is not None else None)
         n_src = int(vid.frames.shape[0])
         if self.deid.enabled:
             study_id, base = self.deid.study(study_id), self.deid.file(rel)
@@ -280,7 +323,7 @@ class FileDecoder:
                     "source_uri": source,
                     "view": view,
                     "clip": clip,
-                    "fps": float(vid.fps) if vid.fps else math.nan,
+                    "fps": float(fps) if fps else math.nan,
                     "n_frames_src": n_src,
                     "n_valid": valid_frames(n_src, self.spec, off),
                     "report": info.report,
