@@ -15,6 +15,7 @@ linear probe of ``--head-target``: interpretation and Serve then answer with it 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -28,15 +29,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--bundle", required=True, help="the bundle whose video tower embeds the dataset (folder or s3://)"
     )
-    p.add_argument(
-        "--shards", required=True, help="ingest output with train, val and test splits (labels only is fine)"
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--shards", help="ingest output with train, val and test splits (labels only is fine)")
+    src.add_argument(
+        "--input",
+        help="a public dataset's folder as published (with --dataset): ingested first into OUT/shards at "
+        "the bundle's preprocessing (echoprime ingest --dataset, docs/datasets/), then probed",
     )
     p.add_argument("--out", required=True, help="folder for metrics.json, report.md and the plots")
     p.add_argument(
         "--dataset",
         default=None,
-        help="the public dataset the shards hold (echonet-dynamic, echonet-pediatric, ...): names the "
-        "report and puts the figures published on it beside ours",
+        help="the public dataset the shards (or --input) hold (echonet-dynamic, echonet-pediatric, ...): "
+        "names the report and puts the figures published on it beside ours",
+    )
+    p.add_argument(
+        "--dataset-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of --dataset for --input, as for echoprime ingest (e.g. fold=3)",
     )
     p.add_argument(
         "--targets",
@@ -63,6 +75,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from ray_jobs.common import default_config_path
 
     add_config_arguments(p, default=default_config_path())
+
+
+def ingest_for_bundle(
+    cfg: EchoPrimeConfig, bundle: str, dataset: str, input_uri: str, shards: str, options: Any = None
+) -> dict[str, Any]:
+    """``echoprime ingest --dataset`` of a public dataset's folder at the bundle's preprocessing
+    (its ``preprocess.json``, whatever the config's ``data`` section says)."""
+    from echoprime.bundle import fetch
+    from ray_jobs.ingest_dataset import run_dataset_ingest
+
+    spec = json.loads((fetch(bundle) / "preprocess.json").read_text())
+    data = cfg.data.model_dump() | {
+        k: spec[k] for k in ("size", "frames", "stride", "mean", "std", "crop_fraction")
+    }
+    data["mask_sector"] = bool(spec.get("mask", data["mask_sector"]))
+    cfg = cfg.model_copy(update={"data": type(cfg.data).model_validate(data)})
+    return run_dataset_ingest(cfg, dataset, input_uri, shards, options=options)
 
 
 class EmbedWithBundle:
@@ -223,8 +252,17 @@ def run(args: argparse.Namespace) -> int:
     from ray_jobs.common import resolve_config
 
     cfg = resolve_config(args)
+    shards = args.shards
+    if args.input is not None:
+        if not args.dataset:
+            raise ValueError(
+                "--input names a public dataset's folder: give --dataset NAME with it (docs/datasets/)"
+            )
+        shards = str(Path(args.out) / "shards")
+        got = ingest_for_bundle(cfg, args.bundle, args.dataset, args.input, shards, args.dataset_option)
+        print(f"probe: ingested {args.dataset} from {args.input} into {shards}: rows {got.get('rows')}")
     doc = run_probe(
-        cfg, args.bundle, args.shards, args.out, dataset=args.dataset, targets=args.targets,
+        cfg, args.bundle, shards, args.out, dataset=args.dataset, targets=args.targets,
         head_out=args.head_out, head_target=args.head_target, n_boot=args.bootstrap, fit_shards=args.fit_shards,
     )  # fmt: skip
     print(

@@ -140,3 +140,38 @@ def test_probe_scores_the_frozen_embeddings_and_its_head_answers_in_interpret(
     assert again["protocol"].startswith("transfer: fitted on") and doc["protocol"] == "own splits"
     assert again["targets"]["ejection_fraction"]["linear"] == pytest.approx(ef["linear"], rel=1e-6)
     assert "Protocol: transfer" in (tmp_path / "p3" / "report.md").read_text()
+
+
+def test_probe_of_a_public_dataset_folder_as_published(bundle_dir, tmp_path, capsys):
+    """`echoprime probe --dataset NAME --input ROOT`: the dataset's stand-in (its exact layout),
+    ingested at the bundle's preprocessing, then probed: the command the issue names."""
+    from echoprime.cli import main
+
+    assert (
+        main(
+            [
+                "synth",
+                "--as",
+                "echonet-dynamic",
+                "--studies",
+                "40",
+                "--out",
+                str(tmp_path / "dyn"),
+                "--no-ray",
+            ]
+        )
+        == 0
+    )
+    out = tmp_path / "probe"
+    rc = main([
+        "probe", "--bundle", str(bundle_dir), "--dataset", "echonet-dynamic", "--input", str(tmp_path / "dyn"),
+        "--out", str(out), "--targets", "ejection_fraction", "--bootstrap", "50",
+    ])  # fmt: skip
+    assert rc == 0
+    said = capsys.readouterr().out
+    assert "probe: ingested echonet-dynamic" in said and "ejection_fraction        MAE linear" in said
+    doc = json.loads((out / "metrics.json").read_text())
+    assert doc["dataset"] == "echonet-dynamic" and sum(doc["studies"].values()) == 40 == doc["clips"]
+    assert (out / "shards" / "_manifest.json").is_file() and "EchoNet-Dynamic (supervised" in (
+        out / "report.md"
+    ).read_text()
