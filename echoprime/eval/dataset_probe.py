@@ -14,7 +14,8 @@ dataset's own splits, per target:
 
 Scored on the test split: MAE (with a bootstrap 95 % interval) and R² for regressions, AUC (with
 its interval) for binaries. A study with an ejection fraction also gives the binary ``ef_below_40``
-(EF < 40 %), the field's "reduced EF" detection task. A fitted linear probe folds into one linear
+(EF < 40 %), the field's "reduced EF" detection task; a ``<finding>_grade`` label (a grade
+index) is probed as a regression and also scored by the accuracy of the rounded prediction. A fitted linear probe folds into one linear
 layer on the embedding (:func:`linear_weights`), which ``echoprime probe --head-out`` stores as a
 head (echoprime.training.heads) that interpretation and Serve answer with.
 """
@@ -147,7 +148,9 @@ def _r2(y: np.ndarray, p: np.ndarray) -> float:
     return 1.0 - float(((y - p) ** 2).sum()) / ss if ss > 0 else math.nan
 
 
-def _score(kind: str, y: np.ndarray, p: np.ndarray, rng: np.random.Generator, n_boot: int) -> dict[str, Any]:
+def _score(
+    kind: str, y: np.ndarray, p: np.ndarray, rng: np.random.Generator, n_boot: int, graded: bool = False
+) -> dict[str, Any]:
     if kind == "binary":
         try:
             auc, lo, hi = bootstrap_auc(y, p, n_boot, rng)
@@ -164,8 +167,11 @@ def _score(kind: str, y: np.ndarray, p: np.ndarray, rng: np.random.Generator, n_
     err = np.abs(p - y)
     boot = err[rng.integers(0, len(err), size=(n_boot, len(err)))].mean(axis=1)
     lo, hi = np.percentile(boot, [2.5, 97.5])
-    return {"computable": True, "mae": float(err.mean()), "mae_low": float(lo), "mae_high": float(hi),
-            "r2": _r2(y, p), "n": len(y)}  # fmt: skip
+    out = {"computable": True, "mae": float(err.mean()), "mae_low": float(lo), "mae_high": float(hi),
+           "r2": _r2(y, p), "n": len(y)}  # fmt: skip
+    if graded:  # a grade index: also the share of studies whose rounded prediction is their grade
+        out["accuracy"] = float((np.rint(p) == y).mean())
+    return out
 
 
 def _val_score(kind: str, y: np.ndarray, p: np.ndarray) -> float:
@@ -229,9 +235,9 @@ def probe_target(
     preds = {}
     for name, (probe, chosen) in best.items():
         preds[name] = probe.predict(xte)
-        out[name] = _score(kind, yte, preds[name], rng, n_boot) | chosen
+        out[name] = _score(kind, yte, preds[name], rng, n_boot, key.endswith("_grade")) | chosen
     if kind == "regression":
-        out["mean"] = _score(kind, yte, np.full(len(yte), ytr.mean()), rng, n_boot)
+        out["mean"] = _score(kind, yte, np.full(len(yte), ytr.mean()), rng, n_boot, key.endswith("_grade"))
     else:  # a constant score ranks nothing: AUC 0.5 by definition
         out["mean"] = {"computable": True, "auc": 0.5, "auc_low": 0.5, "auc_high": 0.5, "n": len(yte),
                        "prevalence": float(ytr.mean())}  # fmt: skip
@@ -274,7 +280,8 @@ def _fmt(r: Mapping[str, Any], kind: str, unit: str) -> str:
     if not r.get("computable", True):
         return "n/a"
     if kind == "regression":
-        return f"{r['mae']:.2f} ({r['mae_low']:.2f}-{r['mae_high']:.2f}){' ' + unit if unit else ''}, R² {r['r2']:.2f}"
+        acc = f", accuracy {r['accuracy']:.2f}" if "accuracy" in r else ""
+        return f"{r['mae']:.2f} ({r['mae_low']:.2f}-{r['mae_high']:.2f}){' ' + unit if unit else ''}, R² {r['r2']:.2f}{acc}"
     return f"{r['auc']:.3f} ({r['auc_low']:.3f}-{r['auc_high']:.3f})"
 
 

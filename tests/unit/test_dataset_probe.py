@@ -109,3 +109,20 @@ def test_report_and_plots(splits, tmp_path):
     assert back["targets"]["ejection_fraction"]["linear"]["mae"] == pytest.approx(
         metrics["ejection_fraction"]["linear"]["mae"]
     )
+
+
+def test_a_grade_is_also_scored_by_accuracy():
+    rng = np.random.default_rng(1)
+    x = rng.normal(0, 1, (200, 4))
+    grade = np.clip(np.rint(1.5 + x[:, 0]), 0, 3)
+
+    def split(a, b, key):
+        return dp.Studies(
+            [f"s{i}" for i in range(a, b)], x[a:b], [{key: g} for g in grade[a:b]], np.ones(b - a, int)
+        )
+
+    parts = [(0, 120), (120, 160), (160, 200)]
+    r = dp.probe_target("mr_grade", "regression", *(split(a, b, "mr_grade") for a, b in parts), n_boot=50)
+    assert r["linear"]["accuracy"] > 0.6 > r["mean"]["accuracy"]
+    plain = dp.probe_target("mr_index", "regression", *(split(a, b, "mr_index") for a, b in parts), n_boot=50)
+    assert "accuracy" not in plain["linear"]  # only a <finding>_grade is a grade
