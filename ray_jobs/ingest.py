@@ -106,21 +106,25 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 class _Rejects:
     """Collects reject records and the pseudonyms' originals from the decode actors (a Ray
-    actor; see run_ingest)."""
+    actor; see run_ingest).
+
+    One record per file (the latest): a batch that Ray runs again (its actor or node was lost
+    after the batch had reported) reports its rejects again, and they are not counted twice."""
 
     def __init__(self) -> None:
-        self.items: list[dict[str, str]] = []
+        self.items: dict[str, dict[str, str]] = {}
         self.ids: dict[str, str] = {}
 
     def add(self, items: list[dict[str, str]]) -> int:
-        self.items.extend(items)
+        for r in items:
+            self.items[r["source_uri"]] = r
         return len(self.items)
 
     def add_ids(self, ids: dict[str, str]) -> None:
         self.ids.update(ids)
 
     def get(self) -> list[dict[str, str]]:
-        return self.items
+        return list(self.items.values())
 
     def get_ids(self) -> dict[str, str]:
         return self.ids
@@ -309,6 +313,7 @@ def _ingest(
 ) -> dict[str, Any]:
     """run_ingest's work, under the output's lock (``still_held`` raises if it was lost)."""
     import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
     from echoprime import storage
     from echoprime.data.ingest import METADATA_FILES, FileDecoder
@@ -361,7 +366,11 @@ def _ingest(
     try:
         with ray_session(cfg.ray):
             configure_ray_data()
-            collector = ray.remote(num_cpus=0)(_Rejects).remote()
+            # On the driver's node: what it collects exists nowhere else, so it must not be on a
+            # node the run can lose (a decoder that reached it there failed the ingest,
+            # tests/ray/test_multinode.py); losing the driver's node ends the run anyway.
+            here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+            collector = ray.remote(num_cpus=0, scheduling_strategy=here)(_Rejects).remote()
 
             base: Any = FileDecoder
             lead: tuple[str, ...] = ()
@@ -397,7 +406,11 @@ def _ingest(
                 batch_size=4 if dicomweb is None else 1,
                 num_cpus=1,
                 compute=ray.data.ActorPoolStrategy(size=n_actors),
-                **POOL_RETRIES,
+                # A batch whose actor is lost is retried until a restarted actor runs it (at most
+                # POOL_RETRIES' restarts): a lost node's actor stays registered for the seconds
+                # Ray takes to declare the node dead, and a bounded retry count (POOL_RETRIES' 1)
+                # was spent on it in that time and failed the ingest (tests/ray/test_multinode.py).
+                **{**POOL_RETRIES, "max_task_retries": -1},
             )
             # A filesystem plus a bare path (no "s3://") is what Ray's writer wants (ray-facts.md 3).
             # min_rows_per_file groups blocks into files of about shard_rows rows per split (without

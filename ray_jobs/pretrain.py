@@ -527,7 +527,11 @@ def fit(
                 checkpoint_config=CheckpointConfig(num_to_keep=tc.keep_checkpoints),
             ),
             datasets={"train": train_ds, "val": val_ds},
-            dataset_config=DataConfig(datasets_to_split=["train"]),
+            # Which rows each worker gets must not depend on the nodes the workers landed on: a
+            # group restarted after a node was lost is placed elsewhere, and a locality-aware
+            # split then gave a rank other rows than before, so its resumed epoch passed over
+            # rows it had never trained on (tests/ray/test_multinode.py).
+            dataset_config=DataConfig(datasets_to_split=["train"], enable_shard_locality=False),
         )
         return trainer.fit()
 

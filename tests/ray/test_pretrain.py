@@ -1,12 +1,10 @@
-"""Contrastive pretraining on Ray Train: it learns, it survives a dead worker, it refuses bad input early."""
+"""Contrastive pretraining on Ray Train: it learns, it refuses bad input early (losing a worker, with
+its node: tests/ray/test_multinode.py)."""
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
-import zlib
-from collections import Counter
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -14,7 +12,7 @@ import pytest
 import torch
 
 from echoprime.data.shards import ShardError, read_manifest, write_manifest
-from echoprime.training.setup import CLIP_FILE, load_pretrained
+from echoprime.training.setup import load_pretrained
 from ray_jobs.common import stream_clips
 from ray_jobs.pretrain import run_pretrain
 
@@ -71,119 +69,6 @@ def test_pretraining_learns_the_joint_space(pretrained, shards_dir):
     assert spec["size"] == 32 and config["model"]["video_encoder"] == "echoprime_tiny"
     hist = json.loads((out / "metrics.json").read_text())
     assert [h["epoch"] for h in hist if h["kind"] == "epoch"] == list(range(1, res["epochs"] + 1))
-
-
-def test_worker_killed_mid_run_resumes_from_checkpoint_on_s3(test_cfg, shards_dir, s3_server, tmp_path):
-    """A worker dies at step 5; the group restarts from the step-3 checkpoint. The restored run
-    must go on from that checkpoint's step, with its Adam moments and its scheduler's learning
-    rate, and from its place in the epoch: steps 4 and 5 take again exactly the batches they
-    took before the failure, and no clip of steps 1-3 is taken a second time."""
-    import boto3
-    import torch
-
-    from echoprime.data.shards import clips_to_numpy, read_split
-    from echoprime.training.schedule import lr_at
-
-    boto3.client("s3").create_bucket(Bucket="echo-runs")
-    marker, probe = tmp_path / "killed", tmp_path / "probe"
-    probe.mkdir()
-    cfg = test_cfg.replace(
-        train={
-            **test_cfg.train.model_dump(),
-            "epochs": 2,
-            "max_steps": 9,  # ends inside the first epoch: a partial epoch is the last
-            "time_budget_s": None,
-            "checkpoint_every_steps": 3,
-            "keep_checkpoints": 10,  # the step-3 checkpoint stays, to compare the restore with
-            "max_failures": 1,
-            "storage_path": "s3://echo-runs/runs",
-            "run_name": "fault",
-        }
-    )
-    res = run_pretrain(
-        cfg,
-        str(shards_dir),
-        str(tmp_path / "model"),
-        fault={"at_step": 5, "marker": str(marker), "probe": str(probe)},
-    )
-    assert marker.exists(), "the fault was never injected"
-    assert res["steps"] == res["planned_steps"] == 9  # same number of optimizer steps as without the failure
-    s3 = boto3.client("s3")
-    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="echo-runs", Prefix="runs/fault/")["Contents"]]
-    assert any("checkpoint_" in k and k.endswith("model.safetensors") for k in keys)
-
-    # The restore: the step and epoch position of the newest checkpoint before the failure.
-    tc = cfg.train
-    lr = lambda step: lr_at(step, tc.lr, min(tc.warmup_steps, 9 // 4), 9, tc.min_lr)  # noqa: E731
-    hist = json.loads((tmp_path / "model" / "metrics.json").read_text())
-    resumes = [h for h in hist if h["kind"] == "resume"]
-    assert len(resumes) == 1, resumes
-    assert {k: v for k, v in resumes[0].items() if k not in ("lr", "checkpoint")} == {
-        "kind": "resume",
-        "step": 3,
-        "epoch": 0,
-        "skipped_batches": 3,
-    }
-    assert resumes[0]["lr"] == pytest.approx(lr(3), rel=1e-6)
-    # Optimizer and scheduler state on every rank: equal to the step-3 checkpoint's.
-    states = {
-        k.rsplit("/", 1)[0]: json.loads(s3.get_object(Bucket="echo-runs", Key=k)["Body"].read())
-        for k in keys
-        if k.endswith("/state.json")
-    }
-    (ck,) = [d for d, st in states.items() if st["step"] == 3]
-    assert resumes[0]["checkpoint"] == ck.rsplit("/", 1)[1]
-    saved = {
-        name: torch.load(
-            io.BytesIO(s3.get_object(Bucket="echo-runs", Key=f"{ck}/{name}.pt")["Body"].read()),
-            weights_only=True,
-        )
-        for name in ("optimizer", "scheduler")
-    }
-    assert saved["scheduler"]["last_epoch"] == 3 and saved["optimizer"]["state"]
-    for rank in (0, 1):
-        restored = torch.load(probe / f"restored-rank{rank}.pt", weights_only=True)
-        assert restored["scheduler"]["last_epoch"] == 3
-        assert restored["optimizer"]["param_groups"] == saved["optimizer"]["param_groups"]
-        assert restored["optimizer"]["state"].keys() == saved["optimizer"]["state"].keys()
-        for i, want in saved["optimizer"]["state"].items():
-            got = restored["optimizer"]["state"][i]
-            assert got.keys() == want.keys() and {"exp_avg", "exp_avg_sq", "step"} <= set(want)
-            for k in want:
-                assert torch.equal(got[k], want[k]), (rank, i, k)
-
-    # The data position: what each rank took at each step, before and after the failure.
-    table = read_split(str(shards_dir), "train", columns=["clip"])
-    data = Counter(
-        zlib.crc32(c.tobytes())
-        for c in clips_to_numpy(table.column("clip"), read_manifest(str(shards_dir)).clip_shape)
-    )
-    taken: Counter = Counter()
-    for rank in (0, 1):
-        lines = [json.loads(x) for x in (probe / f"batches-rank{rank}.jsonl").read_text().splitlines()]
-        restart = next(i for i in range(1, len(lines)) if lines[i]["step"] <= lines[i - 1]["step"])
-        before, after = lines[:restart], lines[restart:]
-        assert [r["step"] for r in before][:5] == [1, 2, 3, 4, 5], rank
-        assert [r["step"] for r in after] == list(range(4, 10)), rank  # continues after step 3
-        assert all(r["epoch"] == 0 for r in lines)
-        for r in lines:  # every step ran at the scheduler's rate for it
-            assert r["lr"] == pytest.approx(lr(r["step"] - 1), rel=1e-6), (rank, r["step"])
-        by_step = {r["step"]: r["clips"] for r in before}
-        for r in after[:2]:  # steps 4 and 5 again: the same batches as before the failure
-            assert r["clips"] == by_step[r["step"]], (rank, r["step"])
-        for r in before[:3] + after:  # the steps the final model is made of
-            taken.update(r["clips"])
-    assert set(taken) <= set(data)
-    replayed = {c: n for c, n in taken.items() if n > data[c]}
-    assert not replayed, f"{len(replayed)} clips were taken more often than the split holds them"
-    assert sum(taken.values()) == 9 * 2 * tc.batch_size
-
-    # the run exists now: reusing its name needs --resume, and resuming a finished run is a no-op
-    with pytest.raises(ValueError, match="already exists.*--resume"):
-        run_pretrain(cfg, str(shards_dir), str(tmp_path / "model2"))
-    again = run_pretrain(cfg, str(shards_dir), str(tmp_path / "model2"), resume=True)
-    assert again["already_finished"] and not res["already_finished"]
-    assert again["steps"] == res["steps"] and (tmp_path / "model2" / CLIP_FILE).is_file()
 
 
 def _copy_shards(src, dst):
