@@ -63,7 +63,10 @@ RESULT_SCHEMA = pa.schema(
         ("evidence", pa.string()),  # JSON: {section: [{video, file, weight}]}
         ("neighbours", pa.string()),  # JSON: {section: [{study_id, similarity}]}
         ("files", pa.string()),  # JSON: one FileReport per file
-        ("tasks", pa.string()),  # JSON: {task: answer} of the bundle's fine-tuned heads ({} without; null in older outputs)
+        (
+            "tasks",
+            pa.string(),
+        ),  # JSON: {task: answer} of the bundle's fine-tuned heads ({} without; null in older outputs)
         ("error", pa.string()),  # why interpretation failed (status "error"), else null
     ]
 )

@@ -86,13 +86,15 @@ def ray_session(cfg: RayCfg) -> Iterator[None]:
         ray.shutdown()
 
 
-POOL_RETRIES: dict[str, int] = {"max_restarts": 3, "max_task_retries": 1}
+POOL_RETRIES: dict[str, int] = {"max_restarts": 3, "max_task_retries": -1}
 """Bounds for every Ray Data actor pool of the jobs (``map_batches(..., **POOL_RETRIES)``).
 
 Ray Data's pools default to retrying for ever (``max_restarts=-1``, ``max_task_retries=-1``): a
 batch whose actor dies (a decoder crash, the memory monitor's kill) would take a new actor down
-each time. Here an actor is replaced at most 3 times and a batch that lost its actor runs once
-more; then the job fails with Ray Data's error instead of looping."""
+each time. Here an actor is replaced at most 3 times, which bounds the whole pool; a batch that
+lost its actor is retried until a live actor runs it (a single retry was spent in the ~10 s
+before Ray declares a lost node dead, while its actor still looked alive, and the job failed:
+tests/ray/test_multinode.py); then the job fails with Ray Data's error instead of looping."""
 
 
 def configure_ray_data() -> None:

@@ -410,7 +410,7 @@ def _ingest(
                 # POOL_RETRIES' restarts): a lost node's actor stays registered for the seconds
                 # Ray takes to declare the node dead, and a bounded retry count (POOL_RETRIES' 1)
                 # was spent on it in that time and failed the ingest (tests/ray/test_multinode.py).
-                **{**POOL_RETRIES, "max_task_retries": -1},
+                **POOL_RETRIES,
             )
             # A filesystem plus a bare path (no "s3://") is what Ray's writer wants (ray-facts.md 3).
             # min_rows_per_file groups blocks into files of about shard_rows rows per split (without

@@ -272,13 +272,6 @@ def _train_fn(config: dict[str, Any]) -> None:
                     total=total,
                     postfix=f"epoch {state['epoch'] + 1}/{tc['epochs']} loss {info.loss:.3f}",
                 )
-            if (
-                fault.get("at_step") == state["step"]
-                and rank == world - 1
-                and not os.path.exists(fault["marker"])
-            ):
-                Path(fault["marker"]).write_text("killed once")
-                os._exit(1)  # a worker dies mid-epoch (the test of FailureConfig)
             if fault.get("pause_at_step") == state["step"]:
                 _pause(Path(fault["pause_dir"]), rank, state["step"], fault.get("pause_s", 240.0))
             if (
@@ -546,8 +539,7 @@ def run_pretrain(
         shards: ingest output with committed train and val splits.
         out: output folder (local or s3://).
         resume: continue ``train.run_name`` from its last checkpoint instead of refusing to reuse it.
-        fault: test hooks: ``{"at_step": k, "marker": path}``: the last worker dies once at step k;
-            ``"probe": folder``: each rank writes there the optimizer and scheduler state it
+        fault: test hooks: ``"probe": folder``: each rank writes there the optimizer and scheduler state it
             restored and, per step, the clips it took (``_logged``); ``{"pause_at_step": k,
             "pause_dir": folder}``: every rank waits once after step k (``_pause``) while a test
             removes a node.

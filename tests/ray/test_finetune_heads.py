@@ -24,7 +24,7 @@ def label_only_shards(ray_cluster, test_cfg, tmp_path_factory):
         seed=23,
         synth={
             **test_cfg.synth.model_dump(),
-            "studies": 48,
+            "studies": 36,
             "min_videos": 3,
             "max_videos": 4,
             "label_only": True,
@@ -53,7 +53,7 @@ def test_finetune_ef_on_label_only_shards_gives_a_bundle_whose_head_interpret_re
         train={
             **test_cfg.train.model_dump(),
             "storage_path": str(tmp_path / "runs"),
-            "epochs": 4,
+            "epochs": 3,
             "batch_size": 8,
             "lr": 3e-3,
             "time_budget_s": None,
@@ -65,7 +65,7 @@ def test_finetune_ef_on_label_only_shards_gives_a_bundle_whose_head_interpret_re
 
     sha = manifest_sha256(str(bundle_dir))
     res = run_finetune(cfg, "ef", str(bundle_dir), shards, str(tmp_path / "with-ef"))
-    assert res["steps"] == res["planned_steps"] > 0 and res["epochs"] == 4 and res["encoder"] == "frozen"
+    assert res["steps"] == res["planned_steps"] > 0 and res["epochs"] == 3 and res["encoder"] == "frozen"
     assert res["val_studies"] >= 3 and res["train_clips"] > 0
     # The starting head's numbers are logged before the first step and the last epoch's after.
     before, after = res["init_val"]["mae"], res["val"]["mae"]
