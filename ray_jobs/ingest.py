@@ -406,10 +406,8 @@ def _ingest(
                 batch_size=4 if dicomweb is None else 1,
                 num_cpus=1,
                 compute=ray.data.ActorPoolStrategy(size=n_actors),
-                # A batch whose actor is lost is retried until a restarted actor runs it (at most
-                # POOL_RETRIES' restarts): a lost node's actor stays registered for the seconds
-                # Ray takes to declare the node dead, and a bounded retry count (POOL_RETRIES' 1)
-                # was spent on it in that time and failed the ingest (tests/ray/test_multinode.py).
+                # A batch whose actor is lost is retried until a restarted actor runs it
+                # (POOL_RETRIES says why: tests/ray/test_multinode.py lost a node mid-ingest).
                 **POOL_RETRIES,
             )
             # A filesystem plus a bare path (no "s3://") is what Ray's writer wants (ray-facts.md 3).
