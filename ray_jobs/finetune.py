@@ -241,7 +241,10 @@ def run_finetune(
                 kw = {"fn_kwargs": {"task": task.to_dict()}, "batch_size": 64}
                 train_ds = _read_split(train_files, columns).map_batches(_task_columns, **kw)
                 val_ds = _read_split(val_files, columns).map_batches(_task_columns, **kw).materialize()
-                if tc.materialize != "never":  # label-only sets are small next to the object store
+                # Held in the object store as pretraining does (train.materialize): when it fits.
+                store = ray.available_resources().get("object_store_memory", 0)
+                bytes_est = n_train * math.prod(manifest.clip_shape)
+                if tc.materialize == "always" or (tc.materialize == "auto" and bytes_est < store / 3):
                     train_ds = train_ds.materialize()
                 result = fit(
                     cfg,
