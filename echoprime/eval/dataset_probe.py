@@ -363,17 +363,7 @@ def write_plots(metrics: Mapping[str, Any], out: Any) -> dict[str, str]:
 
 
 def to_json(doc: Mapping[str, Any]) -> str:
-    """The metrics document as JSON (NaN written as null)."""
+    """The metrics document as JSON (NaN written as null, as a StudyResult is)."""
+    from echoprime.interpret import _clean
 
-    def clean(x: Any) -> Any:
-        if isinstance(x, dict):
-            return {k: clean(v) for k, v in x.items()}
-        if isinstance(x, (list, tuple)):
-            return [clean(v) for v in x]
-        if isinstance(x, (float, np.floating)):
-            return None if not math.isfinite(float(x)) else float(x)
-        if isinstance(x, np.integer):
-            return int(x)
-        return x
-
-    return json.dumps(clean(doc), indent=2)
+    return json.dumps(_clean(dict(doc)), indent=2)
