@@ -36,7 +36,7 @@ JOBS: dict[str, tuple[str, str]] = {
     ),
     "probe": (
         "ray_jobs.probe",
-        "score a bundle's frozen embeddings on a labelled dataset: linear and kNN probes, report.md, a head",
+        "score a bundle's frozen video tower on a labelled dataset: attentive, linear and kNN probes, report.md, a head",
     ),
     "train-views": (
         "ray_jobs.train_views",

@@ -312,8 +312,31 @@ class StudyInterpreter:
         return getattr(self.parts.video_encoder, "embed_dim", None) or 512
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        e = self.parts.video_encoder(x).float()
+        return self._unit(self.parts.video_encoder(x).float())
+
+    def _unit(self, e: torch.Tensor) -> torch.Tensor:
         return F.normalize(e, dim=-1) if self.parts.normalize_embeddings else e
+
+    @torch.no_grad()
+    def embed_clips_with_tokens(self, clips: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`embed_clips` and, from the same forward pass, the video tower's last tokens per
+        clip ``N x L x F`` (``forward_tokens``: what a frozen attentive probe pools), in batches.
+
+        Raises:
+            ValueError: clips of the wrong shape, or a tower that does not expose its tokens.
+        """
+        self._check_clips(clips)
+        enc = self.parts.video_encoder
+        if not hasattr(enc, "forward_with_tokens"):
+            raise ValueError(f"the bundle's video tower ({type(enc).__name__}) does not expose its tokens")
+        embs, toks = [], []
+        for i in range(0, clips.shape[0], self.batch_size):
+            e, t = enc.forward_with_tokens(clips[i : i + self.batch_size].to(self.device, torch.float32))
+            embs.append(self._unit(e.float()).cpu())
+            toks.append(t.float().cpu())
+        if not embs:
+            raise ValueError("no clips to embed")
+        return torch.cat(embs), torch.cat(toks)
 
     @property
     def _task_width(self) -> int:

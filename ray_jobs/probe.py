@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--bootstrap", type=int, default=1000, help="bootstrap resamples of the test split (default 1000)"
     )
+    p.add_argument(
+        "--no-attentive",
+        dest="attentive",
+        action="store_false",
+        help="skip the frozen attentive probe over the tower's last tokens (it stores every clip's "
+        "tokens while it runs: float16, ~0.6 MB a clip for MViT v2 S, under OUT, removed at the end)",
+    )
+    p.add_argument(
+        "--attentive-epochs",
+        type=int,
+        default=None,
+        help="epochs of each attentive probe fit (default 20; the best on val is kept)",
+    )
     from echoprime.cli import add_config_arguments
     from ray_jobs.common import default_config_path
 
@@ -98,13 +112,14 @@ class EmbedWithBundle:
     """Ray Data UDF: shard rows -> unit video embeddings by the bundle's tower (the interpreter's
     own normalisation and forward; one model per actor)."""
 
-    def __init__(self, bundle: str, split_of: dict[str, str], threads: int = 1) -> None:
+    def __init__(self, bundle: str, split_of: dict[str, str], threads: int = 1, tokens: bool = False) -> None:
         import torch
 
         from echoprime.interpret import StudyInterpreter
 
         torch.set_num_threads(threads)
         self.split_of = split_of  # shard file -> split
+        self.tokens = tokens  # also the tower's last tokens (float16), for the attentive probe
         self.interp = StudyInterpreter.from_bundle(bundle, components={"video_encoder"}, device="cpu")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
@@ -112,9 +127,14 @@ class EmbedWithBundle:
 
         clips = np.asarray(batch["clip"])
         x = self.interp.normalise_clips(clips, [int(v) for v in batch["n_valid"]])
-        emb = F.normalize(self.interp.embed_clips(x).float(), dim=-1).numpy()
         split = np.array([self.split_of[str(p)] for p in batch["path"]])
-        return {"study_id": batch["study_id"], "labels": batch["labels"], "split": split, "emb": emb}
+        got = {"study_id": batch["study_id"], "labels": batch["labels"], "split": split}
+        if self.tokens:
+            emb, tok = self.interp.embed_clips_with_tokens(x)
+            got["tokens"] = tok.numpy().astype(np.float16)
+        else:
+            emb = self.interp.embed_clips(x)
+        return got | {"emb": F.normalize(emb.float(), dim=-1).numpy()}
 
 
 def run_probe(
@@ -129,8 +149,12 @@ def run_probe(
     head_target: str = "ejection_fraction",
     n_boot: int = 1000,
     fit_shards: str | None = None,
+    attentive: bool = True,
+    attentive_epochs: int | None = None,
 ) -> dict[str, Any]:
-    """Embed, probe, report (module docstring); returns the metrics document.
+    """Embed, probe, report (module docstring); returns the metrics document. ``attentive``: also
+    store every clip's last tokens (float16, in a folder under ``out`` removed at the end) and fit
+    the frozen attentive probe on them.
 
     Raises:
         ValueError: shards whose preprocessing differs from the bundle's, a missing split, a wanted
@@ -169,6 +193,11 @@ def run_probe(
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     cols: dict[str, list[Any]] = {"study_id": [], "labels": [], "split": [], "emb": []}
+    rows = sum(pq.ParquetFile(loc.path, filesystem=loc.fs).metadata.num_rows
+               for fl in files.values() for loc in map(storage.locate, fl))  # fmt: skip
+    scratch = tempfile.TemporaryDirectory(prefix="tokens-", dir=out_dir) if attentive else None
+    store: np.ndarray | None = None
+    n = 0
     with ray_session(cfg.ray):
         configure_ray_data()
         locs = {s: [storage.locate(f) for f in fl] for s, fl in files.items()}
@@ -180,7 +209,7 @@ def run_probe(
         cpus = int(ray.cluster_resources().get("CPU", 1))
         ds = ds.map_batches(
             EmbedWithBundle,
-            fn_constructor_args=(str(root), split_of),
+            fn_constructor_args=(str(root), split_of, 1, attentive),
             batch_size=64,
             num_cpus=1,
             compute=ray.data.ActorPoolStrategy(size=max(1, min(cfg.ingest.decode_actors, 2, cpus - 1))),
@@ -189,15 +218,36 @@ def run_probe(
         for b in ds.iter_batches(batch_size=256, batch_format="numpy"):
             for k in cols:
                 cols[k].append(b[k])
+            if scratch is not None:  # tokens go to disk as they come: a real tower's are ~0.6 MB a clip
+                if store is None:
+                    store = np.lib.format.open_memmap(
+                        Path(scratch.name) / "tokens.npy", "w+", np.float16, (rows, *b["tokens"].shape[1:])
+                    )
+                store[n : n + len(b["tokens"])] = b["tokens"]
+                n += len(b["tokens"])
     allc = {k: np.concatenate(v) for k, v in cols.items()}
     t_embed = time.perf_counter() - t0
     sets = {}
     for s in ("train", "val", "test"):
         m = allc["split"] == s
         sets[s] = dp.study_features(allc["emb"][m], list(allc["study_id"][m]), list(allc["labels"][m]))
+    tokens = None
+    if store is not None:
+        from echoprime.eval.attentive_probe import ClipTokens, study_index
+
+        tokens = {}
+        for s in ("train", "val", "test"):
+            m = np.flatnonzero(allc["split"] == s)
+            tokens[s] = ClipTokens(store, m, study_index(allc["study_id"][m], sets[s].ids))
+    t1 = time.perf_counter()
     metrics, fitted = dp.run_all(
-        sets["train"], sets["val"], sets["test"], chosen, n_boot=n_boot, seed=cfg.seed
-    )
+        sets["train"], sets["val"], sets["test"], chosen, n_boot=n_boot, seed=cfg.seed, tokens=tokens,
+        epochs=attentive_epochs,
+    )  # fmt: skip
+    t_fit = time.perf_counter() - t1
+    del tokens, store
+    if scratch is not None:
+        scratch.cleanup()
     doc: dict[str, Any] = {
         "dataset": dataset,
         "shards": shards,
@@ -213,6 +263,7 @@ def run_probe(
         "targets": metrics,
         "published": dp.PUBLISHED.get(dataset or "", []),
         "embed_s": round(t_embed, 1),
+        "fit_s": round(t_fit, 1),
     }
     doc["plots"] = dp.write_plots(metrics, out_dir)
     if head_out is not None:
@@ -264,23 +315,30 @@ def run(args: argparse.Namespace) -> int:
     doc = run_probe(
         cfg, args.bundle, shards, args.out, dataset=args.dataset, targets=args.targets,
         head_out=args.head_out, head_target=args.head_target, n_boot=args.bootstrap, fit_shards=args.fit_shards,
+        attentive=args.attentive, attentive_epochs=args.attentive_epochs,
     )  # fmt: skip
     print(
         f"probe: {doc['clips']} clips, studies train/val/test {doc['studies']['train']}/{doc['studies']['val']}/"
-        f"{doc['studies']['test']} (embedded in {doc['embed_s']} s)"
+        f"{doc['studies']['test']} (embedded in {doc['embed_s']} s, probes fitted in {doc['fit_s']} s)"
     )
     for key, r in doc["targets"].items():
         if not r.get("computable"):
             print(f"  {key:<24} n/a: {r.get('reason')}")
         elif r["kind"] == "regression":
             u = UNITS.get(key, "")
+            att = f"attentive {r['attentive']['mae']:.2f} / " if "attentive" in r else ""
             print(
-                f"  {key:<24} MAE linear {r['linear']['mae']:.2f} / kNN {r['knn']['mae']:.2f} / train mean "
+                f"  {key:<24} MAE {att}linear {r['linear']['mae']:.2f} / kNN {r['knn']['mae']:.2f} / train mean "
                 f"{r['mean']['mae']:.2f} {u} (test {r['n_test']} studies; linear R² {r['linear']['r2']:.2f})"
             )
         else:
+            att = (
+                f"attentive {r['attentive']['auc']:.3f} / "
+                if r.get("attentive", {}).get("computable")
+                else ""
+            )
             print(
-                f"  {key:<24} AUC linear {r['linear']['auc']:.3f} / kNN {r['knn']['auc']:.3f} (test {r['n_test']} studies)"
+                f"  {key:<24} AUC {att}linear {r['linear']['auc']:.3f} / kNN {r['knn']['auc']:.3f} (test {r['n_test']} studies)"
                 if r["linear"].get("computable") and r["knn"].get("computable")
                 else f"  {key:<24} n/a on test: {r['linear'].get('reason')}"
             )

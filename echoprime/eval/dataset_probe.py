@@ -10,7 +10,9 @@ dataset's own splits, per target:
   (lowest MAE / highest AUC) from :data:`ALPHAS` / :data:`CS`, fitted on train;
 * ``knn``: the mean label of the ``k`` most cosine-similar training studies, ``k`` chosen on val
   from :data:`KS`;
-* ``mean``: the train split's mean (regressions) or prevalence (binaries): the floor.
+* ``mean``: the train split's mean (regressions) or prevalence (binaries): the floor;
+* ``attentive`` (when the clips' tokens are given): the frozen attentive probe over every token
+  of the tower's last layer (echoprime.eval.attentive_probe), the published comparisons' protocol.
 
 Scored on the test split: MAE (with a bootstrap 95 % interval) and R² for regressions, AUC (with
 its interval) for binaries. A study with an ejection fraction also gives the binary ``ef_below_40``
@@ -257,6 +259,33 @@ def linear_weights(probe: Any) -> tuple[np.ndarray, np.ndarray]:
     return w, b
 
 
+def attentive_target(
+    key: str,
+    kind: str,
+    studies: Mapping[str, Studies],
+    tokens: Mapping[str, Any],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+    epochs: int | None = None,
+) -> tuple[dict[str, Any], list[float]]:
+    """The frozen attentive probe of one target (echoprime.eval.attentive_probe) on the splits'
+    clip tokens: ``(its test score | {"weight_decay", "epoch", "epochs", "val_score"}, its per-study test
+    predictions)``, scored as :func:`probe_target` scores the others. ``"epoch"`` is the best
+    of the ``"epochs"`` run."""
+    from echoprime.eval import attentive_probe as ap
+
+    ys = {s: _column(studies[s], key) for s in ("train", "val", "test")}
+    kw = {} if epochs is None else {"epochs": epochs}
+    preds, chosen = ap.fit_and_score(
+        kind, *((tokens[s], ys[s]) for s in ("train", "val", "test")), seed=seed, **kw
+    )
+    keep = ~np.isnan(ys["test"])
+    y, p = ys["test"][keep], preds[keep]
+    score = _score(kind, y, p, np.random.default_rng(seed), n_boot, key.endswith("_grade"))
+    return score | chosen, p.tolist()
+
+
 def run_all(
     train: Studies,
     val: Studies,
@@ -265,13 +294,22 @@ def run_all(
     *,
     n_boot: int = 1000,
     seed: int = 0,
+    tokens: Mapping[str, Any] | None = None,
+    epochs: int | None = None,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every target: ``(metrics by target, fitted linear probes by target)``."""
+    """Every target: ``(metrics by target, fitted linear probes by target)``. With ``tokens``
+    (``{split: ClipTokens}``), each computable target also gets the frozen attentive probe
+    (``attentive``; ``epochs`` overrides its default)."""
     metrics, fitted = {}, {}
     for key, kind in targets.items():
         r = probe_target(key, kind, train, val, test, n_boot=n_boot, seed=seed)
         if "_linear" in r:
             fitted[key] = r.pop("_linear")
+        if tokens is not None and r.get("computable"):
+            splits = {"train": train, "val": val, "test": test}
+            r["attentive"], r["test"]["attentive"] = attentive_target(
+                key, kind, splits, tokens, n_boot=n_boot, seed=seed, epochs=epochs
+            )
         metrics[key] = r
     return metrics, fitted
 
@@ -293,20 +331,33 @@ def report_markdown(doc: Mapping[str, Any]) -> str:
         f"Bundle `{doc['bundle_name']}` (manifest sha256 `{doc['bundle_sha256'][:16]}...`), "
         f"{doc['studies']['train']} / {doc['studies']['val']} / {doc['studies']['test']} train / val / test "
         f"studies ({doc['clips']} clips), seed {doc['seed']}, {doc['n_boot']} bootstrap resamples.",
-        "A study is the mean of its clips' unit embeddings; penalties and k chosen on val; scored on test "
+        "For the linear and kNN probes a study is the mean of its clips' unit embeddings; penalties and k "
+        "chosen on val; every probe scored on test "
         "(MAE with its 95 % interval and R² for measurements, AUC with its interval for binaries).",
         f"Protocol: {doc.get('protocol', 'own splits')}.",
         "",
-        "| target | kind | n test | linear | kNN | train mean (floor) |",
-        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    attentive = any("attentive" in r for r in doc["targets"].values())
+    if attentive:
+        lines += [
+            "The attentive probe: a learned query attends over every token of the frozen tower's last "
+            "layer, then a linear layer; weight decay and epoch chosen on val; a study's prediction is "
+            "the mean of its clips' (the protocol of the published comparisons).",
+            "",
+        ]
+    lines += [
+        f"| target | kind | n test |{' attentive |' if attentive else ''} linear | kNN | train mean (floor) |",
+        f"| --- | --- | --- |{' --- |' if attentive else ''} --- | --- | --- |",
     ]
     for key, r in doc["targets"].items():
         kind, unit = r["kind"], UNITS.get(key, "")
         if not r.get("computable"):
-            lines.append(f"| {key} | {kind} | {r.get('n_test', 0)} | n/a: {r.get('reason', '')} | | |")
+            blank = " |" * (3 if attentive else 2)
+            lines.append(f"| {key} | {kind} | {r.get('n_test', 0)} | n/a: {r.get('reason', '')} |{blank}")
             continue
+        att = f" {_fmt(r['attentive'], kind, unit)} |" if attentive else ""
         lines.append(
-            f"| {key} | {kind} | {r['n_test']} | {_fmt(r['linear'], kind, unit)} | {_fmt(r['knn'], kind, unit)} "
+            f"| {key} | {kind} | {r['n_test']} |{att} {_fmt(r['linear'], kind, unit)} | {_fmt(r['knn'], kind, unit)} "
             f"| {_fmt(r['mean'], kind, unit)} |"
         )
     pub = PUBLISHED.get(doc.get("dataset") or "", [])

@@ -61,8 +61,10 @@ class MViTVideoEncoder(nn.Module):
         self.embed_dim = backbone.head[-1].out_features
         self.num_features = backbone.head[-1].in_features
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``B x 3 x T x H x W`` -> the normalised class token ``B x F`` (before the head)."""
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """``B x 3 x T x H x W`` -> the last block's normalised tokens ``B x (1 + N) x F``: the
+        class token, then one per patch of the final ``T' x H' x W'`` grid (what a frozen
+        attentive probe pools)."""
         check_clip_shape(x, self.frames, self.size, type(self).__name__)
         m = self.backbone
         x = m.conv_proj(x)  # B x C x T' x H' x W'
@@ -71,8 +73,16 @@ class MViTVideoEncoder(nn.Module):
         thw = (m.pos_encoding.temporal_size,) + m.pos_encoding.spatial_size
         for block in m.blocks:
             x, thw = block(x, thw)
-        x = m.norm(x)
-        return x[:, 0]
+        return m.norm(x)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``B x 3 x T x H x W`` -> the normalised class token ``B x F`` (before the head)."""
+        return self.forward_tokens(x)[:, 0]
+
+    def forward_with_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass: ``(forward(x) B x D, forward_tokens(x) B x (1 + N) x F)``."""
+        tokens = self.forward_tokens(x)
+        return self.forward_head(tokens[:, 0]), tokens
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """``B x F`` -> ``B x D`` (dropout, then the projection)."""
@@ -233,7 +243,10 @@ class TinyVideoEncoder(nn.Module):
         consecutive time steps (``F = 32 x 6w``).
         """
         check_clip_shape(x, self.frames, self.size, type(self).__name__)
-        f = self.blocks(x)  # B x 6w x T' x H' x W'
+        return self._pool(self.blocks(x))
+
+    def _pool(self, f: torch.Tensor) -> torch.Tensor:
+        """The last block's map ``B x 6w x T' x H' x W'`` -> the pooled features (``pool``)."""
         if self.pool == "avg":
             return f.mean(dim=(2, 3, 4))
         grid = (POOL_GRID, POOL_GRID)
@@ -247,6 +260,18 @@ class TinyVideoEncoder(nn.Module):
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """``B x F`` -> ``B x D`` (dropout, then the projection)."""
         return self.head(self.drop(features))
+
+    def forward_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """``B x 3 x T x H x W`` -> the last block's map as tokens ``B x (T'H'W') x 6w``, one per
+        cell of its grid (what a frozen attentive probe pools)."""
+        check_clip_shape(x, self.frames, self.size, type(self).__name__)
+        return self.blocks(x).flatten(2).transpose(1, 2)
+
+    def forward_with_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One pass: ``(forward(x) B x D, forward_tokens(x))``."""
+        check_clip_shape(x, self.frames, self.size, type(self).__name__)
+        f = self.blocks(x)
+        return self.forward_head(self._pool(f)), f.flatten(2).transpose(1, 2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``B x 3 x T x H x W`` -> ``B x D`` (not normalised)."""

@@ -114,13 +114,17 @@ def test_probe_scores_the_frozen_embeddings_and_its_head_answers_in_interpret(
     )  # fmt: skip
     ef = doc["targets"]["ejection_fraction"]
     assert ef["computable"] and ef["n_test"] == doc["studies"]["test"] >= 3
-    for probe in ("linear", "knn", "mean"):
+    for probe in ("attentive", "linear", "knn", "mean"):
         assert ef[probe]["mae_low"] <= ef[probe]["mae"] <= ef[probe]["mae_high"]
+    # The attentive probe read the tower's tokens (stored under OUT while it ran, then removed).
+    assert len(ef["test"]["attentive"]) == ef["n_test"] and ef["attentive"]["epochs"] >= 20
+    assert not list((tmp_path / "probe").glob("tokens-*"))
     assert doc["clips"] > 3 * sum(doc["studies"].values()) - 1  # 3-4 clips per study, every split
     saved = json.loads((tmp_path / "probe" / "metrics.json").read_text())
     assert saved["targets"]["ejection_fraction"]["linear"]["mae"] == pytest.approx(ef["linear"]["mae"])
     md = (tmp_path / "probe" / "report.md").read_text()
     assert "| ejection_fraction | regression |" in md and "EchoPrime (frozen attentive probe) | 4.87" in md
+    assert f"| {ef['n_test']} | {ef['attentive']['mae']:.2f} (" in md
     assert (tmp_path / "probe" / "probe_ejection_fraction.png").is_file()
     # The linear probe as a head: interpretation answers with it, in the unit, pooled by the LV attention.
     study = sorted((label_only_shards / "cohort" / "videos").iterdir())[1]
@@ -135,7 +139,7 @@ def test_probe_scores_the_frozen_embeddings_and_its_head_answers_in_interpret(
     # the same set on both sides it must give exactly the numbers of the own-splits protocol.
     again = run_probe(
         test_cfg, str(bundle_dir), shards, str(tmp_path / "p3"), targets="ejection_fraction",
-        fit_shards=shards, n_boot=100,
+        fit_shards=shards, n_boot=100, attentive=False,
     )  # fmt: skip
     assert again["protocol"].startswith("transfer: fitted on") and doc["protocol"] == "own splits"
     assert again["targets"]["ejection_fraction"]["linear"] == pytest.approx(ef["linear"], rel=1e-6)
@@ -169,7 +173,7 @@ def test_probe_of_a_public_dataset_folder_as_published(bundle_dir, tmp_path, cap
     ])  # fmt: skip
     assert rc == 0
     said = capsys.readouterr().out
-    assert "probe: ingested echonet-dynamic" in said and "ejection_fraction        MAE linear" in said
+    assert "probe: ingested echonet-dynamic" in said and "ejection_fraction        MAE attentive" in said
     doc = json.loads((out / "metrics.json").read_text())
     assert doc["dataset"] == "echonet-dynamic" and sum(doc["studies"].values()) == 40 == doc["clips"]
     assert (out / "shards" / "_manifest.json").is_file() and "EchoNet-Dynamic (supervised" in (
