@@ -40,6 +40,10 @@ StudyInput = str | os.PathLike | Sequence[str | os.PathLike] | Sequence[tuple[st
 """A folder, a list of files, a list of ``(name, bytes)`` uploads, or preprocessed clips ``N x 3 x T x S x S``."""
 
 
+CPU_ONE_CLIP_PARAMS = 10_000_000
+"""Video towers larger than this run one clip per forward on a CPU (:class:`StudyInterpreter`)."""
+
+
 @dataclass
 class InterpreterParts:
     """Everything interpretation needs, however it was loaded (a bundle, a published release).
@@ -123,8 +127,13 @@ class StudyInterpreter:
     Args:
         parts: the loaded components.
         device: where the encoders run (``cpu``, ``cuda``; default: CUDA when present).
-        batch_size: clips per encoder forward pass.
+        batch_size: clips normalised and sent through the towers together.
         k: default neighbours for the kNN metrics.
+        video_batch: clips per forward of the video tower (within a batch). Default: one on a CPU
+            for a tower of more than :data:`CPU_ONE_CLIP_PARAMS` parameters (mViT v2 S), else
+            ``batch_size`` (bench/encoder_cpu.py: on CPU the release-size tower is fastest one clip
+            at a time, 1.27 s a clip against 1.70 in eights; the small Conv3d tower is 2.5x faster
+            in batches; docs/benchmarks.md).
     """
 
     def __init__(
@@ -133,11 +142,17 @@ class StudyInterpreter:
         device: str | torch.device | None = None,
         batch_size: int = 50,
         k: int = 50,
+        video_batch: int | None = None,
     ) -> None:
         self.parts = parts
         self.spec = parts.spec
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.batch_size = batch_size
+        if video_batch is None:
+            enc = parts.video_encoder
+            size = sum(p.numel() for p in enc.parameters()) if enc is not None else 0
+            video_batch = 1 if self.device.type == "cpu" and size > CPU_ONE_CLIP_PARAMS else batch_size
+        self.video_batch = max(1, min(video_batch, batch_size))
         self.k = min(k, len(parts.bank)) if parts.bank is not None else k
         for m in (parts.video_encoder, parts.view_classifier, parts.mil, parts.text_encoder):
             if m is not None:
@@ -312,7 +327,9 @@ class StudyInterpreter:
         return getattr(self.parts.video_encoder, "embed_dim", None) or 512
 
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self._unit(self.parts.video_encoder(x).float())
+        b, enc = self.video_batch, self.parts.video_encoder
+        e = enc(x) if len(x) <= b else torch.cat([enc(x[i : i + b]) for i in range(0, len(x), b)])
+        return self._unit(e.float())
 
     def _unit(self, e: torch.Tensor) -> torch.Tensor:
         return F.normalize(e, dim=-1) if self.parts.normalize_embeddings else e
@@ -330,8 +347,8 @@ class StudyInterpreter:
         if not hasattr(enc, "forward_with_tokens"):
             raise ValueError(f"the bundle's video tower ({type(enc).__name__}) does not expose its tokens")
         embs, toks = [], []
-        for i in range(0, clips.shape[0], self.batch_size):
-            e, t = enc.forward_with_tokens(clips[i : i + self.batch_size].to(self.device, torch.float32))
+        for i in range(0, clips.shape[0], self.video_batch):
+            e, t = enc.forward_with_tokens(clips[i : i + self.video_batch].to(self.device, torch.float32))
             embs.append(self._unit(e.float()).cpu())
             toks.append(t.float().cpu())
         if not embs:

@@ -98,3 +98,23 @@ def test_studies_from_uint8_clips_get_the_answers_of_the_float_path(bundle, file
         interp.embed_and_classify_uint8(u8, n_valid[:2])
     empty = interp.embed_and_classify_uint8(u8[:0], n_valid[:0])
     assert empty[0].shape == (0, 512) and empty[1].shape[0] == 0
+
+
+def test_the_video_tower_runs_one_clip_a_forward_on_cpu_only_when_it_is_large(interp, files):
+    """A release-size tower on CPU runs one clip per forward (faster there: docs/benchmarks.md);
+    the small tower keeps the batch; either way the embeddings are the batched ones."""
+    from dataclasses import replace
+
+    from echoprime.interpret import CPU_ONE_CLIP_PARAMS
+    from echoprime.models.video import echoprime_mvit_v2_s
+
+    assert interp.video_batch == interp.batch_size == 50  # the test bundle's tiny tower
+    big = echoprime_mvit_v2_s()
+    assert sum(p.numel() for p in big.parameters()) > CPU_ONE_CLIP_PARAMS
+    assert StudyInterpreter(replace(interp.parts, video_encoder=big), device="cpu").video_batch == 1
+    assert StudyInterpreter(interp.parts, device="cpu", video_batch=2, batch_size=8).video_batch == 2
+    clips, n_valid, _ = interp.load_study_uint8(files)
+    one = StudyInterpreter(interp.parts, device="cpu", video_batch=1)
+    torch.testing.assert_close(
+        one.embed_and_classify_uint8(clips, n_valid)[0], interp.embed_and_classify_uint8(clips, n_valid)[0]
+    )
