@@ -4,9 +4,10 @@
   echoprime probe --bundle B --shards S --targets ejection_fraction,IVSd --head-out B-with-ef --head-target ejection_fraction
 
 Every clip of the shards' train, val and test splits is embedded on Ray Data by an actor pool
-that runs the bundle's video tower as interpretation does; then, per target, linear and kNN
-probes are fitted on train, tuned on val and scored on test with bootstrap intervals, beside
-the train-mean floor (echoprime.eval.dataset_probe). Writes ``OUT/metrics.json``,
+that runs the bundle's video tower as interpretation does (and returns its last tokens, for the
+attentive probe); then, per target, the frozen attentive probe, a linear and a kNN probe are
+fitted on train, tuned on val and scored on test with bootstrap intervals, beside the train-mean
+floor (echoprime.eval.dataset_probe, echoprime.eval.attentive_probe). Writes ``OUT/metrics.json``,
 ``OUT/report.md`` (with the figures published on the dataset, when ``--dataset`` names one) and
 predicted-vs-true / Bland-Altman plots. ``--head-out`` also writes a new bundle whose head is the
 linear probe of ``--head-target``: interpretation and Serve then answer with it (``tasks``).
