@@ -448,20 +448,46 @@ def load_module(root: Path, info: Mapping[str, Any]) -> torch.nn.Module:
     from echoprime.models.text import create_text_encoder
 
     name = info["model"]
-    try:
-        module = create_model(name, **info.get("overrides", {}))
-    except ValueError:
-        module = create_text_encoder(name, **info.get("overrides", {}))
+
+    def build() -> torch.nn.Module:
+        try:
+            return create_model(name, **info.get("overrides", {}))
+        except ValueError:
+            return create_text_encoder(name, **info.get("overrides", {}))
+
     state = load_file(str(_inside(root, info["file"])))
     if info.get("prefix"):
         # Several components can share one weights file (the pretrained CLIP holds both towers).
         pre = info["prefix"]
         state = {k[len(pre) :]: v for k, v in state.items() if k.startswith(pre)}
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    # Built on the meta device, then given the file's tensors: a release-size tower's random
+    # initialisation, thrown away by the load, cost seconds of start-up (docs/benchmarks.md).
+    # A module with a buffer its weights file does not hold (made at construction, not saved:
+    # BERT's position ids) is built for real.
+    with torch.device("meta"):
+        module = build()
+    want = module.state_dict()
+    assign = all(n in want for n, _ in module.named_buffers())
+    if not assign:
+        module = build()
+    state = {
+        k: v.to(want[k].dtype) if k in want and v.dtype != want[k].dtype else v for k, v in state.items()
+    }
+    # Parameters the module shares between places (BERT ties its decoder to the word embeddings):
+    # assigning gives each place the file's own tensor, so the ties are made again after it.
+    ties: dict[int, list[str]] = {}
+    for n, prm in module.named_parameters(remove_duplicate=False):
+        ties.setdefault(id(prm), []).append(n)
+    missing, unexpected = module.load_state_dict(state, strict=False, assign=assign)
     if missing or unexpected:
         raise BundleError(
             f"bundle {root}: {info['file']} does not fit model {name!r}: missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
         )
+    for first, *others in (g for g in ties.values() if len(g) > 1 and assign):
+        shared = module.get_parameter(first)
+        for n in others:
+            owner, _, leaf = n.rpartition(".")
+            setattr(module.get_submodule(owner), leaf, shared)
     return module.eval()
 
 

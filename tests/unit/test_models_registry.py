@@ -63,3 +63,43 @@ def test_register_custom_model_and_reject_conflicting_name():
         @register_model("video", name="_test_identity_encoder")
         def _other() -> nn.Module:
             return nn.Identity()
+
+
+def test_a_bundle_component_is_built_without_random_init_and_keeps_its_ties(tmp_path):
+    """load_module builds on the meta device and takes the file's tensors (no random
+    initialisation to throw away); BERT's tied decoder stays tied; weights stored in another
+    dtype come back in the module's; a wrong file is still refused."""
+    from safetensors.torch import load_file, save_file
+
+    from echoprime.bundle import BundleError, BundleWriter, load_module
+    from echoprime.models.text import create_text_encoder
+
+    w = BundleWriter(tmp_path)
+    video = create_model("echoprime_mvit_tiny").eval()
+    text = create_text_encoder("tiny_bert").eval()
+    w.save_module("video", video, model="echoprime_mvit_tiny")
+    w.save_module("text", text, model="tiny_bert")
+    for name, want in (("video", video), ("text", text)):
+        got = load_module(tmp_path, w.components[name])
+        assert got.state_dict().keys() == want.state_dict().keys()
+        assert all(
+            torch.equal(a, b)
+            for a, b in zip(got.state_dict().values(), want.state_dict().values(), strict=True)
+        )
+        assert not any(t.is_meta for t in (*got.parameters(), *got.buffers()))
+        assert all(p.requires_grad and isinstance(p, nn.Parameter) for p in got.parameters())
+
+        def shared(m):
+            seen: dict[int, int] = {}
+            for _, p in m.named_parameters(remove_duplicate=False):
+                seen[id(p)] = seen.get(id(p), 0) + 1
+            return sorted(v for v in seen.values() if v > 1)
+
+        assert shared(got) == shared(want)
+    assert shared(text) == [2, 2]  # the decoder's weight and bias: tied in the loaded one too
+    half = {k: v.half() for k, v in load_file(str(tmp_path / "video.safetensors")).items()}
+    save_file(half, str(tmp_path / "half.safetensors"))
+    got = load_module(tmp_path, {"model": "echoprime_mvit_tiny", "file": "half.safetensors"})
+    assert {p.dtype for p in got.parameters()} == {torch.float32}
+    with pytest.raises(BundleError, match="does not fit model 'echoprime_tiny'"):
+        load_module(tmp_path, {"model": "echoprime_tiny", "file": "video.safetensors"})
