@@ -5,9 +5,9 @@ Layouts (named in every docstring): a decoded clip is ``F x H x W x 3`` uint8 RG
 ``3 x T x S x S`` float32 (channels first, per-channel normalised). Batched model input is
 ``B x 3 x T x S x S``.
 
-The pipeline follows the published release's preprocessing (``docs/echoprime-release-format.md``):
-mask the ultrasound sector, crop and scale each frame, normalise, pad with zeros, sample every
-``stride``-th frame. Two deliberate choices:
+The pipeline follows the published release's preprocessing (docs/release-compat.md, "The
+algorithm, as the release computes it"): mask the ultrasound sector, crop and scale each frame,
+normalise, pad with zeros, sample every ``stride``-th frame. Two deliberate choices:
 
 * Work is done only on the frames that end up in the clip: the mask needs the whole clip, but
   cropping, masking and resizing touch just the ``T`` sampled frames, cropped once by slicing.

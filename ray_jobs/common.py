@@ -36,12 +36,12 @@ def _quiet_ray_env(cfg: RayCfg, local: bool) -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    # A stalled Data pipeline becomes an error instead of a 30-minute hang (ray-facts.md 3).
+    # A stalled Data pipeline becomes an error instead of a 30-minute hang (docs/ray-notes.md).
     os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", str(cfg.data_no_progress_timeout_s))
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     if local:
         # A local Ray owned by this command needs no token; without this, Ray 2.60 writes
-        # ~/.ray/auth_token, which changes what a later `ray start` does (ray-facts.md 1, 5).
+        # ~/.ray/auth_token, which changes what a later `ray start` does (docs/ray-notes.md).
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 

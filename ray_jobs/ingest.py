@@ -410,7 +410,7 @@ def _ingest(
                 # (POOL_RETRIES says why: tests/ray/test_multinode.py lost a node mid-ingest).
                 **POOL_RETRIES,
             )
-            # A filesystem plus a bare path (no "s3://") is what Ray's writer wants (ray-facts.md 3).
+            # A filesystem plus a bare path (no "s3://") is what Ray's writer wants (docs/ray-notes.md).
             # min_rows_per_file groups blocks into files of about shard_rows rows per split (without
             # it every block becomes its own tiny file). Ray 2.60 deprecates it with partition_cols in
             # favour of a hash repartition, which would shuffle every clip once more; revisit when the

@@ -659,7 +659,7 @@ def run_pretrain(
                 store = ray.available_resources().get("object_store_memory", 0)
                 if tc.materialize == "always" or (tc.materialize == "auto" and bytes_est < store / 3):
                     # Small sets are held in memory: the pipeline then runs once instead of every epoch,
-                    # and nothing competes with the workers for the few CPUs (ray-facts.md 3).
+                    # and nothing competes with the workers for the few CPUs (docs/ray-notes.md).
                     train_ds = train_ds.materialize()
                 val_ds = val_ds.materialize()  # evaluated every epoch; small by construction
                 result = fit(

@@ -79,7 +79,7 @@ def s3_server():
 
 @pytest.fixture(scope="session")
 def ray_cluster(s3_server, tmp_path_factory):
-    """One local Ray for the whole session (4 logical CPUs on 2 cores; see ray-facts.md 3)."""
+    """One local Ray for the whole session (4 logical CPUs on 2 cores; see docs/ray-notes.md)."""
     import ray
 
     ray.init(

@@ -4,8 +4,8 @@ Nothing here comes from the release: the weights are random (drawn directly into
 architectures' state-dict shapes, so the files are as large as the real ones), the phrase
 vocabulary is this project's own (``echoprime/reports/vocabulary.json``) plus one phrase, and
 the bank's reports are written by the synthetic report writer for random patients. The layout,
-file names, pickle shapes, CSV headers and tensor shapes are those of
-docs/echoprime-release-format.md.
+file names, pickle shapes, CSV headers and tensor shapes are those of the published release
+(docs/release-compat.md, "The files, and what is read from each", and the quirks it lists).
 
 To exercise the report rules, the bank is shaped on purpose:
 

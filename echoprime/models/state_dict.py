@@ -1,7 +1,7 @@
 """Loading the published release's state dicts into this package's modules, strictly.
 
 The release stores plain torchvision / transformers state dicts (see
-docs/echoprime-release-format.md): the video encoder's keys are those of a bare
+docs/release-compat.md, "The files"): the video encoder's keys are those of a bare
 ``torchvision.models.video.mvit_v2_s`` (``conv_proj.weight``, ``blocks.0...``, ``head.1.weight``),
 the view classifier's those of a bare ``convnext_base``. Our wrappers keep the torchvision module
 as an attribute (``backbone``) so that they can add ``forward_features``/``forward_head``; a module

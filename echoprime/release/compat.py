@@ -10,7 +10,7 @@ A notebook written for the published code ports by changing its import::
     metrics = ep.predict_metrics(encoding)                         # {phenotype: value}
     report = ep.generate_report(encoding)                          # "Left Ventricle: ... [SEP] ..."
 
-The computation is the release's algorithm (docs/echoprime-release-format.md): raw encoder
+The computation is the release's algorithm (docs/release-compat.md): raw encoder
 outputs (not normalised) next to the one-hot view of each clip's first frame; per section
 ``normalize(sum_i w[s, view_i] * emb_i)``; kNN means of the neighbours' labels; each report
 section from the most similar candidate whose report has it. Two defects of the published

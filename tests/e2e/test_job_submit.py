@@ -1,7 +1,7 @@
 """A job submitted to a real Ray head node, the way docs/operations.md submits every stage.
 
 Starts `ray start --head --block` in its own process group and temp dir (never `ray stop`: it
-kills every Ray on the host, ray-facts.md 5), submits `python -m ray_jobs.synth` with the Ray
+kills every Ray on the host, docs/ray-notes.md), submits `python -m ray_jobs.synth` with the Ray
 job SDK and the runtime environment of cluster/job-env.yaml (the checkout as working_dir), and
 checks that the job joined that head (`ray.address=auto`), ran its studies as Ray tasks there,
 succeeded, logged its summary and wrote the cohort. The head is killed, and its processes are
@@ -94,7 +94,7 @@ def ray_head(tmp_path: Path) -> Iterator[str]:
     gcs_port, dash_port = free_port(), free_port()
     env = {
         **os.environ,
-        "RAY_AUTH_MODE": "disabled",  # no token to share with the client (ray-facts.md 5)
+        "RAY_AUTH_MODE": "disabled",  # no token to share with the client (docs/ray-notes.md, "Starting a cluster")
         "RAY_USAGE_STATS_ENABLED": "0",
         "PATH": f"{RAY.parent}{os.pathsep}{os.environ.get('PATH', '')}",  # the job's `python` is ours
     }

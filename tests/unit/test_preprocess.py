@@ -41,7 +41,7 @@ def speckle_fan(rng: np.random.Generator, n: int, h: int, w: int) -> np.ndarray:
 
 
 def release_reference(frames: np.ndarray) -> np.ndarray:
-    """Steps 3-5 of docs/echoprime-release-format.md, written out independently and plainly."""
+    """Steps 3-5 of the release's preprocessing (docs/ingestion.md), written out independently and plainly."""
     out = []
     for f in frames:
         h, w = f.shape[:2]

@@ -1,5 +1,5 @@
 """Release compatibility: a fake release in the exact file formats, against an independent
-straightforward computation of the stated algorithm (docs/echoprime-release-format.md).
+straightforward computation of the stated algorithm (docs/release-compat.md).
 
 The reference below reads the release files with plain csv/json/pickle/torch, runs plain
 torchvision networks, and implements the algorithm with loops; it calls nothing of
@@ -593,9 +593,9 @@ def test_same_findings_as_with_a_row_for_every_binary(ep, release, encoding, tmp
 
 
 def test_fixture_mirrors_the_published_shapes(release):
-    """The fake release holds the published files' shapes as docs/echoprime-release-format.md
-    states them, quirks included; a fixture tidier than the real files hides bugs (the
-    roc_thresholds.csv one did). Constants here are the format page's, not echoprime's."""
+    """The fake release holds the published files' shapes as the release has them
+    (docs/release-compat.md), quirks included; a fixture tidier than the real files hides bugs (the
+    roc_thresholds.csv one did). Constants here are the release's, not echoprime's."""
     a, cd = release.assets, release.model_data / "candidates_data"
     with open(a / "roc_thresholds.csv", newline="") as f:
         rows = list(csv.reader(f))
