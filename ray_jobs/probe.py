@@ -169,6 +169,7 @@ def run_probe(
     from echoprime.data.shards import read_manifest as read_shard_manifest
     from echoprime.data.shards import validate_split
     from echoprime.eval import dataset_probe as dp
+    from echoprime.eval.attentive_probe import TokenStore
     from echoprime.interpret import load_bundle_parts
     from echoprime.training.finetune import check_spec
     from ray_jobs.common import POOL_RETRIES, configure_ray_data, ray_session
@@ -197,8 +198,7 @@ def run_probe(
     rows = sum(pq.ParquetFile(loc.path, filesystem=loc.fs).metadata.num_rows
                for fl in files.values() for loc in map(storage.locate, fl))  # fmt: skip
     scratch = tempfile.TemporaryDirectory(prefix="tokens-", dir=out_dir) if attentive else None
-    store: np.ndarray | None = None
-    n = 0
+    store = TokenStore(scratch.name, rows) if scratch is not None else None
     with ray_session(cfg.ray):
         configure_ray_data()
         locs = {s: [storage.locate(f) for f in fl] for s, fl in files.items()}
@@ -219,13 +219,8 @@ def run_probe(
         for b in ds.iter_batches(batch_size=256, batch_format="numpy"):
             for k in cols:
                 cols[k].append(b[k])
-            if scratch is not None:  # tokens go to disk as they come: a real tower's are ~0.6 MB a clip
-                if store is None:
-                    store = np.lib.format.open_memmap(
-                        Path(scratch.name) / "tokens.npy", "w+", np.float16, (rows, *b["tokens"].shape[1:])
-                    )
-                store[n : n + len(b["tokens"])] = b["tokens"]
-                n += len(b["tokens"])
+            if store is not None:
+                store.append(b["tokens"])
     allc = {k: np.concatenate(v) for k, v in cols.items()}
     t_embed = time.perf_counter() - t0
     sets = {}
@@ -234,12 +229,7 @@ def run_probe(
         sets[s] = dp.study_features(allc["emb"][m], list(allc["study_id"][m]), list(allc["labels"][m]))
     tokens = None
     if store is not None:
-        from echoprime.eval.attentive_probe import ClipTokens, study_index
-
-        tokens = {}
-        for s in ("train", "val", "test"):
-            m = np.flatnonzero(allc["split"] == s)
-            tokens[s] = ClipTokens(store, m, study_index(allc["study_id"][m], sets[s].ids))
+        tokens = store.splits(allc["split"], allc["study_id"], {s: st.ids for s, st in sets.items()})
     t1 = time.perf_counter()
     metrics, fitted = dp.run_all(
         sets["train"], sets["val"], sets["test"], chosen, n_boot=n_boot, seed=cfg.seed, tokens=tokens,

@@ -23,6 +23,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -68,6 +69,46 @@ class AttentivePooler(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.head(self.out_norm(self.attention(tokens)[0]))
+
+
+class TokenStore:
+    """Clips' tokens written as they arrive into one float16 array memory-mapped at
+    ``folder/tokens.npy`` (``rows`` clips; the shape of a clip's tokens is the first batch's).
+    A release-size tower's tokens are ~0.6 MB a clip: they go to disk, not to a list in memory."""
+
+    def __init__(self, folder: str | Path, rows: int) -> None:
+        self.path, self.rows, self.n = Path(folder) / "tokens.npy", rows, 0
+        self.array: np.ndarray | None = None
+
+    def append(self, tokens: np.ndarray) -> None:
+        """Add ``len(tokens)`` clips' tokens after the ones written so far.
+
+        Raises:
+            ValueError: more clips than ``rows``, or tokens of another shape than the first batch's.
+        """
+        if self.array is None:
+            self.array = np.lib.format.open_memmap(
+                self.path, "w+", np.float16, (self.rows, *tokens.shape[1:])
+            )
+        if self.n + len(tokens) > self.rows or tokens.shape[1:] != self.array.shape[1:]:
+            raise ValueError(
+                f"tokens {tokens.shape} after {self.n} of {self.rows} clips of {self.array.shape[1:]} each"
+            )
+        self.array[self.n : self.n + len(tokens)] = tokens
+        self.n += len(tokens)
+
+    def splits(
+        self, split: np.ndarray, study_ids: np.ndarray, ids: dict[str, list[str]]
+    ) -> dict[str, ClipTokens]:
+        """``{split: ClipTokens}`` for the clips written, given each clip's split and study and
+        each split's studies in their order (a Studies' ``ids``)."""
+        if self.array is None:
+            raise ValueError("no tokens were written")
+        out = {}
+        for s, ordered in ids.items():
+            rows = np.flatnonzero(split[: self.n] == s)
+            out[s] = ClipTokens(self.array, rows, study_index(study_ids[rows], ordered))
+        return out
 
 
 @dataclass
@@ -116,18 +157,13 @@ def _predict(model: AttentivePooler, clips: ClipTokens, n_studies: int, out: Cal
         return total / count
 
 
-def _val_score(kind: str, y: np.ndarray, p: np.ndarray) -> float:
-    from echoprime.eval.dataset_probe import _val_score as score
-
-    return score(kind, y, p)
-
-
 def fit_and_score(
     kind: str,
     train: tuple[ClipTokens, np.ndarray],
     val: tuple[ClipTokens, np.ndarray],
     test: tuple[ClipTokens, np.ndarray],
     *,
+    val_score: Callable[[str, np.ndarray, np.ndarray], float],
     seed: int = 0,
     epochs: int = EPOCHS,
 ) -> tuple[np.ndarray, dict[str, Any]]:
@@ -137,6 +173,8 @@ def fit_and_score(
     Args:
         kind: ``"regression"`` or ``"binary"``.
         train, val, test: each split's clips and its studies' labels (NaN: unlabelled, its clips unused).
+        val_score: ``(kind, labels, predictions) -> score``, higher better (NaN: none), the
+            other probes' own criterion (echoprime.eval.dataset_probe).
 
     Returns:
         ``(test predictions per study, {"weight_decay", "epoch" (the best), "epochs" (run),
@@ -192,7 +230,7 @@ def fit_and_score(
                 opt.step()
                 sched.step()
             p = _predict(model, va, len(yva), out)
-            score = _val_score(kind, yva[vmask], p[vmask]) if vmask.any() else math.nan
+            score = val_score(kind, yva[vmask], p[vmask]) if vmask.any() else math.nan
             # No val score (one class on val): the first epoch is kept unless a scored one beats it.
             if best[1] is None or score > best[0]:
                 best = (

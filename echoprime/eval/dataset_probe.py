@@ -278,7 +278,7 @@ def attentive_target(
     ys = {s: _column(studies[s], key) for s in ("train", "val", "test")}
     kw = {} if epochs is None else {"epochs": epochs}
     preds, chosen = ap.fit_and_score(
-        kind, *((tokens[s], ys[s]) for s in ("train", "val", "test")), seed=seed, **kw
+        kind, *((tokens[s], ys[s]) for s in ("train", "val", "test")), val_score=_val_score, seed=seed, **kw
     )
     keep = ~np.isnan(ys["test"])
     y, p = ys["test"][keep], preds[keep]

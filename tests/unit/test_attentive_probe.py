@@ -105,3 +105,25 @@ def test_a_binary_target_and_a_report_with_the_attentive_column():
     md = dp.report_markdown(doc)
     assert "| target | kind | n test | attentive | linear |" in md and "learned query attends" in md
     assert f"| high | binary | 40 | {att['auc']:.3f}" in md
+
+
+def test_the_token_store_takes_batches_as_they_come_and_splits_them(tmp_path):
+    store = ap.TokenStore(tmp_path, rows=5)
+    rng = np.random.default_rng(2)
+    first, second = rng.normal(size=(3, 4, 2)), rng.normal(size=(2, 4, 2))
+    store.append(first)
+    store.append(second)
+    assert (tmp_path / "tokens.npy").is_file() and store.array.dtype == np.float16
+    split = np.array(["train", "test", "train", "val", "test"])
+    study = np.array(["b", "x", "a", "v", "x"])
+    got = store.splits(split, study, {"train": ["a", "b"], "val": ["v"], "test": ["x"]})
+    assert got["train"].rows.tolist() == [0, 2] and got["train"].study.tolist() == [1, 0]
+    np.testing.assert_allclose(got["train"].batch(np.array([1, 0])), np.float16(first[[2, 0]]))
+    assert got["test"].study.tolist() == [0, 0] and got["val"].rows.tolist() == [3]
+    with pytest.raises(ValueError, match="after 5 of 5 clips"):
+        store.append(first[:1])
+    other = ap.TokenStore(tmp_path / "o", rows=4)
+    (tmp_path / "o").mkdir()
+    other.append(first)
+    with pytest.raises(ValueError, match=r"clips of \(4, 2\) each"):
+        other.append(rng.normal(size=(1, 3, 2)))
