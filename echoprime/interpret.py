@@ -32,8 +32,8 @@ import torch
 import torch.nn.functional as F
 
 from echoprime.io import FileReport, VideoData
-from echoprime.io.files import load_file
-from echoprime.preprocess import PreprocessSpec, normalise, preprocess_uint8, valid_frames
+from echoprime.io.files import clip_reader, load_file, prepare_clip
+from echoprime.preprocess import PreprocessSpec, normalise
 from echoprime.taxonomy import MIL_SECTIONS, VIEWS
 
 StudyInput = str | os.PathLike | Sequence[str | os.PathLike] | Sequence[tuple[str, bytes]] | torch.Tensor
@@ -200,9 +200,7 @@ class StudyInterpreter:
         return cls(load_release_parts(model_data_dir, assets_dir, trust_pickles=trust_pickles), **kwargs)
 
     # ------------------------------------------------------------------------- preprocessing
-    def load_study(
-        self, study: StudyInput, *, max_frames: int | None = None
-    ) -> tuple[torch.Tensor, list[FileReport]]:
+    def load_study(self, study: StudyInput) -> tuple[torch.Tensor, list[FileReport]]:
         """Read and preprocess a study's files; bad files are reported, never fatal.
 
         Returns:
@@ -213,11 +211,11 @@ class StudyInterpreter:
         if isinstance(study, torch.Tensor):
             self._check_clips(study)
             return study, [FileReport(f"clip[{i}]", "used") for i in range(study.shape[0])]
-        u8, n_valid, reports = self.load_study_uint8(study, max_frames=max_frames)
+        u8, n_valid, reports = self.load_study_uint8(study)
         return torch.from_numpy(normalise(u8, self.spec.mean, self.spec.std, n_valid=n_valid)), reports
 
     def load_study_uint8(
-        self, study: str | os.PathLike | Sequence[Any], *, max_frames: int | None = None
+        self, study: str | os.PathLike | Sequence[Any]
     ) -> tuple[np.ndarray, np.ndarray, list[FileReport]]:
         """Read a study's files into clips in their uint8 storage form, a quarter of the float
         clips' size: what the Serve graph passes between replicas (the towers normalise on their
@@ -245,14 +243,16 @@ class StudyInterpreter:
         else:
             items = [(it[0], it[1]) if isinstance(it, tuple) else (str(it), Path(it)) for it in study]
         clips, n_valid, reports = [], [], []
-        limits = {"max_frames": max_frames or max(self.spec.frames * self.spec.stride, 1)}
+        read = clip_reader(self.spec)  # only the frames the clip samples are decoded
 
         def prepare(vid: VideoData) -> tuple[np.ndarray, int]:
             # T x S x S x 3 from frame 0, and how many of its frames come from the file
-            return preprocess_uint8(vid.frames, self.spec), valid_frames(vid.frames.shape[0], self.spec)
+            return prepare_clip(vid, self.spec)
 
         for name, src in items:
-            prepared, report = load_file(name, src, prepare, **limits)  # a bad file: a report, never a raise
+            prepared, report = load_file(
+                name, src, prepare, reader=read
+            )  # a bad file: a report, never a raise
             reports.append(report)
             if prepared is not None:
                 clips.append(prepared[0])

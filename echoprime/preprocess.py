@@ -9,8 +9,10 @@ The pipeline follows the published release's preprocessing (docs/release-compat.
 algorithm, as the release computes it"): mask the ultrasound sector, crop and scale each frame,
 normalise, pad with zeros, sample every ``stride``-th frame. Two deliberate choices:
 
-* Work is done only on the frames that end up in the clip: the mask needs the whole clip, but
-  cropping, masking and resizing touch just the ``T`` sampled frames, cropped once by slicing.
+* Work is done only on the frames that end up in the clip: cropping, masking and resizing touch
+  just the ``T`` sampled frames, cropped once by slicing. At inference the readers do not even
+  decode the others (:meth:`PreprocessSpec.clip_reading`, :func:`preprocess_sampled`); the sector
+  mask is then found from the clip's own frames (docs/ingestion.md, "Decoding only the clip").
 * The float path *is* the uint8 path plus :func:`normalise`: ``preprocess_video`` returns exactly
   ``normalise(preprocess_uint8(...), ..., n_valid=...)``. Resizing uint8 frames rounds to uint8 as
   OpenCV does, which is also what the release does (it resizes uint8 frames), so storing uint8
@@ -47,6 +49,7 @@ __all__ = [
     "crop_box",
     "mask_sector",
     "normalise",
+    "preprocess_sampled",
     "preprocess_uint8",
     "preprocess_video",
     "sample_clip",
@@ -97,6 +100,12 @@ class PreprocessSpec:
     def release(cls) -> PreprocessSpec:
         """The published EchoPrime settings: 224 px, 16 frames at stride 2, its mean/std, 10 % crop, mask."""
         return cls(224, 16, 2, RELEASE_MEAN, RELEASE_STD, 0.1, True)
+
+    def clip_reading(self) -> dict[str, int]:
+        """Reader arguments that decode only the frames of the clip at offset 0 (inference):
+        ``max_frames = (T - 1) * stride + 1`` and ``step = stride``, for
+        :func:`~echoprime.io.read_any` and the readers; :func:`preprocess_sampled` makes the clip."""
+        return {"max_frames": (self.frames - 1) * self.stride + 1, "step": self.stride}
 
     def to_dict(self) -> dict[str, Any]:
         """JSON/YAML-ready dict (lists for mean/std)."""
@@ -363,6 +372,34 @@ def preprocess_uint8(
             src = cv2.bitwise_and(src, src, mask=mask_crop)
         out[k] = cv2.resize(src, (spec.size, spec.size), interpolation=cv2.INTER_CUBIC)
     return out
+
+
+def preprocess_sampled(
+    frames: np.ndarray, spec: PreprocessSpec = RELEASE_SPEC, *, sector: SectorMask | np.ndarray | None = None
+) -> tuple[np.ndarray, int]:
+    """The inference clip (offset 0) from only its own frames, as read with ``spec.clip_reading()``.
+
+    ``frames`` are source frames ``0, stride, 2 * stride, ...`` (at most ``T`` of them; fewer when
+    the source is short). Crop, scale and padding are :func:`preprocess_uint8`'s, so with
+    ``spec.mask`` off the clip equals ``preprocess_uint8`` of the whole decoded source bit for
+    bit; with it on, the sector mask is found from these ``T`` frames rather than every decoded
+    one (docs/ingestion.md measures the difference).
+
+    Args:
+        frames: ``F x H x W x 3`` uint8 RGB, ``F <= T`` sampled frames.
+        spec: The preprocessing spec.
+        sector: A precomputed sector mask, see :func:`preprocess_uint8`.
+
+    Returns:
+        ``(clip, n_valid)``: ``T x S x S x 3`` uint8 and how many of its frames come from the source.
+    """
+    _check_frames(frames)
+    if frames.shape[0] > spec.frames:
+        raise ValueError(
+            f"expected at most {spec.frames} sampled frames (read with spec.clip_reading()), got {frames.shape[0]}"
+        )
+    one = dataclasses.replace(spec, stride=1)
+    return preprocess_uint8(frames, one, sector=sector), int(frames.shape[0])
 
 
 def preprocess_video(

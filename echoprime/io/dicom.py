@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import warnings
 from collections.abc import Iterable
 from typing import Any, BinaryIO
@@ -116,10 +117,21 @@ def _peek_file_meta(fh: BinaryIO) -> tuple[FileMetaDataset | None, int]:
         fh.seek(0)
 
 
+NATIVE_SYNTAXES = frozenset({ImplicitVRLittleEndian, ExplicitVRLittleEndian, ExplicitVRBigEndian})
+
+DEFER_BYTES = 1 << 20
+"""A native file read from a path leaves elements larger than this (its Pixel Data) unread:
+:func:`_native_8bit` reads only the frames it keeps, at their offsets in the file."""
+
+
 def _read_dataset(
     src: Source, name: str | None, *, stop_before_pixels: bool
 ) -> tuple[Dataset, DeflatedPixels | None]:
     """Parse a DICOM data set from a path or bytes, with or without the 128-byte preamble.
+
+    A path whose file meta names a native (uncompressed) transfer syntax is read with its
+    large elements deferred (:data:`DEFER_BYTES`): pydicom reads them from the file when first
+    used, and the native frame reader takes just the frames it needs.
 
     Returns:
         The data set, and for a deflated data set read with its pixels its Pixel Data element
@@ -156,7 +168,16 @@ def _read_dataset(
                     fh.seek(body_at)
                     ds, pixels, notes = read_deflated(io.BytesIO(fh.read()), path, file_meta)
                 elif head[128:132] == b"DICM":
-                    ds = pydicom.dcmread(fh, stop_before_pixels=stop_before_pixels)
+                    native = (
+                        not is_bytes(src)
+                        and file_meta is not None
+                        and file_meta.get("TransferSyntaxUID") in NATIVE_SYNTAXES
+                    )
+                    ds = pydicom.dcmread(
+                        fh,
+                        stop_before_pixels=stop_before_pixels,
+                        defer_size=DEFER_BYTES if native and not stop_before_pixels else None,
+                    )
                 else:
                     ds = _read_without_preamble(fh, head, path, stop_before_pixels)
             except EchoIOError:
@@ -295,6 +316,7 @@ def read_dicom(
     *,
     name: str | None = None,
     max_frames: int | None = None,
+    step: int = 1,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     modalities: tuple[str, ...] | None = ("US",),
@@ -311,13 +333,18 @@ def read_dicom(
         src: Path or the file's bytes.
         name: Name used in errors and reports when ``src`` is bytes.
         max_frames: Decode at most this many frames from the start (``None``: all).
+        step: Keep only frames ``0, step, 2 * step, ...`` of those; the others are never decoded
+            (each frame of a native or JPEG-family file is its own run of bytes) or, for MPEG
+            streams, decoded but not converted (what a clip sampled at stride ``step`` needs:
+            :meth:`~echoprime.preprocess.PreprocessSpec.clip_reading`).
         max_pixels: Refuse frames with more than this many pixels (rows x columns).
         max_bytes: Refuse clips whose decoded RGB frames would exceed this many bytes.
         modalities: Accepted values of Modality (``None`` accepts any). A missing Modality is accepted.
 
     Returns:
         ``VideoData`` with ``frames`` ``F x H x W x 3`` uint8 RGB (``F >= 2`` unless
-        ``max_frames < 2``), ``fps`` from the frame-timing tags and header ``meta``.
+        ``max_frames < 2`` or ``step > 1``), ``fps`` from the frame-timing tags and header
+        ``meta`` (``n_frames``: the header's count, not ``F``).
 
     Raises:
         DicomDecodeError: Not DICOM, truncated, no pixel data, a header value of the wrong kind,
@@ -329,6 +356,8 @@ def read_dicom(
     """
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
     path = source_name(src, name)
     with file_boundary(path, DicomDecodeError):
         ds, deflated = _read_dataset(src, name, stop_before_pixels=False)
@@ -346,31 +375,34 @@ def read_dicom(
             max_pixels=max_pixels,
             max_bytes=max_bytes,
         )
-        check_decoded_size(ds, path, n, rows, cols, max_bytes)
+        keep = range(0, n, step)  # the frames decoded
+        check_decoded_size(ds, path, len(keep), rows, cols, max_bytes)
         fps, fps_source = dicom_fps(ds)
         ts = UID(meta["TransferSyntaxUID"])
         if deflated is not None:
             ds = deflated.load(ds, n)
         if ts in MPEGTransferSyntaxes:
-            frames, decoder_name = _decode_mpeg(ds, path, n, max_pixels, max_bytes), "pyav"
+            frames, decoder_name = _decode_mpeg(ds, path, n, step, max_pixels, max_bytes), "pyav"
         else:
             decoder_for(ts, path)  # an unknown syntax is named before its pixel data is looked at
             check_encapsulated(ds, path, ts, n, n_src, rows, cols)
-            frames, decoder_name = _decode_frames(ds, path, ts, n), "pydicom"
-        meta.update(decoder=decoder_name, fps_source=fps_source)
+            frames, decoder_name = _decode_frames(ds, src, path, ts, keep), "pydicom"
+        meta.update(decoder=decoder_name, fps_source=fps_source, step=step)
         return VideoData(frames=frames, fps=fps, meta=meta)
 
 
-def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray:
-    """Decode the first ``n`` frames with pydicom's decoder for ``ts`` and convert them to RGB."""
+def _decode_frames(ds: Dataset, src: Source, path: str | None, ts: UID, keep: range) -> np.ndarray:
+    """Decode frames ``keep`` (a range from 0) with pydicom's decoder for ``ts``, convert to RGB."""
     decoder = decoder_for(ts, path)
     n_src = _int(ds, "NumberOfFrames", 1) or 1
+    n = len(keep)
+    deferred = _deferred_pixels(ds, src)
     if decoder.is_native:
         try:
             expected = int(get_expected_length(ds, unit="bytes"))
         except PARSE_ERRORS as e:
             raise DicomDecodeError(path, f"inconsistent image header: {public_text(e)}") from e
-        have = len(ds.PixelData)
+        have = deferred[1] if deferred is not None else len(ds.PixelData)
         if have < expected:
             raise DicomDecodeError(
                 path,
@@ -378,21 +410,26 @@ def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray
                 f"({n_src} frames of {ds.get('Rows')} x {ds.get('Columns')})",
             )
     try:
-        if n >= n_src:
+        if keep.step == 1 and n >= n_src:
             # YBR -> RGB in to_rgb, frame by frame. No excess frames: pydicom would otherwise return
             # every frame the pixel bytes hold beyond NumberOfFrames (found by bench/fuzz_readers.py:
             # 37 frames out of a header declaring 11, past max_frames and the checked sizes).
             arr, info = decoder.as_array(ds, as_rgb=False, allow_excess_frames=False)
+        elif (
+            decoder.is_native
+            and (fast := _native_8bit(ds, keep, n_src, expected, src, path, deferred)) is not None
+        ):
+            arr, info = fast
         elif decoder.is_native and expected % n_src == 0:
-            # Native frames are fixed-size runs of bytes: decode the first n as a clip of n
+            # Native frames are fixed-size runs of bytes: decode the kept ones as a clip of n
             # frames. (pydicom 3.0's frame iterator places native 4:2:2 frames at the offsets of
             # full-size ones, reading frame 1 on from the wrong bytes.)
             arr, info = decoder.as_array(
-                _first_frames(ds, n, expected // n_src), as_rgb=False, allow_excess_frames=False
+                _some_frames(ds, keep, expected // n_src), as_rgb=False, allow_excess_frames=False
             )
         else:
             # Decode only what is kept; pydicom locates frames (offset table or JPEG markers).
-            frames = decoder.iter_array(ds, indices=range(n), as_rgb=False, allow_excess_frames=False)
+            frames = decoder.iter_array(ds, indices=keep, as_rgb=False, allow_excess_frames=False)
             first, info = next(frames)
             arr = np.empty((n, *first.shape), first.dtype)  # n x H x W [x 3]
             arr[0] = first
@@ -407,19 +444,90 @@ def _decode_frames(ds: Dataset, path: str | None, ts: UID, n: int) -> np.ndarray
     return np.ascontiguousarray(to_rgb(arr, str(info["photometric_interpretation"]), ds, path))
 
 
-def _first_frames(ds: Dataset, n: int, frame_bytes: int) -> Dataset:
+def _deferred_pixels(ds: Dataset, src: Source) -> tuple[int, int] | None:
+    """``(offset in the file, bytes there)`` of a Pixel Data value left unread (see
+    :data:`DEFER_BYTES`); ``None`` when it was read with the data set. The byte count is what the
+    file holds from the offset on, at most the element's stated length: a cut file says so."""
+    if is_bytes(src):
+        return None
+    try:
+        raw = ds.get_item("PixelData", keep_deferred=True)
+    except PARSE_ERRORS:
+        return None
+    if raw is None or getattr(raw, "value", b"") is not None or getattr(raw, "value_tell", None) is None:
+        return None
+    try:
+        size = os.stat(src).st_size  # type: ignore[arg-type]
+    except OSError:
+        return None
+    offset = int(raw.value_tell)
+    return offset, max(0, min(int(raw.length), size - offset))
+
+
+def _native_8bit(
+    ds: Dataset,
+    keep: range,
+    n_src: int,
+    expected: int,
+    src: Source,
+    path: str | None,
+    deferred: tuple[int, int] | None,
+) -> tuple[np.ndarray, dict] | None:
+    """Frames ``keep`` of native 8-bit unsigned pixel data with interleaved samples (what nearly
+    every uncompressed echo is), taken straight from the Pixel Data bytes (read from the file at
+    their offsets when the value was deferred): the values pydicom's ``as_array(as_rgb=False)``
+    gives, without reading or copying the other frames. ``None`` for any other layout (planar,
+    16-bit, signed, subsampled 4:2:2), which pydicom then decodes."""
+    spp = _int(ds, "SamplesPerPixel", 1) or 1
+    rows, cols = _int(ds, "Rows", 0), _int(ds, "Columns", 0)
+    if (
+        _int(ds, "BitsAllocated", 0) != 8
+        or _int(ds, "BitsStored", 8) != 8
+        or _int(ds, "PixelRepresentation", 0) != 0
+        or spp not in (1, 3)
+        or (spp == 3 and _int(ds, "PlanarConfiguration", 0) != 0)
+        or rows < 1
+        or cols < 1
+        or expected != n_src * rows * cols * spp
+    ):
+        return None
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if photometric.endswith("_422") or photometric.endswith("_420"):
+        return None
+    shape = (n_src, rows, cols, spp) if spp == 3 else (n_src, rows, cols)
+    info = {"samples_per_pixel": spp, "photometric_interpretation": photometric}
+    if deferred is None:
+        whole = np.frombuffer(ds.PixelData, np.uint8, count=expected).reshape(shape)  # a view, no copy
+        return whole[keep.start : keep.stop : keep.step].copy(), info  # only the kept frames copied
+    frame_bytes = expected // n_src
+    arr = np.empty((len(keep), *shape[1:]), np.uint8)
+    with open(src, "rb") as fh:  # type: ignore[arg-type]
+        for k, i in enumerate(keep):
+            fh.seek(deferred[0] + i * frame_bytes)
+            if fh.readinto(memoryview(arr[k]).cast("B")) != frame_bytes:
+                raise DicomDecodeError(path, f"the file is truncated: frame {i} ends past its end")
+    return arr, info
+
+
+def _some_frames(ds: Dataset, keep: range, frame_bytes: int) -> Dataset:
     """A new data set with ``ds``'s image pixel description (group 0028, copied) and only the
-    first ``n`` frames of its native pixel data; ``ds`` itself is not changed."""
+    native frames ``keep``; ``ds`` itself is not changed."""
     part = Dataset()
     part.file_meta = ds.file_meta
     for elem in ds.group_dataset(0x0028):
         part.add(copy.deepcopy(elem))
-    part.NumberOfFrames = n
-    part.PixelData = ds.PixelData[: n * frame_bytes]
+    part.NumberOfFrames = len(keep)
+    data = ds.PixelData
+    if keep.step == 1:
+        part.PixelData = data[: len(keep) * frame_bytes]
+    else:
+        part.PixelData = b"".join(data[i * frame_bytes : (i + 1) * frame_bytes] for i in keep)
     return part
 
 
-def _decode_mpeg(ds: Dataset, path: str | None, n: int, max_pixels: int, max_bytes: int) -> np.ndarray:
+def _decode_mpeg(
+    ds: Dataset, path: str | None, n: int, step: int, max_pixels: int, max_bytes: int
+) -> np.ndarray:
     """MPEG-2 / H.264 / HEVC in DICOM: the fragments hold one elementary stream; PyAV decodes it."""
     from pydicom.encaps import generate_fragments
 
@@ -430,7 +538,9 @@ def _decode_mpeg(ds: Dataset, path: str | None, n: int, max_pixels: int, max_byt
     except PARSE_ERRORS as e:
         raise DicomDecodeError(path, f"encapsulated MPEG pixel data is malformed: {public_text(e)}") from e
     try:
-        clip = read_video(stream, name=path, max_frames=n, max_pixels=max_pixels, max_bytes=max_bytes)
+        clip = read_video(
+            stream, name=path, max_frames=n, step=step, max_pixels=max_pixels, max_bytes=max_bytes
+        )
     except EchoIOError as e:
         raise DicomDecodeError(path, f"encapsulated video stream: {e.reason}") from e
     return clip.frames

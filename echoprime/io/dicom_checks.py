@@ -88,7 +88,11 @@ def check_pixels(ds: Dataset, path: str | None) -> None:
         image_class = (header_str(ds, "SOPClassUID") or "").startswith("1.2.840.10008.5.1.4.1.1.")
         hint = " (the file may be truncated)" if image_class or "Rows" in ds or len(ds) == 0 else ""
         raise DicomDecodeError(path, f"no Pixel Data element (7FE0,0010){hint}")
-    if not ds.PixelData:
+    raw = ds.get_item("PixelData", keep_deferred=True)
+    # A value left unread (a native file read from a path, echoprime.io.dicom.DEFER_BYTES) is
+    # judged by its stated length, not read here.
+    deferred = raw is not None and getattr(raw, "value", b"") is None
+    if (raw.length == 0) if deferred else not ds.PixelData:  # type: ignore[union-attr]
         hint = " (the file may be truncated)" if "Rows" in ds else ""
         raise DicomDecodeError(
             path, f"the Pixel Data element is empty (0 bytes){hint}; expected the frames' pixels"

@@ -19,9 +19,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import numpy as np
+
 from echoprime.io.errors import EchoIOError, PreprocessError, file_boundary, log, log_name, public_text
 from echoprime.io.types import FileReport, Source, VideoData
 from echoprime.io.video import read_any
+from echoprime.preprocess import PreprocessSpec, preprocess_sampled, preprocess_uint8, valid_frames
+
+SHORT_CLIP = 4
+"""A clip with fewer sampled frames than this, from a source with more, has its sector mask
+found from every frame of its window: too few frames to see the sector move."""
 
 T = TypeVar("T")
 
@@ -65,3 +72,48 @@ def load_file(
         )
         return None, FileReport(name, "skipped", err.reason, code=err.code)
     return prepared, FileReport(name, "used", "", int(video.meta.get("n_frames", 0)), video.fps)
+
+
+def clip_reader(
+    spec: PreprocessSpec, reader: Callable[..., VideoData] = read_any
+) -> Callable[..., VideoData]:
+    """A reader (for :func:`load_file`) that decodes only the frames ``spec``'s clip at offset 0
+    samples (``spec.clip_reading()``); :func:`prepare_clip` turns what it returns into the clip.
+
+    A source so short that fewer than :data:`SHORT_CLIP` frames are sampled is read again with
+    every frame of the clip's window (``meta["step"]`` is then 1), so that its sector mask is
+    found from all of them: a 2-frame cine sampled at stride 2 is one frame, and one frame does
+    not move. Short files are cheap to read twice.
+    """
+    reading = spec.clip_reading()
+
+    def read(src: Source, name: str | None = None, **limits: Any) -> VideoData:
+        limits = {k: v for k, v in limits.items() if k not in reading}
+        video = reader(src, name=name, **reading, **limits)
+        kept = int(video.frames.shape[0])
+        if (
+            spec.mask
+            and reading["step"] > 1
+            and kept < SHORT_CLIP
+            and int(video.meta.get("n_frames") or 0) > kept
+        ):
+            video = reader(src, name=name, max_frames=reading["max_frames"], **limits)
+        return video
+
+    return read
+
+
+def prepare_clip(video: VideoData, spec: PreprocessSpec) -> tuple[np.ndarray, int]:
+    """:func:`clip_reader`'s video -> ``(T x S x S x 3 uint8 clip at offset 0, n_valid)``.
+
+    Frames read at ``spec.stride`` go through :func:`~echoprime.preprocess.preprocess_sampled`;
+    a video read whole (``meta["step"]`` 1: a short source, or a plain reader) through
+    :func:`~echoprime.preprocess.preprocess_uint8`. The mask of the first is found from the
+    clip's own frames, of the second from every decoded frame.
+    """
+    step = int(video.meta.get("step", 1))
+    if step == 1:
+        return preprocess_uint8(video.frames, spec), valid_frames(int(video.frames.shape[0]), spec)
+    if step != spec.stride:
+        raise ValueError(f"frames were read at step {step}; the spec samples at stride {spec.stride}")
+    return preprocess_sampled(video.frames, spec)

@@ -3,7 +3,9 @@
 The published code prints "corrupt file" and moves on; here every file gets a
 :class:`~echoprime.io.types.FileReport` saying whether it was used and, if not, why (the typed
 error's code and reason), so that a study interpreted from a folder can say which files it left
-out. Independent of any model: the output is what ``StudyInterpreter.encode_study`` takes.
+out. Independent of any model: the output is what ``StudyInterpreter.encode_study`` takes. Only
+the frames the clip samples are decoded (``spec.clip_reading()``; the release decodes, masks and
+scales every frame of every file).
 
 Example::
 
@@ -22,10 +24,10 @@ import numpy as np
 import torch
 
 from echoprime.io.dicom import read_dicom
-from echoprime.io.files import load_file
+from echoprime.io.files import clip_reader, load_file, prepare_clip
 from echoprime.io.types import FileReport, VideoData
 from echoprime.io.video import VIDEO_SUFFIXES, read_video
-from echoprime.preprocess import RELEASE_SPEC, PreprocessSpec, preprocess_video
+from echoprime.preprocess import RELEASE_SPEC, PreprocessSpec, normalise
 
 
 def _files(folder: str | os.PathLike[str], recursive: bool) -> list[Path]:
@@ -38,7 +40,7 @@ def _files(folder: str | os.PathLike[str], recursive: bool) -> list[Path]:
 
 def process_files(
     paths: Iterable[str | os.PathLike[str]],
-    reader: Callable[[Path], VideoData],
+    reader: Callable[..., VideoData],
     spec: PreprocessSpec = RELEASE_SPEC,
     *,
     accept: Callable[[Path], str | None] | None = None,
@@ -47,8 +49,10 @@ def process_files(
 
     Args:
         paths: Files, in the order their clips should have.
-        reader: Decodes one file (raises :class:`EchoIOError` for a bad one; anything else it or
-            the preprocessing raises is also the file's reason: :func:`~echoprime.io.files.load_file`).
+        reader: Decodes one file, called as ``reader(path, max_frames=..., step=...)`` so that only
+            the clip's frames are decoded (:func:`~echoprime.io.files.clip_reader`; raises :class:`EchoIOError` for a bad one; anything else
+            it or the preprocessing raises is also the file's reason:
+            :func:`~echoprime.io.files.load_file`).
         spec: Preprocessing spec.
         accept: Optional pre-filter: returns a reason to skip a file without reading it.
 
@@ -58,12 +62,19 @@ def process_files(
     """
     clips: list[np.ndarray] = []
     reports: list[FileReport] = []
+
+    read = clip_reader(spec, lambda src, name=None, **limits: reader(src, **limits))
+
+    def prepare(video: VideoData) -> np.ndarray:
+        u8, n_valid = prepare_clip(video, spec)  # T x S x S x 3 uint8
+        return normalise(u8, spec.mean, spec.std, n_valid=n_valid)  # 3 x T x S x S float32
+
     for p in map(Path, paths):
         if accept is not None and (why := accept(p)) is not None:
             reports.append(FileReport(str(p), "skipped", why, code="not_selected"))
             continue
         clip, report = load_file(
-            str(p), p, lambda v: preprocess_video(v.frames, spec), reader=lambda src, name: reader(src)
+            str(p), p, prepare, reader=read
         )  # 3 x T x S x S, or a skipped report: a bad file never stops the folder
         reports.append(report)
         if clip is not None:
@@ -78,7 +89,6 @@ def process_dicoms(
     spec: PreprocessSpec = RELEASE_SPEC,
     *,
     recursive: bool = True,
-    max_frames: int | None = None,
 ) -> tuple[torch.Tensor, list[FileReport]]:
     """Every DICOM cine in a folder as model clips.
 
@@ -89,12 +99,11 @@ def process_dicoms(
         folder: The folder (searched recursively unless ``recursive=False``), files in sorted order.
         spec: Preprocessing spec.
         recursive: Include sub-folders.
-        max_frames: Decode at most this many frames per file.
 
     Returns:
         ``(clips, reports)``: ``N x 3 x T x S x S`` float32 and one :class:`FileReport` per file.
     """
-    return process_files(_files(folder, recursive), lambda p: read_dicom(p, max_frames=max_frames), spec)
+    return process_files(_files(folder, recursive), read_dicom, spec)
 
 
 def process_mp4s(
@@ -102,7 +111,6 @@ def process_mp4s(
     spec: PreprocessSpec = RELEASE_SPEC,
     *,
     recursive: bool = True,
-    max_frames: int | None = None,
 ) -> tuple[torch.Tensor, list[FileReport]]:
     """Every video file (MP4, AVI, MOV, ...) in a folder as model clips.
 
@@ -112,7 +120,6 @@ def process_mp4s(
         folder: The folder (searched recursively unless ``recursive=False``), files in sorted order.
         spec: Preprocessing spec.
         recursive: Include sub-folders.
-        max_frames: Decode at most this many frames per file.
 
     Returns:
         ``(clips, reports)``: ``N x 3 x T x S x S`` float32 and one :class:`FileReport` per file.
@@ -123,6 +130,4 @@ def process_mp4s(
             return None
         return f"not a video file name (suffix {p.suffix!r}; expected one of {sorted(VIDEO_SUFFIXES)})"
 
-    return process_files(
-        _files(folder, recursive), lambda p: read_video(p, max_frames=max_frames), spec, accept=accept
-    )
+    return process_files(_files(folder, recursive), read_video, spec, accept=accept)

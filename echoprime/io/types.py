@@ -32,12 +32,14 @@ class VideoData:
     """A decoded clip.
 
     Attributes:
-        frames: ``F x H x W x 3`` uint8, RGB order, C-contiguous; ``F >= 2``.
+        frames: ``F x H x W x 3`` uint8, RGB order, C-contiguous; ``F >= 2`` unless the reader
+            was asked for fewer (``max_frames``, ``step``).
         fps: Frames per second from the file (DICOM frame time / cine rate, container rate), or
             ``None`` when the file does not say.
         meta: JSON-serialisable facts about the file. Every reader sets ``format`` (``"dicom"``,
             ``"mp4"``, ...), ``n_frames`` (frames in the source, which may exceed ``F`` when
-            ``max_frames`` cut the clip), ``rows``, ``cols``, ``decoder`` and ``fps_source``. DICOM
+            ``max_frames`` cut the clip), ``step`` (``frames`` are source frames ``0, step, ...``),
+            ``rows``, ``cols``, ``decoder`` and ``fps_source``. DICOM
             adds StudyInstanceUID, SeriesInstanceUID, SOPInstanceUID, SOPClassUID, TransferSyntaxUID,
             PhotometricInterpretation, Modality, Manufacturer, ManufacturerModelName, NumberOfFrames,
             Rows, Columns (DICOM keywords). No patient identifiers are ever copied.

@@ -103,10 +103,12 @@ def _av_text(e: BaseException) -> str:
 
 
 def _decode_pyav(
-    src: Source, path: str | None, n: int | None, threads: int, max_pixels: int, max_bytes: int
-) -> tuple[np.ndarray, float | None]:
+    src: Source, path: str | None, n: int | None, step: int, threads: int, max_pixels: int, max_bytes: int
+) -> tuple[np.ndarray, int, float | None]:
+    """Frames ``0, step, ...`` of the first ``n`` as RGB, how many were decoded, the stream's rate."""
     out: list[np.ndarray] = []
-    used = 0
+    used = seen = 0
+    size: tuple[int, int] | None = None
     with _open(src, path) as fh, av.open(fh, mode="r") as c:
         s = c.streams.video[0]
         s.thread_type = "AUTO"
@@ -118,26 +120,30 @@ def _decode_pyav(
             if h * w > max_pixels:
                 raise FrameTooLargeError(
                     path,
-                    f"frame {len(out)} is {h} x {w} ({h * w} pixels), more than the limit of {max_pixels}",
+                    f"frame {seen} is {h} x {w} ({h * w} pixels), more than the limit of {max_pixels}",
                 )
-            if out and (h, w) != out[0].shape[:2]:
+            if size is None:
+                size = (h, w)
+            elif (h, w) != size:
                 raise VideoDecodeError(
-                    path,
-                    f"frame {len(out)} is {h} x {w} where the stream began at {out[0].shape[0]} x {out[0].shape[1]}",
+                    path, f"frame {seen} is {h} x {w} where the stream began at {size[0]} x {size[1]}"
                 )
-            used += h * w * 3
-            if used > max_bytes:
-                raise FrameTooLargeError(
-                    path,
-                    f"decoded frames exceed the limit of {max_bytes} bytes after {len(out)} frames; "
-                    "pass max_frames to read the start of the clip",
-                )
-            out.append(frame.to_ndarray(format="rgb24"))  # H x W x 3, RGB
-            if n is not None and len(out) >= n:
+            if seen % step == 0:  # the others are decoded (later frames refer to them), never converted
+                used += h * w * 3
+                if used > max_bytes:
+                    raise FrameTooLargeError(
+                        path,
+                        f"decoded frames exceed the limit of {max_bytes} bytes after {len(out)} frames; "
+                        "pass max_frames to read the start of the clip",
+                    )
+                out.append(frame.to_ndarray(format="rgb24"))  # H x W x 3, RGB
+            seen += 1
+            if n is not None and seen >= n:
                 break
+    fps = float(rate) if rate else None
     if not out:
-        return np.zeros((0, 1, 1, 3), np.uint8), float(rate) if rate else None
-    return np.stack(out), float(rate) if rate else None  # F x (H x W x 3) -> F x H x W x 3
+        return np.zeros((0, 1, 1, 3), np.uint8), seen, fps
+    return np.stack(out), seen, fps  # F x (H x W x 3) -> F x H x W x 3
 
 
 def read_video(
@@ -145,6 +151,7 @@ def read_video(
     *,
     name: str | None = None,
     max_frames: int | None = None,
+    step: int = 1,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     max_bytes: int = DEFAULT_MAX_BYTES,
     threads: int = 0,
@@ -155,13 +162,15 @@ def read_video(
         src: Path or the file's bytes.
         name: Name used in errors when ``src`` is bytes.
         max_frames: Decode at most this many frames from the start (``None``: all).
+        step: Keep only frames ``0, step, 2 * step, ...`` of those; the others are decoded (later
+            frames are predicted from them) but never converted to RGB or kept.
         max_pixels: Refuse frames with more than this many pixels (from the container header).
         max_bytes: Refuse clips whose decoded RGB frames would exceed this many bytes.
         threads: Decoder threads (0: the decoder's choice).
 
     Returns:
         ``VideoData`` with ``frames`` ``F x H x W x 3`` uint8 RGB, the container's frame rate and
-        ``meta`` (format, codec, n_frames, rows, cols, decoder, fps_source).
+        ``meta`` (format, codec, n_frames: the source's count, rows, cols, decoder, fps_source).
 
     Raises:
         VideoDecodeError: Unreadable, corrupt or undecodable.
@@ -170,13 +179,21 @@ def read_video(
     """
     if max_frames is not None and max_frames < 1:
         raise ValueError(f"max_frames must be >= 1 or None, got {max_frames}")
+    if step < 1:
+        raise ValueError(f"step must be >= 1, got {step}")
     path = source_name(src, name)
     with file_boundary(path, VideoDecodeError):
-        return _read_video(src, path, max_frames, max_pixels, max_bytes, threads)
+        return _read_video(src, path, max_frames, step, max_pixels, max_bytes, threads)
 
 
 def _read_video(
-    src: Source, path: str | None, max_frames: int | None, max_pixels: int, max_bytes: int, threads: int
+    src: Source,
+    path: str | None,
+    max_frames: int | None,
+    step: int,
+    max_pixels: int,
+    max_bytes: int,
+    threads: int,
 ) -> VideoData:
     probe = _probe(src, path)
     if probe.n_frames:
@@ -190,20 +207,21 @@ def _read_video(
             max_frames=max_frames, max_pixels=max_pixels, max_bytes=max_bytes,
         )  # fmt: skip
     try:
-        frames, fps = _decode_pyav(src, path, max_frames, threads, max_pixels, max_bytes)
+        frames, seen, fps = _decode_pyav(src, path, max_frames, step, threads, max_pixels, max_bytes)
     except (av.FFmpegError, OSError, ValueError, IndexError) as e:
         if isinstance(e, EchoIOError):
             raise
         raise VideoDecodeError(path, f"{probe.codec} stream failed to decode: {_av_text(e)}") from e
-    if frames.shape[0] < 2:
-        kind = "no frames" if frames.shape[0] == 0 else "a single frame"
+    if seen < 2:
+        kind = "no frames" if seen == 0 else "a single frame"
         raise NotAVideoError(path, f"{kind} in the {probe.codec} stream: not a cine clip")
     if fps is None and probe.fps:
         fps = probe.fps
     meta: dict[str, Any] = {
         "format": "mp4" if "mp4" in probe.container.split(",") else probe.container.split(",")[0],
         "codec": probe.codec,
-        "n_frames": max(probe.n_frames, int(frames.shape[0])),
+        "n_frames": max(probe.n_frames, seen),
+        "step": step,
         "rows": int(frames.shape[1]),
         "cols": int(frames.shape[2]),
         "decoder": "pyav",
@@ -242,7 +260,7 @@ def read_any(src: Source, name: str | None = None, **kwargs: Any) -> VideoData:
     Args:
         src: Path or the file's bytes.
         name: The file name (needed for the suffix when ``src`` is bytes; used in errors).
-        **kwargs: ``max_frames``, ``max_pixels``, ``max_bytes`` for either reader.
+        **kwargs: ``max_frames``, ``step``, ``max_pixels``, ``max_bytes`` for either reader.
 
     Returns:
         The decoded clip.
@@ -254,7 +272,7 @@ def read_any(src: Source, name: str | None = None, **kwargs: Any) -> VideoData:
     path = source_name(src, name)
     suffix = PurePath(path).suffix.lower() if path else ""
     guess: type[EchoIOError] = VideoDecodeError if suffix in VIDEO_SUFFIXES else DicomDecodeError
-    kw = {k: v for k, v in kwargs.items() if k in ("max_frames", "max_pixels", "max_bytes")}
+    kw = {k: v for k, v in kwargs.items() if k in ("max_frames", "step", "max_pixels", "max_bytes")}
     if unknown := set(kwargs) - set(kw):
         raise TypeError(f"read_any got unexpected keyword arguments {sorted(unknown)}")
     if kw.get("max_frames") is not None and kw["max_frames"] < 1:

@@ -167,9 +167,10 @@ def test_native_ybr_422_keeps_the_right_frames_when_only_the_first_are_read(tmp_
     assert part.shape == (keep, h, w, 3)
     np.testing.assert_array_equal(part, full[:keep])
     assert np.abs(part.astype(int) - frames[:keep]).mean(axis=(1, 2, 3)).max() < 2  # 4:2:2 chroma only
+    np.testing.assert_array_equal(read_dicom(path, max_frames=keep, step=3).frames, full[:keep:3])
     ds = pydicom.dcmread(path)
     before = (ds.NumberOfFrames, len(ds.PixelData))
-    dicom_mod._first_frames(ds, keep, len(ds.PixelData) // n_src)
+    dicom_mod._some_frames(ds, range(0, keep, 2), len(ds.PixelData) // n_src)
     assert (ds.NumberOfFrames, len(ds.PixelData)) == before  # the caller's data set is untouched
 
 
@@ -204,12 +205,45 @@ def test_native_ybr_422_keeps_the_right_frames_when_only_the_first_are_read(tmp_
         "h264",
     ],
 )
-def test_first_frames_read_alone_equal_the_whole_clips_first_frames(kw):
+def test_first_frames_read_alone_equal_the_whole_clips_first_frames(kw, tmp_path):
+    """...and so do every ``step``-th of them, the others never decoded (what a clip reads), from
+    bytes and from a path (where a native file's frames are read at their offsets alone)."""
     frames = colour_clip(n=12, h=48, w=64)
     data = write_dicom(frames, fps=30, **kw)
+    path = tmp_path / "clip.dcm"
+    path.write_bytes(data)
     whole = read_dicom(data).frames
-    for keep in (2, 5, 11):
-        np.testing.assert_array_equal(read_dicom(data, max_frames=keep).frames, whole[:keep])
+    np.testing.assert_array_equal(read_dicom(path).frames, whole)
+    for src in (data, path):
+        for keep in (2, 5, 11):
+            np.testing.assert_array_equal(read_dicom(src, max_frames=keep).frames, whole[:keep])
+            for step in (2, 3):
+                got = read_dicom(src, max_frames=keep, step=step)
+                np.testing.assert_array_equal(got.frames, whole[:keep:step])
+                assert got.meta["n_frames"] == 12
+        np.testing.assert_array_equal(read_dicom(src, step=5).frames, whole[::5])  # no max_frames: all
+
+
+def test_a_large_native_file_read_from_a_path_reads_only_the_kept_frames(tmp_path, monkeypatch):
+    """Pixel Data over DEFER_BYTES is left unread by the parser; the kept frames are read at
+    their offsets. A file cut inside its Pixel Data is still refused as truncated."""
+    from echoprime.io import dicom as dicom_mod
+
+    monkeypatch.setattr(dicom_mod, "DEFER_BYTES", 1024)
+    frames = colour_clip(n=12, h=48, w=64)
+    path = tmp_path / "clip.dcm"
+    write_dicom(frames, path, fps=30)
+    whole = read_dicom(path.read_bytes()).frames
+    ds = pydicom.dcmread(path, defer_size=1024)
+    assert ds.get_item("PixelData", keep_deferred=True).value is None  # what read_dicom relies on
+    np.testing.assert_array_equal(read_dicom(path, max_frames=9, step=4).frames, whole[0:9:4])
+    np.testing.assert_array_equal(read_dicom(path).frames, whole)
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(path.read_bytes()[: -48 * 64 * 3 * 2])
+    with pytest.raises(DicomDecodeError, match="truncated"):
+        read_dicom(cut, max_frames=3, step=2)
+    with pytest.raises(DicomDecodeError, match="truncated"):
+        read_dicom(cut)
 
 
 def test_the_test_writer_refuses_native_ybr_422():

@@ -9,10 +9,10 @@ import pytest
 import torch
 from pydicom.data import get_testdata_file
 
-from echoprime.io import read_dicom
+from echoprime.io.files import clip_reader, prepare_clip
 from echoprime.io.folders import process_dicoms, process_mp4s
 from echoprime.io.writers import write_dicom, write_video
-from echoprime.preprocess import PreprocessSpec, preprocess_video
+from echoprime.preprocess import PreprocessSpec, normalise
 
 SPEC = PreprocessSpec(size=32, frames=4, stride=2)
 
@@ -47,8 +47,9 @@ def test_process_dicoms(tmp_path, real_echo_dir):
     assert (
         by_name["d_notes.txt"].code == "dicom_decode_error" and "not DICOM" in by_name["d_notes.txt"].reason
     )
-    # the clips are exactly the per-file preprocessing, in file order
-    want = preprocess_video(read_dicom(tmp_path / "a_pal.dcm").frames, SPEC)
+    # the clips are exactly the per-file preprocessing of the clip's own frames, in file order
+    u8, n_valid = prepare_clip(clip_reader(SPEC)(tmp_path / "a_pal.dcm"), SPEC)
+    want = normalise(u8, SPEC.mean, SPEC.std, n_valid=n_valid)
     np.testing.assert_array_equal(clips[0].numpy(), want)
 
 

@@ -53,8 +53,8 @@ def test_real_h264_mp4(real_echo_dir):
 def test_bytes_and_path_decode_alike(real_echo_dir):
     path = real_echo_dir / "echo_a4c_h264.mp4"
     by_bytes = read_video(path.read_bytes(), name="a4c.mp4")  # an upload: bytes through BytesIO
-    by_path, fps = video_mod._decode_pyav(path, str(path), None, 0, 1 << 31, 1 << 31)
-    assert fps == pytest.approx(30.0) and by_bytes.fps == pytest.approx(30.0)
+    by_path, seen, fps = video_mod._decode_pyav(path, str(path), None, 1, 0, 1 << 31, 1 << 31)
+    assert fps == pytest.approx(30.0) and by_bytes.fps == pytest.approx(30.0) and seen == 30
     np.testing.assert_array_equal(by_bytes.frames, by_path)
 
 
@@ -83,6 +83,23 @@ def test_raw_elementary_stream():
 def test_max_frames(real_echo_dir):
     clip = read_video(real_echo_dir / "echo_a4c_h264.mp4", max_frames=7)
     assert clip.frames.shape[0] == 7 and clip.meta["n_frames"] == 30
+
+
+@pytest.mark.parametrize(("max_frames", "step"), [(31, 2), (7, 3), (None, 4), (2, 2)])
+def test_every_step_th_frame_is_the_whole_decodes_frame(real_echo_dir, max_frames, step):
+    """The frames a clip samples, read alone, are the whole decode's frames bit for bit."""
+    path = real_echo_dir / "echo_a4c_h264.mp4"
+    whole = read_video(path).frames
+    got = read_video(path, max_frames=max_frames, step=step)
+    np.testing.assert_array_equal(got.frames, whole[:max_frames:step])
+    assert got.meta["n_frames"] == 30
+
+
+def test_a_two_frame_video_read_at_step_two_is_still_a_video():
+    clip = read_video(write_video(colour_clip(n=2)), name="two.mp4", step=2)
+    assert clip.frames.shape[0] == 1 and clip.meta["n_frames"] == 2
+    with pytest.raises(ValueError, match="step"):
+        read_video(write_video(colour_clip(n=2)), name="two.mp4", step=0)
 
 
 def test_one_frame_and_zero_frame_video():
