@@ -23,7 +23,9 @@ A bundle built by the training pipeline keeps each stage's output in its own fol
 the same way.
 
 Nothing in a bundle is a pickle. Loading checks every file against the manifest's hashes and
-refuses a bundle with a missing, extra-modified or tampered file, naming it. A bundle is untrusted
+refuses a bundle with a missing, extra-modified or tampered file, naming it (a file hashed at an
+earlier load and unchanged since, by its inode, size, mtime and ctime, is not hashed again:
+:class:`VerifiedFiles`). A bundle is untrusted
 input until then: a manifest path that leaves the bundle (absolute, ``..``, a symlink pointing
 out) is refused before anything is read or written, on local folders and ``s3://`` alike.
 
@@ -83,6 +85,82 @@ def sha256_file(path: str | os.PathLike) -> str:
         while chunk := f.read(HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+VERIFY_ENV = "ECHOPRIME_VERIFY"
+"""``always``: hash every file of a bundle at every load. Default (``cached``): a file whose
+identity is unchanged since a load hashed it is not hashed again (:class:`VerifiedFiles`)."""
+
+
+class VerifiedFiles:
+    """What earlier loads on this machine hashed: per file, its identity when hashed and the hash.
+
+    A file is taken as verified without reading it when its identity, ``(device, inode, size,
+    mtime_ns, ctime_ns)``, equals the recorded one and the recorded sha256 is the one the manifest
+    asks for. Any write to the file, any replacement (a new inode) or any change of its metadata
+    moves its ctime, which no unprivileged process can set back (``utime`` sets atime and mtime
+    only), so a changed file is hashed again. Kept in ``$ECHOPRIME_CACHE/verified-files.json``
+    (default ``~/.cache/echoprime``), one JSON object, replaced atomically; a record that cannot
+    be read or written only means hashing again. ``ECHOPRIME_VERIFY=always`` hashes every load.
+    Why it exists: a 1.23 M-entry bank's 2.5 GB of embeddings take ~2 s to hash, at every start.
+    """
+
+    racy_ns = 2_000_000_000
+    """A file changed less than this before it was hashed is not recorded: the kernel stamps
+    ctime from a coarse clock (a few ms), so a second write within the same tick would leave the
+    identity unchanged (git's "racily clean" entries, the same remedy)."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        base = Path(os.environ.get("ECHOPRIME_CACHE", Path.home() / ".cache" / "echoprime"))
+        self.path = path or base / "verified-files.json"
+        self.enabled = os.environ.get(VERIFY_ENV, "cached").strip().lower() != "always"
+        self.records: dict[str, list] = {}
+        self.changed = False
+        if self.enabled:
+            try:
+                data = json.loads(self.path.read_text())
+                self.records = data if isinstance(data, dict) else {}
+            except (OSError, ValueError):
+                self.records = {}
+
+    @staticmethod
+    def _identity(p: Path) -> tuple[str, list[int]]:
+        st = p.stat()
+        return str(p.resolve()), [st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+
+    def matches(self, p: Path, digest: str) -> bool:
+        """Whether ``p``'s content has sha256 ``digest`` (hashed unless recorded as unchanged)."""
+        key, ident = self._identity(p)
+        if self.enabled and self.records.get(key) == [*ident, digest]:
+            return True
+        ok = sha256_file(p) == digest
+        if ok and self.enabled:
+            key2, ident2 = self._identity(p)
+            settled = time.time_ns() - ident[4] > self.racy_ns
+            if (key2, ident2) == (key, ident) and settled:  # unchanged while it was hashed
+                self.records[key] = [*ident, digest]
+                self.changed = True
+        return ok
+
+    def save(self) -> None:
+        if not (self.enabled and self.changed):
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:  # merge with what other processes recorded meanwhile
+                on_disk = json.loads(self.path.read_text())
+                if isinstance(on_disk, dict):
+                    self.records = {**on_disk, **self.records}
+            except (OSError, ValueError):
+                pass
+            self.records = {k: v for k, v in self.records.items() if os.path.exists(k)}  # files gone
+            fd, tmp = tempfile.mkstemp(prefix=".verified-", dir=self.path.parent)
+            with os.fdopen(fd, "w") as fh:
+                json.dump(self.records, fh)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a read-only home: the next load hashes again
+        self.changed = False
 
 
 def _files(root: Path) -> list[str]:
@@ -367,7 +445,9 @@ def read_manifest(
 
     Its paths are always checked (none may leave the bundle) and, when a bundle key is configured
     (``keys``, default: the environment's; echoprime.signing), its signature; ``verify`` adds
-    every file's sha256 (the slow part: skip it only right after a verified read).
+    every file's sha256 (the slow part: skip it only right after a verified read). A file this
+    machine hashed before and that has not changed since is not hashed again
+    (:class:`VerifiedFiles`; ``ECHOPRIME_VERIFY=always`` hashes every time).
 
     Raises:
         BundleError: missing manifest, unknown format, a path outside the bundle, an unsigned
@@ -395,14 +475,16 @@ def read_manifest(
     _check_signature(root, raw, sig, keys)
     if verify:
         listed = manifest.get("files", {})
+        verified = VerifiedFiles()
         for f, digest in listed.items():
             p = _inside(root, f)
             if not p.is_file():
                 raise BundleError(f"bundle {root}: file {f} listed in the manifest is missing")
-            if sha256_file(p) != digest:
+            if not verified.matches(p, digest):
                 raise BundleError(
                     f"bundle {root}: file {f} does not match its sha256 in the manifest (tampered or corrupted)"
                 )
+        verified.save()
         extra = sorted(set(_files(root)) - set(listed))
         if extra:
             raise BundleError(
