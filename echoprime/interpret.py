@@ -43,6 +43,11 @@ StudyInput = str | os.PathLike | Sequence[str | os.PathLike] | Sequence[tuple[st
 CPU_ONE_CLIP_PARAMS = 10_000_000
 """Video towers larger than this run one clip per forward on a CPU (:class:`StudyInterpreter`)."""
 
+PRECISIONS = ("fp32", "bf16")
+"""Arithmetic of the towers' forward: ``fp32`` (default; bit-identical across the in-process,
+Serve and batch paths) or ``bf16`` autocast (opt-in: a GPU, or a CPU with AVX512-BF16 / AMX;
+docs/benchmarks.md measures its speed and how far its embeddings and answers move)."""
+
 
 @dataclass
 class InterpreterParts:
@@ -134,6 +139,9 @@ class StudyInterpreter:
             ``batch_size`` (bench/encoder_cpu.py: on CPU the release-size tower is fastest one clip
             at a time, 1.27 s a clip against 1.70 in eights; the small Conv3d tower is 2.5x faster
             in batches; docs/benchmarks.md).
+        precision: :data:`PRECISIONS`: ``"bf16"`` runs the towers under bf16 autocast (faster
+            where the hardware has bf16 arithmetic; the answers can move, see
+            docs/benchmarks.md); ``"fp32"`` by default.
     """
 
     def __init__(
@@ -143,7 +151,11 @@ class StudyInterpreter:
         batch_size: int = 50,
         k: int = 50,
         video_batch: int | None = None,
+        precision: str = "fp32",
     ) -> None:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        self.precision = precision
         self.parts = parts
         self.spec = parts.spec
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -179,7 +191,7 @@ class StudyInterpreter:
             verify: check every file against the manifest's sha256.
             components: load only these parts (:data:`COMPONENTS`; default all), e.g. a
                 Serve replica that only encodes clips loads ``{"video_encoder"}``.
-            **kwargs: for :class:`StudyInterpreter` (device, batch_size, k).
+            **kwargs: for :class:`StudyInterpreter` (device, batch_size, k, precision).
 
         Raises:
             echoprime.bundle.BundleError: missing, unknown or tampered files, naming them.
@@ -326,9 +338,15 @@ class StudyInterpreter:
     def _embed_dim(self) -> int:
         return getattr(self.parts.video_encoder, "embed_dim", None) or 512
 
+    def _autocast(self) -> Any:
+        """bf16 autocast around the towers' forward when ``precision="bf16"`` (the embeddings and
+        probabilities come back as float32 either way)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.precision == "bf16")
+
     def _embed(self, x: torch.Tensor) -> torch.Tensor:
         b, enc = self.video_batch, self.parts.video_encoder
-        e = enc(x) if len(x) <= b else torch.cat([enc(x[i : i + b]) for i in range(0, len(x), b)])
+        with self._autocast():
+            e = enc(x) if len(x) <= b else torch.cat([enc(x[i : i + b]) for i in range(0, len(x), b)])
         return self._unit(e.float())
 
     def _unit(self, e: torch.Tensor) -> torch.Tensor:
@@ -348,7 +366,8 @@ class StudyInterpreter:
             raise ValueError(f"the bundle's video tower ({type(enc).__name__}) does not expose its tokens")
         embs, toks = [], []
         for i in range(0, clips.shape[0], self.video_batch):
-            e, t = enc.forward_with_tokens(clips[i : i + self.video_batch].to(self.device, torch.float32))
+            with self._autocast():
+                e, t = enc.forward_with_tokens(clips[i : i + self.video_batch].to(self.device, torch.float32))
             embs.append(self._unit(e.float()).cpu())
             toks.append(t.float().cpu())
         if not embs:
@@ -375,7 +394,9 @@ class StudyInterpreter:
         return self._batched(clips, self._embed_tasks, self._embed_dim + self._task_width)
 
     def _classify(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.parts.view_classifier(x).float(), dim=-1)
+        with self._autocast():
+            logits = self.parts.view_classifier(x)
+        return torch.softmax(logits.float(), dim=-1)
 
     @torch.no_grad()
     def _batched(self, clips: torch.Tensor, fn: Any, width: int) -> torch.Tensor:

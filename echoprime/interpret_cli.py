@@ -33,6 +33,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=None, help="neighbours for the metrics (default: the bundle's)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     p.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default="fp32",
+        help="the towers' arithmetic: bf16 autocast is faster on a GPU or a CPU with AVX512-BF16/AMX, "
+        "and its answers can differ slightly from fp32's (docs/benchmarks.md); default fp32",
+    )
+    p.add_argument(
         "--dicomweb",
         default=None,
         metavar="URL",
@@ -124,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(
             "--store sends the SR and PDF back to the archive the study came from: it needs --dicomweb"
         )
-    interp = StudyInterpreter.from_bundle(args.bundle, device=args.device)
+    interp = StudyInterpreter.from_bundle(args.bundle, device=args.device, precision=args.precision)
     if args.k is not None and not 1 <= args.k <= len(interp.parts.bank):
         raise ValueError(f"--k must be between 1 and the bank size {len(interp.parts.bank)}, got {args.k}")
     archive = None

@@ -103,8 +103,8 @@ def build_graph(
 
     verify = a.verify_bundle
     pre = deployment("Preprocess").bind(a.bundle_uri, Limits.from_args(a))
-    views = deployment("ViewClassifier").bind(a.bundle_uri, a.device, verify)
-    enc = deployment("VideoEncoder").bind(a.bundle_uri, a.device, verify)
+    views = deployment("ViewClassifier").bind(a.bundle_uri, a.device, verify, a.precision)
+    enc = deployment("VideoEncoder").bind(a.bundle_uri, a.device, verify, a.precision)
     att = deployment("AnatomicalAttention").bind(a.bundle_uri, a.device, verify)
     rai = deployment("RAIRetriever").bind(a.bundle_uri, a.k, a.n_neighbours, a.device, verify)
     return deployment("Ingress", serve.ingress()(Ingress)).bind(pre, views, enc, att, rai, a)

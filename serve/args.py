@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -52,6 +52,10 @@ class ServeArgs(BaseModel):
     """Neighbour studies listed per report section."""
     device: str | None = None
     """Where the encoders run (default: CUDA when the replica was given a GPU, else CPU)."""
+    precision: Literal["fp32", "bf16"] = "fp32"
+    """The view classifier's and the video encoder's arithmetic: ``bf16`` autocast is faster on a
+    GPU or a CPU with AVX512-BF16 / AMX; its answers can differ slightly from fp32's
+    (docs/benchmarks.md). fp32 keeps Serve bit-identical to the in-process interpreter."""
     verify_bundle: bool = True
     """Check every bundle file's sha256 when a replica loads it."""
     retries: int = Field(default=3, ge=0, le=10)

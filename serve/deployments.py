@@ -186,10 +186,12 @@ class _ClipBatcher:
     components: tuple[str, ...] = ()
     width = 0
 
-    def __init__(self, bundle_uri: str, device: str | None = None, verify: bool = True) -> None:
+    def __init__(
+        self, bundle_uri: str, device: str | None = None, verify: bool = True, precision: str = "fp32"
+    ) -> None:
         self.threads = _torch_threads()
         self.interp = StudyInterpreter.from_bundle(
-            bundle_uri, verify=verify, components=set(self.components), device=device
+            bundle_uri, verify=verify, components=set(self.components), device=device, precision=precision
         )
         self.max_batch = DEFAULT_BATCH["max_batch_size"]
         self.batches: deque[int] = deque(maxlen=1024)
