@@ -357,7 +357,7 @@ def compose_report(
     Raises:
         VocabularyError: a wording of :data:`WORDINGS` is missing from ``vocab``.
     """
-    _check_wordings(vocab or default_vocabulary())
+    _check_wordings(vocab if vocab is not None else default_vocabulary())
     w = _Writer(rng)
     s = state
 

@@ -327,7 +327,9 @@ def _bodies(
         return split_sections(text_or_report)
     if isinstance(text_or_report, StructuredReport):
         return {s: text_or_report.section_body(s) for s in text_or_report.sections}
-    report = StructuredReport.from_triples(text_or_report, vocab or default_vocabulary())
+    report = StructuredReport.from_triples(
+        text_or_report, vocab if vocab is not None else default_vocabulary()
+    )
     return {s: report.section_body(s) for s in report.sections}
 
 
