@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch  # noqa: F401  (loaded in every interpreter process; the exact search then uses its top-k)
 
 from echoprime import taxonomy
 from echoprime.reports import default_vocabulary

@@ -128,3 +128,34 @@ def test_bad_build_arguments():
         write_index(ExactIndex(emb), "x.faiss")
     with pytest.raises(SearchIndexError, match="does not exist"):
         read_index("/nonexistent/bank.faiss")
+
+
+@pytest.mark.parametrize("torch_loaded", [True, False], ids=["torch-topk", "argpartition"])
+@pytest.mark.parametrize("seed", range(6))
+def test_topk_rows_is_a_full_sort_ties_lowest_column_first(seed, torch_loaded, monkeypatch):
+    """The k-th-value selection (torch loaded) and argpartition (not) both equal sorting each row
+    by (score desc, column asc), with heavy ties (scores from 5 values) and without; with NaN
+    scores both keep argpartition's order (NaN above every number)."""
+    import sys
+
+    from echoprime.retrieval.index import _argpartition_topk, _sorted_topk, _topk_rows
+
+    if not torch_loaded:
+        monkeypatch.delitem(sys.modules, "torch", raising=False)
+    else:
+        import torch  # noqa: F401
+
+    rng = np.random.default_rng(seed)
+    q, m, k = 7, 500, 20
+    scores = (rng.integers(0, 5, (q, m)) if seed % 2 else rng.standard_normal((q, m))).astype(np.float32)
+    s, i = _topk_rows(scores, k)
+    for r in range(q):
+        order = np.lexsort((np.arange(m), -scores[r]))[:k]
+        np.testing.assert_array_equal(i[r], order)
+        np.testing.assert_array_equal(s[r], scores[r, order])
+    scores[2, [3, 40]] = np.nan
+    s, i = _topk_rows(scores, k)
+    ref_s, ref_i = _sorted_topk(scores, _argpartition_topk(scores, k))
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_array_equal(s, ref_s)
+    assert {3, 40} <= set(i[2].tolist())  # NaN counts as the largest, as numpy orders it
