@@ -479,13 +479,19 @@ class BatchInterpreter:
         k: int | None = None,
         batch_size: int = 50,
         archive_url: str | None = None,
+        precision: str = "fp32",
     ) -> None:
         from echoprime.interpret import StudyInterpreter
 
         # k through the constructor, which caps it at the bank's size; no text encoder (unused).
         extra = {"k": k} if k is not None else {}
         self.interp = StudyInterpreter.from_bundle(
-            bundle, device=device, batch_size=batch_size, components=INTERPRET_COMPONENTS, **extra
+            bundle,
+            device=device,
+            batch_size=batch_size,
+            components=INTERPRET_COMPONENTS,
+            precision=precision,
+            **extra,
         )
         self.out = BatchOutput(out)
         self.readers = max(1, int(readers))

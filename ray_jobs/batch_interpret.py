@@ -297,6 +297,7 @@ def run_batch_interpret(
                         "write_json": write_json,
                         "k": k,
                         "batch_size": cfg.interpret.batch_size,
+                        "precision": cfg.interpret.precision,
                         "archive_url": source if dicomweb is not None else None,
                     },
                     batch_size=chunk,

@@ -33,3 +33,16 @@ def test_bf16_towers_answer_in_float32_close_to_fp32(bundle):
 def test_an_unknown_precision_is_refused(bundle):
     with pytest.raises(ValueError, match="precision must be one of"):
         StudyInterpreter.from_bundle(bundle, device="cpu", precision="fp16")
+
+
+def test_batch_interpret_takes_the_precision_from_its_config(bundle, tmp_path):
+    from pydantic import ValidationError
+
+    from echoprime.batch_interpret import BatchInterpreter
+    from echoprime.config import InterpretCfg
+
+    assert InterpretCfg().precision == "fp32" and InterpretCfg(precision="bf16").precision == "bf16"
+    with pytest.raises(ValidationError):
+        InterpretCfg(precision="fp16")
+    actor = BatchInterpreter(str(bundle), str(tmp_path / "out"), device="cpu", precision="bf16")
+    assert actor.interp.precision == "bf16"
