@@ -224,6 +224,31 @@ def test_first_frames_read_alone_equal_the_whole_clips_first_frames(kw, tmp_path
         np.testing.assert_array_equal(read_dicom(src, step=5).frames, whole[::5])  # no max_frames: all
 
 
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"planar_configuration": 1},
+        {"transfer_syntax": ExplicitVRBigEndian},
+        {"transfer_syntax": ImplicitVRLittleEndian},
+        {"photometric": "YBR_FULL"},
+    ],
+    ids=["planar1", "be", "implicit", "ybr"],
+)
+def test_deferred_native_pixel_data_of_every_layout(kw, tmp_path, monkeypatch):
+    """Deferred Pixel Data read through pydicom (planar) or taken at offsets: the same frames."""
+    from echoprime.io import dicom as dicom_mod
+
+    monkeypatch.setattr(dicom_mod, "DEFER_BYTES", 1024)
+    data = write_dicom(colour_clip(n=12, h=48, w=64), fps=30, **kw)
+    path = tmp_path / "clip.dcm"
+    path.write_bytes(data)
+    whole = read_dicom(data).frames
+    for max_frames, step in ((None, 1), (9, 2), (12, 3), (5, 1)):
+        np.testing.assert_array_equal(
+            read_dicom(path, max_frames=max_frames, step=step).frames, whole[:max_frames:step]
+        )
+
+
 def test_a_large_native_file_read_from_a_path_reads_only_the_kept_frames(tmp_path, monkeypatch):
     """Pixel Data over DEFER_BYTES is left unread by the parser; the kept frames are read at
     their offsets. A file cut inside its Pixel Data is still refused as truncated."""
