@@ -87,6 +87,11 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def cache_root() -> Path:
+    """This machine's echoprime cache: ``$ECHOPRIME_CACHE``, default ``~/.cache/echoprime``."""
+    return Path(os.environ.get("ECHOPRIME_CACHE", Path.home() / ".cache" / "echoprime"))
+
+
 VERIFY_ENV = "ECHOPRIME_VERIFY"
 """``always``: hash every file of a bundle at every load. Default (``cached``): a file whose
 identity is unchanged since a load hashed it is not hashed again (:class:`VerifiedFiles`)."""
@@ -111,8 +116,7 @@ class VerifiedFiles:
     identity unchanged (git's "racily clean" entries, the same remedy)."""
 
     def __init__(self, path: Path | None = None) -> None:
-        base = Path(os.environ.get("ECHOPRIME_CACHE", Path.home() / ".cache" / "echoprime"))
-        self.path = path or base / "verified-files.json"
+        self.path = path or cache_root() / "verified-files.json"
         self.enabled = os.environ.get(VERIFY_ENV, "cached").strip().lower() != "always"
         self.records: dict[str, list] = {}
         self.changed = False
@@ -403,11 +407,7 @@ def fetch(uri: str, cache_dir: str | os.PathLike | None = None, *, keys: BundleK
     _check_paths(uri, manifest)
     _check_signature(uri, raw, sig, keys)
     key = hashlib.sha256(raw).hexdigest()[:16]
-    base = (
-        Path(cache_dir or os.environ.get("ECHOPRIME_CACHE", Path.home() / ".cache" / "echoprime"))
-        / "bundles"
-        / key
-    )
+    base = (Path(cache_dir) if cache_dir else cache_root()) / "bundles" / key
     if (base / MANIFEST).is_file():
         # The files were checked when cached; the signature may have been added since.
         if sig is not None:

@@ -160,15 +160,8 @@ def _select_above_kth(scores: np.ndarray, k: int) -> np.ndarray:
             tied = mine[scores[r, mine] == kth[r]][: k - len(above)]
             part[r] = np.sort(np.concatenate([above, tied]))
         else:  # NaN among the scores: comparisons cannot find k entries
-            part[r] = _argpartition_row(scores[r], k)
+            part[r] = _argpartition_topk(scores[r : r + 1], k)[0]
     return part
-
-
-def _argpartition_row(row: np.ndarray, k: int) -> np.ndarray:
-    """One row's top-``k`` columns by ``argpartition`` (numpy orders NaN above every number),
-    ties at the k-th value resolved to the lowest columns."""
-    m = row.shape[0]
-    return _argpartition_topk(row[None, :], k)[0] if k < m else np.arange(m)
 
 
 def _argpartition_topk(scores: np.ndarray, k: int) -> np.ndarray:
