@@ -107,7 +107,8 @@ class VerifiedFiles:
     only), so a changed file is hashed again. Kept in ``$ECHOPRIME_CACHE/verified-files.json``
     (default ``~/.cache/echoprime``), one JSON object, replaced atomically; a record that cannot
     be read or written only means hashing again. ``ECHOPRIME_VERIFY=always`` hashes every load.
-    Why it exists: a 1.23 M-entry bank's 2.5 GB of embeddings take ~2 s to hash, at every start.
+    Why it exists: a 1.23 M-entry bank's 2.5 GB of embeddings took ~5 s to hash at every start
+    on the development VM (docs/privacy.md).
     """
 
     racy_ns = 2_000_000_000
@@ -558,14 +559,14 @@ def load_module(root: Path, info: Mapping[str, Any]) -> torch.nn.Module:
     # Parameters the module shares between places (BERT ties its decoder to the word embeddings):
     # assigning gives each place the file's own tensor, so the ties are made again after it.
     ties: dict[int, list[str]] = {}
-    for n, prm in module.named_parameters(remove_duplicate=False):
+    for n, prm in module.named_parameters(remove_duplicate=False) if assign else ():
         ties.setdefault(id(prm), []).append(n)
     missing, unexpected = module.load_state_dict(state, strict=False, assign=assign)
     if missing or unexpected:
         raise BundleError(
             f"bundle {root}: {info['file']} does not fit model {name!r}: missing {list(missing)[:5]}, unexpected {list(unexpected)[:5]}"
         )
-    for first, *others in (g for g in ties.values() if len(g) > 1 and assign):
+    for first, *others in (g for g in ties.values() if len(g) > 1):
         shared = module.get_parameter(first)
         for n in others:
             owner, _, leaf = n.rpartition(".")
