@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(runs[-1])
                 shutil.rmtree(out)
 
-    from echoprime.interpret import StudyInterpreter
+    from echoprime.inference import StudyInterpreter
 
     interp = StudyInterpreter.from_bundle(bundle, device="cpu", k=cfg.interpret.k)
     folders = sorted((archive / "videos").iterdir())

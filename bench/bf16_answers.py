@@ -23,17 +23,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from echoprime.interpret import StudyInterpreter  # noqa: E402
+from echoprime.inference import StudyEncoding, StudyInterpreter  # noqa: E402
 
 
 def answers(interp: StudyInterpreter, clips: torch.Tensor, reports: list) -> tuple[dict, torch.Tensor, float]:
     t0 = time.perf_counter()
-    probs = interp.classify_views(clips)
-    emb = interp.embed_clips_with_tasks(clips)
+    probs = interp.towers.classify(clips)
+    emb = interp.towers.embed_with_tasks(clips)
     took = time.perf_counter() - t0
-    d = interp._embed_dim
-    sections, weights = interp.attend(emb[:, :d], probs)
-    (res,) = interp.interpret_from_sections([sections], [weights], [probs], [reports])
+    d = interp.towers.embed_dim
+    sections, weights = interp.attend(emb[:, :d], probs.argmax(1))
+    tasks = emb[:, d:].numpy() if interp.parts.heads else None
+    (res,) = interp.results.build([StudyEncoding(sections, weights, probs.numpy(), tasks)], [reports])
     out = res.to_dict()
     out["_views"] = probs.argmax(1).tolist()
     return out, emb[:, :d], took

@@ -56,7 +56,7 @@ from tests.hostile_bytes import (  # noqa: E402  (the repository root is put on 
 )
 from tests.hostile_corpus import write_hostile_corpus  # noqa: E402
 
-LIMITS = {"max_frames": 32}  # StudyInterpreter.load_study_uint8's, with the default pixel/byte limits
+LIMITS = {"max_frames": 32}  # echoprime.inference.read_study's, with the default pixel/byte limits
 INTERESTING = (0, 1, 2, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFF)
 SUFFIXES = (".dcm", ".mp4", ".avi", ".mov", "", ".txt")
 SLOW_S = 2.0

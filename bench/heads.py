@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from echoprime.config import load_config
-    from echoprime.interpret import StudyInterpreter
+    from echoprime.inference import StudyInterpreter
     from echoprime.training.heads import resolve_task
     from ray_jobs.finetune import parse_unfreeze, run_finetune
 

@@ -3,7 +3,7 @@
 What one VideoEncoder and one ViewClassifier replica do per batch, on one GPU: uint8 clips
 (16 x 224 x 224 x 3, as Preprocess sends them) copied to the device and normalised there
 (``StudyInterpreter.normalise_clips``), mViT v2 S -> unit-norm 512-d embeddings and ConvNeXt-base (first frame) -> view probabilities, exactly as
-``StudyInterpreter.embed_clips`` / ``classify_views`` (random weights; float32 as served, and
+``Towers.embed`` / ``Towers.classify`` (echoprime.inference) (random weights; float32 as served, and
 bf16 autocast for comparison). Swept over the batch size (``user_config.max_batch_size``, in
 clips); a 50-video study is 50 clips. Only torch, torchvision and echoprime.models are needed,
 so it runs on a GPU machine without Ray.

@@ -149,7 +149,7 @@ def load_bench(args: argparse.Namespace) -> dict[str, Any]:
     import requests
     import torch
 
-    from echoprime.interpret import StudyInterpreter
+    from echoprime.inference import StudyInterpreter
 
     work = Path(tempfile.mkdtemp(prefix="serve-load-"))
     bundle = args.bundle

@@ -38,7 +38,7 @@ def once(bundle: str) -> dict[str, float]:
     t0 = time.perf_counter()
     import torch
 
-    from echoprime.interpret import StudyInterpreter
+    from echoprime.inference import StudyInterpreter
 
     t_import = time.perf_counter() - t0
     interp = StudyInterpreter.from_bundle(bundle, device="cpu")

@@ -29,7 +29,7 @@ from pydicom.uid import JPEGBaseline8Bit
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from preprocess_speed import synthetic_echo  # noqa: E402
 
-from echoprime.interpret import StudyInterpreter  # noqa: E402
+from echoprime.inference import StudyEncoding, StudyInterpreter  # noqa: E402
 from echoprime.io.writers import write_dicom, write_video  # noqa: E402
 
 
@@ -53,22 +53,24 @@ def make_study(folder: Path, n: int, frames: int) -> list[str]:
 def run(interp: StudyInterpreter, files: list[str]) -> dict[str, float]:
     t: dict[str, float] = {}
     t0 = time.perf_counter()
-    u8, n_valid, reports = interp.load_study_uint8(files)
+    u8, n_valid, reports = interp.read_study(files)
     t["preprocess (read + clip)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     x = interp.normalise_clips(u8, n_valid)
     t["normalise"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    probs = interp.classify_views(x)
+    probs = interp.towers.classify(x)
     t["view classifier"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    emb = interp.embed_clips_with_tasks(x)
+    emb = interp.towers.embed_with_tasks(x)
     t["video encoder"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    sections, weights = interp.attend(emb[:, : interp._embed_dim], probs)
+    d = interp.towers.embed_dim
+    sections, weights = interp.attend(emb[:, :d], probs.argmax(1))
     t["attention"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    (result,) = interp.interpret_from_sections([sections], [weights], [probs], [reports])
+    tasks = emb[:, d:].numpy() if interp.parts.heads else None
+    (result,) = interp.results.build([StudyEncoding(sections, weights, probs.numpy(), tasks)], [reports])
     t["findings + report"] = time.perf_counter() - t0
     assert result.status == "ok", result.status
     return t

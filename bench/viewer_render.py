@@ -46,13 +46,13 @@ from tests.serve.viewer_harness import WATCH, FakeApi, local_server  # noqa: E40
 def real_example(bundle: str, index: int) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """``(result with loops, example, /v1/model answer)`` of synthetic example ``index``
     interpreted by ``bundle`` in this process, as the Serve graph would answer it."""
-    from echoprime.interpret import StudyInterpreter
+    from echoprime.inference import StudyInterpreter
 
     interp = StudyInterpreter.from_bundle(bundle, device="cpu")
     ex = example_study(EXAMPLE_SEED, index)
     items = [(f["name"], base64.b64decode(f["data"])) for f in ex["files"]]
     result = interp.interpret(items).to_dict()
-    clips, n_valid, reports = interp.load_study_uint8(items)
+    clips, n_valid, reports = interp.read_study(items)
     result["loops"] = study_loops(clips, n_valid, reports, interp.spec.stride)
     manifest = (Path(bundle) / "manifest.json").read_bytes()
     raw = json.loads(manifest)

@@ -404,7 +404,7 @@ def _now() -> str:
 def result_row(
     study_id: str, result: Any | None, files: Sequence[FileReport], error: str | None = None
 ) -> dict:
-    """One row of RESULT_SCHEMA from a :class:`~echoprime.interpret.StudyResult` (``None``: failed)."""
+    """One row of RESULT_SCHEMA from a :class:`~echoprime.inference.StudyResult` (``None``: failed)."""
     d = result.to_dict() if result is not None else {}
     dump = json.dumps
     return {
@@ -481,7 +481,7 @@ class BatchInterpreter:
         archive_url: str | None = None,
         precision: str = "fp32",
     ) -> None:
-        from echoprime.interpret import StudyInterpreter
+        from echoprime.inference import StudyInterpreter
 
         # k through the constructor, which caps it at the bank's size; no text encoder (unused).
         extra = {"k": k} if k is not None else {}
@@ -581,7 +581,7 @@ class BatchInterpreter:
         self, files: Sequence[str], names: Sequence[str] | None = None
     ) -> tuple[np.ndarray, np.ndarray, list[FileReport]]:
         """Read and preprocess one study's files (local paths or ``s3://``) into uint8 clips and
-        their real-frame counts (:meth:`StudyInterpreter.load_study_uint8`: a chunk's clips held
+        their real-frame counts (:meth:`StudyInterpreter.read_study`: a chunk's clips held
         at a quarter of their float32 size, normalised a batch at a time); bad files reported,
         each file under its name in ``names`` (default: its path)."""
         names = files if names is None else names
@@ -603,7 +603,7 @@ class BatchInterpreter:
                 unread[name] = FileReport(
                     name, "skipped", f"cannot read the object: {why}", code="read_error"
                 )
-        clips, n_valid, reports = self.interp.load_study_uint8(items)
+        clips, n_valid, reports = self.interp.read_study(items)
         by_name = {r.path: r for r in reports} | unread
         return clips, n_valid, [by_name[n] for n in names]
 
@@ -630,8 +630,10 @@ class BatchInterpreter:
     def _interpret(
         self, loaded: list[tuple[np.ndarray, np.ndarray, list[FileReport]]]
     ) -> tuple[list[Any], list[str | None]]:
+        from echoprime.inference import StudyClips  # with the interpreter: torch on the actor only
+
         try:
-            return self.interp.interpret_stored(loaded), [None] * len(loaded)
+            return self.interp.interpret_many([StudyClips(*one) for one in loaded]), [None] * len(loaded)
         except (ValueError, RuntimeError):
             # One study broke the shared batch (say a GPU out of memory on a huge study): redo
             # the chunk study by study so only that study is recorded as failed, with its error.
@@ -640,7 +642,7 @@ class BatchInterpreter:
         errors: list[str | None] = []
         for one in loaded:
             try:
-                results.append(self.interp.interpret_stored([one])[0])
+                results.append(self.interp.interpret(StudyClips(*one)))
                 errors.append(None)
             except (ValueError, RuntimeError) as e:
                 results.append(None)

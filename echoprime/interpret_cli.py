@@ -121,7 +121,7 @@ def _metric_line(m: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from echoprime.interpret import StudyInterpreter
+    from echoprime.inference import StudyInterpreter
 
     if (args.dicomweb is None) != (args.study_uid is None):
         raise ValueError("--dicomweb URL and --study UID go together")

@@ -15,41 +15,29 @@ PASS_THROUGH: tuple[str, ...] = ("study_id", "video_id", "view", "labels", "repo
 or ``path``)."""
 
 
+ACTOR_BATCH = 64
+"""Rows an embedding actor takes at a time: one normalised batch through the towers."""
+
+
 class EmbedClips:
     """Ray Data UDF: shard or stream rows -> video embeddings (+ view probabilities when available)."""
 
     def __init__(self, bundle_dir: str, with_views: bool, threads: int = 1) -> None:
         import torch
 
+        from echoprime.inference import Towers
         from echoprime.staging import load_component, spec_of
 
         torch.set_num_threads(threads)
-        self.spec = spec_of(bundle_dir)
-        self.video = load_component(bundle_dir, "video_encoder").eval()
-        self.views = load_component(bundle_dir, "view_classifier").eval() if with_views else None
+        video = load_component(bundle_dir, "video_encoder")
+        views = load_component(bundle_dir, "view_classifier") if with_views else None
+        self.towers = Towers(spec_of(bundle_dir), video, views, device="cpu", batch_size=ACTOR_BATCH)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        import torch
-        import torch.nn.functional as F
-
-        from echoprime.preprocess import normalise
-
         n_valid = batch.get("n_valid")  # absent on stream rows: every rendered frame is real
-        x = normalise(
-            torch.as_tensor(np.asarray(batch["clip"])),
-            self.spec.mean,
-            self.spec.std,
-            n_valid=None if n_valid is None else [int(v) for v in n_valid],
-        )  # B x 3 x T x S x S
-        with torch.no_grad():
-            emb = F.normalize(self.video(x).float(), dim=-1).numpy()
-            probs = (
-                torch.softmax(self.views(x).float(), -1).numpy()
-                if self.views is not None
-                else np.zeros((len(emb), 0), np.float32)
-            )
+        emb, probs = self.towers.encode_uint8(np.asarray(batch["clip"]), n_valid, tasks=False)
         out = {k: batch[k] for k in PASS_THROUGH if k in batch}
-        out.update(emb=emb, view_probs=probs)
+        out.update(emb=emb.numpy(), view_probs=probs.numpy())
         return out
 
 
@@ -97,7 +85,7 @@ def embed_dataset(
     ds = ds.map_batches(
         udf or EmbedClips,
         fn_constructor_args=udf_args if udf is not None else (bundle_dir, with_views),
-        batch_size=64,
+        batch_size=ACTOR_BATCH,
         num_cpus=1,
         compute=ray.data.ActorPoolStrategy(size=n_actors),
         **POOL_RETRIES,

@@ -78,13 +78,12 @@ class EmbedReports:
         )
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        import torch
-        import torch.nn.functional as F
+        from echoprime.inference import embed_reports
 
-        enc = self.tok([str(r) for r in batch["report"]])
-        with torch.no_grad():
-            e = self.text(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"])
-        return {"study_id": batch["study_id"], "emb": F.normalize(e.float(), dim=-1).numpy()}
+        return {
+            "study_id": batch["study_id"],
+            "emb": embed_reports(self.text, self.tok, [str(r) for r in batch["report"]]),
+        }
 
 
 def _studies(shards: str, split: str) -> dict[str, tuple[str, str]]:
@@ -106,8 +105,7 @@ def _report_extras(report: str) -> dict[str, float]:
 
 def section_embeddings_of(bundle: str, cols: dict[str, Any]) -> tuple[list[str], np.ndarray]:
     """Per study of an embedded split: its 15 x D section embeddings from the staged attention."""
-    import torch
-
+    from echoprime.inference import attend
     from echoprime.staging import load_component
 
     mil = load_component(bundle, "mil").eval()
@@ -115,12 +113,9 @@ def section_embeddings_of(bundle: str, cols: dict[str, Any]) -> tuple[list[str],
     for i, s in enumerate(cols["study_id"]):
         by.setdefault(str(s), []).append(i)
     ids, secs = [], []
-    with torch.no_grad():
-        for sid, idx in by.items():
-            emb = torch.from_numpy(cols["emb"][idx].astype(np.float32))
-            views = torch.from_numpy(cols["view_probs"][idx].argmax(1))
-            secs.append(mil(emb, views)["section_embeddings"].numpy())
-            ids.append(sid)
+    for sid, idx in by.items():
+        secs.append(attend(mil, cols["emb"][idx].astype(np.float32), cols["view_probs"][idx].argmax(1))[0])
+        ids.append(sid)
     return ids, np.stack(secs)
 
 

@@ -58,23 +58,19 @@ class EmbedForEval:
     def __init__(self, bundle: str, columns: tuple[str, ...], static: bool = True) -> None:
         import torch
 
-        from echoprime.interpret import load_bundle_parts
+        from echoprime.inference import Towers, load_bundle_parts
+        from ray_jobs._embed import ACTOR_BATCH
 
         torch.set_num_threads(1)  # one intra-op thread per actor: several actors share the cores
-        self.parts = load_bundle_parts(bundle, verify=False, components={"video_encoder", "view_classifier"})
+        parts = load_bundle_parts(bundle, verify=False, components={"video_encoder", "view_classifier"})
+        self.towers = Towers.of(parts, device="cpu", batch_size=ACTOR_BATCH)
         self.columns, self.static = columns, static
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         from echoprime.eval.studies import embed_clip_batch
 
-        out = embed_clip_batch(
-            self.parts.video_encoder,
-            self.parts.view_classifier,
-            self.parts.spec,
-            np.asarray(batch["clip"]),
-            [int(v) for v in batch["n_valid"]] if "n_valid" in batch else None,  # stream rows: all real
-            static=self.static,
-        )
+        n_valid = batch.get("n_valid")  # absent on stream rows: every frame is real
+        out = embed_clip_batch(self.towers, batch["clip"], n_valid, static=self.static)
         return {**{c: batch[c] for c in self.columns}, **out}
 
 
@@ -170,7 +166,7 @@ def run_evaluate(
     from echoprime.eval.report import headline, jsonable, write_report
     from echoprime.eval.studies import StudySet
     from echoprime.eval.suite import check_compatible, check_spec_compatible, evaluate_sets
-    from echoprime.interpret import StudyInterpreter, load_bundle_parts
+    from echoprime.inference import StudyInterpreter, load_bundle_parts
     from echoprime.runlog import ensure_writable_dir
     from ray_jobs.common import configure_ray_data, ray_session
 

@@ -161,7 +161,7 @@ def run_finetune(
     from echoprime.bundle import fetch, read_manifest
     from echoprime.data.shards import read_manifest as read_shard_manifest
     from echoprime.data.shards import validate_split
-    from echoprime.interpret import StudyInterpreter, load_bundle_parts
+    from echoprime.inference import load_bundle_parts
     from echoprime.training.checkpoint import load_checkpoint
     from echoprime.training.finetune import check_spec
     from echoprime.training.heads import TaskModel, resolve_task, write_bundle_with_head
@@ -224,7 +224,7 @@ def run_finetune(
 
     parts = load_bundle_parts(str(root), verify=False, components=["video_encoder"])
     encoder, normalize = parts.video_encoder, parts.normalize_embeddings
-    embed_dim = int(getattr(encoder, "embed_dim", 0) or StudyInterpreter(parts, device="cpu")._embed_dim)
+    embed_dim = int(getattr(encoder, "embed_dim", 0) or 512)  # the towers' default width
     work = Path(tempfile.mkdtemp(prefix="echoprime-finetune-"))
     try:
         finished = _finished_checkpoint(run_dir.uri, tc.epochs, total_steps) if resume else None

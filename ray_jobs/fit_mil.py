@@ -44,9 +44,7 @@ def section_texts_embeddings(
     bundle: str, reports: dict[str, str]
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Per study: (15 x D section text embeddings, 15 presence flags) with the staged text tower."""
-    import torch
-    import torch.nn.functional as F
-
+    from echoprime.inference import embed_reports
     from echoprime.models.tokenizer import ReportTokenizer
     from echoprime.reports.labels import split_sections
     from echoprime.staging import load_component, staged_components
@@ -63,18 +61,9 @@ def section_texts_embeddings(
             if name in bodies:
                 body = bodies[name].replace("[SEP]", " ").strip()
                 items.append((sid, s, f"{name}: {body} [SEP]"))
-    dim = None
-    vecs: dict[tuple[str, int], np.ndarray] = {}
-    with torch.no_grad():
-        for i in range(0, len(items), 256):
-            chunk = items[i : i + 256]
-            enc = tok([t for _, _, t in chunk])
-            e = F.normalize(
-                text(enc["input_ids"], enc["attention_mask"], enc["token_type_ids"]).float(), dim=-1
-            ).numpy()
-            dim = e.shape[1]
-            for (sid, s, _), v in zip(chunk, e, strict=True):
-                vecs[(sid, s)] = v
+    e = embed_reports(text, tok, [t for _, _, t in items])
+    dim = e.shape[1] if len(items) else None
+    vecs = {(sid, s): v for (sid, s, _), v in zip(items, e, strict=True)}
     for sid in reports:
         mat = np.zeros((len(MIL_SECTIONS), dim or 1), np.float32)
         present = np.zeros(len(MIL_SECTIONS), bool)

@@ -116,26 +116,25 @@ class EmbedWithBundle:
     def __init__(self, bundle: str, split_of: dict[str, str], threads: int = 1, tokens: bool = False) -> None:
         import torch
 
-        from echoprime.interpret import StudyInterpreter
+        from echoprime.inference import Towers, load_bundle_parts
 
         torch.set_num_threads(threads)
         self.split_of = split_of  # shard file -> split
         self.tokens = tokens  # also the tower's last tokens (float16), for the attentive probe
-        self.interp = StudyInterpreter.from_bundle(bundle, components={"video_encoder"}, device="cpu")
+        parts = load_bundle_parts(bundle, components={"video_encoder"})
+        # unit embeddings whatever the bundle pools (a converted release pools raw ones)
+        self.towers = Towers(parts.spec, parts.video_encoder, normalize=True, device="cpu")
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        import torch.nn.functional as F
-
-        clips = np.asarray(batch["clip"])
-        x = self.interp.normalise_clips(clips, [int(v) for v in batch["n_valid"]])
+        x = self.towers.normalise(np.asarray(batch["clip"]), batch["n_valid"])
         split = np.array([self.split_of[str(p)] for p in batch["path"]])
         got = {"study_id": batch["study_id"], "labels": batch["labels"], "split": split}
         if self.tokens:
-            emb, tok = self.interp.embed_clips_with_tokens(x)
+            emb, tok = self.towers.embed_with_tokens(x)
             got["tokens"] = tok.numpy().astype(np.float16)
         else:
-            emb = self.interp.embed_clips(x)
-        return got | {"emb": F.normalize(emb.float(), dim=-1).numpy()}
+            emb = self.towers.embed(x)
+        return got | {"emb": emb.numpy()}
 
 
 def run_probe(
@@ -170,7 +169,7 @@ def run_probe(
     from echoprime.data.shards import validate_split
     from echoprime.eval import dataset_probe as dp
     from echoprime.eval.attentive_probe import TokenStore
-    from echoprime.interpret import load_bundle_parts
+    from echoprime.inference import load_bundle_parts
     from echoprime.training.finetune import check_spec
     from ray_jobs.common import POOL_RETRIES, configure_ray_data, ray_session
 

@@ -155,7 +155,7 @@ def run_pipeline(cfg: EchoPrimeConfig, out: Path) -> dict:
                 f"{res['bank_reports']} reports; thresholds for {res['thresholds_fitted']} phenotypes; bundle committed",
             )
         with summary.stage("interpret") as st:
-            from echoprime.interpret import StudyInterpreter
+            from echoprime.inference import StudyInterpreter
             from echoprime.interpret_cli import format_result
 
             sid, files, truth = held_out_study(synth_dir)

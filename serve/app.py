@@ -22,14 +22,9 @@ from ray import serve
 from ray.serve import Application
 
 from serve.args import APP_NAME, ServeArgs, read_serve_config  # noqa: F401 - re-exported
-from serve.deployments import (
-    AnatomicalAttention,
-    Preprocess,
-    RAIRetriever,
-    VideoEncoder,
-    ViewClassifier,
-)
+from serve.deployments import AnatomicalAttention, RAIRetriever, VideoEncoder, ViewClassifier
 from serve.ingress import Ingress
+from serve.preprocess import Preprocess
 from serve.uploads import Limits
 
 # Laptop-sized defaults, the same as configs/serve.yaml states (about 2 CPUs in all). Batch sizes

@@ -266,7 +266,7 @@ class TaskAnswer(BaseModel):
 
 
 class StudyResultModel(BaseModel):
-    """``StudyResult.to_dict()`` of echoprime.interpret (plus ``previews`` and ``loops`` when asked for)."""
+    """``StudyResult.to_dict()`` of echoprime.inference (plus ``previews`` and ``loops`` when asked for)."""
 
     status: Literal["ok", "no_usable_video"]
     files: list[FileStatus]

@@ -124,7 +124,7 @@ def add_test_heads(bundle: Path, out: Path, seed: int = 0) -> Path:
     """``bundle`` plus three fine-tuning heads with random weights (echoprime.training.heads): an
     EF head on the bundle's embeddings, a mitral regurgitation grade head with its own (perturbed)
     copy of the video tower, and a views head, so every head path runs (answers meaningless)."""
-    from echoprime.interpret import load_bundle_parts
+    from echoprime.inference import load_bundle_parts
     from echoprime.training.heads import TaskModel, resolve_task, write_bundle_with_head
 
     src = Path(bundle)

@@ -415,6 +415,6 @@ def write_plots(metrics: Mapping[str, Any], out: Any) -> dict[str, str]:
 
 def to_json(doc: Mapping[str, Any]) -> str:
     """The metrics document as JSON (NaN written as null, as a StudyResult is)."""
-    from echoprime.interpret import _clean
+    from echoprime.inference.result import json_ready
 
-    return json.dumps(_clean(dict(doc)), indent=2)
+    return json.dumps(json_ready(dict(doc)), indent=2)

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from echoprime.inference.towers import Towers
 from echoprime.taxonomy import HIDDEN_DIAGNOSES, PHENOTYPE_NAMES, VIEW_INDEX
 
 
@@ -180,44 +181,22 @@ def first_frame_clips(clips: np.ndarray) -> np.ndarray:
 
 @torch.no_grad()
 def embed_clip_batch(
-    video_encoder: torch.nn.Module,
-    view_classifier: torch.nn.Module | None,
-    spec: Any,
-    clips: np.ndarray,
-    n_valid: Sequence[int] | None = None,
-    *,
-    static: bool = True,
-    device: str | torch.device = "cpu",
+    towers: Towers, clips: np.ndarray, n_valid: Sequence[int] | None = None, *, static: bool = True
 ) -> dict[str, np.ndarray]:
-    """Shard clips -> what evaluation needs of them, as ``StudyInterpreter`` computes it.
+    """Shard clips -> what evaluation needs of them, through the interpreter's own towers.
 
     Args:
-        video_encoder: the bundle's video tower.
-        view_classifier: its view classifier (None: zero-width view probabilities).
-        spec: the preprocessing spec (``mean``, ``std``).
+        towers: the bundle's towers (:class:`echoprime.inference.Towers`; no view classifier:
+            zero-width view probabilities).
         clips: ``B x T x S x S x 3`` uint8 shard clips.
-        n_valid: real frames per clip (the rest is padding, zeroed after normalising).
+        n_valid: real frames per clip (the rest is padding, zeroed after normalising); None: all.
         static: also embed each clip's first frame repeated.
-        device: where the models run.
 
     Returns:
         ``emb`` ``B x D`` (unit norm), ``emb_static`` ``B x D`` (when ``static``), ``view_probs`` ``B x V``.
     """
-    import torch.nn.functional as F
-
-    from echoprime.preprocess import normalise
-
-    def prep(c: np.ndarray) -> torch.Tensor:
-        x = torch.as_tensor(np.array(c, copy=not c.flags.writeable), device=device)
-        return normalise(x, spec.mean, spec.std, n_valid=n_valid)  # B x 3 x T x S x S
-
-    x = prep(clips)
-    out = {"emb": F.normalize(video_encoder(x).float(), dim=-1).cpu().numpy()}
-    if view_classifier is not None:
-        out["view_probs"] = torch.softmax(view_classifier(x).float(), -1).cpu().numpy()
-    else:
-        out["view_probs"] = np.zeros((len(clips), 0), np.float32)
+    emb, probs = towers.encode_uint8(clips, n_valid, tasks=False)
+    out = {"emb": emb.numpy(), "view_probs": probs.numpy()}
     if static:
-        xs = prep(first_frame_clips(clips))
-        out["emb_static"] = F.normalize(video_encoder(xs).float(), dim=-1).cpu().numpy()
+        out["emb_static"] = towers.embed_uint8(first_frame_clips(np.asarray(clips)), n_valid).numpy()
     return out

@@ -156,7 +156,7 @@ def evaluate_sets(
     """Every section of the evaluation report.
 
     Args:
-        parts: the bundle's :class:`~echoprime.interpret.InterpreterParts` (``mil``, ``bank``,
+        parts: the bundle's :class:`~echoprime.inference.InterpreterParts` (``mil``, ``bank``,
             ``thresholds``).
         sets: ``{"train", "val", "test"}`` :class:`StudySet`, optionally ``"probe"`` (the set
             the linear probes are fitted on: the train split and rendered training studies;

@@ -61,13 +61,13 @@ def load_archive_study(
     it (each instance's bytes are dropped once its clip is made).
 
     Args:
-        interp: the :class:`~echoprime.interpret.StudyInterpreter` whose preprocessing applies.
+        interp: the :class:`~echoprime.inference.StudyInterpreter` whose preprocessing applies.
         name_of: the name each instance goes by, by SOPInstanceUID (its key in a de-identified
             output); an instance it does not list is ``unlisted-<n>``. Default: the UID itself.
 
     Returns:
         ``(uint8 clips, real-frame counts, one FileReport per instance, {name: header})``, as
-        :meth:`StudyInterpreter.load_study_uint8` returns them; bad instances are reports.
+        :meth:`StudyInterpreter.read_study` returns them; bad instances are reports.
 
     Raises:
         StudyNotFound, DicomwebError: from the archive.
@@ -75,7 +75,7 @@ def load_archive_study(
     clips, n_valid, reports, headers = [], [], [], {}
     for i, inst in enumerate(archive.iter_instances(study_uid)):
         name = inst.name if name_of is None else name_of.get(inst.name, f"unlisted-{i + 1}")
-        c, n, r = interp.load_study_uint8([(name, inst.data)])
+        c, n, r = interp.read_study([(name, inst.data)])
         clips.append(c)
         n_valid.append(n)
         reports += r
@@ -96,8 +96,10 @@ def interpret_archive_study(
     Raises:
         StudyNotFound, DicomwebError: from the archive.
     """
+    from echoprime.inference import StudyClips  # torch only where a study is interpreted
+
     u8, nv, reports, headers = load_archive_study(interp, archive, study_uid)
-    return interp.interpret_stored([(u8, nv, reports)], k=k)[0].to_dict(), headers
+    return interp.interpret(StudyClips(u8, nv, reports), k=k).to_dict(), headers
 
 
 def key_frames(result: Mapping[str, Any], source: Callable[[str], Any]) -> dict[str, np.ndarray]:

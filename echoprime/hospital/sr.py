@@ -1,6 +1,6 @@
 """A DICOM Comprehensive SR of one interpretation: what goes back to the archive.
 
-:func:`build_sr` turns a :class:`~echoprime.interpret.StudyResult` and the DICOM headers of the
+:func:`build_sr` turns a :class:`~echoprime.inference.StudyResult` and the DICOM headers of the
 study's source instances into a Comprehensive SR instance (highdicom) in the same study, in a
 series of its own:
 

@@ -2,7 +2,7 @@
 
 Every path that reads a study's files goes through :func:`load_file`, one file at a time: the
 interpreter (``echoprime interpret``, the Serve graph's Preprocess replica, batch-interpret's
-workers, all through :meth:`~echoprime.interpret.StudyInterpreter.load_study_uint8`) and the
+workers, all through :meth:`~echoprime.inference.StudyInterpreter.read_study`) and the
 release-compatible folder helpers (:func:`echoprime.io.folders.process_files`). Whatever the file
 makes the reader, a decoder library or the preprocessing raise becomes the file's
 :class:`~echoprime.io.types.FileReport` with a reason, and the study goes on with the next file.

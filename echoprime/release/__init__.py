@@ -3,8 +3,8 @@
 * :class:`EchoPrime`: the published class's methods (``process_dicoms``, ``process_mp4s``,
   ``encode_study``, ``predict_metrics``, ``generate_report``) with the same inputs and outputs,
   on a user's copy of the release or on a bundle.
-* :func:`load_release_parts`: the release's files -> :class:`~echoprime.interpret.InterpreterParts`
-  (what ``StudyInterpreter.from_release`` calls).
+* :func:`load_release_parts`: the release's files -> :class:`~echoprime.inference.InterpreterParts`
+  (``StudyInterpreter(load_release_parts(...))`` interprets with them).
 * :func:`import_release`: convert a trusted copy once into a pickle-free bundle
   (``echoprime import-release``).
 

@@ -29,7 +29,10 @@ import torch
 import torch.nn.functional as F
 
 from echoprime import taxonomy
-from echoprime.interpret import StudyInput, StudyInterpreter, StudyResult
+from echoprime.inference import StudyInput, StudyInterpreter, StudyResult
+from echoprime.io.folders import process_dicoms, process_mp4s
+from echoprime.release.load import load_release_parts
+from echoprime.retrieval import generate_report, predict_metrics, release_values
 
 
 class EchoPrime:
@@ -60,8 +63,6 @@ class EchoPrime:
         text_tokenizer: str | os.PathLike | None = None,
         batch_size: int = 50,
     ) -> None:
-        from echoprime.release.load import load_release_parts
-
         parts = load_release_parts(
             model_data_dir, assets_dir, trust_pickles=trust_pickles, text_tokenizer=text_tokenizer
         )
@@ -84,6 +85,7 @@ class EchoPrime:
     def _attach(self, interpreter: StudyInterpreter) -> None:
         self.interpreter = interpreter
         self.parts = interpreter.parts
+        self.towers = interpreter.towers
         self.device = interpreter.device
         man = self.parts.manifest or {}
         # A release's (or an imported bundle's) own section -> phenotypes order, which only the
@@ -97,11 +99,11 @@ class EchoPrime:
     def process_dicoms(self, INPUT: str | os.PathLike) -> torch.Tensor:  # noqa: N803 - the published name
         """Every DICOM cine under the folder ``INPUT`` -> ``N x 3 x 16 x 224 x 224`` (files in sorted
         order; stills and non-DICOM files are skipped, see ``StudyInterpreter.load_study`` for reasons)."""
-        return self.interpreter.process_dicoms(INPUT)
+        return process_dicoms(INPUT, self.parts.spec)[0]
 
     def process_mp4s(self, INPUT: str | os.PathLike) -> torch.Tensor:  # noqa: N803 - the published name
         """Every MP4 (or other video file) under the folder ``INPUT`` -> ``N x 3 x 16 x 224 x 224``."""
-        return self.interpreter.process_mp4s(INPUT)
+        return process_mp4s(INPUT, self.parts.spec)[0]
 
     # ---------------------------------------------------------------------------- encoding
     def _check(self, clips: torch.Tensor) -> None:
@@ -117,36 +119,21 @@ class EchoPrime:
                 f"(process_dicoms / process_mp4s output), got {shape}"
             )
 
-    @torch.no_grad()
     def embed_videos(self, stack_of_videos: torch.Tensor) -> torch.Tensor:
-        """``N`` clips -> ``N x 512`` video embeddings as the encoder outputs them (not normalised)."""
+        """``N`` clips -> ``N x 512`` video embeddings as the release pools them (the encoder's raw
+        outputs for a release; unit-norm for a bundle of ours, as its interpretation pools them)."""
         self._check(stack_of_videos)
-        b = self.interpreter.video_batch  # one clip a forward for this tower on a CPU (faster there)
-        out = [
-            self.parts.video_encoder(stack_of_videos[i : i + b].to(self.device, torch.float32)).float().cpu()
-            for i in range(0, stack_of_videos.shape[0], b)
-        ]
-        dim = self.parts.bank.dim
-        return torch.cat(out) if out else torch.zeros((0, dim))
+        return self.towers.embed(stack_of_videos)
 
-    @torch.no_grad()
     def get_views(
         self, stack_of_videos: torch.Tensor, return_view_list: bool = False
     ) -> torch.Tensor | tuple[torch.Tensor, list[str]]:
         """Each clip's view from its first frame: ``N x 11`` one-hot (and the view names).
 
-        The view is the argmax of the classifier's 11 logits (order ``taxonomy.VIEWS``).
+        The view is the most probable of the classifier's 11 (order ``taxonomy.VIEWS``).
         """
         self._check(stack_of_videos)
-        b = self.interpreter.batch_size
-        # The classifier takes the frames it needs (ConvNeXt: the first one, 3 x 224 x 224).
-        idx = [
-            self.parts.view_classifier(stack_of_videos[i : i + b].to(self.device, torch.float32))
-            .argmax(dim=1)
-            .cpu()
-            for i in range(0, stack_of_videos.shape[0], b)
-        ]
-        views = torch.cat(idx) if idx else torch.zeros(0, dtype=torch.long)
+        views = self.towers.classify(stack_of_videos).argmax(dim=1)
         onehot = F.one_hot(views, len(taxonomy.VIEWS)).float()  # N x 11
         if return_view_list:
             return onehot, [taxonomy.VIEWS[int(v)] for v in views]
@@ -158,8 +145,17 @@ class EchoPrime:
 
     def section_embeddings(self, study_embedding: torch.Tensor) -> torch.Tensor:
         """``N x 523`` -> ``15 x 512``: ``normalize(sum_i w[s, view_i] * emb_i)`` per MIL section."""
-        sec, _ = self.interpreter.section_embeddings(torch.as_tensor(study_embedding))
-        return torch.from_numpy(sec)
+        return torch.from_numpy(self._sections(study_embedding))
+
+    def _sections(self, study_embedding: torch.Tensor) -> Any:
+        enc = torch.as_tensor(study_embedding)
+        n_views, dim = len(taxonomy.VIEWS), self.parts.bank.dim
+        if enc.ndim != 2 or enc.shape[0] == 0 or enc.shape[1] != dim + n_views:
+            raise ValueError(
+                f"encoding must be N x {dim + n_views} with N >= 1 (embedding + one-hot view), "
+                f"got {tuple(enc.shape)}"
+            )
+        return self.interpreter.attend(enc[:, :-n_views].float(), enc[:, -n_views:].argmax(dim=1))[0]
 
     # ------------------------------------------------------------------------------ outputs
     def predict_metrics(
@@ -179,9 +175,7 @@ class EchoPrime:
         Raises:
             ValueError: ``k`` outside ``1..len(bank)`` or a malformed encoding.
         """
-        from echoprime.retrieval import predict_metrics, release_values
-
-        sec, _ = self.interpreter.section_embeddings(torch.as_tensor(study_embedding))
+        sec = self._sections(study_embedding)
         bank = self.parts.bank
         pairs = {p: s for s, ps in self.section_to_phenotypes.items() for p in ps if p in bank.phenotypes}
         preds = predict_metrics(
@@ -206,7 +200,7 @@ class EchoPrime:
         """The retrieval-augmented report: for each of the 15 sections, the section text of the
         most similar candidate whose report has it (``"<Section>: not assessed [SEP]"`` when none
         has), joined by spaces."""
-        return self.interpreter.generate_report(torch.as_tensor(study_embedding))
+        return generate_report(self._sections(study_embedding), self.parts.bank, top=self.interpreter.k).text
 
     def interpret(self, study: StudyInput, **kwargs: Any) -> StudyResult:
         """This package's full answer (views with confidence, evidence, neighbours, decisions).

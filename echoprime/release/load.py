@@ -1,4 +1,4 @@
-"""Read a user's copy of the published release into :class:`~echoprime.interpret.InterpreterParts`.
+"""Read a user's copy of the published release into :class:`~echoprime.inference.InterpreterParts`.
 
 What is built from which file (formats in docs/release-compat.md):
 
@@ -32,6 +32,7 @@ import torch
 import torch.nn as nn
 
 from echoprime import taxonomy
+from echoprime.inference.parts import InterpreterParts
 from echoprime.release.files import (
     RELEASE_FILE_BY_KEY,
     ReleaseFormatError,
@@ -289,7 +290,7 @@ def load_release_parts(
     trust_pickles: bool = False,
     *,
     text_tokenizer: str | os.PathLike | None = None,
-) -> Any:
+) -> InterpreterParts:
     """Read a user's copy of the published release into interpreter parts.
 
     Args:
@@ -300,7 +301,7 @@ def load_release_parts(
             default: BiomedBERT from the local cache when present, else text features are off.
 
     Returns:
-        :class:`echoprime.interpret.InterpreterParts`; ``manifest`` describes the source
+        :class:`echoprime.inference.InterpreterParts`; ``manifest`` describes the source
         (``format: echoprime-release``, the folders, ``section_to_phenotypes`` in file order,
         ``text_features``).
 
@@ -308,7 +309,6 @@ def load_release_parts(
         ReleaseFormatError: a folder or file missing (all named), or a malformed file (named).
         UntrustedPickleError: ``trust_pickles`` is False.
     """
-    from echoprime.interpret import InterpreterParts
     from echoprime.models.mil import TableMIL
     from echoprime.preprocess import PreprocessSpec
 

@@ -36,6 +36,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from echoprime.bundle import fetch, load_module, read_manifest
+from echoprime.models.tokenizer import ReportTokenizer
+
 _LAYER = re.compile(r"\.(?:layer|layers|blocks)\.(\d+)\.")
 TOWERS = ("video_encoder", "text_encoder")
 SPEC_KEYS = ("size", "frames", "stride", "mean", "std", "crop_fraction", "mask")
@@ -133,25 +136,21 @@ def load_init(bundle: str, model_cfg: Mapping[str, Any], shard_spec: Mapping[str
         InitError: incompatible (see :func:`check_compatible`).
         echoprime.bundle.BundleError: an unusable bundle.
     """
-    from echoprime.bundle import fetch, read_manifest
-    from echoprime.interpret import load_bundle_parts
-
     root = fetch(bundle)
     manifest = read_manifest(root, verify=True)
     check_compatible(bundle, manifest, model_cfg, shard_spec)
     comps = manifest["components"]
     want = [t for t in TOWERS if t in comps]
-    parts = load_bundle_parts(str(root), verify=False, components=want)
     state: dict[str, torch.Tensor] = {}
     for tower in want:
-        module = getattr(parts, tower)
+        module = load_module(root, comps[tower])
         state.update({f"{tower}.{k}": v.detach().cpu().clone() for k, v in module.state_dict().items()})
     notes = []
     tok_dir = None
     vocab = None
     if "text_encoder" in comps:
         tok_dir = root / comps["text_encoder"].get("tokenizer", "tokenizer")
-        vocab = parts.tokenizer.vocab_size if parts.tokenizer is not None else None
+        vocab = ReportTokenizer.from_pretrained(tok_dir).vocab_size
     else:
         notes.append("the bundle has no text encoder: the text tower starts from the config's initialisation")
     return InitModel(bundle, state, tuple(want), tok_dir, vocab, notes)

@@ -20,7 +20,7 @@ SITE = (b"batch-dicomweb-test-site-secret", "site")
 
 
 def test_batch_over_the_archive(tiny_cfg, bundle, study, archive, real_echo_dir, tmp_path):
-    from echoprime.interpret import StudyInterpreter
+    from echoprime.inference import StudyInterpreter
 
     uid, files = study
     real = str(pydicom.dcmread(real_echo_dir / REAL_DICOM[0], stop_before_pixels=True).StudyInstanceUID)

@@ -60,7 +60,7 @@ def test_interpret_by_uid_writes_sr_pdf_fhir_and_stores_them_back(
     import highdicom as hd
     from fhir.resources.R4B.bundle import Bundle
 
-    from echoprime.interpret import StudyInterpreter
+    from echoprime.inference import StudyInterpreter
 
     uid, files = study
     o = tmp_path
@@ -146,7 +146,7 @@ def test_real_scanner_files_through_the_archive(bundle, archive, real_echo_dir, 
     """Real scanner files interpreted by UID and their SR built (valid despite the sources' quirks);
     a real still image is reported as not a video."""
     from echoprime.hospital.outputs import algorithm_for, hospital_outputs, interpret_archive_study
-    from echoprime.interpret import StudyInterpreter
+    from echoprime.inference import StudyInterpreter
 
     interp = StudyInterpreter.from_bundle(bundle, device="cpu")
     for name in REAL_DICOM:
@@ -196,7 +196,7 @@ def test_an_unreadable_instance_is_reported_and_a_study_without_video_says_so(
     from pydicom.uid import generate_uid
 
     from echoprime.hospital.outputs import interpret_archive_study
-    from echoprime.interpret import StudyInterpreter
+    from echoprime.inference import StudyInterpreter
 
     arc = Archive(orthanc.dicomweb, environ=orthanc.env)
     uid, files = study

@@ -35,7 +35,7 @@ def _post(served, body: dict, accept: str | None = None) -> requests.Response:
 def test_a_study_by_uid_in_every_format_and_stored_back(served, study, archive, bundle):
     from fhir.resources.R4B.bundle import Bundle
 
-    from echoprime.interpret import StudyInterpreter
+    from echoprime.inference import StudyInterpreter
 
     uid, files = study
     r = _post(served, {"study_uid": uid})

@@ -93,7 +93,7 @@ def _rows(out: str) -> dict[str, dict]:
 
 
 def test_local_archive(tiny_cfg, bundle, archive, local_run, id_map):
-    from echoprime.interpret import StudyInterpreter
+    from echoprime.inference import StudyInterpreter
 
     root, expected = archive
     out, res = local_run

@@ -11,7 +11,7 @@ import pytest
 
 from echoprime.bundle import manifest_sha256, read_manifest
 from echoprime.data.shards import ShardError, read_split
-from echoprime.interpret import StudyInterpreter
+from echoprime.inference import StudyInterpreter
 
 
 @pytest.fixture(scope="module")

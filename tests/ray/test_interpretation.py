@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from echoprime.bundle import BundleError
-from echoprime.interpret import StudyInterpreter
+from echoprime.inference import StudyInterpreter
 
 
 @pytest.fixture(scope="module")
@@ -106,17 +106,20 @@ def test_interpret_held_out_study(interp, test_studies):
 
 
 def test_release_compatible_methods_agree_with_interpret(interp, test_studies):
+    from echoprime.release import EchoPrime
+
+    ep = EchoPrime.from_interpreter(interp)
     _, files = test_studies[1]
     clips, reports = interp.load_study(files)
-    enc = interp.encode_study(clips)
+    enc = ep.encode_study(clips)
     assert enc.shape == (len(files), 512 + 11)
     assert torch.allclose(enc[:, :512].norm(dim=1), torch.ones(len(files)), atol=1e-4)
     full = interp.interpret(files).to_dict()
-    preds = interp.predict_metrics(enc)
+    preds = ep.predict_metrics(enc, k=interp.k)
     for k, v in preds.items():
         got = full["metrics"][k]["value"]
         assert (np.isnan(v) and got is None) or abs(v - got) < 1e-6
-    assert interp.generate_report(enc) == full["report_text"]
+    assert ep.generate_report(enc) == full["report_text"]
 
 
 def _assert_close(a, b, path="result"):
@@ -153,11 +156,14 @@ def test_study_without_usable_video(interp, tmp_path):
 
 
 def test_k_out_of_range_is_a_clear_error(interp, test_studies):
+    from echoprime.release import EchoPrime
+
+    ep = EchoPrime.from_interpreter(interp)
     clips, _ = interp.load_study(test_studies[0][1])
-    enc = interp.encode_study(clips)
+    enc = ep.encode_study(clips)
     for k in (0, len(interp.parts.bank) + 1):
         with pytest.raises(ValueError, match="k"):
-            interp.predict_metrics(enc, k=k)
+            ep.predict_metrics(enc, k=k)
 
 
 def test_tampered_or_incomplete_bundle_is_refused(bundle_dir, tmp_path):

@@ -12,7 +12,7 @@ import pytest
 
 from echoprime.data.shards import read_split
 from echoprime.data.stream import stream_reports
-from echoprime.interpret import StudyInterpreter
+from echoprime.inference import StudyInterpreter
 from echoprime.reports import StructuredReport
 from echoprime.retrieval.pseudonyms import PREFIX, read_id_map
 from tests.leaks import files_under, leaks

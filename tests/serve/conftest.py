@@ -77,7 +77,7 @@ def interpreter(serve_bundle):
     """The in-process reference the graph's answers must equal."""
     import torch
 
-    from echoprime.interpret import StudyInterpreter
+    from echoprime.inference import StudyInterpreter
 
     torch.set_num_threads(1)
     return StudyInterpreter.from_bundle(serve_bundle, device="cpu")

@@ -18,10 +18,10 @@ HANG = b"ECHOPRIME-TEST-HANG"
 
 
 def faulty_preprocess(record: str) -> type:
-    """A :class:`serve.deployments.Preprocess` subclass with the two faults, recording to
+    """A :class:`serve.preprocess.Preprocess` subclass with the two faults, recording to
     ``record``. Defined inside this function so that Ray pickles it by value: the replica needs
     no ``tests`` package on its path."""
-    from serve.deployments import Preprocess
+    from serve.preprocess import Preprocess
 
     crash, hang = CRASH, HANG  # closed over: nothing of this module is needed in the replica
 

@@ -181,7 +181,7 @@ def test_previews_are_first_frames(served, study_dirs, interpreter):
     items = read_study(study_dirs[1])
     got = post_study(served, items, params={"previews": "true"}).json()
     assert len(got["previews"]) == len(got["videos"])
-    u8, _, _ = interpreter.load_study_uint8(items)
+    u8, _, _ = interpreter.read_study(items)
     for preview, clip in zip(got["previews"], u8, strict=True):
         png = base64.b64decode(preview.split(",", 1)[1])
         img = cv2.cvtColor(cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
@@ -392,7 +392,7 @@ def test_the_encoder_batches_clips_across_requests(served, interpreter):
     got = [r.result(timeout_s=120) for r in responses]
     batches = enc.stats.remote().result(timeout_s=60)["batches"][before:]
     for x, g in zip(studies, got, strict=True):
-        want = interpreter.embed_clips(interpreter.normalise_clips(x["clips"], x["n_valid"]))
+        want = interpreter.towers.embed(interpreter.normalise_clips(x["clips"], x["n_valid"]))
         np.testing.assert_allclose(g, want.numpy(), atol=1e-5)
     assert sum(batches) == 16 and max(batches) > 2, batches  # clips of several requests in one forward pass
 

@@ -270,24 +270,23 @@ def test_the_model_summary_names_the_bundle_by_content_not_by_path(serve_bundle)
 def test_preprocess_stops_at_the_file_in_hand_when_cancelled(serve_bundle, study_dirs, monkeypatch):
     """Serve cancels the replica's task when the ingress cancels the call: the files after the
     one being read are never read."""
-    from echoprime.interpret import StudyInterpreter
-    from serve import deployments
+    from serve import preprocess
     from tests.serve.conftest import read_study
 
-    monkeypatch.setattr(deployments, "_torch_threads", lambda: 1)  # no Ray runtime here
-    pre = deployments.Preprocess(str(serve_bundle), Limits(1 << 26, 10, 10_000, 30))
+    monkeypatch.setattr(preprocess, "torch_threads", lambda: 1)  # no Ray runtime here
+    pre = preprocess.Preprocess(str(serve_bundle), Limits(1 << 26, 10, 10_000, 30))
     study = read_study(study_dirs[0])
     assert len(study) >= 3
     started, release, calls = threading.Event(), threading.Event(), []
-    real = StudyInterpreter.load_study_uint8
+    real = preprocess.read_study
 
-    def held(self, items, **kw):
+    def held(items, spec):
         calls.append(items[0][0])
         started.set()
         release.wait(30)  # the first file is "being read" until the test has cancelled
-        return real(self, items, **kw)
+        return real(items, spec)
 
-    monkeypatch.setattr(StudyInterpreter, "load_study_uint8", held)
+    monkeypatch.setattr(preprocess, "read_study", held)
 
     async def run() -> None:
         task = asyncio.ensure_future(pre.load(study))
@@ -299,6 +298,6 @@ def test_preprocess_stops_at_the_file_in_hand_when_cancelled(serve_bundle, study
 
     asyncio.run(run())
     assert calls == [study[0][0]] and pre.stats() == {"studies": 0, "files": 0, "cancelled": 1}
-    monkeypatch.setattr(StudyInterpreter, "load_study_uint8", real)
+    monkeypatch.setattr(preprocess, "read_study", real)
     out = asyncio.run(pre.load(study))
     assert out["clips"].shape[0] == len(study) and pre.stats()["studies"] == 1

@@ -96,7 +96,9 @@ def test_embed_clip_batch_is_the_interpreters_embedding():
     spec = PreprocessSpec(size=8, frames=4)
     enc, views = _Flat(3 * 4 * 8 * 8, 6).eval(), _Flat(3 * 4 * 8 * 8, 11).eval()
     clips = np.random.default_rng(1).integers(0, 255, size=(3, 4, 8, 8, 3), dtype=np.uint8)
-    out = embed_clip_batch(enc, views, spec, clips, [4, 4, 3])
+    from echoprime.inference import Towers
+
+    out = embed_clip_batch(Towers(spec, enc, views, device="cpu"), clips, [4, 4, 3])
     with torch.no_grad():
         x = normalise(torch.from_numpy(clips), spec.mean, spec.std, n_valid=[4, 4, 3])
         xs = normalise(
@@ -110,4 +112,7 @@ def test_embed_clip_batch_is_the_interpreters_embedding():
     )
     assert out["view_probs"] == pytest.approx(want_views, abs=1e-6)
     assert not np.allclose(out["emb"], out["emb_static"])  # the first-frame clip is a different input
-    assert embed_clip_batch(enc, None, spec, clips, static=False).keys() == {"emb", "view_probs"}
+    assert embed_clip_batch(Towers(spec, enc, None, device="cpu"), clips, static=False).keys() == {
+        "emb",
+        "view_probs",
+    }

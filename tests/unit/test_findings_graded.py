@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from echoprime.interpret import StudyInterpreter, load_bundle_parts
+from echoprime.inference import StudyInterpreter, load_bundle_parts
 from echoprime.retrieval import predict_metrics_batch
 from echoprime.retrieval.calibration import (
     Calibration,

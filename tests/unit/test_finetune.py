@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from echoprime.interpret import load_bundle_parts
+from echoprime.inference import load_bundle_parts
 from echoprime.models import create_clip
 from echoprime.training.finetune import (
     InitError,

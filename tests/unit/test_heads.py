@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from echoprime.bundle import manifest_sha256, read_manifest
-from echoprime.interpret import StudyInterpreter, load_bundle_parts
+from echoprime.inference import StudyInterpreter, load_bundle_parts
 from echoprime.taxonomy import MIL_SECTIONS, VIEWS
 from echoprime.training.finetune import freeze_layers
 from echoprime.training.heads import (
@@ -215,7 +215,7 @@ def test_a_bundle_with_heads_answers_in_interpretation(bundle, tmp_path):
     assert set(res.tasks) == {"ef", "mitral_regurgitation:grade", "views"}
     # By hand: the bundle's embeddings (or the tuned tower's), the head, the LV section's weights.
     emb, probs = plain.embed_and_classify(clips)
-    _, weights = plain.attend(emb, probs)
+    _, weights = plain.attend(emb, probs.argmax(1))
     with torch.no_grad():
         z = ef.head(emb).numpy()
         want = answer(ef.task, pool_study(ef.task, z, weights))["value"]
@@ -238,11 +238,12 @@ def test_a_bundle_with_heads_answers_in_interpretation(bundle, tmp_path):
         torch.rand(3, interp.spec.frames, interp.spec.size, interp.spec.size, 3).numpy() * 255, 0, 255
     ).astype(np.uint8)
     n_valid = np.full(3, interp.spec.frames)
+    from echoprime.inference import StudyClips
     from echoprime.io.types import FileReport
 
     files = [FileReport(f"v{i}.mp4", "used") for i in range(3)]
-    (a,) = interp.interpret_stored([(u8, n_valid, files)])
-    (b,) = interp.interpret_loaded([(interp.normalise_clips(u8, n_valid), files)])
+    a = interp.interpret(StudyClips(u8, n_valid, files))
+    b = interp.interpret(interp.normalise_clips(u8, n_valid))
     assert a.tasks["ef"]["value"] == pytest.approx(b.tasks["ef"]["value"], rel=1e-5)
     assert a.tasks["views"]["videos"][0]["file"] == "v0.mp4"
     from echoprime.batch_interpret import result_row

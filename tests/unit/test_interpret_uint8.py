@@ -1,4 +1,4 @@
-"""The uint8 path the Serve graph uses: ``load_study_uint8`` + ``normalise_clips`` give exactly the
+"""The uint8 path the Serve graph uses: ``read_study`` + ``normalise_clips`` give exactly the
 float clips of ``load_study`` (which is what the one-process interpretation uses)."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from echoprime.interpret import StudyInterpreter
+from echoprime.inference import StudyInterpreter
 from echoprime.io.files import clip_reader, prepare_clip
 from echoprime.preprocess import normalise
 from tests.fixtures_bundle import make_random_bundle
@@ -31,7 +31,7 @@ def files(real_echo_dir):
 
 
 def test_uint8_path_equals_the_float_path_bit_for_bit(interp, files):
-    u8, n_valid, reports = interp.load_study_uint8(files)
+    u8, n_valid, reports = interp.read_study(files)
     clips, reports_f = interp.load_study(files)
     assert reports == reports_f and sum(r.status == "used" for r in reports) == u8.shape[0] >= 3
     spec = interp.spec
@@ -51,7 +51,7 @@ def test_uint8_path_equals_the_float_path_bit_for_bit(interp, files):
 
 
 def test_padding_frames_are_zero_after_normalising(interp, files):
-    u8, n_valid, _ = interp.load_study_uint8(files)
+    u8, n_valid, _ = interp.read_study(files)
     x = interp.normalise_clips(u8, n_valid)
     for clip, v in zip(x, n_valid, strict=True):
         assert torch.count_nonzero(clip[:, v:]) == 0 and torch.count_nonzero(clip[:, :v]) > 0
@@ -59,7 +59,7 @@ def test_padding_frames_are_zero_after_normalising(interp, files):
 
 def test_a_study_without_usable_files(interp, tmp_path):
     (tmp_path / "a.mp4").write_bytes(b"not a video")
-    u8, n_valid, reports = interp.load_study_uint8(tmp_path)
+    u8, n_valid, reports = interp.read_study(tmp_path)
     spec = interp.spec
     assert u8.shape == (0, spec.frames, spec.size, spec.size, 3) and n_valid.shape == (0,)
     assert [r.status for r in reports] == ["skipped"]
@@ -69,9 +69,9 @@ def test_a_study_without_usable_files(interp, tmp_path):
 def test_bad_arguments_are_named(interp, tmp_path):
     spec = interp.spec
     with pytest.raises(TypeError, match="tensor"):
-        interp.load_study_uint8(torch.zeros(1, 3, spec.frames, spec.size, spec.size))
+        interp.read_study(torch.zeros(1, 3, spec.frames, spec.size, spec.size))
     with pytest.raises(FileNotFoundError, match="nowhere"):
-        interp.load_study_uint8(tmp_path / "nowhere")
+        interp.read_study(tmp_path / "nowhere")
     wrong = np.zeros((2, spec.frames, spec.size + 1, spec.size, 3), np.uint8)
     with pytest.raises(ValueError, match=r"expected uint8 clips N x .*got uint8 \(2,"):
         interp.normalise_clips(wrong, [1, 1])
@@ -89,18 +89,24 @@ def test_studies_from_uint8_clips_get_the_answers_of_the_float_path(bundle, file
     interp = StudyInterpreter.from_bundle(bundle, device="cpu", batch_size=3)
     studies = [files, files[::-1], files[:2]]
     got = [r.to_dict() for r in interp.interpret_many(studies)]
-    want = [r.to_dict() for r in interp.interpret_loaded([interp.load_study(s) for s in studies])]
-    assert got == want and got[0]["status"] == "ok"
-    stored = [interp.load_study_uint8(s) for s in studies]
-    assert [r.to_dict() for r in interp.interpret_stored(stored)] == want
+    # the float path: model clips as tensors (their files then named clip[i])
+    floats = [r.to_dict() for r in interp.interpret_many([interp.load_study(s)[0] for s in studies])]
+    for g, f in zip(got, floats, strict=True):
+        assert {k: v for k, v in g.items() if k not in ("files", "videos", "evidence")} == {
+            k: v for k, v in f.items() if k not in ("files", "videos", "evidence")
+        }
+        assert [v["view"] for v in g["videos"]] == [v["view"] for v in f["videos"]]
+    assert got[0]["status"] == "ok"
+    stored = [interp.read_study(s) for s in studies]
+    assert [r.to_dict() for r in interp.interpret_many(stored)] == got
     # The towers on uint8 clips: the same values as on the float clips.
     u8, n_valid, _ = stored[0]
-    emb, probs = interp.embed_and_classify_uint8(u8, n_valid)
+    emb, probs = interp.towers.encode_uint8(u8, n_valid)
     emb_f, probs_f = interp.embed_and_classify(interp.normalise_clips(u8, n_valid))
     assert torch.equal(emb, emb_f) and torch.equal(probs, probs_f)
     with pytest.raises(ValueError, match="n_valid has 2 values for 5 clips"):
-        interp.embed_and_classify_uint8(u8, n_valid[:2])
-    empty = interp.embed_and_classify_uint8(u8[:0], n_valid[:0])
+        interp.towers.encode_uint8(u8, n_valid[:2])
+    empty = interp.towers.encode_uint8(u8[:0], n_valid[:0])
     assert empty[0].shape == (0, 512) and empty[1].shape[0] == 0
 
 
@@ -109,7 +115,7 @@ def test_the_video_tower_runs_one_clip_a_forward_on_cpu_only_when_it_is_large(in
     the small tower keeps the batch; either way the embeddings are the batched ones."""
     from dataclasses import replace
 
-    from echoprime.interpret import CPU_ONE_CLIP_PARAMS
+    from echoprime.inference import CPU_ONE_CLIP_PARAMS
     from echoprime.models.video import echoprime_mvit_v2_s
 
     assert interp.video_batch == interp.batch_size == 50  # the test bundle's tiny tower
@@ -117,8 +123,8 @@ def test_the_video_tower_runs_one_clip_a_forward_on_cpu_only_when_it_is_large(in
     assert sum(p.numel() for p in big.parameters()) > CPU_ONE_CLIP_PARAMS
     assert StudyInterpreter(replace(interp.parts, video_encoder=big), device="cpu").video_batch == 1
     assert StudyInterpreter(interp.parts, device="cpu", video_batch=2, batch_size=8).video_batch == 2
-    clips, n_valid, _ = interp.load_study_uint8(files)
+    clips, n_valid, _ = interp.read_study(files)
     one = StudyInterpreter(interp.parts, device="cpu", video_batch=1)
     torch.testing.assert_close(
-        one.embed_and_classify_uint8(clips, n_valid)[0], interp.embed_and_classify_uint8(clips, n_valid)[0]
+        one.towers.encode_uint8(clips, n_valid)[0], interp.towers.encode_uint8(clips, n_valid)[0]
     )

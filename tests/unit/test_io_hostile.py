@@ -198,7 +198,7 @@ def _check_study(files: list[dict], corpus: list[HostileFile], videos: list[dict
 
 
 def test_the_corpus_as_one_study_through_the_interpreter(corpus, bundle):
-    from echoprime.interpret import StudyInterpreter
+    from echoprime.inference import StudyInterpreter
 
     interp = StudyInterpreter.from_bundle(bundle, device="cpu")
     result = interp.interpret(corpus[0].path.parent)
@@ -206,7 +206,7 @@ def test_the_corpus_as_one_study_through_the_interpreter(corpus, bundle):
     assert d["status"] == "ok" and d["report_text"] and d["metrics"]
     _check_study(d["files"], corpus, d["videos"])
     # the same files as uploads ((name, bytes) pairs, the way Serve hands them over)
-    u8, n_valid, reports = interp.load_study_uint8([(f.path.name, f.path.read_bytes()) for f in corpus])
+    u8, n_valid, reports = interp.read_study([(f.path.name, f.path.read_bytes()) for f in corpus])
     assert all(isinstance(r, FileReport) for r in reports) and u8.shape[0] == sum(f.expect_ok for f in corpus)
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from echoprime.interpret import StudyInterpreter
+from echoprime.inference import StudyInterpreter
 from tests.fixtures_bundle import make_random_bundle
 
 
@@ -26,7 +26,7 @@ def test_bf16_towers_answer_in_float32_close_to_fp32(bundle):
     assert not torch.equal(e16, e32)  # bf16 arithmetic did run
     assert torch.nn.functional.cosine_similarity(e16, e32).min() > 0.99
     assert (p16 - p32).abs().max() < 0.05
-    again = StudyInterpreter.from_bundle(bundle, device="cpu", precision="fp32").embed_clips(clips)
+    again = StudyInterpreter.from_bundle(bundle, device="cpu", precision="fp32").towers.embed(clips)
     assert torch.equal(again, e32)
 
 

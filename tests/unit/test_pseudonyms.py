@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from echoprime.interpret import StudyInterpreter
+from echoprime.inference import StudyInterpreter
 from echoprime.retrieval import pseudonyms as ps
 from tests.fixtures_bundle import TEST_SECRET, make_random_bundle, original_ids
 

@@ -476,25 +476,28 @@ def test_bundle_gives_identical_answers(ep, ep_bundle, reference, clips, encodin
             ep.predict_metrics(enc, compat_positional=True),
         )
         assert ep_bundle.generate_report(enc) == ep.generate_report(enc)
-        # the StudyInterpreter API on both sides
-        assert ep_bundle.interpreter.generate_report(enc) == ep.interpreter.generate_report(enc)
+        # the interpreter's attention on both sides
+        torch.testing.assert_close(
+            ep_bundle.section_embeddings(enc), ep.section_embeddings(enc), rtol=0, atol=0
+        )
     assert dict(ep_bundle.parts.thresholds) == dict(ep.parts.thresholds)
     text = ["Aorta: Normal aortic root dimension. [SEP]"]
     np.testing.assert_array_equal(ep_bundle.interpreter.embed_text(text), ep.interpreter.embed_text(text))
 
 
-def test_study_interpreter_from_release(release, ep, encoding):
-    from echoprime.interpret import StudyInterpreter
-    from echoprime.release import UntrustedPickleError
+def test_a_study_interpreter_on_the_release_parts(release, ep, encoding):
+    from echoprime.inference import StudyInterpreter
+    from echoprime.release import EchoPrime, UntrustedPickleError, load_release_parts
 
     with pytest.raises(UntrustedPickleError, match="--trust-pickles"):
-        StudyInterpreter.from_release(release.model_data, release.assets)
-    interp = StudyInterpreter.from_release(
-        release.model_data, release.assets, trust_pickles=True, device="cpu"
+        load_release_parts(release.model_data, release.assets)
+    interp = StudyInterpreter(
+        load_release_parts(release.model_data, release.assets, trust_pickles=True), device="cpu"
     )
     assert interp.parts.manifest["format"] == "echoprime-release"
-    assert_identical(interp.predict_metrics(encoding), ep.predict_metrics(encoding))
-    assert interp.generate_report(encoding) == ep.generate_report(encoding)
+    again = EchoPrime.from_interpreter(interp)
+    assert_identical(again.predict_metrics(encoding), ep.predict_metrics(encoding))
+    assert again.generate_report(encoding) == ep.generate_report(encoding)
 
 
 def test_decisions_use_release_thresholds(ep, reference, encoding):
@@ -580,7 +583,7 @@ def test_same_findings_as_with_a_row_for_every_binary(ep, release, encoding, tmp
         published = {r["feature"]: float(r["threshold"]) for r in csv.DictReader(f)}
     complete = {p: published.get(p, 0.3) for p in (*PUBLISHED_ROC_BINARIES, *PUBLISHED_ROC_MISSING)}
     write_roc_thresholds(tmp_path / "complete.csv", np.random.default_rng(0), complete)
-    sec, _ = ep.interpreter.section_embeddings(encoding)
+    sec = ep.section_embeddings(encoding).numpy()
     before = predict_metrics(
         sec, ep.parts.bank, 50, thresholds=read_release_thresholds(tmp_path / "complete.csv")
     )
@@ -645,7 +648,7 @@ def test_a_converted_release_starts_a_fine_tune(bundle):
     take an optimizer step of the contrastive loss."""
     import json
 
-    from echoprime.interpret import load_bundle_parts
+    from echoprime.inference import load_bundle_parts
     from echoprime.losses import ClipLoss
     from echoprime.training.finetune import apply_init, freeze_text, load_init, param_groups
     from echoprime.training.setup import build_clip
