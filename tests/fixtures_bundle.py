@@ -44,7 +44,7 @@ def make_random_bundle(
         raise ValueError(f"towers must be 'tiny' or 'release', got {towers!r}")
     from echoprime.bundle import assemble_bundle
     from echoprime.models import create_model
-    from echoprime.models.text import create_text_encoder
+    from echoprime.models.factory import create_text_encoder
     from echoprime.models.tokenizer import ReportTokenizer, train_wordpiece_tokenizer
     from echoprime.preprocess import PreprocessSpec
     from echoprime.reports import compose_report, default_vocabulary, extract_findings
