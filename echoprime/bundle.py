@@ -528,7 +528,7 @@ def sign_bundle(uri: str | os.PathLike, keys: BundleKeys | None = None) -> str:
 def load_module(root: Path, info: Mapping[str, Any]) -> torch.nn.Module:
     """Rebuild a component from its registry name and overrides, then load its weights strictly."""
     from echoprime.models import create_model
-    from echoprime.models.text import create_text_encoder
+    from echoprime.models.factory import create_text_encoder
 
     name = info["model"]
 

@@ -44,13 +44,14 @@ def make_random_bundle(
         raise ValueError(f"towers must be 'tiny' or 'release', got {towers!r}")
     from echoprime.bundle import assemble_bundle
     from echoprime.models import create_model
-    from echoprime.models.text import create_text_encoder
+    from echoprime.models.factory import create_text_encoder
     from echoprime.models.tokenizer import ReportTokenizer, train_wordpiece_tokenizer
     from echoprime.preprocess import PreprocessSpec
-    from echoprime.reports import compose_report, default_vocabulary, extract_findings
+    from echoprime.reports import default_vocabulary, extract_findings
     from echoprime.retrieval import CandidateBank, fit_thresholds
     from echoprime.retrieval.calibration import fit_calibration
     from echoprime.retrieval.pseudonyms import pseudonymise, write_id_map
+    from echoprime.synth.report import compose_report
     from echoprime.synth.state import sample_state
     from echoprime.taxonomy import BINARY_PHENOTYPES, MEASUREMENTS, MIL_SECTIONS, VIEWS
 

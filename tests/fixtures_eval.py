@@ -66,7 +66,7 @@ def cohort(
     n: int, seed: int, *, noise: float = 0.3, videos: tuple[int, int] = (4, 6), view_acc: float = 1.0
 ) -> dict[str, Any]:
     """Per-clip columns of ``n`` planted studies, as ``ray_jobs.evaluate`` hands them over."""
-    from echoprime.reports import compose_report
+    from echoprime.synth.report import compose_report
 
     rng = np.random.default_rng(seed)
     u = directions()

@@ -161,7 +161,7 @@ def _bank_reports(
     absent_sections: tuple[str, ...],
     rare_sections: dict[str, float],
 ) -> tuple[list[list[tuple[int, int, Any]]], list[dict[str, float]]]:
-    from echoprime.reports import compose_report
+    from echoprime.synth.report import compose_report
     from echoprime.synth.state import sample_state
     from echoprime.taxonomy import MIL_SECTIONS
 

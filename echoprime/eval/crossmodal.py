@@ -1,6 +1,6 @@
 """Video <-> report retrieval on a held-out split, in the paper's Table 3 form.
 
-Two levels, both directions, recall@1/5/10 and median rank (``echoprime.eval.retrieval``: ties
+Two levels, both directions, recall@1/5/10 and median rank (``echoprime.metrics``: ties
 count against the query):
 
 * video level: each clip ranks the split's study reports (its positive: its study's report);
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from echoprime.eval.retrieval import ranks_chunked
+from echoprime.metrics import ranks_chunked
 
 
 def _direction(

@@ -27,31 +27,8 @@ import numpy as np
 from echoprime.eval.calibration import expected_calibration_error, reliability_curve
 from echoprime.eval.probes import NotComputable, fit_probe
 from echoprime.eval.studies import StudySet
+from echoprime.metrics import confusion_matrix, quadratic_weighted_kappa
 from echoprime.taxonomy import MIL_SECTIONS, PHENOTYPE_BY_NAME, grade_column
-
-
-def quadratic_weighted_kappa(truth: np.ndarray, pred: np.ndarray, levels: int) -> float:
-    """Cohen's kappa with quadratic weights over grades ``0 .. levels - 1``.
-
-    Returns NaN when the expected disagreement is zero (every truth and prediction one grade).
-    """
-    t, p = np.asarray(truth, np.int64), np.asarray(pred, np.int64)
-    observed = confusion_matrix(t, p, levels).astype(np.float64)
-    n = observed.sum()
-    if n == 0:
-        return math.nan
-    expected = np.outer(observed.sum(1), observed.sum(0)) / n
-    i, j = np.indices((levels, levels))
-    w = (i - j) ** 2 / max(levels - 1, 1) ** 2
-    denom = (w * expected).sum()
-    return math.nan if denom == 0 else float(1 - (w * observed).sum() / denom)
-
-
-def confusion_matrix(truth: np.ndarray, pred: np.ndarray, levels: int) -> np.ndarray:
-    """``levels x levels`` counts, rows = true grade, columns = predicted grade."""
-    out = np.zeros((levels, levels), np.int64)
-    np.add.at(out, (np.asarray(truth, np.int64), np.asarray(pred, np.int64)), 1)
-    return out
 
 
 def grade_scores(truth: np.ndarray, pred: np.ndarray, levels: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from echoprime.io.errors import (
     VideoDecodeError,
     file_boundary,
 )
-from echoprime.io.files import load_file
+from echoprime.io.files import load_file, read_any
 from echoprime.io.types import (
     DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
@@ -31,7 +31,7 @@ from echoprime.io.types import (
     FileReport,
     VideoData,
 )
-from echoprime.io.video import read_any, read_video
+from echoprime.io.video import read_video
 
 __all__ = [
     "DEFAULT_MAX_BYTES",

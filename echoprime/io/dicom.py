@@ -64,6 +64,7 @@ from echoprime.io.types import (
     is_bytes,
     source_name,
 )
+from echoprime.io.video import read_video
 
 _META_STR = (
     "StudyInstanceUID",
@@ -530,8 +531,6 @@ def _decode_mpeg(
 ) -> np.ndarray:
     """MPEG-2 / H.264 / HEVC in DICOM: the fragments hold one elementary stream; PyAV decodes it."""
     from pydicom.encaps import generate_fragments
-
-    from echoprime.io.video import read_video  # local: video.py imports this module
 
     try:
         stream = b"".join(generate_fragments(ds.PixelData))

@@ -1,5 +1,9 @@
 """One file of a study: read it and prepare its clip, or say why not, never more than that.
 
+:func:`read_any` reads any supported file, DICOM or video, deciding by content: it sits above
+both readers (``dicom.py`` decodes MPEG-in-DICOM with ``video.py``'s reader, so the dispatch
+cannot live in either without a cycle).
+
 Every path that reads a study's files goes through :func:`load_file`, one file at a time: the
 interpreter (``echoprime interpret``, the Serve graph's Preprocess replica, batch-interpret's
 workers, all through :meth:`~echoprime.inference.StudyInterpreter.read_study`) and the
@@ -9,6 +13,7 @@ makes the reader, a decoder library or the preprocessing raise becomes the file'
 
 Example::
 
+    clip = read_any(upload_bytes, name="a4c.mp4")   # DICOM or video, by content
     clip, report = load_file("a4c.dcm", data, lambda v: preprocess_uint8(v.frames, spec), max_frames=32)
     if clip is None:
         print(report.code, report.reason)
@@ -17,20 +22,90 @@ Example::
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import PurePath
 from typing import Any, TypeVar
 
 import numpy as np
 
-from echoprime.io.errors import EchoIOError, PreprocessError, file_boundary, log, log_name, public_text
-from echoprime.io.types import FileReport, Source, VideoData
-from echoprime.io.video import read_any
+from echoprime.io.dicom import read_dicom
+from echoprime.io.errors import (
+    DicomDecodeError,
+    EchoIOError,
+    PreprocessError,
+    UnknownFormatError,
+    VideoDecodeError,
+    file_boundary,
+    log,
+    log_name,
+    public_text,
+)
+from echoprime.io.types import FileReport, Source, VideoData, is_bytes, source_name
+from echoprime.io.video import VIDEO_SUFFIXES, _looks_like_video, read_video
 from echoprime.preprocess import PreprocessSpec, preprocess_sampled, preprocess_uint8, valid_frames
 
 SHORT_CLIP = 4
 """A clip with fewer sampled frames than this, from a source with more, has its sector mask
 found from every frame of its window: too few frames to see the sector move."""
 
+DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
+"""Names read as DICOM whatever their first bytes (raw data sets without a preamble exist)."""
+
 T = TypeVar("T")
+
+
+def _head(src: Source, path: str | None, cls: type[EchoIOError]) -> bytes:
+    if is_bytes(src):
+        return bytes(src[:132])
+    try:
+        with open(src, "rb") as fh:  # type: ignore[arg-type]
+            return fh.read(132)
+    except OSError as e:
+        raise cls(path, f"cannot read the file: {e.strerror or e}") from e
+
+
+def read_any(src: Source, name: str | None = None, **kwargs: Any) -> VideoData:
+    """Read a DICOM or video file, deciding by content first and by file name second.
+
+    DICOM is recognised by its 'DICM' marker at byte 128; files named ``.dcm``/``.dicom`` or with
+    no suffix are also read as DICOM (raw data sets without a preamble exist in archives), and a
+    non-DICOM file under such a name fails with :class:`DicomDecodeError` saying what it seems
+    to be. Video is recognised by container signature or suffix.
+
+    Args:
+        src: Path or the file's bytes.
+        name: The file name (needed for the suffix when ``src`` is bytes; used in errors).
+        **kwargs: ``max_frames``, ``step``, ``max_pixels``, ``max_bytes`` for either reader.
+
+    Returns:
+        The decoded clip.
+
+    Raises:
+        EchoIOError: The reader's typed error; :class:`UnknownFormatError` when the file is
+            neither DICOM nor a known video.
+    """
+    path = source_name(src, name)
+    suffix = PurePath(path).suffix.lower() if path else ""
+    guess: type[EchoIOError] = VideoDecodeError if suffix in VIDEO_SUFFIXES else DicomDecodeError
+    kw = {k: v for k, v in kwargs.items() if k in ("max_frames", "step", "max_pixels", "max_bytes")}
+    if unknown := set(kwargs) - set(kw):
+        raise TypeError(f"read_any got unexpected keyword arguments {sorted(unknown)}")
+    if kw.get("max_frames") is not None and kw["max_frames"] < 1:
+        raise ValueError(f"max_frames must be >= 1 or None, got {kw['max_frames']}")
+    with file_boundary(path, guess):
+        head = _head(src, path, guess)
+        if (
+            head[128:132] == b"DICM"
+            or suffix in DICOM_SUFFIXES
+            or (suffix == "" and not _looks_like_video(head))
+        ):
+            return read_dicom(src, name=name, **kw)
+        if suffix in VIDEO_SUFFIXES or _looks_like_video(head):
+            return read_video(src, name=name, **kw)
+    raise UnknownFormatError(
+        path,
+        f"neither DICOM (no 'DICM' marker) nor a known video container; suffix {suffix!r} "
+        f"(expected DICOM or one of {sorted(VIDEO_SUFFIXES)})",
+    )
 
 
 def load_file(

@@ -1,4 +1,4 @@
-"""MP4/AVI/MOV clips to ``F x H x W x 3`` uint8 RGB, and :func:`read_any` for any supported file.
+"""MP4/AVI/MOV clips to ``F x H x W x 3`` uint8 RGB (:func:`read_video`).
 
 Decoding is PyAV's (FFmpeg), one frame at a time from the start: the container's header is probed
 first, so that absurd frame sizes and frame counts are refused before anything is decoded; then
@@ -9,7 +9,7 @@ catches. For the first ``max_frames`` frames PyAV is as fast.)
 
 Example::
 
-    clip = read_any(upload_bytes, name="a4c.mp4")   # DICOM or video, by content
+    clip = read_video("a4c.mp4", max_frames=32)
     clip.frames.shape, clip.fps
 """
 
@@ -17,19 +17,15 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
-from pathlib import PurePath
 from typing import Any, BinaryIO
 
 import av
 import numpy as np
 
-from echoprime.io.dicom import read_dicom
 from echoprime.io.errors import (
-    DicomDecodeError,
     EchoIOError,
     FrameTooLargeError,
     NotAVideoError,
-    UnknownFormatError,
     VideoDecodeError,
     file_boundary,
     public_text,
@@ -44,7 +40,6 @@ from echoprime.io.types import (
     source_name,
 )
 
-DICOM_SUFFIXES = frozenset({".dcm", ".dicom", ".dic"})
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".mov", ".avi", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv"})
 
 
@@ -230,65 +225,10 @@ def _read_video(
     return VideoData(frames=np.ascontiguousarray(frames), fps=fps, meta=meta)
 
 
-def _head(src: Source, path: str | None, cls: type[EchoIOError]) -> bytes:
-    if is_bytes(src):
-        return bytes(src[:132])
-    try:
-        with open(src, "rb") as fh:  # type: ignore[arg-type]
-            return fh.read(132)
-    except OSError as e:
-        raise cls(path, f"cannot read the file: {e.strerror or e}") from e
-
-
 def _looks_like_video(head: bytes) -> bool:
     return (
         head[4:8] == b"ftyp"  # MP4 / MOV
         or (head[:4] == b"RIFF" and head[8:12] == b"AVI ")
         or head[:4] == b"\x1a\x45\xdf\xa3"  # Matroska / WebM
         or head[:4] in (b"\x00\x00\x01\xba", b"\x00\x00\x01\xb3")  # MPEG program / video stream
-    )
-
-
-def read_any(src: Source, name: str | None = None, **kwargs: Any) -> VideoData:
-    """Read a DICOM or video file, deciding by content first and by file name second.
-
-    DICOM is recognised by its 'DICM' marker at byte 128; files named ``.dcm``/``.dicom`` or with
-    no suffix are also read as DICOM (raw data sets without a preamble exist in archives), and a
-    non-DICOM file under such a name fails with :class:`DicomDecodeError` saying what it seems
-    to be. Video is recognised by container signature or suffix.
-
-    Args:
-        src: Path or the file's bytes.
-        name: The file name (needed for the suffix when ``src`` is bytes; used in errors).
-        **kwargs: ``max_frames``, ``step``, ``max_pixels``, ``max_bytes`` for either reader.
-
-    Returns:
-        The decoded clip.
-
-    Raises:
-        EchoIOError: The reader's typed error; :class:`UnknownFormatError` when the file is
-            neither DICOM nor a known video.
-    """
-    path = source_name(src, name)
-    suffix = PurePath(path).suffix.lower() if path else ""
-    guess: type[EchoIOError] = VideoDecodeError if suffix in VIDEO_SUFFIXES else DicomDecodeError
-    kw = {k: v for k, v in kwargs.items() if k in ("max_frames", "step", "max_pixels", "max_bytes")}
-    if unknown := set(kwargs) - set(kw):
-        raise TypeError(f"read_any got unexpected keyword arguments {sorted(unknown)}")
-    if kw.get("max_frames") is not None and kw["max_frames"] < 1:
-        raise ValueError(f"max_frames must be >= 1 or None, got {kw['max_frames']}")
-    with file_boundary(path, guess):
-        head = _head(src, path, guess)
-        if (
-            head[128:132] == b"DICM"
-            or suffix in DICOM_SUFFIXES
-            or (suffix == "" and not _looks_like_video(head))
-        ):
-            return read_dicom(src, name=name, **kw)
-        if suffix in VIDEO_SUFFIXES or _looks_like_video(head):
-            return read_video(src, name=name, **kw)
-    raise UnknownFormatError(
-        path,
-        f"neither DICOM (no 'DICM' marker) nor a known video container; suffix {suffix!r} "
-        f"(expected DICOM or one of {sorted(VIDEO_SUFFIXES)})",
     )

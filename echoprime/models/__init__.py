@@ -27,7 +27,7 @@ _LAZY: dict[str, str] = {
     "TinyVideoEncoder": "echoprime.models.video",
     "TextEncoder": "echoprime.models.text",
     "TextModelNotFoundError": "echoprime.models.text",
-    "create_text_encoder": "echoprime.models.text",
+    "create_text_encoder": "echoprime.models.factory",
     "biomedbert_config": "echoprime.models.text",
     "load_pretrained_tokenizer": "echoprime.models.text",
     "ReportTokenizer": "echoprime.models.tokenizer",

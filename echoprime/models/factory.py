@@ -1,4 +1,5 @@
-"""``create_model(name, **overrides)``: build any registered model; ``create_clip`` builds both towers.
+"""``create_model(name, **overrides)``: build any registered model; ``create_text_encoder`` a
+registered text model or a pretrained BERT; ``create_clip`` builds both towers.
 
 Example::
 
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch.nn as nn
 
-from echoprime.models.registry import get_entry
+from echoprime.models.registry import get_entry, is_registered
 
 
 def create_model(name: str, **overrides: Any) -> nn.Module:
@@ -59,7 +60,6 @@ def create_clip(
         shared_label_head: one label head for both towers.
     """
     from echoprime.models.clip import EchoClip
-    from echoprime.models.text import create_text_encoder
 
     if get_entry(video_encoder).kind != "video":
         raise ValueError(f"{video_encoder!r} is a {get_entry(video_encoder).kind} model, not a video encoder")
@@ -74,3 +74,27 @@ def create_clip(
         shared_label_head=shared_label_head,
         embed_dim=embed_dim,
     )
+
+
+def create_text_encoder(name_or_path: str, **overrides) -> nn.Module:
+    """A registry text model (``tiny_bert``, ``tiny_bag``, ``biomedbert``) or a pretrained BERT by name/path.
+
+    Args:
+        name_or_path: registry name, Hugging Face model name (local cache only) or directory.
+        **overrides: builder arguments for registry names; ``embed_dim`` and
+            ``section_type_ids`` for pretrained models.
+    """
+    from echoprime.models.text import TextEncoder
+
+    if is_registered(name_or_path):
+        if get_entry(name_or_path).kind != "text":
+            raise ValueError(
+                f"{name_or_path!r} is a {get_entry(name_or_path).kind} model, not a text encoder"
+            )
+        return create_model(name_or_path, **overrides)
+    unknown = set(overrides) - {"embed_dim", "section_type_ids"}
+    if unknown:
+        raise ValueError(
+            f"pretrained text encoder {name_or_path!r} takes only embed_dim/section_type_ids overrides, got {sorted(unknown)}"
+        )
+    return TextEncoder.from_pretrained(name_or_path, **overrides)

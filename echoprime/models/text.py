@@ -456,28 +456,3 @@ def tiny_bag(
         dropout=dropout,
         pool=pool,
     )
-
-
-def create_text_encoder(name_or_path: str, **overrides) -> nn.Module:
-    """A registry text model (``tiny_bert``, ``tiny_bag``, ``biomedbert``) or a pretrained BERT by name/path.
-
-    Args:
-        name_or_path: registry name, Hugging Face model name (local cache only) or directory.
-        **overrides: builder arguments for registry names; ``embed_dim`` and
-            ``section_type_ids`` for pretrained models.
-    """
-    from echoprime.models.factory import create_model
-    from echoprime.models.registry import get_entry, is_registered
-
-    if is_registered(name_or_path):
-        if get_entry(name_or_path).kind != "text":
-            raise ValueError(
-                f"{name_or_path!r} is a {get_entry(name_or_path).kind} model, not a text encoder"
-            )
-        return create_model(name_or_path, **overrides)
-    unknown = set(overrides) - {"embed_dim", "section_type_ids"}
-    if unknown:
-        raise ValueError(
-            f"pretrained text encoder {name_or_path!r} takes only embed_dim/section_type_ids overrides, got {sorted(unknown)}"
-        )
-    return TextEncoder.from_pretrained(name_or_path, **overrides)

@@ -1,17 +1,12 @@
-"""echoprime.reports: phrase vocabulary, structured reports, synthetic report writing,
-label extraction and section-aware windowing of tokenised reports.
+"""echoprime.reports: phrase vocabulary, structured reports, label extraction and
+section-aware windowing of tokenised reports. (The synthetic report writer, which describes a
+synthetic patient, is :mod:`echoprime.synth.report`.)
 
 See docs/reports.md for the vocabulary layout, the text format and the label rules.
 """
 
 from __future__ import annotations
 
-from echoprime.reports.compose import (
-    WORDINGS,
-    compose_report,
-    lv_function_grade,
-    pulmonary_hypertension_grade,
-)
 from echoprime.reports.labels import (
     SECTION_ALIASES,
     extract_findings,
@@ -36,21 +31,17 @@ __all__ = [
     "SECTION_ALIASES",
     "SEP",
     "STRING_SLOT",
-    "WORDINGS",
     "Phrase",
     "ReportParseError",
     "StructuredReport",
     "Vocabulary",
     "VocabularyError",
-    "compose_report",
     "decode_triples",
     "default_vocabulary",
     "extract_findings",
     "extract_labels",
     "grades_from_sections",
     "labels_from_sections",
-    "lv_function_grade",
-    "pulmonary_hypertension_grade",
     "slot_count",
     "split_sections",
     "window_token_ids",

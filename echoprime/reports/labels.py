@@ -2,7 +2,7 @@
 
 Rules work section by section on free text (they do not need the report to use our
 vocabulary), and recover :meth:`PatientState.labels` exactly from every report that
-:func:`~echoprime.reports.compose.compose_report` writes.
+:func:`~echoprime.synth.report.compose_report` writes.
 
 * A phenotype whose section is absent from the report is NaN.
 * Binary phenotypes are 1.0 when a clause of their section states the finding without a

@@ -33,8 +33,9 @@ import pyarrow.parquet as pq
 from pydicom.uid import generate_uid
 
 from echoprime.data.shards import assign_split
-from echoprime.reports import StructuredReport, compose_report
+from echoprime.reports import StructuredReport
 from echoprime.synth.render import RenderedVideo, render_video
+from echoprime.synth.report import compose_report
 from echoprime.synth.state import PatientState, sample_state
 from echoprime.synth.writers import atomic_write, write_dicom, write_mp4
 from echoprime.taxonomy import DOPPLER_VIEWS, VIEWS

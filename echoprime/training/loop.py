@@ -18,7 +18,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from echoprime.eval.retrieval import median_rank_chunked, recall_at_k_chunked
+from echoprime.metrics import median_rank_chunked, recall_at_k_chunked
 from echoprime.training.batch import prepare_batch
 from echoprime.training.checkpoint import unwrap
 

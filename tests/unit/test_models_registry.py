@@ -72,7 +72,7 @@ def test_a_bundle_component_is_built_without_random_init_and_keeps_its_ties(tmp_
     from safetensors.torch import load_file, save_file
 
     from echoprime.bundle import BundleError, BundleWriter, load_module
-    from echoprime.models.text import create_text_encoder
+    from echoprime.models.factory import create_text_encoder
 
     w = BundleWriter(tmp_path)
     video = create_model("echoprime_mvit_tiny").eval()

@@ -9,6 +9,7 @@ import torch
 from transformers import BertForMaskedLM
 
 from echoprime.models import create_model
+from echoprime.models.factory import create_text_encoder
 from echoprime.models.state_dict import load_release_state_dict
 from echoprime.models.text import (
     BIOMEDBERT_NAME,
@@ -16,7 +17,6 @@ from echoprime.models.text import (
     TextEncoder,
     TextModelNotFoundError,
     biomedbert_config,
-    create_text_encoder,
     load_pretrained_tokenizer,
     tiny_bert_config,
     trim_padding,

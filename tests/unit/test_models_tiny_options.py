@@ -134,8 +134,8 @@ def test_config_options_reach_the_towers_and_travel_with_the_weights(tmp_path):
 def test_bundle_components_rebuild_the_towers_with_their_options(tmp_path):
     """A bundle's staged towers are rebuilt with the options pretraining used (else the weights do not fit)."""
     from echoprime.config import load_config
-    from echoprime.reports import compose_report
     from echoprime.staging import load_component
+    from echoprime.synth.report import compose_report
     from echoprime.synth.state import sample_state
     from echoprime.training.setup import build_clip, build_tokenizer, export_pretrained
 

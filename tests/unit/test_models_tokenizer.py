@@ -154,7 +154,7 @@ def test_empty_corpus_rejected():
 def test_training_is_deterministic():
     # The tokenizers library's own trainer broke ties between equally frequent pairs in hash
     # order: the same corpus gave a different vocabulary on each call (and in each process).
-    from echoprime.reports import compose_report
+    from echoprime.synth.report import compose_report
     from echoprime.synth.state import sample_state
 
     rng = np.random.default_rng(0)

@@ -10,12 +10,12 @@ import pytest
 
 from echoprime.reports import (
     StructuredReport,
-    compose_report,
     default_vocabulary,
     extract_findings,
     extract_labels,
     split_sections,
 )
+from echoprime.synth.report import compose_report
 from echoprime.synth.state import sample_state
 from echoprime.taxonomy import GRADE_SCALES, PHENOTYPE_NAMES, grade_column
 

@@ -13,10 +13,10 @@ from echoprime.reports import (
     StructuredReport,
     Vocabulary,
     VocabularyError,
-    compose_report,
     decode_triples,
     default_vocabulary,
 )
+from echoprime.synth.report import compose_report
 from echoprime.synth.state import PatientState, sample_state
 
 EF = "The left ventricular ejection fraction is estimated at <numerical>%."

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from echoprime.reports import WORDINGS, Vocabulary, VocabularyError, default_vocabulary, slot_count
+from echoprime.reports import Vocabulary, VocabularyError, default_vocabulary, slot_count
+from echoprime.synth.report import WORDINGS
 from echoprime.taxonomy import SECTIONS
 
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from echoprime.reports import compose_report, window_token_ids
+from echoprime.reports import window_token_ids
+from echoprime.synth.report import compose_report
 from echoprime.synth.state import sample_state
 
 CLS, SEP = 1, 2

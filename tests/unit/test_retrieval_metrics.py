@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from echoprime.eval.retrieval import (
+from echoprime.metrics import (
     median_rank,
     median_rank_chunked,
     ranks,

@@ -1,16 +1,26 @@
-"""Retrieval metrics as pure tensor functions: recall@k and ranks, full-matrix and chunked.
+"""Scores that training logs and evaluation reports: pure functions with no echoprime import.
 
-Targets come in two forms: a ``Q`` int tensor of the one correct candidate per query, or a
-``Q x C`` bool mask of its positives (a video query whose study has several reports, a report
-query whose study has several videos). A query's rank is that of its *best-scored* positive,
+They sit at the bottom of the package so that training (``training/loop.py`` logs retrieval
+recall each epoch, ``training/heads.py`` a graded head's kappa) does not import evaluation,
+which itself imports training to fit the attention.
+
+**Retrieval** (tensors): recall@k and ranks, full-matrix and chunked. Targets come in two
+forms: a ``Q`` int tensor of the one correct candidate per query, or a ``Q x C`` bool mask of
+its positives (a video query whose study has several reports, a report query whose study has
+several videos). A query's rank is that of its *best-scored* positive,
 ``1 + #{negatives scoring >= it}``: ties count against the query, so a collapsed model whose
 scores are all equal gets rank C, never a free hit. A query is a hit at k when its rank <= k.
+
+**Ordinal grades** (arrays): the confusion matrix and the quadratic-weighted kappa (Cohen's
+kappa with weights ``(i - j)^2 / (L - 1)^2``: 1 perfect agreement, 0 chance).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 
@@ -133,3 +143,27 @@ def median_rank_chunked(
 ) -> float:
     """:func:`median_rank` over ``queries @ candidates.T`` computed in candidate chunks."""
     return float(ranks_chunked(queries, candidates, targets, chunk).median())
+
+
+def quadratic_weighted_kappa(truth: np.ndarray, pred: np.ndarray, levels: int) -> float:
+    """Cohen's kappa with quadratic weights over grades ``0 .. levels - 1``.
+
+    Returns NaN when the expected disagreement is zero (every truth and prediction one grade).
+    """
+    t, p = np.asarray(truth, np.int64), np.asarray(pred, np.int64)
+    observed = confusion_matrix(t, p, levels).astype(np.float64)
+    n = observed.sum()
+    if n == 0:
+        return math.nan
+    expected = np.outer(observed.sum(1), observed.sum(0)) / n
+    i, j = np.indices((levels, levels))
+    w = (i - j) ** 2 / max(levels - 1, 1) ** 2
+    denom = (w * expected).sum()
+    return math.nan if denom == 0 else float(1 - (w * observed).sum() / denom)
+
+
+def confusion_matrix(truth: np.ndarray, pred: np.ndarray, levels: int) -> np.ndarray:
+    """``levels x levels`` counts, rows = true grade, columns = predicted grade."""
+    out = np.zeros((levels, levels), np.int64)
+    np.add.at(out, (np.asarray(truth, np.int64), np.asarray(pred, np.int64)), 1)
+    return out
