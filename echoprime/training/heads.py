@@ -43,6 +43,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from echoprime.metrics import quadratic_weighted_kappa
 from echoprime.taxonomy import (
     BINARY_PHENOTYPES,
     FINDING_BY_NAME,
@@ -345,8 +346,6 @@ def task_metrics(
     acc = float((pred == y).mean())
     out = {"accuracy": acc, "score": acc, "n": n}
     if task.kind == "graded":
-        from echoprime.eval.graded import quadratic_weighted_kappa
-
         out["kappa"] = float(quadratic_weighted_kappa(y.astype(int), pred.astype(int), len(task.classes)))
     return out
 

@@ -63,13 +63,6 @@ _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 # Edges that issue 19's other parts remove; each says which. Nothing else may be listed here:
 # fix the import instead. (A listed edge that no longer exists fails the last test below.)
 PENDING_LEAD: set[tuple[str, str]] = {
-    # interpret.py -> release/ -> interpret.py: goes when interpret.py becomes echoprime/inference/
-    # and the release builds its interpreter through the public API
-    ("echoprime.interpret", "echoprime.release"),
-    # training (L5) imports interpretation (L6) to load a bundle's parts: inference/parts.py
-    ("echoprime.training.finetune", "echoprime.interpret"),
-    # training (L5) imports evaluation (L7) for the kappa: heads.py is to import echoprime.metrics
-    ("echoprime.training.heads", "echoprime.eval.graded"),
     # the CLI names every ray_jobs module in its job table: goes with the job registry's move
     ("echoprime.cli", "ray_jobs.synth"),
     ("echoprime.cli", "ray_jobs.ingest"),
