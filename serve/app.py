@@ -21,6 +21,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
+from echoprime.api.uploads import Limits
 from serve.args import APP_NAME, ServeArgs, read_serve_config  # noqa: F401 - re-exported
 from serve.deployments import (
     AnatomicalAttention,
@@ -30,7 +31,6 @@ from serve.deployments import (
     ViewClassifier,
 )
 from serve.ingress import Ingress
-from serve.uploads import Limits
 
 # Laptop-sized defaults, the same as configs/serve.yaml states (about 2 CPUs in all). Batch sizes
 # count clips; small on CPU, where a larger batch buys no throughput (docs/benchmarks.md).

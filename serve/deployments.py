@@ -27,12 +27,12 @@ import numpy as np
 import torch
 from ray import serve
 
+from echoprime.api.errors import ApiError
+from echoprime.api.examples import EXAMPLE_COUNT, EXAMPLE_SEED, example_study
+from echoprime.api.previews import first_frame_png, study_loops
+from echoprime.api.uploads import Limits, Study, fetch_s3
 from echoprime.interpret import StudyInterpreter
 from echoprime.io import FileReport
-from serve.errors import ApiError
-from serve.examples import EXAMPLE_COUNT, EXAMPLE_SEED, example_study
-from serve.previews import first_frame_png, study_loops
-from serve.uploads import Limits, Study, fetch_s3
 
 DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.02}
 
@@ -113,7 +113,7 @@ class Preprocess:
         """Read and preprocess the files; a bad file is a ``skipped`` entry, never an error (a
         file over ``max_frames_per_file`` too: ``too_many_frames``). ``previews``: each clip's
         first frame as a PNG data URL; ``loops``: each clip as a moving loop
-        (:func:`serve.previews.clip_loop`), both in the order of the clips.
+        (:func:`echoprime.api.previews.clip_loop`), both in the order of the clips.
 
         Raises:
             ApiError: 413 when the S3 objects together are too large.
@@ -156,7 +156,7 @@ class Preprocess:
 
     @answers_errors
     def example(self, index: int) -> dict[str, Any]:
-        """Synthetic example study ``index`` (:func:`serve.examples.example_study`).
+        """Synthetic example study ``index`` (:func:`echoprime.api.examples.example_study`).
 
         Raises:
             ApiError: 404 for an index outside ``0..EXAMPLE_COUNT-1``.

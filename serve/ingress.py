@@ -33,12 +33,12 @@ from typing import Any, Literal
 
 import numpy as np
 
+from echoprime.api.auth import ApiKeyAuth
+from echoprime.api.errors import ApiError
+from echoprime.api.security import is_loopback
+from echoprime.api.uploads import Limits, Study
 from echoprime.taxonomy import VIEWS
 from serve.args import ServeArgs
-from serve.auth import ApiKeyAuth
-from serve.errors import ApiError
-from serve.security import is_loopback
-from serve.uploads import Limits, Study
 
 log = logging.getLogger("ray.serve")
 DEPLOYMENTS = ("Preprocess", "ViewClassifier", "VideoEncoder", "AnatomicalAttention", "RAIRetriever")
@@ -189,7 +189,7 @@ class Ingress:
         args: the application's arguments.
 
     Raises:
-        serve.auth.AuthConfigError: no API key configured and authentication not disabled.
+        echoprime.api.auth.AuthConfigError: no API key configured and authentication not disabled.
     """
 
     def __init__(

@@ -2,7 +2,7 @@
 
 Every route but ``/healthz``, ``/readyz``, the viewer (``/``, ``/static/*``) and the API's own
 description (``/openapi.json``) needs the API key, checked before the body is read. Before any
-route, :mod:`serve.security` checks the Host (and a browser's Origin on ``/v1/...``) and adds the
+route, :mod:`echoprime.api.security` checks the Host (and a browser's Origin on ``/v1/...``) and adds the
 security headers to every answer. There is no ``/docs`` page: FastAPI's loads its script from a
 CDN, which the Content-Security-Policy (nothing from outside the server) refuses.
 A route with a body takes one of the replica's upload slots before reading it (503 ``busy``
@@ -28,10 +28,10 @@ from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from echoprime import __version__
-from serve import schemas
-from serve.errors import ApiError
-from serve.security import HostPolicy, SecurityMiddleware
-from serve.uploads import describe_errors, parse_uri_list, read_files, read_json
+from echoprime.api import schemas
+from echoprime.api.errors import ApiError
+from echoprime.api.security import HostPolicy, SecurityMiddleware
+from echoprime.api.uploads import describe_errors, parse_uri_list, read_files, read_json
 
 if TYPE_CHECKING:
     from serve.ingress import Ingress

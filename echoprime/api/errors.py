@@ -8,6 +8,12 @@ carries server internals (paths, hosts, library messages); those go to the serve
 
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger("ray.serve")
+"""The API's log lines go where the Serve replica's own do, where operators read them (a
+logger's name, not an import: nothing in echoprime imports Ray)."""
+
 
 class ApiError(Exception):
     """An error the client can act on, answered with ``status`` and ``{"code", "reason"}``.
