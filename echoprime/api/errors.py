@@ -9,6 +9,9 @@ carries server internals (paths, hosts, library messages); those go to the serve
 from __future__ import annotations
 
 import logging
+import uuid
+from collections.abc import Sequence
+from typing import Any
 
 log = logging.getLogger("ray.serve")
 """The API's log lines go where the Serve replica's own do, where operators read them (a
@@ -46,3 +49,35 @@ class ApiError(Exception):
         if self.retry_after_s is not None:
             out["Retry-After"] = str(max(0, int(self.retry_after_s)))
         return out or None
+
+
+def describe_errors(errors: Sequence[Any]) -> str:
+    """``loc: message`` of the first three validation errors, e.g. ``k: Input should be a valid
+    integer``: the field and what it expects (pydantic's messages, never the input)."""
+    out = []
+    for e in list(errors)[:3]:
+        loc = ".".join(map(str, e.get("loc", ()))) or "body"
+        out.append(f"{loc}: {str(e.get('msg', '')).removeprefix('Value error, ')}")
+    return "; ".join(out)
+
+
+def validation_error(errors: Sequence[Any]) -> dict[str, Any]:
+    """422 ``invalid_request``'s body for FastAPI's own validation (query and path parameters):
+    the reason, and up to 20 errors as ``{"loc", "msg"}``."""
+    errs = [{"loc": list(e.get("loc", ())), "msg": str(e.get("msg", ""))} for e in list(errors)[:20]]
+    return {"code": "invalid_request", "reason": describe_errors(errors), "errors": errs}
+
+
+def http_error(status: int, detail: Any) -> dict[str, str]:
+    """The body of an HTTP error the router raises itself (an unknown route, a wrong method)."""
+    code = {404: "not_found", 405: "method_not_allowed"}.get(status, f"http_{status}")
+    return {"code": code, "reason": str(detail)}
+
+
+def internal_error(method: str, path: str, exc: BaseException) -> dict[str, str]:
+    """500 ``internal_error``'s body for a bug of ours, never the client's input: the traceback
+    goes to the log under an id the client can quote; the answer carries neither it nor any
+    exception text."""
+    incident = uuid.uuid4().hex[:12]
+    log.error("echoprime serve: internal error %s on %s %s", incident, method, path, exc_info=exc)
+    return {"code": "internal_error", "reason": f"the server failed on this request (incident {incident})"}

@@ -20,12 +20,14 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, Protocol
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from echoprime.api.errors import ApiError, log
+from echoprime.api.errors import ApiError, describe_errors, log
 from echoprime.inference.study import StudyTooLarge, read_objects
 
 MB = 1 << 20
+JSON_LIMIT = 4 << 20
+"""The largest JSON body (URIs, texts, an embedding: they are small)."""
 MAX_NAME = 255
 """Longest file name echoed back (a client's name beyond it is cut)."""
 
@@ -178,14 +180,37 @@ async def read_json(request: Any, limit: int, limits: Limits) -> Any:
     return parse_json(await read_body(request, limit, limits))
 
 
-def describe_errors(errors: Sequence[Any]) -> str:
-    """``loc: message`` of the first three validation errors, e.g. ``k: Input should be a valid
-    integer``: the field and what it expects (pydantic's messages, never the input)."""
-    out = []
-    for e in list(errors)[:3]:
-        loc = ".".join(map(str, e.get("loc", ()))) or "body"
-        out.append(f"{loc}: {str(e.get('msg', '')).removeprefix('Value error, ')}")
-    return "; ".join(out)
+async def read_model(request: Any, model: type[BaseModel], limits: Limits) -> Any:
+    """The JSON body validated as ``model``.
+
+    Raises:
+        ApiError: 422 ``invalid_json`` or ``invalid_request`` (naming the fields), 413, 408.
+    """
+    try:
+        return model.model_validate(await read_json(request, JSON_LIMIT, limits))
+    except ValidationError as e:
+        raise ApiError(422, "invalid_request", describe_errors(e.errors())) from None
+
+
+async def read_study(request: Any, limits: Limits) -> Study:
+    """A study as a request sends it: uploaded files (``multipart/form-data``) or ``s3://`` URIs
+    (``application/json``, :func:`parse_uri_list`).
+
+    Raises:
+        ApiError: 415 ``unsupported_media_type`` for any other content type; those of
+            :func:`read_files` and :func:`parse_uri_list`.
+    """
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        return await read_files(request, limits)
+    if kind == "application/json":
+        return parse_uri_list(await read_json(request, JSON_LIMIT, limits), limits)
+    shown = kind if len(kind) <= 60 else kind[:57] + "..."
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"send multipart/form-data (files) or application/json (s3:// URIs), not {shown or 'no content type'!r}",
+    )
 
 
 async def read_files(request: Any, limits: Limits, field: str = "files") -> list[tuple[str, bytes]]:

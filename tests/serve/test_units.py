@@ -169,7 +169,7 @@ def test_a_dead_replica_is_told_apart_by_how_it_died_directly_or_behind_serves_c
     from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
     from ray.serve.exceptions import RayServeException
 
-    from serve.ingress import replica_failure
+    from serve.calls import replica_failure
 
     def chained(cause: BaseException) -> RayServeException:
         # What Serve raises when a DeploymentResponse passed on as an argument failed because
@@ -181,7 +181,7 @@ def test_a_dead_replica_is_told_apart_by_how_it_died_directly_or_behind_serves_c
         return e
 
     def died(why: str) -> RayActorError:
-        # Ray's wording of the death cause, as measured on Ray 2.60 (serve/ingress.py _STOPPED).
+        # Ray's wording of the death cause, as measured on Ray 2.60 (serve/calls.py _STOPPED).
         return RayActorError(
             error_msg=f"{ActorDiedError.BASE_ERROR_MSG}\n\tclass_name: ServeReplica:echoprime:Preprocess\n{why}"
         )
