@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from echoprime import __version__
 from echoprime.api import errors, openapi, schemas
-from echoprime.api.archive import format_of
+from echoprime.api.archive import ATTACHMENTS, format_of
 from echoprime.api.errors import ApiError
 from echoprime.api.security import HostPolicy, SecurityMiddleware
 from echoprime.api.uploads import read_files, read_model, read_study
@@ -122,10 +122,8 @@ def create_api(ing: Ingress) -> FastAPI:
             )
         if media in ("application/json", "application/fhir+json"):
             return JSONResponse(content, media_type=media)
-        name = {"application/dicom": "sr.dcm", "application/pdf": "report.pdf"}[media]
-        return Response(
-            content, media_type=media, headers={"Content-Disposition": f'attachment; filename="{name}"'}
-        )
+        disposition = f'attachment; filename="{ATTACHMENTS[media]}"'
+        return Response(content, media_type=media, headers={"Content-Disposition": disposition})
 
     @api.post("/v1/embed/video", **openapi.EMBED_VIDEO)
     async def embed_video(key: Key, request: Request) -> dict[str, Any]:

@@ -16,6 +16,8 @@ from echoprime.api.uploads import Limits
 
 ACCEPT = {"application/dicom": "sr", "application/pdf": "pdf", "application/fhir+json": "fhir"}
 """The media types an ``Accept`` header may ask for, and the format each names."""
+ATTACHMENTS = {"application/dicom": "sr.dcm", "application/pdf": "report.pdf"}
+"""The file name an answer of these media types is sent under (``Content-Disposition``)."""
 
 
 def format_of(accept: str) -> str:
