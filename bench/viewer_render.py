@@ -36,8 +36,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from serve.examples import EXAMPLE_SEED, example_study  # noqa: E402  (the repository root is put on the path first)
-from serve.previews import study_loops  # noqa: E402
+from echoprime.api.examples import EXAMPLE_SEED, example_study  # noqa: E402  (the repository root is put on the path first)
+from echoprime.api.previews import study_loops  # noqa: E402
 from tests.fixtures_viewer import example_for, study_result  # noqa: E402
 from tests.serve.browser import ARGS, CHROMIUM  # noqa: E402
 from tests.serve.viewer_harness import WATCH, FakeApi, local_server  # noqa: E402

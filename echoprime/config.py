@@ -332,7 +332,7 @@ class ServeCfg(_Cfg):
     """Requests with a body in one ingress replica at once (read and worked on); more get 503."""
     allowed_hosts: tuple[str, ...] | None = None
     """Host names the server answers (421 otherwise); ``None``: the loopback names and ``host``
-    (plus this machine's name when ``host`` is 0.0.0.0); ``["*"]``: any (serve/security.py)."""
+    (plus this machine's name when ``host`` is 0.0.0.0); ``["*"]``: any (echoprime/api/security.py)."""
     allowed_origins: tuple[str, ...] = ()
     """Origins (``https://viewer.example.org``) whose browser pages may call the API besides the
     server's own (403 otherwise)."""

@@ -102,11 +102,11 @@ def resolve(
         ValueError: a bad config, an unreadable or untrusted bundle manifest, no API key (naming
             what to set), or no authentication on a non-loopback host.
     """
+    from echoprime.api.auth import ApiKeyAuth
+    from echoprime.api.security import check_no_auth
     from echoprime.bundle import fetch as fetch_bundle
     from echoprime.bundle import read_manifest
     from serve.args import ServeArgs, read_serve_config
-    from serve.auth import ApiKeyAuth
-    from serve.security import check_no_auth
 
     app_args, options, http = read_serve_config(config) if config else ({}, {}, {})
     app_args.update(bundle_uri=str(bundle), auth_disabled=bool(no_auth or app_args.get("auth_disabled")))
@@ -168,11 +168,11 @@ def _stop_signals() -> Iterator[threading.Event]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from echoprime.api.auth import ApiKeyAuth
+    from echoprime.api.security import is_loopback
     from echoprime.config import RayCfg
     from ray_jobs.common import ray_session
     from serve.app import build_graph, deployment_options, min_cpus
-    from serve.auth import ApiKeyAuth
-    from serve.security import is_loopback
 
     sargs, options, http = resolve(
         args.bundle,

@@ -21,11 +21,11 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
+from echoprime.api.uploads import Limits
 from serve.args import APP_NAME, ServeArgs, read_serve_config  # noqa: F401 - re-exported
 from serve.deployments import AnatomicalAttention, RAIRetriever, VideoEncoder, ViewClassifier
 from serve.ingress import Ingress
 from serve.preprocess import Preprocess
-from serve.uploads import Limits
 
 # Laptop-sized defaults, the same as configs/serve.yaml states (about 2 CPUs in all). Batch sizes
 # count clips; small on CPU, where a larger batch buys no throughput (docs/benchmarks.md).
@@ -97,12 +97,14 @@ def build_graph(
         return serve.deployment(cls or chosen[name], name=name).options(**merged[name])
 
     verify = a.verify_bundle
-    pre = deployment("Preprocess").bind(a.bundle_uri, Limits.from_args(a))
-    views = deployment("ViewClassifier").bind(a.bundle_uri, a.device, verify, a.precision)
-    enc = deployment("VideoEncoder").bind(a.bundle_uri, a.device, verify, a.precision)
-    att = deployment("AnatomicalAttention").bind(a.bundle_uri, a.device, verify)
-    rai = deployment("RAIRetriever").bind(a.bundle_uri, a.k, a.n_neighbours, a.device, verify)
-    return deployment("Ingress", serve.ingress()(Ingress)).bind(pre, views, enc, att, rai, a)
+    preprocess = deployment("Preprocess").bind(a.bundle_uri, Limits.from_args(a))
+    view_classifier = deployment("ViewClassifier").bind(a.bundle_uri, a.device, verify, a.precision)
+    video_encoder = deployment("VideoEncoder").bind(a.bundle_uri, a.device, verify, a.precision)
+    attention = deployment("AnatomicalAttention").bind(a.bundle_uri, a.device, verify)
+    retriever = deployment("RAIRetriever").bind(a.bundle_uri, a.k, a.n_neighbours, a.device, verify)
+    return deployment("Ingress", serve.ingress()(Ingress)).bind(
+        preprocess, view_classifier, video_encoder, attention, retriever, a
+    )
 
 
 def deployment_options(options: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, dict[str, Any]]:

@@ -8,8 +8,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from echoprime.api.security import check_no_auth, default_hosts
 from echoprime.config import ServeCfg
-from serve.security import check_no_auth, default_hosts
 
 APP_NAME = "echoprime"
 _LIMITS = ServeCfg()

@@ -15,7 +15,7 @@ import ray
 import torch
 from ray import serve
 
-from serve.errors import ApiError
+from echoprime.api.errors import ApiError
 
 DEFAULT_BATCH = {"max_batch_size": 16, "batch_wait_timeout_s": 0.02}
 

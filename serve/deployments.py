@@ -12,11 +12,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from echoprime.api.errors import ApiError
 from echoprime.inference import ResultBuilder, StudyEncoding, Towers, attend, embed_reports, load_bundle_parts
 from echoprime.inference.result import search_bank
 from echoprime.io import FileReport
 from serve.batching import ClipBatcher, answers_errors, torch_threads
-from serve.errors import ApiError
 
 
 class _TowerReplica(ClipBatcher):

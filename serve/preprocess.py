@@ -9,14 +9,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from echoprime.api.errors import ApiError
+from echoprime.api.examples import EXAMPLE_COUNT, EXAMPLE_SEED, example_study
+from echoprime.api.previews import first_frame_png, study_loops
+from echoprime.api.uploads import Limits, Study, fetch_s3
 from echoprime.inference import load_bundle_parts, read_study
 from echoprime.inference.study import join_studies, within_frame_limit
 from echoprime.io import FileReport
 from serve.batching import answers_errors, torch_threads
-from serve.errors import ApiError
-from serve.examples import EXAMPLE_COUNT, EXAMPLE_SEED, example_study
-from serve.previews import first_frame_png, study_loops
-from serve.uploads import Limits, Study, fetch_s3
 
 
 class Preprocess:

@@ -1,5 +1,5 @@
 """Hand-made study results for the viewer's browser tests and its render benchmark: any number
-of videos, each with a real loop (:func:`serve.previews.clip_loop` of a clip whose frames move),
+of videos, each with a real loop (:func:`echoprime.api.previews.clip_loop` of a clip whose frames move),
 every finding of the taxonomy, attention weights for each section x video, a report with the
 release's ``[SEP]`` separators and bank pseudonyms (and one original bank id, which the page must
 not show), and a synthetic example's truth beside it. No model is needed to make them.
@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from echoprime.api.previews import clip_loop
 from echoprime.taxonomy import FINDING_BY_NAME, GRADE_SCALES, MIL_SECTIONS, SECTIONS, VIEWS
-from serve.previews import clip_loop
 from tests.fixtures_graded import graded_result
 
 BANK_ID = "s0_000207"  # an original bank study id: shown nowhere (issue 18, 24)

@@ -13,10 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from echoprime.api.answers import bundle_summary
+from echoprime.api.errors import ApiError
+from echoprime.api.guards import UploadSlots
+from echoprime.api.uploads import Limits, fetch_s3, parse_json, read_body
 from serve.args import ServeArgs
-from serve.errors import ApiError
-from serve.ingress import Ingress, UploadSlots, bundle_summary
-from serve.uploads import Limits, fetch_s3, parse_json, read_body
+from serve.ingress import Ingress
 
 LIMITS = Limits(
     max_upload_bytes=1000,
@@ -54,8 +56,8 @@ def test_bodies_that_are_not_json_are_422_without_the_parsers_internals(body):
 def test_huge_and_non_finite_numbers_parse_to_floats_the_models_refuse_naming_the_field():
     from pydantic import ValidationError
 
-    from serve.schemas import SearchRequest
-    from serve.uploads import describe_errors
+    from echoprime.api.errors import describe_errors
+    from echoprime.api.schemas import SearchRequest
 
     got = parse_json(
         b'{"k": ' + b"9" * 5000 + b', "embedding": [NaN, -Infinity, 1e999, -' + b"1" * 5000 + b"]}"

@@ -1,5 +1,5 @@
-"""The viewer's server-side parts without Ray: loops of what the model saw (serve/previews.py),
-their size bound for a 50-video study, a synthetic example's truth (serve/examples.py), the
+"""The viewer's server-side parts without Ray: loops of what the model saw (echoprime/api/previews.py),
+their size bound for a 50-video study, a synthetic example's truth (echoprime/api/examples.py), the
 result schema with loops, and the viewer's finding -> section table against the taxonomy."""
 
 from __future__ import annotations
@@ -12,11 +12,18 @@ import cv2
 import numpy as np
 import pytest
 
+from echoprime.api.examples import synthetic_truth
+from echoprime.api.previews import (
+    LOOP_COLUMNS,
+    LOOP_MAX_BYTES,
+    clip_loop,
+    filmstrip,
+    first_frame_png,
+    study_loops,
+)
 from echoprime.io import FileReport
 from echoprime.taxonomy import FINDING_BY_NAME, GRADE_SCALES
 from serve import schemas
-from serve.examples import synthetic_truth
-from serve.previews import LOOP_COLUMNS, LOOP_MAX_BYTES, clip_loop, filmstrip, first_frame_png, study_loops
 from serve.routes import STATIC
 from tests.fixtures_viewer import moving_clip, study_result
 

@@ -16,9 +16,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from serve.errors import ApiError
-from serve.schemas import EmbedTextRequest, InterpretByUri, SearchRequest, s3_uri_problem
-from serve.uploads import Limits, describe_errors, parse_json, parse_uri_list
+from echoprime.api.errors import ApiError, describe_errors
+from echoprime.api.schemas import EmbedTextRequest, InterpretByUri, SearchRequest, s3_uri_problem
+from echoprime.api.uploads import Limits, parse_json, parse_uri_list
 
 MODELS: list[type[BaseModel]] = [InterpretByUri, EmbedTextRequest, SearchRequest]
 LIMITS = Limits(max_upload_bytes=1 << 20, max_files=8, max_frames_per_file=64, request_timeout_s=5)
@@ -61,7 +61,7 @@ def test_any_json_value_validates_or_raises_only_a_validation_error(value):
 
 
 def _route(model: type[BaseModel], body: bytes) -> None:
-    """What a JSON route does with a body (serve.routes._validated / _study)."""
+    """What a JSON route does with a body (echoprime.api.uploads.read_model / read_study)."""
     try:
         payload = parse_json(body)
         if model is InterpretByUri:

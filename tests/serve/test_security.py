@@ -14,10 +14,10 @@ import pytest
 import torch
 from starlette.testclient import TestClient
 
+from echoprime.api.auth import ApiKeyAuth
+from echoprime.api.security import CSP, HostPolicy, check_no_auth, default_hosts, is_loopback
 from serve.args import ServeArgs
-from serve.auth import ApiKeyAuth
 from serve.routes import STATIC, create_api
-from serve.security import CSP, HostPolicy, check_no_auth, default_hosts, is_loopback
 
 KEY = "security-test-key"
 ORIGIN = "http://127.0.0.1:8000"
@@ -205,7 +205,7 @@ def test_the_docs_page_that_needs_a_cdn_is_gone_and_the_schema_stays():
 
 def test_a_request_body_still_streams_through_the_middleware():
     """The checks run on headers only: a body sent in pieces reaches the route whole."""
-    from serve.security import SecurityMiddleware
+    from echoprime.api.security import SecurityMiddleware
 
     got = []
 

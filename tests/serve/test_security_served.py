@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import requests
 
-from serve.security import CSP
+from echoprime.api.security import CSP
 from tests.serve.browser import chromium_page
 
 pytestmark = pytest.mark.ray

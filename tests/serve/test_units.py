@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from serve.auth import ApiKeyAuth, AuthConfigError
-from serve.errors import ApiError
-from serve.uploads import Limits, clean_name, parse_uri_list
+from echoprime.api.auth import ApiKeyAuth, AuthConfigError
+from echoprime.api.errors import ApiError
+from echoprime.api.uploads import Limits, clean_name, parse_uri_list
 
 LIMITS = Limits(max_upload_bytes=1000, max_files=3, max_frames_per_file=10, request_timeout_s=5)
 
@@ -169,7 +169,7 @@ def test_a_dead_replica_is_told_apart_by_how_it_died_directly_or_behind_serves_c
     from ray.exceptions import ActorDiedError, ActorUnavailableError, RayActorError
     from ray.serve.exceptions import RayServeException
 
-    from serve.ingress import replica_failure
+    from serve.calls import replica_failure
 
     def chained(cause: BaseException) -> RayServeException:
         # What Serve raises when a DeploymentResponse passed on as an argument failed because
@@ -181,7 +181,7 @@ def test_a_dead_replica_is_told_apart_by_how_it_died_directly_or_behind_serves_c
         return e
 
     def died(why: str) -> RayActorError:
-        # Ray's wording of the death cause, as measured on Ray 2.60 (serve/ingress.py _STOPPED).
+        # Ray's wording of the death cause, as measured on Ray 2.60 (serve/calls.py _STOPPED).
         return RayActorError(
             error_msg=f"{ActorDiedError.BASE_ERROR_MSG}\n\tclass_name: ServeReplica:echoprime:Preprocess\n{why}"
         )
@@ -203,7 +203,7 @@ def test_a_dead_replica_is_told_apart_by_how_it_died_directly_or_behind_serves_c
 def test_the_result_schema_documents_grades_intervals_and_calibration():
     """Issue 23's keys are typed in the OpenAPI document, a result holding them validates, and so
     does one of a converted release (every new key null) or of an older bundle (no new key)."""
-    from serve.schemas import StudyResultModel
+    from echoprime.api.schemas import StudyResultModel
     from tests.fixtures_graded import ISSUE_23_KEYS, graded_result, release_result
     from tests.serve.test_security import client
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
+from echoprime.api.security import CSP
 from serve.routes import STATIC
-from serve.security import CSP
 from tests.fixtures_graded import graded_result, release_result
 from tests.serve.browser import chromium_page
 

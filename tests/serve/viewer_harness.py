@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from echoprime.api.security import CSP
 from serve.routes import STATIC
-from serve.security import CSP
 
 ORIGIN = "http://viewer.test"
 TYPES = {".html": "text/html", ".js": "text/javascript", ".css": "text/css"}

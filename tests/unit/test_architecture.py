@@ -117,9 +117,17 @@ def _live_nodes(tree: ast.AST) -> list[ast.AST]:
         found.append(node)
         if isinstance(node, ast.If) and _is_type_checking(node.test):
             stack.extend(node.orelse)
-        else:
+        elif not _is_logger_call(node):  # a logger's name ("ray.serve") names no module to import
             stack.extend(ast.iter_child_nodes(node))
     return found
+
+
+def _is_logger_call(node: ast.AST) -> bool:
+    """``logging.getLogger(...)`` / ``getLogger(...)``."""
+    if not isinstance(node, ast.Call):
+        return False
+    func = node.func
+    return (func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", None)) == "getLogger"
 
 
 def _imported_by_name(node: ast.AST) -> str | None:

@@ -254,7 +254,7 @@ def test_a_bundle_with_heads_answers_in_interpretation(bundle, tmp_path):
     text = format_result(res.to_dict())
     assert "fine-tuned heads:" in text and "% (pooled by the Left Ventricle attention)" in text
     # the result validates against the HTTP schema
-    from serve.schemas import StudyResultModel
+    from echoprime.api.schemas import StudyResultModel
 
     StudyResultModel.model_validate(res.to_dict())
     assert StudyResultModel.model_validate(base.to_dict()).tasks == {}

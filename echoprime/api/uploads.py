@@ -4,7 +4,7 @@ Every limit is checked before the work it protects: the declared ``Content-Lengt
 byte is read, the bytes actually received while they stream in (and how fast they come: a
 stalled or trickling client is cut off with 408), the number of files as the form is parsed,
 and S3 object sizes before any object is downloaded. Whatever a client sends, reading it
-raises nothing but an :class:`~serve.errors.ApiError` with a 4xx status, whose reason names the
+raises nothing but an :class:`~echoprime.api.errors.ApiError` with a 4xx status, whose reason names the
 field or limit; what went wrong on the server's side (an S3 error, say) goes to the log, and
 the client gets a stable code.
 """
@@ -12,30 +12,41 @@ the client gets a stable code.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
-import logging
 import re
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, Protocol
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
-from serve.args import ServeArgs
-from serve.errors import ApiError
+from echoprime.api.errors import ApiError, describe_errors, log
+from echoprime.inference.study import StudyTooLarge, read_objects
 
 MB = 1 << 20
+JSON_LIMIT = 4 << 20
+"""The largest JSON body (URIs, texts, an embedding: they are small)."""
 MAX_NAME = 255
 """Longest file name echoed back (a client's name beyond it is cut)."""
-log = logging.getLogger("ray.serve")
+
+
+class LimitArgs(Protocol):
+    """The fields of ``serve.args.ServeArgs`` that :meth:`Limits.from_args` reads."""
+
+    max_upload_mb: int
+    max_files: int
+    max_frames_per_file: int
+    request_timeout_s: float
+    body_timeout_s: float
+    body_idle_timeout_s: float
+    max_concurrent_uploads: int
 
 
 @dataclass(frozen=True)
 class Limits:
-    """What one request may ask for (see :class:`serve.args.ServeArgs`)."""
+    """What one request may ask for (see ``serve.args.ServeArgs``)."""
 
     max_upload_bytes: int
     max_files: int
@@ -48,7 +59,7 @@ class Limits:
     max_concurrent_uploads: int = 16
 
     @classmethod
-    def from_args(cls, args: ServeArgs) -> Limits:
+    def from_args(cls, args: LimitArgs) -> Limits:
         return cls(
             args.max_upload_mb * MB,
             args.max_files,
@@ -169,14 +180,37 @@ async def read_json(request: Any, limit: int, limits: Limits) -> Any:
     return parse_json(await read_body(request, limit, limits))
 
 
-def describe_errors(errors: Sequence[Any]) -> str:
-    """``loc: message`` of the first three validation errors, e.g. ``k: Input should be a valid
-    integer``: the field and what it expects (pydantic's messages, never the input)."""
-    out = []
-    for e in list(errors)[:3]:
-        loc = ".".join(map(str, e.get("loc", ()))) or "body"
-        out.append(f"{loc}: {str(e.get('msg', '')).removeprefix('Value error, ')}")
-    return "; ".join(out)
+async def read_model(request: Any, model: type[BaseModel], limits: Limits) -> Any:
+    """The JSON body validated as ``model``.
+
+    Raises:
+        ApiError: 422 ``invalid_json`` or ``invalid_request`` (naming the fields), 413, 408.
+    """
+    try:
+        return model.model_validate(await read_json(request, JSON_LIMIT, limits))
+    except ValidationError as e:
+        raise ApiError(422, "invalid_request", describe_errors(e.errors())) from None
+
+
+async def read_study(request: Any, limits: Limits) -> Study:
+    """A study as a request sends it: uploaded files (``multipart/form-data``) or ``s3://`` URIs
+    (``application/json``, :func:`parse_uri_list`).
+
+    Raises:
+        ApiError: 415 ``unsupported_media_type`` for any other content type; those of
+            :func:`read_files` and :func:`parse_uri_list`.
+    """
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind == "multipart/form-data":
+        return await read_files(request, limits)
+    if kind == "application/json":
+        return parse_uri_list(await read_json(request, JSON_LIMIT, limits), limits)
+    shown = kind if len(kind) <= 60 else kind[:57] + "..."
+    raise ApiError(
+        415,
+        "unsupported_media_type",
+        f"send multipart/form-data (files) or application/json (s3:// URIs), not {shown or 'no content type'!r}",
+    )
 
 
 async def read_files(request: Any, limits: Limits, field: str = "files") -> list[tuple[str, bytes]]:
@@ -234,14 +268,14 @@ async def read_files(request: Any, limits: Limits, field: str = "files") -> list
 
 def parse_uri_list(payload: Any, limits: Limits) -> list[str]:
     """``{"files": ["s3://bucket/key", ...]}`` -> the URIs, checked
-    (:class:`serve.schemas.InterpretByUri`).
+    (:class:`echoprime.api.schemas.InterpretByUri`).
 
     Raises:
         ApiError: 413 for too many files; 422 ``invalid_uri`` for a malformed or non-``s3://``
             URI, ``no_files`` for an empty list, ``invalid_request`` for another shape; each
             reason names the field (``files.3: ...``).
     """
-    from serve.schemas import InterpretByUri
+    from echoprime.api.schemas import InterpretByUri
 
     files = payload.get("files") if isinstance(payload, dict) else None
     if isinstance(files, list) and len(files) > limits.max_files:  # before validating each
@@ -265,35 +299,15 @@ def parse_uri_list(payload: Any, limits: Limits) -> list[str]:
         raise ApiError(422, code, reason) from None
 
 
-def _fingerprint(text: str) -> str:
-    """A short digest that names an object in the log without its key (keys may hold names)."""
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
-
-
-def _log_s3_failure(uri: str, what: str, e: BaseException) -> None:
-    bucket, _, key = uri[len("s3://") :].partition("/")
-    detail = str(e).replace(key, "<key>") if key else str(e)
-    log.warning(
-        "echoprime serve: S3 object %s in bucket %s cannot be %s: %s: %s",
-        _fingerprint(uri),
-        bucket,
-        what,
-        type(e).__name__,
-        detail[:500],
-    )
-
-
-UNREADABLE = "cannot be read from the object store (the server's log has the details)"
-
-
 def fetch_s3(
     uris: Sequence[str], limits: Limits
 ) -> tuple[list[tuple[str, bytes]], dict[str, tuple[str, str]]]:
-    """Download the objects, checking their total size first.
+    """Download a study's objects (:func:`echoprime.inference.study.read_objects`), checking
+    their total size against the upload limit first.
 
     An object that cannot be listed or read (missing, no permission, the store unreachable) is
-    reported for that file alone; the client sees a stable code and reason, the log the S3
-    error (with the object's key replaced by a digest: keys may hold patient names).
+    reported for that file alone: ``not_found`` or ``unreadable`` with a stable reason; the log
+    gets the S3 error (with the object's key replaced by a digest: keys may hold patient names).
 
     Returns:
         ``(name, bytes)`` for each object read, and ``{uri: (code, reason)}`` for the others.
@@ -301,39 +315,7 @@ def fetch_s3(
     Raises:
         ApiError: 413 when the objects together exceed the upload limit.
     """
-    import pyarrow.fs as pafs
-
-    from echoprime import storage
-
-    sizes: dict[str, int] = {}
-    failed: dict[str, tuple[str, str]] = {}
-    for uri in uris:
-        try:
-            loc = storage.locate(uri)
-            info = loc.fs.get_file_info(loc.path)
-        except Exception as e:  # the store's failure, not the client's: log it, report the file
-            _log_s3_failure(uri, "listed", e)
-            failed[uri] = ("unreadable", UNREADABLE)
-            continue
-        if info.type != pafs.FileType.File:
-            failed[uri] = ("not_found", "no such object in the object store")
-        else:
-            sizes[uri] = int(info.size)
-    total = sum(sizes.values())
-    if total > limits.max_upload_bytes:
-        raise too_large("the study's objects together", total, limits.max_upload_bytes)
-    out = []
-    for uri, size in sizes.items():
-        try:
-            loc = storage.locate(uri)
-            with loc.fs.open_input_stream(loc.path) as f:
-                data = f.read(size + 1)  # never more than was listed (an object replaced meanwhile)
-        except Exception as e:
-            _log_s3_failure(uri, "read", e)
-            failed[uri] = ("unreadable", UNREADABLE)
-            continue
-        if len(data) != size:
-            failed[uri] = ("unreadable", "the object changed while it was being read; send it again")
-            continue
-        out.append((uri, data))
-    return out, failed
+    try:
+        return read_objects(uris, max_total_bytes=limits.max_upload_bytes)
+    except StudyTooLarge as e:
+        raise too_large("the study's objects together", e.total, e.limit) from None

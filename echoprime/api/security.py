@@ -27,8 +27,13 @@ import json
 import re
 import socket
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
+
+from echoprime.api.errors import log
+
+if TYPE_CHECKING:
+    from echoprime.api.auth import ApiKeyAuth
 
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -83,6 +88,32 @@ def default_hosts(bind_host: str | None) -> list[str]:
     elif bind_host is not None:
         hosts.append(socket.gethostname())
     return hosts
+
+
+def log_exposure(auth: ApiKeyAuth, host: str | None, hosts: Sequence[str] | None) -> None:
+    """Say at start who can reach the server: whether a key is needed (a warning when not, and
+    another when that is on an address other machines can reach), and which Host names are
+    answered (a warning when any is).
+
+    Args:
+        auth: the replica's authentication.
+        host: the address the server listens on (``None``: not stated).
+        hosts: the Host allow-list (``None``: any Host).
+    """
+    (log.warning if auth.disabled else log.info)("echoprime serve: %s", auth.describe())
+    if auth.disabled and host is not None and not is_loopback(host):
+        log.warning(
+            "echoprime serve: authentication is OFF on %s, an address other machines can reach "
+            "(forced by allow_no_auth_off_loopback)",
+            host,
+        )
+    if hosts is None:
+        log.warning(
+            "echoprime serve: no Host allow-list (args.host and args.allowed_hosts unset): "
+            "any Host is answered; set args.allowed_hosts to the names clients use"
+        )
+    else:
+        log.info("echoprime serve: answering Host %s", ", ".join(hosts))
 
 
 _HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[a-z0-9._-]+|\*)(:[0-9]{1,5})?$")

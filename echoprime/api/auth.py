@@ -15,7 +15,7 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 
-from serve.errors import ApiError
+from echoprime.api.errors import ApiError
 
 KEY_FILE_ENV = "ECHOPRIME_API_KEY_FILE"
 

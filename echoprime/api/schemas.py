@@ -227,7 +227,7 @@ class Neighbour(BaseModel):
 
 
 class Loop(BaseModel):
-    """One video as a loop (serve/previews.py::clip_loop): a WebP filmstrip of its frames."""
+    """One video as a loop (echoprime/api/previews.py::clip_loop): a WebP filmstrip of its frames."""
 
     image: str = Field(description="data:image/webp;base64 URL: the frames in a grid, row by row")
     frames: int = Field(description="frames in the loop (the clip's frames from its file)")
