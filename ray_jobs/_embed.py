@@ -73,12 +73,10 @@ def read_split_files(
 
     from echoprime import storage
 
-    owner = {storage.locate(f).path: split for split, fs in files.items() for f in fs}
-    locs = [storage.locate(f) for f in owner]
-    blocks = {} if min_blocks is None else {"override_num_blocks": max(len(locs), min_blocks)}
-    ds = ray.data.read_parquet(
-        [loc.path for loc in locs], filesystem=locs[0].fs, include_paths=True, **blocks
-    )
+    locs = [(storage.locate(f), split) for split, fs in files.items() for f in fs]
+    owner = {loc.path: split for loc, split in locs}  # the paths Ray Data reports (s3: bucket/key)
+    blocks = {} if min_blocks is None else {"override_num_blocks": max(len(owner), min_blocks)}
+    ds = ray.data.read_parquet(list(owner), filesystem=locs[0][0].fs, include_paths=True, **blocks)
     return ds.select_columns(columns), owner
 
 
