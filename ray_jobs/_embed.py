@@ -50,22 +50,42 @@ def embed_splits(
     cfg: Any, shards: str, splits: tuple[str, ...], bundle_dir: str, *, with_views: bool
 ) -> dict[str, dict[str, Any]]:
     """Embed several splits in ONE pipeline (one actor pool, models loaded once per actor)."""
+    ds, owner = read_splits(shards, splits, ["clip", "n_valid", *PASS_THROUGH])
+    return by_split(embed_dataset(cfg, ds, bundle_dir, with_views=with_views), owner, splits)
+
+
+def read_splits(
+    shards: str, splits: tuple[str, ...], columns: list[str], *, min_blocks: int | None = None
+) -> tuple[Any, dict[str, str]]:
+    """:func:`read_split_files` of the shard files of ``splits``."""
+    from echoprime.data.shards import validate_split
+
+    return read_split_files({s: validate_split(shards, s) for s in splits}, columns, min_blocks=min_blocks)
+
+
+def read_split_files(
+    files: dict[str, list[str]], columns: list[str], *, min_blocks: int | None = None
+) -> tuple[Any, dict[str, str]]:
+    """A Ray Dataset of the rows of shard ``files`` (split -> files; ``columns``, which name
+    ``path`` for :func:`by_split`) and each file's split; ``min_blocks``: read in at least that
+    many blocks (default one per file)."""
     import ray
 
     from echoprime import storage
-    from echoprime.data.shards import validate_split
 
-    owner: dict[str, str] = {}
-    for split in splits:
-        for f in validate_split(shards, split):
-            owner[storage.locate(f).path] = split
-    locs = [storage.locate(f) for f in owner]
-    ds = ray.data.read_parquet(
-        [loc.path for loc in locs], filesystem=locs[0].fs, include_paths=True
-    ).select_columns(["clip", "n_valid", *PASS_THROUGH])
-    allc = embed_dataset(cfg, ds, bundle_dir, with_views=with_views)
-    split_of = np.array([owner[str(p)] for p in allc.pop("path")])
-    return {s: {k: v[split_of == s] for k, v in allc.items()} for s in splits}
+    locs = [(storage.locate(f), split) for split, fs in files.items() for f in fs]
+    owner = {loc.path: split for loc, split in locs}  # the paths Ray Data reports (s3: bucket/key)
+    blocks = {} if min_blocks is None else {"override_num_blocks": max(len(owner), min_blocks)}
+    ds = ray.data.read_parquet(list(owner), filesystem=locs[0][0].fs, include_paths=True, **blocks)
+    return ds.select_columns(columns), owner
+
+
+def by_split(
+    cols: dict[str, Any], owner: dict[str, str], splits: tuple[str, ...]
+) -> dict[str, dict[str, Any]]:
+    """Embedded columns (with ``path``) -> ``{split: columns}`` (``owner``: file -> split)."""
+    split_of = np.array([owner[str(p)] for p in cols.pop("path")])
+    return {s: {k: v[split_of == s] for k, v in cols.items()} for s in splits}
 
 
 def embed_dataset(

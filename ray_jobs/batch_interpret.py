@@ -92,35 +92,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p, default=default_config_path())
 
 
-def _list_archive(input_uri: str, manifest: str | None) -> tuple[list[str], dict[str, str], str]:
-    """(files to interpret, videos table path -> study id, root URI)."""
-    from echoprime import storage
-    from echoprime.data.ingest import METADATA_FILES, load_table
-
-    root = storage.locate(input_uri).uri.rstrip("/")
-    listed = storage.list_files(input_uri)
-    top = {posixpath.basename(f): f for f in listed if posixpath.dirname(f).rstrip("/") == root}
-    table = manifest or top.get("manifest.parquet") or top.get("manifest.csv")
-    videos: dict[str, str] = {}
-    if table:
-        for i, r in enumerate(load_table(storage.read_bytes(table), table)):
-            if not r.get("path") or not r.get("study_id"):
-                raise ValueError(f"{table}: videos row {i} needs 'path' and 'study_id', got {sorted(r)}")
-            videos[str(r["path"])] = str(r["study_id"])
-    files = [
-        f
-        for f in listed
-        if f != table
-        and not (posixpath.basename(f) in METADATA_FILES and top.get(posixpath.basename(f)) == f)
-    ]
-    if not files:
-        found = "it is empty" if not listed else f"only archive tables ({', '.join(sorted(top))})"
-        raise ValueError(
-            f"input {input_uri!r} holds no studies: {found}; expected folders of DICOM, MP4 or AVI files"
-        )
-    return files, videos, root
-
-
 def _probe(batch: dict[str, Any]) -> dict[str, Any]:
     from echoprime.batch_interpret import probe_study_uid
 
@@ -205,88 +176,45 @@ def run_batch_interpret(
     """
     import ray
 
+    from echoprime import storage
     from echoprime.batch_interpret import BatchInterpreter, BatchOutput, group_studies
-    from echoprime.bundle import manifest_sha256
-    from echoprime.data.deid import Deidentifier
-    from echoprime.retrieval.pseudonyms import check_map_outside, write_id_map
+    from echoprime.batch_run import list_archive, name_studies, plan_batch, run_summary
     from ray_jobs.common import configure_ray_data, ray_session, require_resources
 
     t0 = time.perf_counter()
-    deid = Deidentifier(*secret) if secret is not None and deidentify else Deidentifier.from_env(deidentify)
-    if id_map is not None:
-        if not deid.enabled:
-            raise ValueError(
-                "--id-map needs keyed names (drop --original-ids: the output then holds the originals)"
-            )
-        check_map_outside(id_map, out_uri, "the output")
-    # How the output names studies: a resumed run must name them alike (BatchOutput.start).
-    ids = deid.fingerprint_tag() if deid.enabled else "originals"
-    n_actors = cfg.bank.encode_actors if actors is None else actors
-    if n_actors < 1 or chunk < 1:
-        raise ValueError(f"--actors and --chunk must be >= 1, got {n_actors} and {chunk}")
-    gpus = 1 if cfg.train.use_gpu else 0
-    cpus = cfg.train.cpus_per_worker if cfg.train.use_gpu else 1.0
-    k = cfg.interpret.k if k is None else k
-    bundle_id = manifest_sha256(bundle)
-    if (input_uri is None) == (dicomweb is None):
-        raise ValueError("batch-interpret reads --input or --dicomweb (one of them)")
-    if dicomweb is not None:
-        from echoprime.hospital.dicomweb import check_url
-
-        source = check_url(dicomweb)
-        files, videos, root = [], {}, ""
-    else:
-        source = str(input_uri)
-        files, videos, root = _list_archive(source, manifest)
+    plan = plan_batch(
+        cfg, bundle, input_uri, out_uri, actors=actors, chunk=chunk, k=k, deidentify=deidentify,
+        id_map=id_map, secret=secret, dicomweb=dicomweb,
+    )  # fmt: skip
+    files, videos, root = ([], {}, "") if plan.archive else list_archive(plan.source, manifest)
     out = BatchOutput(out_uri)
     # Held until the summary is written: a second job on this output is refused, naming this one.
-    recovered = out.start(bundle, bundle_id, source, force=force, ids=ids)
+    recovered = out.start(bundle, plan.bundle_id, plan.source, force=force, ids=plan.ids)
     if recovered:
         print(f"batch-interpret: {recovered}")
     try:
         with ray_session(cfg.ray):
             configure_ray_data()
             # Fail now, naming what was asked, rather than wait forever for GPUs that never come.
+            n_actors, cpus, gpus = plan.n_actors, plan.cpus, plan.gpus
             require_resources(n_actors * cpus, n_actors * gpus, cfg.ray.resource_wait_s, "batch-interpret")
-            if dicomweb is not None:
+            if plan.archive:
                 from echoprime.hospital.dicomweb import Archive
 
-                grouped = Archive(source).study_instances(**dict(query or {}))
+                grouped = Archive(plan.source).study_instances(**dict(query or {}))
                 if not grouped:
-                    raise ValueError(f"the DICOMweb query {query or {}} found no study on {source}")
+                    raise ValueError(f"the DICOMweb query {query or {}} found no study on {plan.source}")
             else:
                 grouped = group_studies(files, root, _study_uids(files), videos)
-            # The names the output uses; with keys, the originals stay on the driver (and the
-            # map). A file's key keeps its suffix: readers decide by content, then by name.
-            studies = {deid.study(s): fs for s, fs in grouped.items()}
-            originals = dict(zip(studies, grouped, strict=True))
-            names = {f: f for fs in grouped.values() for f in fs}
-            if deid.enabled:
-                keyed = {k: s for k, s in zip(studies, grouped, strict=True)}
-                for f in names:
-                    rel = f if dicomweb is not None else posixpath.relpath(f, root.rstrip("/") or "/")
-                    suffix = ".dcm" if dicomweb is not None else posixpath.splitext(rel)[1].lower()[:8]
-                    names[f] = deid.file(rel) + suffix
-                    keyed[names[f]] = rel
-                if id_map is not None:
-                    write_id_map(id_map, {}, source=deid.source, keyed=keyed)
+            named = name_studies(grouped, plan, root, id_map)
             done = {s for part in out.committed().values() for s in part}
-            todo = [s for s in studies if s not in done]
+            todo = [s for s in named.studies if s not in done]
             t1 = time.perf_counter()
             summary: list[dict[str, Any]] = []
             first = None
             if todo:
                 ds = ray.data.from_items(
-                    [
-                        {
-                            "study_id": s,
-                            "files": studies[s],
-                            "names": [names[f] for f in studies[s]],
-                            "source": originals[s] if dicomweb is not None else "",
-                        }
-                        for s in todo
-                    ],
-                    override_num_blocks=math.ceil(len(todo) / chunk),
+                    named.rows(todo, plan.archive), override_num_blocks=math.ceil(len(todo) / chunk)
                 )
                 ds = ds.map_batches(
                     BatchInterpreter,
@@ -295,10 +223,10 @@ def run_batch_interpret(
                         "device": "cuda" if gpus else "cpu",
                         "readers": max(1, int(cpus)),
                         "write_json": write_json,
-                        "k": k,
+                        "k": plan.k,
                         "batch_size": cfg.interpret.batch_size,
                         "precision": cfg.interpret.precision,
-                        "archive_url": source if dicomweb is not None else None,
+                        "archive_url": plan.source if plan.archive else None,
                     },
                     batch_size=chunk,
                     num_cpus=cpus,
@@ -313,38 +241,10 @@ def run_batch_interpret(
                     out.lock.check()  # S3: stop if another job took the output over
             t2 = time.perf_counter()
 
-        status = [r["status"] for r in summary]
-        span = (
-            max(r["chunk_end"] for r in summary) - min(r["chunk_start"] for r in summary) if summary else 0.0
-        )
-        res = {
-            "studies": len(studies),
-            "skipped": len(studies) - len(todo),
-            "interpreted": len(summary),
-            "ok": status.count("ok"),
-            "no_usable_video": status.count("no_usable_video"),
-            "error": status.count("error"),
-            "rejected_files": sum(r["n_rejected"] for r in summary),
-            "files": len(files),
-            "actors": n_actors,
-            "gpus_per_actor": gpus,
-            "out": out.loc.uri,
-            "interpret_s": round(t2 - t1, 2),
-            # Until the first chunk was written: mostly actor start-up (imports, loading the bundle).
-            "first_result_s": round(first or 0.0, 2),
-            "wall_s": round(time.perf_counter() - t0, 2),
-            "studies_per_s": round(len(summary) / max(t2 - t1, 1e-9), 3),
-            # Seconds the actors spent interpreting (no start-up): studies/s of one busy actor.
-            "actor_busy_s": round(sum(r["seconds"] for r in summary), 2),
-            # From the first chunk's start to the last chunk's end, on any actor: the pool's rate
-            # once started, which is what a long archive sees.
-            "processing_s": round(span, 2),
-            "processing_studies_per_s": round(len(summary) / span, 3) if span > 0 else 0.0,
-            "lock_taken_over": recovered,  # the earlier job that had died holding the output, if any
-            "ids": "originals" if not deid.enabled else deid.source,  # site | one-off | originals
-        }
-        from echoprime import storage
-
+        res = run_summary(
+            summary, plan, studies=len(named.studies), todo=len(todo), files=len(files), out=out.loc.uri,
+            started=t0, t1=t1, t2=t2, first=first, now=time.perf_counter(), recovered=recovered,
+        )  # fmt: skip
         storage.write_bytes(out.uri("_summary.json"), json.dumps(res, indent=2).encode())
         return res
     finally:
@@ -352,41 +252,16 @@ def run_batch_interpret(
 
 
 def run(args: argparse.Namespace) -> int:
+    from echoprime.batch_run import summary_lines
     from ray_jobs.common import dicomweb_query, resolve_config
 
     cfg = resolve_config(args)
     res = run_batch_interpret(
-        cfg,
-        args.bundle,
-        args.input,
-        args.out,
-        manifest=args.manifest,
-        write_json=args.json,
-        actors=args.actors,
-        chunk=args.chunk,
-        k=args.k,
-        force=args.force,
-        deidentify=not args.original_ids,
-        id_map=args.id_map,
-        dicomweb=args.dicomweb,
-        query=dicomweb_query(args),
-    )
-    print(
-        f"batch-interpret: {res['studies']} studies: {res['interpreted']} interpreted "
-        f"({res['ok']} ok, {res['no_usable_video']} without a usable video, {res['error']} failed), "
-        f"{res['skipped']} already written; {res['rejected_files']} files rejected; "
-        f"{res['studies_per_s']} studies/s; {res['out']} ({res['wall_s']} s)"
-    )
-    if res["ids"] == "one-off":
-        print(
-            "batch-interpret: ECHOPRIME_SITE_SECRET is unset: studies and files are named by keys from a "
-            "one-off secret, which no later run reproduces (an interrupted run cannot be resumed)"
-            + ("" if args.id_map else "; only --id-map relates them to the archive")
-        )
-    if args.id_map:
-        print(
-            f"batch-interpret: the map from the output's keys to the archive's ids and paths: {args.id_map} (keep it private)"
-        )
+        cfg, args.bundle, args.input, args.out, manifest=args.manifest, write_json=args.json, actors=args.actors,
+        chunk=args.chunk, k=args.k, force=args.force, deidentify=not args.original_ids, id_map=args.id_map,
+        dicomweb=args.dicomweb, query=dicomweb_query(args),
+    )  # fmt: skip
+    print("\n".join(summary_lines(res, args.id_map)))
     return 0
 
 

@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -86,37 +85,25 @@ class EmbedReports:
         }
 
 
-def _studies(shards: str, split: str) -> dict[str, tuple[str, str]]:
-    from echoprime.data.shards import read_split
+def embed_bank_reports(cfg: EchoPrimeConfig, bundle: str, reports: dict[str, str]) -> dict[str, np.ndarray]:
+    """``{study_id: text embedding}`` of ``reports`` (study id -> text), by an actor pool."""
+    import ray
 
-    t = read_split(shards, split, columns=["study_id", "report", "labels"]).to_pylist()
-    return {r["study_id"]: (r["report"], r["labels"]) for r in t}
+    from ray_jobs.common import POOL_RETRIES
 
-
-def _report_extras(report: str) -> dict[str, float]:
-    """What a report states beyond the release's 21 labels: grades (``<phenotype>_grade``) and the
-    extra measurements (heart rate), read from its text."""
-    from echoprime.reports import extract_findings
-    from echoprime.taxonomy import PHENOTYPE_NAMES
-
-    found = extract_findings(report)
-    return {k: v for k, v in found.items() if k not in PHENOTYPE_NAMES}
-
-
-def section_embeddings_of(bundle: str, cols: dict[str, Any]) -> tuple[list[str], np.ndarray]:
-    """Per study of an embedded split: its 15 x D section embeddings from the staged attention."""
-    from echoprime.inference import attend
-    from echoprime.staging import load_component
-
-    mil = load_component(bundle, "mil").eval()
-    by: dict[str, list[int]] = {}
-    for i, s in enumerate(cols["study_id"]):
-        by.setdefault(str(s), []).append(i)
-    ids, secs = [], []
-    for sid, idx in by.items():
-        secs.append(attend(mil, cols["emb"][idx].astype(np.float32), cols["view_probs"][idx].argmax(1))[0])
-        ids.append(sid)
-    return ids, np.stack(secs)
+    ds = ray.data.from_items([{"study_id": s, "report": r} for s, r in reports.items()])
+    ds = ds.map_batches(
+        EmbedReports,
+        fn_constructor_args=(bundle,),
+        batch_size=cfg.bank.batch_size,
+        num_cpus=1,
+        compute=ray.data.ActorPoolStrategy(size=cfg.bank.encode_actors),
+        **POOL_RETRIES,
+    )
+    got: dict[str, np.ndarray] = {}
+    for b in ds.iter_batches(batch_size=1024, batch_format="numpy"):
+        got.update(zip((str(s) for s in b["study_id"]), b["emb"], strict=True))
+    return got
 
 
 def run_build_bank(
@@ -128,7 +115,8 @@ def run_build_bank(
     val_embeddings: dict | None = None,
     id_map: str | None = None,
 ) -> dict[str, Any]:
-    """Build the bank, fit thresholds, commit (and optionally publish) the bundle; returns numbers.
+    """Build the bank, fit thresholds, commit (and optionally publish) the bundle; returns numbers
+    (echoprime.bundle_build.bank does all but the embedding).
 
     Args:
         val_embeddings: the validation split's clip embeddings from ``fit-mil`` in this process
@@ -139,173 +127,46 @@ def run_build_bank(
     Raises:
         ValueError: ``id_map`` inside the bundle, or a site secret that is too short.
     """
-    import ray
-
-    from echoprime.bundle import publish as publish_bundle
-    from echoprime.data.shards import parse_labels
-    from echoprime.reports import ReportParseError, StructuredReport, default_vocabulary
-    from echoprime.retrieval import CandidateBank, build_index, fit_thresholds, predict_metrics_batch
-    from echoprime.retrieval.calibration import fit_calibration
-    from echoprime.retrieval.pseudonyms import (
-        SCHEME,
-        check_map_outside,
-        pseudonymise,
-        site_secret,
-        write_id_map,
-    )
-    from echoprime.staging import commit
-    from echoprime.taxonomy import (
-        BINARY_PHENOTYPES,
-        EXTRA_MEASUREMENTS,
-        GRADE_SCALES,
-        MEASUREMENTS,
-        grade_column,
-    )
+    from echoprime.bundle_build import bank
+    from echoprime.data.stream import stream_reports
+    from echoprime.reports import default_vocabulary
+    from echoprime.retrieval.pseudonyms import check_map_outside, site_secret
     from ray_jobs._embed import embed_split
-    from ray_jobs.common import POOL_RETRIES, configure_ray_data, ray_session
+    from ray_jobs.common import check_stream_seed, configure_ray_data, ray_session
 
     t0 = time.perf_counter()
     if id_map is not None:
         check_map_outside(id_map, bundle, "the bundle")
     secret, secret_source = site_secret()  # checked before the minutes of embedding
     vocab = default_vocabulary()
-    train = _studies(shards, "train")
+    train = bank.shard_reports(shards, "train")
     if cfg.stream.bank_studies:
-        from echoprime.data.stream import stream_reports
-        from ray_jobs.common import check_stream_seed
-
         check_stream_seed(cfg, shards)
-
         train |= stream_reports(range(cfg.stream.bank_studies), seed=cfg.stream.seed)
-    triples, keep, unparsed = {}, [], []
-    for sid, (rep, _) in train.items():
-        try:
-            triples[sid] = StructuredReport.from_text(rep, vocab).to_triples(vocab)
-            keep.append(sid)
-        except (ReportParseError, ValueError) as e:
-            unparsed.append((sid, str(e)[:200]))
-    if not keep:
-        raise ValueError(  # the reason only: a study id is no part of an error message
-            f"no training report of {shards} could be read into the phrase vocabulary "
-            f"(first error: {unparsed[0][1] if unparsed else 'no reports'})"
-        )
+    parsed = bank.parse_reports(train, vocab, shards)
     with ray_session(cfg.ray):
         configure_ray_data()
-        ds = ray.data.from_items([{"study_id": s, "report": train[s][0]} for s in keep])
-        ds = ds.map_batches(
-            EmbedReports,
-            fn_constructor_args=(bundle,),
-            batch_size=cfg.bank.batch_size,
-            num_cpus=1,
-            compute=ray.data.ActorPoolStrategy(size=cfg.bank.encode_actors),
-            **POOL_RETRIES,
-        )
-        got: dict[str, np.ndarray] = {}
-        for b in ds.iter_batches(batch_size=1024, batch_format="numpy"):
-            got.update(zip((str(s) for s in b["study_id"]), b["emb"], strict=True))
+        got = embed_bank_reports(cfg, bundle, {s: train[s][0] for s in parsed.keep})
         va = (
             val_embeddings
             if val_embeddings is not None
             else embed_split(cfg, shards, "val", bundle, with_views=True)
         )
-    emb = np.stack([got[s] for s in keep]).astype(np.float32)
-    # The bank holds pseudonyms only (docs/privacy.md): rows, order and labels are as before.
-    pseudo = pseudonymise(keep, secret)
+    built, pseudo = bank.save_bank(cfg, bundle, got, train, parsed, secret)
     del secret
-    labels: dict[str, dict[str, float]] = {}
-    for s in keep:
-        # The stored labels (the release's 21), then what else the report states: each graded
-        # phenotype's grade and the extra measurements (issue 23).
-        for p, v in (_report_extras(train[s][0]) | parse_labels(train[s][1])).items():
-            if v == v:  # NaN = no label
-                labels.setdefault(p, {})[pseudo[s]] = v
-    bank = CandidateBank.build(emb, [pseudo[s] for s in keep], [triples[s] for s in keep], labels, vocab)
-    index = build_index(bank.embeddings, kind=cfg.bank.index, ivf_threshold=cfg.bank.ivf_threshold)
-    if not getattr(index, "is_exact", False):
-        bank.set_index(index)
-    bank_dir = Path(bundle) / "bank"
-    bank.save(bank_dir, overwrite=True)
-
-    # Thresholds from the validation studies, interpreted exactly as at inference time.
-    ids, secs = section_embeddings_of(bundle, va)
-    k = min(cfg.interpret.k, len(bank))
-    preds = predict_metrics_batch(secs, bank, k)
-    val_labels = {}
-    for s, lab in zip(va["study_id"], va["labels"], strict=True):
-        val_labels.setdefault(str(s), parse_labels(lab))
-    val_reports: dict[str, str] = {}
-    for s, rep in zip(va["study_id"], va["report"], strict=True):
-        val_reports.setdefault(str(s), str(rep))
-    probs = {p: np.array([pr[p].value for pr in preds]) for p in BINARY_PHENOTYPES if p in preds[0]}
-    truth = {p: np.array([val_labels[s].get(p, np.nan) for s in ids]) for p in probs}
-    thresholds = fit_thresholds(probs, truth)
-    thresholds.to_json(Path(bundle) / "thresholds.json")
-    # Calibration maps, measurement intervals and the grade scales, from the same predictions.
-    extra = {m.name: m.section for m in EXTRA_MEASUREMENTS if m.name in bank.phenotypes}
-    if extra:
-        more = predict_metrics_batch(secs, bank, k, phenotype_sections=extra)
-        preds = [a | b for a, b in zip(preds, more, strict=True)]
-    measured = [m for m in MEASUREMENTS if m in preds[0]]
-    val_truth = {s: _report_extras(val_reports.get(s, "")) | val_labels[s] for s in ids}
-    calibration = fit_calibration(
-        probs,
-        truth,
-        {m: np.array([pr[m].value for pr in preds]) for m in measured},
-        {m: np.array([pr[m].spread for pr in preds]) for m in measured},
-        {m: np.array([val_truth[s].get(m, np.nan) for s in ids]) for m in measured},
-        {p: sc for p, sc in GRADE_SCALES.items() if grade_column(p) in bank.phenotypes},
+    decisions = bank.fit_decisions(cfg, bundle, va, built)
+    res = bank.commit_bank(
+        cfg, bundle, built, parsed, decisions, pseudo, secret_source, publish=publish, id_map=id_map
     )
-    calibration.to_json(Path(bundle) / "calibration.json")
-    manifest = commit(
-        bundle,
-        cfg.to_dict(),
-        extra={
-            "bank_studies": len(keep),
-            "unparsed_reports": len(unparsed),
-            "threshold_studies": len(ids),
-            "k": k,
-            "study_ids": {"scheme": SCHEME, "secret": secret_source},
-        },
-    )
-    if id_map is not None:  # after the commit: a map always belongs to a committed bank
-        write_id_map(id_map, pseudo, source=secret_source)
-    published = publish_bundle(bundle, publish) if publish else None
-    not_fitted = thresholds.not_fitted()
-    return {
-        "bank_reports": len(keep),
-        "bank_stream_reports": cfg.stream.bank_studies,
-        "unparsed_reports": len(unparsed),
-        "index": type(bank.index).__name__,
-        "threshold_studies": len(ids),
-        "thresholds_fitted": len(probs) - len(not_fitted),
-        "thresholds_not_fitted": len(not_fitted),
-        "calibration_maps": {m: c.method for m, c in calibration.probabilities.items()},
-        "intervals": sorted(calibration.intervals),
-        "graded_findings": len(calibration.grade_scales),
-        "bundle_files": len(manifest["files"]),
-        "published": published,
-        "study_id_secret": secret_source,
-        "id_map": id_map,
-        "wall_s": round(time.perf_counter() - t0, 1),
-    }
+    return res | {"wall_s": round(time.perf_counter() - t0, 1)}
 
 
 def run(args: argparse.Namespace) -> int:
+    from echoprime.bundle_build.bank import summary_lines
     from ray_jobs.common import resolve_config
 
     res = run_build_bank(resolve_config(args), args.shards, args.bundle, args.publish, id_map=args.id_map)
-    print(
-        f"build-bank: {res['bank_reports']} reports in the bank ({res['index']}), {res['unparsed_reports']} unreadable; "
-        f"thresholds fitted for {res['thresholds_fitted']} phenotypes on {res['threshold_studies']} val studies; "
-        f"bundle committed at {args.bundle}"
-        + (f", published to {res['published']}" if res["published"] else "")
-    )
-    if res["study_id_secret"] == "one-off":
-        print(
-            "build-bank: ECHOPRIME_SITE_SECRET is unset: the bank's study pseudonyms come from a one-off "
-            "secret (stable in this bundle, different in any other build)"
-        )
-    print(json.dumps(res))
+    print("\n".join(summary_lines(res, args.bundle)))
     return 0
 
 

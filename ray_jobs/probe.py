@@ -16,7 +16,6 @@ linear probe of ``--head-target``: interpretation and Serve then answer with it 
 from __future__ import annotations
 
 import argparse
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -97,16 +96,10 @@ def ingest_for_bundle(
 ) -> dict[str, Any]:
     """``echoprime ingest --dataset`` of a public dataset's folder at the bundle's preprocessing
     (its ``preprocess.json``, whatever the config's ``data`` section says)."""
-    from echoprime.bundle import fetch
+    from echoprime.eval.probing import bundle_data_config
     from ray_jobs.ingest_dataset import run_dataset_ingest
 
-    spec = json.loads((fetch(bundle) / "preprocess.json").read_text())
-    data = cfg.data.model_dump() | {
-        k: spec[k] for k in ("size", "frames", "stride", "mean", "std", "crop_fraction")
-    }
-    data["mask_sector"] = bool(spec.get("mask", data["mask_sector"]))
-    cfg = cfg.model_copy(update={"data": type(cfg.data).model_validate(data)})
-    return run_dataset_ingest(cfg, dataset, input_uri, shards, options=options)
+    return run_dataset_ingest(bundle_data_config(cfg, bundle), dataset, input_uri, shards, options=options)
 
 
 class EmbedWithBundle:
@@ -161,16 +154,15 @@ def run_probe(
             target no train study has, or a ``--head-target`` without a fitted linear probe.
     """
     import ray
-    import torch
 
-    from echoprime import storage
-    from echoprime.bundle import fetch, manifest_sha256, read_manifest
+    from echoprime.bundle import fetch, read_manifest
     from echoprime.data.shards import read_manifest as read_shard_manifest
     from echoprime.data.shards import validate_split
-    from echoprime.eval import dataset_probe as dp
+    from echoprime.eval import probing
     from echoprime.eval.attentive_probe import TokenStore
-    from echoprime.inference import load_bundle_parts
+    from echoprime.eval.dataset_probe import run_all
     from echoprime.training.finetune import check_spec
+    from ray_jobs._embed import read_split_files
     from ray_jobs.common import POOL_RETRIES, configure_ray_data, ray_session
 
     t0 = time.perf_counter()
@@ -180,31 +172,16 @@ def run_probe(
     bman = read_manifest(root, verify=True)
     for sh in dict.fromkeys((fit, shards)):
         check_spec(bundle, bman, dict(read_shard_manifest(sh).spec))
-    # The targets, from the train split's labels alone: a wrong name fails before any embedding.
-    import pyarrow.parquet as pq
-
-    ids, labels = [], []
-    for f in files["train"]:
-        loc = storage.locate(f)
-        t = pq.read_table(loc.path, filesystem=loc.fs, columns=["study_id", "labels"])
-        ids += t.column("study_id").to_pylist()
-        labels += t.column("labels").to_pylist()
-    wanted = None if targets == "auto" else [t.strip() for t in targets.split(",") if t.strip()]
-    chosen = dp.choose_targets(dp.study_features(np.zeros((len(ids), 1)), ids, labels), wanted)
+    chosen = probing.train_targets(files["train"], targets)  # a wrong name fails before any embedding
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     cols: dict[str, list[Any]] = {"study_id": [], "labels": [], "split": [], "emb": []}
-    rows = sum(pq.ParquetFile(loc.path, filesystem=loc.fs).metadata.num_rows
-               for fl in files.values() for loc in map(storage.locate, fl))  # fmt: skip
+    rows = probing.count_rows(files)
     scratch = tempfile.TemporaryDirectory(prefix="tokens-", dir=out_dir) if attentive else None
     store = TokenStore(scratch.name, rows) if scratch is not None else None
     with ray_session(cfg.ray):
         configure_ray_data()
-        locs = {s: [storage.locate(f) for f in fl] for s, fl in files.items()}
-        split_of = {loc.path: s for s, ls in locs.items() for loc in ls}
-        ds = ray.data.read_parquet(
-            list(split_of), filesystem=locs["train"][0].fs, include_paths=True
-        ).select_columns(["clip", "n_valid", "study_id", "labels", "path"])
+        ds, split_of = read_split_files(files, ["clip", "n_valid", "study_id", "labels", "path"])
         # One CPU stays free for the read tasks (a pool holding every CPU starves them).
         cpus = int(ray.cluster_resources().get("CPU", 1))
         ds = ds.map_batches(
@@ -222,15 +199,12 @@ def run_probe(
                 store.append(b["tokens"])
     allc = {k: np.concatenate(v) for k, v in cols.items()}
     t_embed = time.perf_counter() - t0
-    sets = {}
-    for s in ("train", "val", "test"):
-        m = allc["split"] == s
-        sets[s] = dp.study_features(allc["emb"][m], list(allc["study_id"][m]), list(allc["labels"][m]))
+    sets = probing.study_sets(allc)
     tokens = None
     if store is not None:
         tokens = store.splits(allc["split"], allc["study_id"], {s: st.ids for s, st in sets.items()})
     t1 = time.perf_counter()
-    metrics, fitted = dp.run_all(
+    metrics, fitted = run_all(
         sets["train"], sets["val"], sets["test"], chosen, n_boot=n_boot, seed=cfg.seed, tokens=tokens,
         epochs=attentive_epochs,
     )  # fmt: skip
@@ -238,58 +212,17 @@ def run_probe(
     del tokens, store
     if scratch is not None:
         scratch.cleanup()
-    doc: dict[str, Any] = {
-        "dataset": dataset,
-        "shards": shards,
-        "protocol": "own splits"
-        if fit_shards is None
-        else f"transfer: fitted on {fit_shards} (train, val), scored on {shards} (test)",
-        "bundle_name": Path(str(bundle).rstrip("/")).name,
-        "bundle_sha256": manifest_sha256(str(root)),
-        "seed": cfg.seed,
-        "n_boot": n_boot,
-        "studies": {s: len(v.ids) for s, v in sets.items()},
-        "clips": int(len(allc["emb"])),
-        "targets": metrics,
-        "published": dp.PUBLISHED.get(dataset or "", []),
-        "embed_s": round(t_embed, 1),
-        "fit_s": round(t_fit, 1),
-    }
-    doc["plots"] = dp.write_plots(metrics, out_dir)
-    if head_out is not None:
-        if head_target not in fitted:
-            raise ValueError(
-                f"--head-target {head_target!r} has no fitted linear probe (probed: {sorted(fitted) or 'none'})"
-            )
-        from echoprime.taxonomy import FINDING_BY_NAME
-        from echoprime.training.heads import Task, TaskModel, write_bundle_with_head
-
-        kind = metrics[head_target]["kind"]
-        finding = FINDING_BY_NAME.get(head_target)
-        task = Task(
-            head_target, kind, head_target, unit=dp.UNITS.get(head_target, ""),
-            section=finding.section if finding is not None else ("Left Ventricle" if head_target in dp.UNITS else None),
-        )  # fmt: skip
-        w, b = dp.linear_weights(fitted[head_target])
-        encoder = load_bundle_parts(str(root), verify=False, components=["video_encoder"]).video_encoder
-        model = TaskModel(encoder, task, w.shape[1], normalize=True)
-        with torch.no_grad():
-            model.head.weight.copy_(torch.from_numpy(w).float())
-            model.head.bias.copy_(torch.from_numpy(b).float())
-        score = {k: v for k, v in metrics[head_target]["linear"].items() if isinstance(v, (int, float))}
-        uri = write_bundle_with_head(
-            root, head_out, model, encoder_trained=False, metrics={"probe": "linear", **score},
-            note={"probe": "linear", "shards": shards, **score},
-        )  # fmt: skip
-        doc["head"] = {"target": head_target, "bundle": uri, "bundle_name": Path(uri.rstrip("/")).name}
-    (out_dir / "metrics.json").write_text(dp.to_json(doc))
-    (out_dir / "report.md").write_text(dp.report_markdown(doc))
+    doc = probing.probe_document(
+        cfg, bundle, root, shards, sets, int(len(allc["emb"])), metrics, dataset=dataset,
+        fit_shards=fit_shards, n_boot=n_boot, embed_s=t_embed, fit_s=t_fit,
+    )  # fmt: skip
+    probing.write_outputs(doc, out_dir, root, fitted, head_out=head_out, head_target=head_target)
     doc["wall_s"] = round(time.perf_counter() - t0, 1)
     return doc
 
 
 def run(args: argparse.Namespace) -> int:
-    from echoprime.eval.dataset_probe import UNITS
+    from echoprime.eval.probing import summary_lines
     from ray_jobs.common import resolve_config
 
     cfg = resolve_config(args)
@@ -307,34 +240,7 @@ def run(args: argparse.Namespace) -> int:
         head_out=args.head_out, head_target=args.head_target, n_boot=args.bootstrap, fit_shards=args.fit_shards,
         attentive=args.attentive, attentive_epochs=args.attentive_epochs,
     )  # fmt: skip
-    print(
-        f"probe: {doc['clips']} clips, studies train/val/test {doc['studies']['train']}/{doc['studies']['val']}/"
-        f"{doc['studies']['test']} (embedded in {doc['embed_s']} s, probes fitted in {doc['fit_s']} s)"
-    )
-    for key, r in doc["targets"].items():
-        if not r.get("computable"):
-            print(f"  {key:<24} n/a: {r.get('reason')}")
-        elif r["kind"] == "regression":
-            u = UNITS.get(key, "")
-            att = f"attentive {r['attentive']['mae']:.2f} / " if "attentive" in r else ""
-            print(
-                f"  {key:<24} MAE {att}linear {r['linear']['mae']:.2f} / kNN {r['knn']['mae']:.2f} / train mean "
-                f"{r['mean']['mae']:.2f} {u} (test {r['n_test']} studies; linear R² {r['linear']['r2']:.2f})"
-            )
-        else:
-            att = (
-                f"attentive {r['attentive']['auc']:.3f} / "
-                if r.get("attentive", {}).get("computable")
-                else ""
-            )
-            print(
-                f"  {key:<24} AUC {att}linear {r['linear']['auc']:.3f} / kNN {r['knn']['auc']:.3f} (test {r['n_test']} studies)"
-                if r["linear"].get("computable") and r["knn"].get("computable")
-                else f"  {key:<24} n/a on test: {r['linear'].get('reason')}"
-            )
-    if doc.get("head"):
-        print(f"probe: the linear {doc['head']['target']} probe is a head of {doc['head']['bundle']}")
-    print(f"probe: report in {Path(args.out) / 'report.md'} ({doc['wall_s']} s)")
+    print("\n".join(summary_lines(doc, args.out)))
     return 0
 
 
