@@ -47,12 +47,13 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("data",),
     # L5 training and staging its outputs
     ("training", "staging"),
-    # L6 interpretation and the released-weights adapter (interpret.py becomes inference/)
-    ("inference", "interpret", "release"),
-    # L7 evaluation, hospital integration, public datasets, the service's library logic
-    ("eval", "hospital", "datasets", "api"),
-    # L8 entry points
-    ("batch_interpret", "interpret_cli", "sign_cli", "cli"),
+    # L6 interpretation (one path for a study) and the released-weights adapter
+    ("inference", "release"),
+    # L7 evaluation, building a bundle's bank and attention, hospital integration, public
+    # datasets, the service's library logic
+    ("eval", "bundle_build", "hospital", "datasets", "api"),
+    # L8 entry points: batch interpretation's steps, the CLIs
+    ("batch_interpret", "batch_run", "interpret_cli", "sign_cli", "cli"),
 )
 
 # Packages echoprime must never import: the library runs without Ray; the adapters import it.
