@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 
 from echoprime import storage
 from echoprime.io import EchoIOError, FileReport, dicom_header
+from echoprime.io.sources import read_objects
 from echoprime.io.video import VIDEO_SUFFIXES, _looks_like_video
 from echoprime.locks import OutputLock
 
@@ -589,22 +590,17 @@ class BatchInterpreter:
             raise ValueError(
                 f"a study's {len(files)} files need as many distinct names, got {len(set(names))}"
             )
-        items: list[tuple[str, Any]] = []
-        unread: dict[str, FileReport] = {}
-        for f, name in zip(files, names, strict=True):
-            if not storage.is_s3(f):
-                items.append((name, Path(f)))
-                continue
-            try:
-                items.append((name, storage.read_bytes(f)))
-            except OSError as e:
-                # The object store's message names the object: say what happened, not where.
-                why = type(e).__name__ if name != f else str(e)
-                unread[name] = FileReport(
-                    name, "skipped", f"cannot read the object: {why}", code="read_error"
-                )
+        s3 = [(f, n) for f, n in zip(files, names, strict=True) if storage.is_s3(f)]
+        read, failed = read_objects([f for f, _ in s3], names=[n for _, n in s3]) if s3 else ([], {})
+        got = dict(read)
+        items = [
+            (n, got[n] if storage.is_s3(f) else Path(f))
+            for f, n in zip(files, names, strict=True)
+            if n in got or not storage.is_s3(f)
+        ]
         clips, n_valid, reports = self.interp.read_study(items)
-        by_name = {r.path: r for r in reports} | unread
+        by_name = {r.path: r for r in reports}
+        by_name |= {n: FileReport(n, "skipped", why, code=code) for n, (code, why) in failed.items()}
         return clips, n_valid, [by_name[n] for n in names]
 
     def load_archive(

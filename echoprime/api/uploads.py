@@ -23,7 +23,7 @@ from typing import Any, Protocol
 from pydantic import BaseModel, ValidationError
 
 from echoprime.api.errors import ApiError, describe_errors, log
-from echoprime.inference.study import StudyTooLarge, read_objects
+from echoprime.io.sources import StudyTooLarge, read_objects
 
 MB = 1 << 20
 JSON_LIMIT = 4 << 20
@@ -302,7 +302,7 @@ def parse_uri_list(payload: Any, limits: Limits) -> list[str]:
 def fetch_s3(
     uris: Sequence[str], limits: Limits
 ) -> tuple[list[tuple[str, bytes]], dict[str, tuple[str, str]]]:
-    """Download a study's objects (:func:`echoprime.inference.study.read_objects`), checking
+    """Download a study's objects (:func:`echoprime.io.sources.read_objects`), checking
     their total size against the upload limit first.
 
     An object that cannot be listed or read (missing, no permission, the store unreachable) is

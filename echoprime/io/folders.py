@@ -25,17 +25,18 @@ import torch
 
 from echoprime.io.dicom import read_dicom
 from echoprime.io.files import clip_reader, load_file, prepare_clip
+from echoprime.io.sources import list_study
 from echoprime.io.types import FileReport, VideoData
 from echoprime.io.video import VIDEO_SUFFIXES, read_video
 from echoprime.preprocess import RELEASE_SPEC, PreprocessSpec, normalise
 
 
 def _files(folder: str | os.PathLike[str], recursive: bool) -> list[Path]:
-    root = Path(folder)
-    if not root.is_dir():
-        raise ValueError(f"{root}: not a directory (expected a folder of a study's files)")
-    found = root.rglob("*") if recursive else root.iterdir()
-    return sorted(p for p in found if not p.is_dir())
+    # every file, hidden ones too, as the release's helpers read a folder
+    try:
+        return [Path(p) for p in list_study(folder, recursive=recursive, hidden=True)]
+    except FileNotFoundError:
+        raise ValueError(f"{Path(folder)}: not a directory (expected a folder of a study's files)") from None
 
 
 def process_files(

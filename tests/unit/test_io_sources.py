@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from echoprime import storage
-from echoprime.inference.study import (
+from echoprime.io.sources import (
     NOT_FOUND,
     UNREADABLE,
     StudyTooLarge,
