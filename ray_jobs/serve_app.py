@@ -1,17 +1,10 @@
-"""Serve a model bundle over HTTP on a local Ray: the echoprime Serve graph in one command.
+"""``echoprime serve`` on Ray: the echoprime Serve graph on a local Ray, and served_app for jobs.
 
-Starts a local Ray, deploys the graph (Ingress -> Preprocess -> ViewClassifier + VideoEncoder ->
-AnatomicalAttention -> RAIRetriever) with the per-deployment settings of a Serve config, and
-serves on 127.0.0.1 until Ctrl-C or SIGTERM, which stop Serve and Ray cleanly. The API key comes
-from the file named by $ECHOPRIME_API_KEY_FILE or from $ECHOPRIME_API_KEY; --no-auth switches
-authentication off for local use (refused on a --host other machines can reach, unless forced
-with --allow-no-auth-off-loopback). Only the Host names of --allowed-host (default: the loopback
-names and --host) are answered. The API is described in docs/api.md, the hardening in
-docs/privacy.md.
-
-Example:
-  ECHOPRIME_API_KEY=$(openssl rand -hex 16) echoprime serve --bundle quickstart-out/bundle
-  echoprime serve --bundle s3://echoprime-models/bundles/v1 --config configs/serve.yaml --port 8080
+The command's arguments and messages are :mod:`echoprime.commands.serve` (its docstring is the
+command's help), as is the HTTP client (:func:`~echoprime.commands.serve.query_study`). Here:
+resolving a Serve config into the graph's arguments (:mod:`serve.args`), starting Serve's HTTP
+proxy and running the graph until Ctrl-C or SIGTERM, or (:func:`served_app`) inside a job's own
+Ray session on a free port with small replicas.
 """
 
 from __future__ import annotations
@@ -19,10 +12,8 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
-import signal
-import socket
+import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -30,55 +21,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from serve.args import APP_NAME
+import ray
+from ray import serve
 
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    from ray_jobs.common import default_config_path
-
-    p.add_argument("--bundle", required=True, help="model bundle: a local folder or s3://bucket/prefix")
-    p.add_argument(
-        "--config",
-        default=default_config_path("serve.yaml"),
-        metavar="YAML",
-        help="Serve config whose per-deployment settings apply (default: configs/serve.yaml)",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000)")
-    p.add_argument(
-        "--no-auth",
-        action="store_true",
-        help="serve WITHOUT an API key (loopback --host only, unless forced; the log says so)",
-    )
-    p.add_argument(
-        "--allow-no-auth-off-loopback",
-        action="store_true",
-        help="allow --no-auth on a --host other machines can reach (logged as a warning; docs/privacy.md)",
-    )
-    p.add_argument(
-        "--allowed-host",
-        action="append",
-        default=None,
-        metavar="NAME",
-        help="a Host name clients use (repeatable; default: the loopback names and --host); '*' allows any",
-    )
-    p.add_argument(
-        "--allowed-origin",
-        action="append",
-        default=None,
-        metavar="ORIGIN",
-        help="another origin (https://viewer.example.org) whose pages may call the API (repeatable)",
-    )
-    p.add_argument(
-        "--num-cpus", type=int, default=None, help="logical CPUs of the local Ray (default: max(4, cores))"
-    )
-    p.add_argument(
-        "--dicomweb",
-        default=None,
-        metavar="URL",
-        help="a DICOMweb archive for POST /v1/interpret/dicomweb (credentials from ECHOPRIME_DICOMWEB_TOKEN, "
-        "or _USER and _PASSWORD, in this environment); see docs/integration.md",
-    )
+from echoprime.bundle import fetch as fetch_bundle
+from echoprime.bundle import read_manifest
+from echoprime.commands import command_main
+from echoprime.commands.serve import (
+    add_arguments,
+    free_port,
+    print_auth,
+    query_study,
+    stop_signals,
+    study_paths,
+)
+from echoprime.config import RayCfg
+from ray_jobs.common import ray_session
+from serve.app import build_graph, deployment_options, min_cpus
+from serve.args import APP_NAME, ServeArgs, read_serve_config
+from serve.auth import ApiKeyAuth
+from serve.security import check_no_auth, is_loopback
 
 
 def resolve(
@@ -102,12 +64,6 @@ def resolve(
         ValueError: a bad config, an unreadable or untrusted bundle manifest, no API key (naming
             what to set), or no authentication on a non-loopback host.
     """
-    from echoprime.bundle import fetch as fetch_bundle
-    from echoprime.bundle import read_manifest
-    from serve.args import ServeArgs, read_serve_config
-    from serve.auth import ApiKeyAuth
-    from serve.security import check_no_auth
-
     app_args, options, http = read_serve_config(config) if config else ({}, {}, {})
     app_args.update(bundle_uri=str(bundle), auth_disabled=bool(no_auth or app_args.get("auth_disabled")))
     given = {
@@ -134,8 +90,6 @@ def resolve(
 
 def start_http(host: str, port: int, request_timeout_s: float | None = None) -> None:
     """Start Serve's HTTP proxy on ``host:port`` in the current Ray session (quiet access logs)."""
-    from ray import serve
-
     http: dict[str, Any] = {"host": host, "port": port}
     if request_timeout_s:
         http["request_timeout_s"] = request_timeout_s
@@ -144,36 +98,10 @@ def start_http(host: str, port: int, request_timeout_s: float | None = None) -> 
 
 def serve_running() -> bool:
     """Whether Serve is already running in the current Ray session."""
-    import ray
-
     return any(a["name"] == "SERVE_CONTROLLER_ACTOR" for a in ray.util.list_named_actors(all_namespaces=True))
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextmanager
-def _stop_signals() -> Iterator[threading.Event]:
-    """An event set by SIGINT or SIGTERM (handlers restored afterwards)."""
-    stop = threading.Event()
-    old = {s: signal.signal(s, lambda *_: stop.set()) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
-
-
 def run(args: argparse.Namespace) -> int:
-    from echoprime.config import RayCfg
-    from ray_jobs.common import ray_session
-    from serve.app import build_graph, deployment_options, min_cpus
-    from serve.auth import ApiKeyAuth
-    from serve.security import is_loopback
-
     sargs, options, http = resolve(
         args.bundle,
         args.config,
@@ -187,19 +115,10 @@ def run(args: argparse.Namespace) -> int:
     auth = ApiKeyAuth.from_env(
         key_file=sargs.api_key_file, key_env=sargs.api_key_env, disabled=sargs.auth_disabled
     )
-    print(f"echoprime serve: {auth.describe()}", flush=True)
-    if auth.disabled and not is_loopback(args.host):
-        print(
-            f"echoprime serve: WARNING: no API key on {args.host}, which other machines can reach "
-            "(--allow-no-auth-off-loopback)",
-            flush=True,
-        )
+    print_auth(auth.describe(), auth.disabled, args.host, is_loopback(args.host))
     num_cpus = args.num_cpus or max(4, os.cpu_count() or 1)
     t0 = time.perf_counter()
-    with ray_session(RayCfg(num_cpus=num_cpus)), _stop_signals() as stop:
-        import ray
-        from ray import serve
-
+    with ray_session(RayCfg(num_cpus=num_cpus)), stop_signals() as stop:
         need, have = min_cpus(deployment_options(options)), ray.cluster_resources().get("CPU", 0.0)
         if need > have:  # serve.run would wait for them forever
             raise ValueError(
@@ -268,11 +187,6 @@ def served_app(
     Raises:
         RuntimeError: no Ray session, Serve already running in it, or too few CPUs for the replicas.
     """
-    import ray
-    from ray import serve
-
-    from serve.app import build_graph, deployment_options, min_cpus
-
     if not ray.is_initialized():
         raise RuntimeError("the app is served inside a Ray session: call ray.init() (or ray_session) first")
     if serve_running():
@@ -305,25 +219,6 @@ def served_app(
             serve.shutdown()
 
 
-def query_study(
-    url: str, key: str, study_files: Sequence[str | os.PathLike] | str | os.PathLike, timeout_s: float = 300.0
-) -> dict[str, Any]:
-    """``POST /v1/interpret`` with a study's files (or a folder holding them); the JSON answer.
-
-    Raises:
-        RuntimeError: a non-200 answer (with its code and reason).
-    """
-    import requests
-
-    files = [("files", (p.name, p.read_bytes())) for p in _study_paths(study_files)]
-    r = requests.post(
-        f"{url}/v1/interpret", files=files, headers={"Authorization": f"Bearer {key}"}, timeout=timeout_s
-    )
-    if r.status_code != 200:
-        raise RuntimeError(f"POST /v1/interpret answered {r.status_code}: {r.text[:500]}")
-    return r.json()
-
-
 def serve_and_query(
     bundle_uri: str,
     study_files: Sequence[str | os.PathLike] | str | os.PathLike,
@@ -347,33 +242,14 @@ def serve_and_query(
     Raises:
         RuntimeError: no Ray session, Serve already running in it, or a non-200 answer.
     """
-    _study_paths(study_files)  # fail on missing files before starting anything
+    study_paths(study_files)  # fail on missing files before starting anything
     with served_app(bundle_uri, api_key=api_key, options=options) as app:
         return query_study(app.url, app.key, study_files, timeout_s)
 
 
-def _study_paths(study_files: Sequence[str | os.PathLike] | str | os.PathLike) -> list[Path]:
-    if isinstance(study_files, (str, os.PathLike)):
-        folder = Path(study_files)
-        if not folder.is_dir():
-            raise FileNotFoundError(f"study folder {str(folder)!r} does not exist")
-        paths = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
-    else:
-        paths = [Path(p) for p in study_files]
-    if missing := [str(p) for p in paths if not p.is_file()]:
-        raise FileNotFoundError(f"study files not found: {missing[:5]}")
-    if not paths:
-        raise ValueError("the study has no files")
-    return paths
-
-
 def main(argv: list[str] | None = None) -> int:
-    from echoprime.cli import main as cli_main
-
-    return cli_main(["serve", *(argv or [])])
+    return command_main("serve", add_arguments, run, argv)
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main(sys.argv[1:]))

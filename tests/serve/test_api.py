@@ -27,7 +27,7 @@ def post_study(app, items, headers=None, **kw) -> requests.Response:
 
 def test_query_study_answers_like_interpret(served, serve_bundle, study_dirs, interpreter):
     """serve_and_query (the quickstart's last stage) is served_app (the fixture) + query_study."""
-    from ray_jobs.serve_app import query_study
+    from echoprime.commands.serve import query_study
 
     folder = study_dirs[0]
     got = query_study(served.url, served.key, folder)

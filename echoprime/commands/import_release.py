@@ -24,6 +24,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from echoprime.bundle import read_manifest
+from echoprime.release import import_release
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-data", required=True, metavar="DIR", help="the release's model_data folder")
@@ -51,9 +54,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from echoprime.bundle import read_manifest
-    from echoprime.release import import_release
-
     root = import_release(
         args.model_data,
         args.assets,
