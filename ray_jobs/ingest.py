@@ -9,9 +9,7 @@ collector beside the driver, and the Parquet writer.
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any
 
@@ -19,19 +17,9 @@ import ray
 import torch
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from echoprime.commands import command_main, config_of, dicomweb_query
-from echoprime.commands.ingest import (
-    add_arguments,
-    check_dataset_arguments,
-    print_dataset_ingest,
-    print_ingest,
-)
-from echoprime.commands.ingest_run import (
-    IngestPlan,
-    dataset_tables,
-    ingest,
-    input_blocks,
-)
+from echoprime.commands import command_main
+from echoprime.commands.ingest import add_arguments
+from echoprime.commands.ingest_run import IngestPlan, ingest, ingest_command, ingest_dataset, input_blocks
 from echoprime.config import EchoPrimeConfig
 from echoprime.data.deid import Deidentifier
 from echoprime.data.ingest import FileDecoder
@@ -42,7 +30,7 @@ from ray_jobs.common import POOL_RETRIES, configure_ray_data, ray_session
 
 class _Rejects:
     """Collects reject records and the pseudonyms' originals from the decode actors (a Ray
-    actor on the driver's node; see _decode).
+    actor on the driver's node; see decode_on_ray).
 
     One record per file (the latest): a batch that Ray runs again (its actor or node was lost
     after the batch had reported) reports its rejects again, and they are not counted twice."""
@@ -66,47 +54,7 @@ class _Rejects:
         return self.ids
 
 
-def run_ingest(
-    cfg: EchoPrimeConfig,
-    input_uri: str | None,
-    out_uri: str,
-    *,
-    manifest: str | None = None,
-    studies: str | None = None,
-    force: bool = False,
-    keep_previous: int = 1,
-    id_map: str | None = None,
-    secret: tuple[bytes, str] | None = None,
-    dicomweb: str | None = None,
-    query: dict[str, Any] | None = None,
-    videos_only: bool = False,
-    extra_rejects: Sequence[Mapping[str, Any]] = (),
-) -> dict[str, Any]:
-    """Ingest ``input_uri`` (or the studies of the DICOMweb archive ``dicomweb`` that ``query``
-    finds) into shards at ``out_uri``, decoding on Ray; returns headline numbers.
-
-    The arguments, what is written and what is raised are those of
-    :func:`echoprime.commands.ingest_run.ingest`.
-    """
-    return ingest(
-        cfg,
-        input_uri,
-        out_uri,
-        partial(_decode, cfg),
-        manifest=manifest,
-        studies=studies,
-        force=force,
-        keep_previous=keep_previous,
-        id_map=id_map,
-        secret=secret,
-        dicomweb=dicomweb,
-        query=query,
-        videos_only=videos_only,
-        extra_rejects=extra_rejects,
-    )
-
-
-def _decode(
+def decode_on_ray(
     cfg: EchoPrimeConfig, plan: IngestPlan, data_dir: Location, deid: Deidentifier
 ) -> tuple[list[dict[str, str]], dict[str, str]]:
     """The plan's units through a pool of decode actors into Parquet under ``data_dir``;
@@ -165,78 +113,16 @@ def _decode(
         return ray.get(collector.get.remote()), ray.get(collector.get_ids.remote())
 
 
-def run_dataset_ingest(
-    cfg: EchoPrimeConfig,
-    dataset: str,
-    input_uri: str,
-    out_uri: str,
-    *,
-    options: Mapping[str, Any] | Iterable[str] | None = None,
-    force: bool = False,
-    keep_previous: int = 1,
-    id_map: str | None = None,
-    secret: tuple[bytes, str] | None = None,
-) -> dict[str, Any]:
-    """Ingest the public dataset ``dataset`` read from ``input_uri`` into shards at ``out_uri``:
-    its adapter's tables (:func:`~echoprime.commands.ingest_run.dataset_tables`) through the
-    ordinary ingest, decoding only the videos they list; the adapter's rejects join the table.
+run_ingest = partial(ingest, decode=decode_on_ray)
+"""``run_ingest(cfg, input_uri, out_uri, **options)``: :func:`echoprime.commands.ingest_run.ingest`
+(its options, numbers and errors) decoding on Ray."""
 
-    Returns:
-        :func:`run_ingest`'s numbers plus ``dataset``: the adapter's summary (videos and studies
-        per split, rejects per code, options, notes).
+run_dataset_ingest = partial(ingest_dataset, decode=decode_on_ray)
+"""``run_dataset_ingest(cfg, dataset, input_uri, out_uri, **options)``: a public dataset through
+:func:`echoprime.commands.ingest_run.ingest_dataset`, decoding on Ray."""
 
-    Raises:
-        ValueError: an unknown dataset or option; ``DatasetLayoutError`` when the folder is not
-            laid out as the dataset publishes it; no usable video at all.
-    """
-    with dataset_tables(cfg, dataset, input_uri, options) as (videos, studies, rejects, summary):
-        res = run_ingest(
-            cfg,
-            input_uri,
-            out_uri,
-            manifest=videos,
-            studies=studies,
-            force=force,
-            keep_previous=keep_previous,
-            id_map=id_map,
-            secret=secret,
-            videos_only=True,
-            extra_rejects=rejects,
-        )
-    res["dataset"] = summary
-    return res
-
-
-def run(args: argparse.Namespace) -> int:
-    if getattr(args, "dataset", None):
-        check_dataset_arguments(args)
-        res = run_dataset_ingest(
-            config_of(args),
-            args.dataset,
-            args.input,
-            args.out,
-            options=args.dataset_option or None,
-            force=args.force,
-            keep_previous=args.keep_previous,
-            id_map=args.id_map,
-        )
-        print_dataset_ingest(res)
-        return 0
-    cfg = config_of(args)
-    res = run_ingest(
-        cfg,
-        args.input,
-        args.out,
-        dicomweb=args.dicomweb,
-        query=dicomweb_query(args),
-        manifest=args.manifest,
-        studies=args.studies,
-        force=args.force,
-        keep_previous=args.keep_previous,
-        id_map=args.id_map,
-    )
-    print_ingest(res, bool(args.id_map))
-    return 0
+run = partial(ingest_command, decode=decode_on_ray)
+"""``echoprime ingest``: :func:`echoprime.commands.ingest_run.ingest_command` decoding on Ray."""
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,7 +32,7 @@ from ray_jobs.evaluate import run_evaluate
 from ray_jobs.fit_mil import run_fit_mil
 from ray_jobs.ingest import run_ingest
 from ray_jobs.pretrain import run_pretrain
-from ray_jobs.serve_app import serve_and_query
+from ray_jobs.serve_query import serve_and_query
 from ray_jobs.synth import generate
 from ray_jobs.train_views import run_train_views
 

@@ -6,12 +6,13 @@ runs :class:`~echoprime.data.ingest.FileDecoder` (or, from a DICOMweb archive,
 pool and writes the clips as Parquet under the run's data folder; everything around it is here:
 listing the input and its tables, the fingerprint that makes a re-run "up to date", the lock,
 de-identification and the id map, counting what was written, the rejects table and the commit
-(:func:`echoprime.data.shards.commit_run`). A public dataset's tables (``--dataset``) are
-written for it by :func:`dataset_tables`.
+(:func:`echoprime.data.shards.commit_run`), and a public dataset's tables (``--dataset``,
+:func:`ingest_dataset`). :func:`ingest_command` is the whole command but the decoding.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import hashlib
 import json
@@ -19,7 +20,7 @@ import posixpath
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,8 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from echoprime import storage
+from echoprime.commands import config_of, dicomweb_query
+from echoprime.commands.ingest import check_dataset_arguments, print_dataset_ingest, print_ingest
 from echoprime.config import EchoPrimeConfig
 from echoprime.data.deid import SCHEME, Deidentifier, synthetic_seeds
 from echoprime.data.ingest import METADATA_FILES, StudyIndex, load_table
@@ -54,9 +57,12 @@ class IngestPlan:
     archive: bool
 
 
-Decode = Callable[[IngestPlan, Location, Deidentifier], tuple[list[dict[str, str]], dict[str, str]]]
-"""Decodes a plan's units into Parquet shards under the run's data folder (``split=<split>/``);
-returns the reject records and the pseudonyms' originals that the decoders collected."""
+Decode = Callable[
+    [EchoPrimeConfig, IngestPlan, Location, Deidentifier], tuple[list[dict[str, str]], dict[str, str]]
+]
+"""Decodes a plan's units with the config's ``ingest`` settings into Parquet shards under the
+run's data folder (``split=<split>/``); returns the reject records and the pseudonyms'
+originals that the decoders collected."""
 
 
 def input_blocks(n_files: int, n_actors: int) -> int:
@@ -74,8 +80,8 @@ def ingest(
     cfg: EchoPrimeConfig,
     input_uri: str | None,
     out_uri: str,
-    decode: Decode,
     *,
+    decode: Decode,
     manifest: str | None = None,
     studies: str | None = None,
     force: bool = False,
@@ -109,7 +115,7 @@ def ingest(
     (``echoprime.locks``).
 
     ``videos_only`` decodes only the files the videos table lists (a public dataset's folder holds
-    tables and annotations beside its videos: ``echoprime ingest --dataset``, :func:`dataset_tables`);
+    tables and annotations beside its videos: ``echoprime ingest --dataset``, :func:`ingest_dataset`);
     ``extra_rejects`` (``{source, reason, code, path}``: a dataset adapter's) join the rejects table.
 
     Raises:
@@ -219,7 +225,7 @@ def _ingest(
     data_dir = out.join(f"data-{run_id}")
     try:
         plan = IngestPlan(units, root, index, spec, archive=dicomweb is not None)
-        rejects, originals = decode(plan, data_dir, deid)
+        rejects, originals = decode(cfg, plan, data_dir, deid)
         if extra_rejects:
             rejects = keyed_rejects(extra_rejects, deid) + rejects
         deid.originals.update(originals)
@@ -419,13 +425,32 @@ def keyed_rejects(records: Iterable[Mapping[str, Any]], deid: Deidentifier) -> l
     return out
 
 
-@contextlib.contextmanager
-def dataset_tables(
-    cfg: EchoPrimeConfig, dataset: str, input_uri: str, options: Mapping[str, Any] | Iterable[str] | None
-) -> Iterator[tuple[str, str, list[dict[str, Any]], dict[str, Any]]]:
-    """The public dataset ``dataset`` at ``input_uri`` as ingest's tables: yields the paths of a
-    videos and a studies table (Parquet, in a temporary folder removed afterwards), the
-    adapter's rejects (``{source, reason, code, path}``) and its summary.
+def ingest_dataset(
+    cfg: EchoPrimeConfig,
+    dataset: str,
+    input_uri: str,
+    out_uri: str,
+    *,
+    decode: Decode,
+    options: Mapping[str, Any] | Iterable[str] | None = None,
+    force: bool = False,
+    keep_previous: int = 1,
+    id_map: str | None = None,
+    secret: tuple[bytes, str] | None = None,
+) -> dict[str, Any]:
+    """Ingest the public dataset ``dataset`` read from ``input_uri`` into shards at ``out_uri``.
+
+    The dataset's adapter (:mod:`echoprime.datasets`) reads its tables and folders into ingest's
+    two tables (videos, studies) and a list of rejects; the tables are written to a temporary
+    folder and the ordinary ingest runs on the dataset folder (:func:`ingest`: the same
+    decoding, de-identification, commit and rejects table), decoding only the videos the table
+    lists (the dataset's CSVs, cfg files, stills, masks and MetaImage data files are not
+    videos). The adapter's rejects (malformed rows, missing videos) join the decoder's in the
+    rejects table.
+
+    Returns:
+        :func:`ingest`'s numbers plus ``dataset``: the adapter's summary (videos and studies per
+        split, rejects per code, options, notes).
 
     Raises:
         ValueError: an unknown dataset or option; ``DatasetLayoutError`` when the folder is not
@@ -441,7 +466,58 @@ def dataset_tables(
         videos, studies = Path(tmp, "videos.parquet"), Path(tmp, "studies.parquet")
         pq.write_table(pa.Table.from_pylist(_typed_videos(tables.videos)), videos)
         pq.write_table(pa.Table.from_pylist(tables.studies), studies)
-        yield str(videos), str(studies), [r.to_dict() for r in tables.rejects], tables.summary()
+        res = ingest(
+            cfg,
+            input_uri,
+            out_uri,
+            decode=decode,
+            manifest=str(videos),
+            studies=str(studies),
+            force=force,
+            keep_previous=keep_previous,
+            id_map=id_map,
+            secret=secret,
+            videos_only=True,
+            extra_rejects=[r.to_dict() for r in tables.rejects],
+        )
+    res["dataset"] = tables.summary()
+    return res
+
+
+def ingest_command(args: argparse.Namespace, decode: Decode) -> int:
+    """``echoprime ingest`` (``--dataset`` included) with ``decode`` doing the decoding; prints
+    what :mod:`echoprime.commands.ingest` prints and returns the exit status."""
+    if getattr(args, "dataset", None):
+        check_dataset_arguments(args)
+        res = ingest_dataset(
+            config_of(args),
+            args.dataset,
+            args.input,
+            args.out,
+            decode=decode,
+            options=args.dataset_option or None,
+            force=args.force,
+            keep_previous=args.keep_previous,
+            id_map=args.id_map,
+        )
+        print_dataset_ingest(res)
+        return 0
+    cfg = config_of(args)
+    res = ingest(
+        cfg,
+        args.input,
+        args.out,
+        decode=decode,
+        dicomweb=args.dicomweb,
+        query=dicomweb_query(args),
+        manifest=args.manifest,
+        studies=args.studies,
+        force=args.force,
+        keep_previous=args.keep_previous,
+        id_map=args.id_map,
+    )
+    print_ingest(res, bool(args.id_map))
+    return 0
 
 
 def _typed_videos(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -21,7 +21,7 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,36 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a DICOMweb archive for POST /v1/interpret/dicomweb (credentials from ECHOPRIME_DICOMWEB_TOKEN, "
         "or _USER and _PASSWORD, in this environment); see docs/integration.md",
     )
+
+
+def app_arguments(
+    config_args: Mapping[str, Any],
+    bundle: str,
+    no_auth: bool,
+    *,
+    host: str | None,
+    allow_no_auth_off_loopback: bool,
+    allowed_hosts: Sequence[str] | None,
+    allowed_origins: Sequence[str] | None,
+    dicomweb_url: str | None,
+) -> dict[str, Any]:
+    """The Serve graph's arguments: a Serve config's ``args`` with ``bundle_uri`` set to
+    ``bundle`` and the other arguments given here (those not None) in place of theirs."""
+    app_args = dict(config_args)
+    app_args.update(bundle_uri=str(bundle), auth_disabled=bool(no_auth or app_args.get("auth_disabled")))
+    given = {
+        "host": host,
+        "allowed_hosts": list(allowed_hosts) if allowed_hosts else None,
+        "allowed_origins": list(allowed_origins) if allowed_origins else None,
+        "allow_no_auth_off_loopback": allow_no_auth_off_loopback or None,
+        "dicomweb_url": dicomweb_url,
+    }
+    if host is not None and not allowed_hosts:
+        # The config's list names the cluster's Service; this command's own --host decides the
+        # defaults (loopback, the address, this machine's name) unless --allowed-host is given.
+        app_args.pop("allowed_hosts", None)
+    app_args.update({k: v for k, v in given.items() if v is not None})
+    return app_args
 
 
 def print_auth(auth_description: str, disabled: bool, host: str, loopback: bool) -> None:

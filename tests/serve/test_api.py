@@ -35,7 +35,7 @@ def test_query_study_answers_like_interpret(served, serve_bundle, study_dirs, in
     assert got["status"] == "ok" and len(got["videos"]) == len(list(folder.iterdir()))
     assert equal_results(got, want) == []
     with pytest.raises(RuntimeError, match="already running"):
-        from ray_jobs.serve_app import serve_and_query
+        from ray_jobs.serve_query import serve_and_query
 
         serve_and_query(str(serve_bundle), folder)
     with pytest.raises(RuntimeError, match="401"):
