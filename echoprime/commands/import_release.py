@@ -24,9 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from echoprime.bundle import read_manifest
-from echoprime.release import import_release
-
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model-data", required=True, metavar="DIR", help="the release's model_data folder")
@@ -54,6 +51,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # torch comes with these (~2 s): `echoprime --help` imports this module for add_arguments.
+    from echoprime.bundle import read_manifest
+    from echoprime.release import import_release
+
     root = import_release(
         args.model_data,
         args.assets,

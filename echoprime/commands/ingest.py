@@ -110,10 +110,7 @@ def check_dataset_arguments(args: argparse.Namespace) -> None:
 def print_ingest(res: dict[str, Any], id_map_asked: bool) -> None:
     """What ``echoprime ingest`` prints about a run: its numbers, the runs kept and deleted, the
     first rejects, a one-off secret, and where the id map went."""
-    print(
-        f"ingest: {res['status']}: {res['files']} files -> rows {res['rows']}, studies {res['studies']}; "
-        f"{res['rejects']} rejected; {res['out']} ({res['wall_s']} s)"
-    )
+    print(_run_line(res))
     if res.get("kept_runs") or res.get("deleted_runs"):
         print(
             f"ingest: kept the data of earlier run(s) {res['kept_runs']} for their readers; "
@@ -144,15 +141,19 @@ def print_dataset_ingest(res: dict[str, Any]) -> None:
     )
     for k, v in (d.get("notes") or {}).items():
         print(f"ingest --dataset {d['dataset']}: {k}: {v}")
-    print(
-        f"ingest: {res['status']}: {res['files']} files -> rows {res['rows']}, studies {res['studies']}; "
-        f"{res['rejects']} rejected; {res['out']} ({res['wall_s']} s)"
-    )
+    print(_run_line(res))
     print_rejects(res["out"])
     if res.get("id_map"):
         print(
             f"ingest: the map from pseudonyms and file keys to the dataset's ids and paths: {res['id_map']} (keep it private)"
         )
+
+
+def _run_line(res: dict[str, Any]) -> str:
+    return (
+        f"ingest: {res['status']}: {res['files']} files -> rows {res['rows']}, studies {res['studies']}; "
+        f"{res['rejects']} rejected; {res['out']} ({res['wall_s']} s)"
+    )
 
 
 def print_rejects(out_uri: str, limit: int = 10) -> None:
