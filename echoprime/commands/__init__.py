@@ -1,7 +1,8 @@
 """What every ``echoprime`` command shares: config arguments, one-line errors, a standalone entry.
 
 A command is described by a module with ``add_arguments(parser)`` whose docstring is the
-command's ``--help`` description; the work is a ``run(args) -> int`` beside it or, for the Ray
+command's ``--help`` description (``echoprime --help`` imports every such module, so they
+import cheaply: no torch, no Ray); the work is a ``run(args) -> int`` beside it or, for the Ray
 jobs, in ``ray_jobs/<job>.py``. ``echoprime <command>`` (:mod:`echoprime.cli`, which names every
 command) and ``python -m ray_jobs.<job>`` (:func:`command_main`) parse and fail the same way.
 Nothing here names a job, so a job may import this module without an import cycle.

@@ -95,7 +95,8 @@ def ingest(
 ) -> dict[str, Any]:
     """Ingest ``input_uri`` (or, with ``dicomweb``, the studies of that DICOMweb archive that the
     QIDO-RS ``query`` finds, ``Archive.search_studies`` arguments) into shards at ``out_uri``;
-    returns headline numbers.
+    returns headline numbers. ``decode`` turns the files (or studies) into clips and writes
+    them (:data:`Decode`; ``ray_jobs.ingest.run_ingest`` binds the Ray Data actor pool).
 
     From an archive, each study is streamed to a decode actor instance by instance (WADO-RS;
     echoprime/hospital/ingest.py); ``manifest`` names videos by SOPInstanceUID, ``studies``
