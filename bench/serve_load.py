@@ -187,7 +187,7 @@ def load_bench(args: argparse.Namespace) -> dict[str, Any]:
     import ray
     from ray import serve
 
-    from ray_jobs.serve_app import served_app
+    from ray_jobs.serve_query import served_app
     from serve.args import read_serve_config
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -1,98 +1,112 @@
 """The ``echoprime`` command.
 
-Every subcommand has ``--help``. Commands that run on Ray (synth, ingest, pretrain, ...) live
-in ``ray_jobs/`` and are imported only when they run, so the library and ``--help`` stay fast
-and ``echoprime`` itself never imports Ray. Errors in what the user passed (a missing config,
-a bad value, an unwritable folder) print one line and exit with status 2, without a traceback;
-set ``ECHOPRIME_DEBUG=1`` to see the traceback.
+Every subcommand has ``--help``. This module is the one place that names every command: the
+table below says, as strings, where each command's arguments are described (a module with
+``add_arguments``, which must import cheaply) and where its ``run`` lives. The Ray jobs
+(``ray_jobs/``) are imported by name only when their command runs, so the library and
+``--help`` stay fast, ``echoprime`` itself never imports Ray, and nothing a job imports names
+the jobs (no import cycle: the jobs use :mod:`echoprime.commands`, never this module). Errors in
+what the user passed (a missing config, a bad value, an unwritable folder) print one line and
+exit with status 2, without a traceback; set ``ECHOPRIME_DEBUG=1`` to see the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
 
 from echoprime import __version__
-from echoprime.config import ConfigError, load_config
+from echoprime.commands import Run, add_config_arguments, run_reported
+from echoprime.config import load_config
 
-# subcommand -> (module with add_arguments(parser) and run(args) -> int, one-line help)
-JOBS: dict[str, tuple[str, str]] = {
-    "synth": ("ray_jobs.synth", "generate a synthetic cohort of echo studies (videos, reports, labels)"),
+# subcommand -> (module with add_arguments(parser) and the description as its docstring,
+#                "module:function" that runs it, one-line help)
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "synth": (
+        "echoprime.commands.synth",
+        "ray_jobs.synth:run",
+        "generate a synthetic cohort of echo studies (videos, reports, labels)",
+    ),
     "ingest": (
-        "ray_jobs.ingest",
+        "echoprime.commands.ingest",
+        "ray_jobs.ingest:run",
         "turn an archive of DICOM/MP4 studies into Parquet study shards (Ray Data; local or s3://)",
     ),
     "pretrain": (
         "ray_jobs.pretrain",
+        "ray_jobs.pretrain:run",
         "contrastive video-report pretraining on Ray Train (DDP; checkpoints survive worker failures)",
     ),
     "finetune": (
         "ray_jobs.finetune",
+        "ray_jobs.finetune:run",
         "fit a supervised head (EF, a finding, its grade, views) on a bundle's video tower; label-only shards work",
     ),
     "probe": (
         "ray_jobs.probe",
+        "ray_jobs.probe:run",
         "score a bundle's frozen video tower on a labelled dataset: attentive, linear and kNN probes, report.md, a head",
     ),
     "train-views": (
         "ray_jobs.train_views",
+        "ray_jobs.train_views:run",
         "train the view classifier on Ray Train (accuracy, confusion matrix)",
     ),
-    "fit-mil": ("ray_jobs.fit_mil", "fit the anatomical attention over a study's videos, per report section"),
+    "fit-mil": (
+        "ray_jobs.fit_mil",
+        "ray_jobs.fit_mil:run",
+        "fit the anatomical attention over a study's videos, per report section",
+    ),
     "build-bank": (
         "ray_jobs.build_bank",
+        "ray_jobs.build_bank:run",
         "embed the report bank, fit thresholds and commit the model bundle",
     ),
     "import-release": (
-        "ray_jobs.import_release",
+        "echoprime.commands.import_release",
+        "echoprime.commands.import_release:run",
         "convert a copy of the published EchoPrime release into a pickle-free bundle",
     ),
     "batch-interpret": (
         "ray_jobs.batch_interpret",
+        "ray_jobs.batch_interpret:run",
         "interpret every study of an archive (local or s3://) with Ray Data: Parquet results + rejects, resumable",
     ),
     "evaluate": (
         "ray_jobs.evaluate",
+        "ray_jobs.evaluate:run",
         "evaluate a bundle on held-out shards: retrieval, phenotypes, ablation, views, zero-shot (report.md)",
     ),
     "interpret": (
         "echoprime.interpret_cli",
+        "echoprime.interpret_cli:run",
         "interpret one study folder with a bundle (views, report, metrics)",
     ),
     "serve": (
-        "ray_jobs.serve_app",
+        "echoprime.commands.serve",
+        "ray_jobs.serve_app:run",
         "serve a bundle over HTTP on a local Ray (Serve graph, API key, study viewer at /)",
     ),
     "sign-bundle": (
         "echoprime.sign_cli",
+        "echoprime.sign_cli:run",
         "sign a committed bundle (or --check one) with the bundle key of the environment",
     ),
-    "quickstart": ("ray_jobs.quickstart", "run the whole pipeline end to end on a local Ray (the main job)"),
+    "quickstart": (
+        "echoprime.commands.quickstart",
+        "ray_jobs.quickstart:run",
+        "run the whole pipeline end to end on a local Ray (the main job)",
+    ),
 }
 
 
-class UsageError(ValueError):
-    """Bad command-line input: reported as one line, exit status 2."""
-
-
-def add_config_arguments(p: argparse.ArgumentParser, default: str | None = None) -> None:
-    """``--config PATH`` plus trailing ``key=value`` overrides, shared by every job."""
-    p.add_argument(
-        "--config",
-        default=default,
-        metavar="YAML",
-        help=f"config file (default: {default or 'built-in defaults'}); see configs/",
-    )
-    p.add_argument(
-        "overrides",
-        nargs="*",
-        metavar="key=value",
-        help="override any config key, e.g. train.epochs=3 seed=1",
-    )
+def _entry(target: str) -> Run:
+    """The function ``"module:function"`` names, imported now (when its command runs)."""
+    module, _, func = target.partition(":")
+    run: Run = getattr(importlib.import_module(module), func)
+    return run
 
 
 def _config_show(args: argparse.Namespace) -> int:
@@ -123,16 +137,16 @@ def build_parser() -> argparse.ArgumentParser:
     show.set_defaults(func=_config_show)
     cfg_p.set_defaults(func=lambda a: _help_of(cfg_p))
 
-    for name, (module, helptext) in JOBS.items():
-        mod = importlib.import_module(module)
+    for name, (spec_name, target, helptext) in COMMANDS.items():
+        spec = importlib.import_module(spec_name)
         p = sub.add_parser(
             name,
             help=helptext,
-            description=(mod.__doc__ or helptext).strip(),
+            description=(spec.__doc__ or helptext).strip(),
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        mod.add_arguments(p)
-        p.set_defaults(func=mod.run)
+        spec.add_arguments(p)
+        p.set_defaults(func=lambda a, target=target: _entry(target)(a))
     return parser
 
 
@@ -149,17 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if func is None:
         parser.print_help()
         return 2
-    try:
-        return int(func(args) or 0)
-    except KeyboardInterrupt:
-        print("echoprime: interrupted", file=sys.stderr)
-        return 130
-    except (ConfigError, UsageError, ValueError, FileNotFoundError, PermissionError) as e:
-        if os.environ.get("ECHOPRIME_DEBUG"):
-            traceback.print_exc()
-        msg = str(e).strip() or type(e).__name__
-        print(f"echoprime {args.command}: error: {msg}", file=sys.stderr)
-        return 2
+    return run_reported(args.command, func, args)
 
 
 if __name__ == "__main__":

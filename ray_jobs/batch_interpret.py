@@ -86,7 +86,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="name studies and files as the archive does (StudyInstanceUID, folder, path) instead of "
         "by keyed pseudonyms: for authorised local use only",
     )
-    from echoprime.cli import add_config_arguments
+    from echoprime.commands import add_config_arguments
     from ray_jobs.common import default_config_path
 
     add_config_arguments(p, default=default_config_path())
@@ -266,9 +266,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from echoprime.cli import main as cli_main
+    from echoprime.commands import command_main
 
-    return cli_main(["batch-interpret", *(argv or [])])
+    return command_main("batch-interpret", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -43,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--draws", type=int, default=5, help="single-video draws averaged in the ablation (default 5)"
     )
-    from echoprime.cli import add_config_arguments
+    from echoprime.commands import add_config_arguments
     from ray_jobs.common import default_config_path
 
     add_config_arguments(p, default=default_config_path())
@@ -171,9 +171,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from echoprime.cli import main as cli_main
+    from echoprime.commands import command_main
 
-    return cli_main(["evaluate", *(argv or [])])
+    return command_main("evaluate", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--run-name", default=None, help="the run's name under train.storage_path (default: finetune-<task>)"
     )
     p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
-    from echoprime.cli import add_config_arguments
+    from echoprime.commands import add_config_arguments
     from ray_jobs.common import default_config_path
 
     add_config_arguments(p, default=default_config_path())
@@ -360,9 +360,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from echoprime.cli import main as cli_main
+    from echoprime.commands import command_main
 
-    return cli_main(["finetune", *(argv or [])])
+    return command_main("finetune", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

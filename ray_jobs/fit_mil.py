@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--bundle", required=True, help="the bundle folder being built (pretrained/ and views/ done)"
     )
-    from echoprime.cli import add_config_arguments
+    from echoprime.commands import add_config_arguments
     from ray_jobs.common import default_config_path
 
     add_config_arguments(p, default=default_config_path())
@@ -80,9 +80,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from echoprime.cli import main as cli_main
+    from echoprime.commands import command_main
 
-    return cli_main(["fit-mil", *(argv or [])])
+    return command_main("fit-mil", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

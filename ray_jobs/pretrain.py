@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="start from this bundle's towers and tokenizer (ours, or a converted published release) "
         "instead of random weights: a fine-tune (train.init; docs/training.md)",
     )
-    from echoprime.cli import add_config_arguments
+    from echoprime.commands import add_config_arguments
     from ray_jobs.common import default_config_path
 
     add_config_arguments(p, default=default_config_path())
@@ -765,9 +765,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from echoprime.cli import main as cli_main
+    from echoprime.commands import command_main
 
-    return cli_main(["pretrain", *(argv or [])])
+    return command_main("pretrain", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="epochs of each attentive probe fit (default 20; the best on val is kept)",
     )
-    from echoprime.cli import add_config_arguments
+    from echoprime.commands import add_config_arguments
     from ray_jobs.common import default_config_path
 
     add_config_arguments(p, default=default_config_path())
@@ -97,7 +97,7 @@ def ingest_for_bundle(
     """``echoprime ingest --dataset`` of a public dataset's folder at the bundle's preprocessing
     (its ``preprocess.json``, whatever the config's ``data`` section says)."""
     from echoprime.eval.probing import bundle_data_config
-    from ray_jobs.ingest_dataset import run_dataset_ingest
+    from ray_jobs.ingest import run_dataset_ingest
 
     return run_dataset_ingest(bundle_data_config(cfg, bundle), dataset, input_uri, shards, options=options)
 
@@ -245,9 +245,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from echoprime.cli import main as cli_main
+    from echoprime.commands import command_main
 
-    return cli_main(["probe", *(argv or [])])
+    return command_main("probe", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--shards", required=True, help="ingest output with view labels in the train and val splits"
     )
     p.add_argument("--bundle", required=True, help="the bundle folder being built (holds pretrained/)")
-    from echoprime.cli import add_config_arguments
+    from echoprime.commands import add_config_arguments
     from ray_jobs.common import default_config_path
 
     add_config_arguments(p, default=default_config_path())
@@ -226,9 +226,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from echoprime.cli import main as cli_main
+    from echoprime.commands import command_main
 
-    return cli_main(["train-views", *(argv or [])])
+    return command_main("train-views", add_arguments, run, argv)
 
 
 if __name__ == "__main__":

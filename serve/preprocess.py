@@ -71,7 +71,7 @@ class Preprocess:
 
     @answers_errors
     def example(self, index: int) -> dict[str, Any]:
-        """Synthetic example study ``index`` (:func:`serve.examples.example_study`).
+        """Synthetic example study ``index`` (:func:`echoprime.api.examples.example_study`).
 
         Raises:
             ApiError: 404 for an index outside ``0..EXAMPLE_COUNT-1``.

@@ -18,7 +18,7 @@ from echoprime.hospital.sr import findings_of
 def served(ray_cluster, orthanc, bundle, archive):
     """The graph with ``dicomweb_url`` set; the archive's credentials reach the ingress replica
     through its environment, as an operator would give them."""
-    from ray_jobs.serve_app import served_app
+    from ray_jobs.serve_query import served_app
     from tests.serve.conftest import LIMITS, TEST_OPTIONS
 
     opts = dict(TEST_OPTIONS)

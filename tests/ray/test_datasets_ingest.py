@@ -12,7 +12,7 @@ from echoprime import storage
 from echoprime.data.shards import read_manifest, read_split
 from echoprime.datasets.standins import write_standin
 from echoprime.retrieval.pseudonyms import read_id_map
-from ray_jobs.ingest_dataset import run_dataset_ingest
+from ray_jobs.ingest import run_dataset_ingest
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 

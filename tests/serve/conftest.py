@@ -86,8 +86,8 @@ def interpreter(serve_bundle):
 @pytest.fixture(scope="package")
 def served(ray_cluster, serve_bundle):
     """The graph on the session's Ray, its HTTP proxy on a free 127.0.0.1 port (the same code
-    that serves the quickstart's bundle: ray_jobs.serve_app.served_app)."""
-    from ray_jobs.serve_app import served_app
+    that serves the quickstart's bundle: ray_jobs.serve_query.served_app)."""
+    from ray_jobs.serve_query import served_app
 
     with served_app(str(serve_bundle), options=TEST_OPTIONS, args=LIMITS) as app:
         yield app

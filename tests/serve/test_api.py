@@ -27,7 +27,7 @@ def post_study(app, items, headers=None, **kw) -> requests.Response:
 
 def test_query_study_answers_like_interpret(served, serve_bundle, study_dirs, interpreter):
     """serve_and_query (the quickstart's last stage) is served_app (the fixture) + query_study."""
-    from ray_jobs.serve_app import query_study
+    from echoprime.commands.serve import query_study
 
     folder = study_dirs[0]
     got = query_study(served.url, served.key, folder)
@@ -35,7 +35,7 @@ def test_query_study_answers_like_interpret(served, serve_bundle, study_dirs, in
     assert got["status"] == "ok" and len(got["videos"]) == len(list(folder.iterdir()))
     assert equal_results(got, want) == []
     with pytest.raises(RuntimeError, match="already running"):
-        from ray_jobs.serve_app import serve_and_query
+        from ray_jobs.serve_query import serve_and_query
 
         serve_and_query(str(serve_bundle), folder)
     with pytest.raises(RuntimeError, match="401"):

@@ -101,7 +101,7 @@ def test_upload_names_lose_client_folders():
 
 
 def test_the_serve_config_names_the_graphs_deployments_and_valid_args(root):
-    from ray_jobs.serve_app import QUERY_OPTIONS
+    from ray_jobs.serve_query import QUERY_OPTIONS
     from serve.app import DEFAULTS, deployment_options, min_cpus
     from serve.args import ServeArgs, read_serve_config
 

@@ -4,8 +4,8 @@ checks that come before any job starts), and the adapter's rejects as the reject
 from __future__ import annotations
 
 from echoprime.cli import main
+from echoprime.commands.ingest_run import keyed_rejects
 from echoprime.data.deid import Deidentifier
-from ray_jobs.ingest_dataset import keyed_rejects
 
 
 def test_synth_as_writes_a_standin(tmp_path, capsys):

@@ -21,7 +21,7 @@ def test_jobs_read_parquet_with_the_v1_datasource_and_no_progress_bars():
 
 
 def test_ingest_cuts_the_file_list_into_blocks_of_about_16_files_with_work_for_every_actor():
-    from ray_jobs.ingest import input_blocks
+    from echoprime.commands.ingest_run import input_blocks
 
     assert input_blocks(1772, 2) == 110  # ~16 files a block (4 a block left cores idle)
     assert input_blocks(30, 2) == 8  # a small archive: still 4 blocks per actor

@@ -284,20 +284,20 @@ def test_synth_job_with_test_studies_matches_the_serial_cohort(tmp_path):
 def test_synth_cli_test_studies_flag():
     import argparse
 
-    from ray_jobs.synth import _cfg_from_args, add_arguments
+    from echoprime.commands.synth import add_arguments, synth_config
 
     p = argparse.ArgumentParser()
     add_arguments(p)
     args = p.parse_args(["--out", "x", "--test-studies", "7", "--config", "configs/tiny-cpu.yaml"])
-    assert _cfg_from_args(args).synth.test_studies == 7
+    assert synth_config(args).synth.test_studies == 7
     # "--studies N" alone means N studies; the config's test set joins when the size is the config's too
     only = p.parse_args(["--out", "x", "--studies", "5", "--config", "configs/tiny-cpu.yaml"])
-    assert _cfg_from_args(only).synth.test_studies == 0
+    assert synth_config(only).synth.test_studies == 0
     both = p.parse_args(
         ["--out", "x", "--studies", "5", "--test-studies", "3", "--config", "configs/tiny-cpu.yaml"]
     )
-    assert _cfg_from_args(both).synth.test_studies == 3
+    assert synth_config(both).synth.test_studies == 3
     cfg_size = p.parse_args(["--out", "x", "--config", "configs/tiny-cpu.yaml"])
-    assert _cfg_from_args(cfg_size).synth.test_studies == 200
+    assert synth_config(cfg_size).synth.test_studies == 200
     with pytest.raises(ValueError, match="test-studies"):
-        _cfg_from_args(p.parse_args(["--out", "x", "--test-studies", "-1"]))
+        synth_config(p.parse_args(["--out", "x", "--test-studies", "-1"]))

@@ -51,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    # torch comes with these (~2 s): `echoprime --help` imports this module for add_arguments.
     from echoprime.bundle import read_manifest
     from echoprime.release import import_release
 
