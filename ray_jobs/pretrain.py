@@ -312,11 +312,7 @@ def _train_fn(config: dict[str, Any]) -> None:
             grad_clip=tc["grad_clip"],
             on_step=on_step,
             max_steps=remaining,
-            brightness=tc["brightness"],
-            contrast=tc["contrast"],
-            shift=tc.get("shift", 0),
-            noise=tc.get("noise", 0.0),
-            reverse=tc.get("reverse", 0.0),
+            augmentation=config["augmentation"],
             generator=gen,
         )
         state["epoch"] += 1
@@ -495,6 +491,7 @@ def fit(
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    from echoprime.training.batch import Augmentation
     from ray_jobs.common import driver_progress
 
     tc = cfg.train
@@ -503,6 +500,7 @@ def fit(
             _train_fn,
             train_loop_config={
                 "train": tc.model_dump(),
+                "augmentation": Augmentation.from_train(tc),
                 "seed": cfg.seed,
                 "config_dict": cfg.to_dict(),
                 "progress": progress,
