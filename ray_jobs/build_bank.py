@@ -176,8 +176,7 @@ def run_build_bank(
     vocab = default_vocabulary()
     train = _studies(shards, "train")
     if cfg.stream.bank_studies:
-        from echoprime.data.stream import stream_reports
-        from ray_jobs.common import check_stream_seed
+        from echoprime.data.stream import check_stream_seed, stream_reports
 
         check_stream_seed(cfg, shards)
 

@@ -136,8 +136,8 @@ def probe_columns(cfg: EchoPrimeConfig, bundle_dir: str, train: dict[str, Any], 
     reads the train split)."""
     from echoprime.data.stream import STREAM_COLUMNS
     from echoprime.staging import spec_of
+    from ray_jobs._datasets import stream_dataset
     from ray_jobs._embed import embed_dataset
-    from ray_jobs.common import stream_dataset
 
     columns = tuple(c for c in STREAM_COLUMNS if c != "clip" and c in train)
     stream = embed_dataset(
@@ -185,7 +185,7 @@ def run_evaluate(
     check_compatible(bundle, manifest, shards, read_shard_manifest(shards).spec, labels, views)
     n_probe = cfg.stream.probe_studies
     if n_probe:
-        from ray_jobs.common import check_stream_seed
+        from echoprime.data.stream import check_stream_seed
 
         check_stream_seed(cfg, shards)
     with ray_session(cfg.ray):

@@ -117,6 +117,7 @@ def run_fit_mil(
 
     from echoprime.bundle import write_mil_table
     from echoprime.data.shards import validate_split
+    from echoprime.data.stream import check_stream_seed
     from echoprime.eval.views import visibility_alignment
     from echoprime.models import create_model
     from echoprime.models.mil import TableMIL, export_table
@@ -124,8 +125,9 @@ def run_fit_mil(
     from echoprime.synth.state import section_view_visibility
     from echoprime.taxonomy import MIL_SECTIONS, VIEWS
     from echoprime.training.mil_fit import UniformMIL, fit_mil, pad_bags, section_retrieval
+    from ray_jobs._datasets import stream_dataset
     from ray_jobs._embed import embed_dataset, embed_splits
-    from ray_jobs.common import check_stream_seed, configure_ray_data, ray_session, stream_dataset
+    from ray_jobs.common import configure_ray_data, ray_session
 
     t0 = time.perf_counter()
     validate_split(shards, "train"), validate_split(shards, "val")  # before Ray starts: fail fast
