@@ -2,7 +2,7 @@
 loop and its policy (when to checkpoint, when to stop, what the history records).
 
 Pretraining (CLIP, optionally with label heads) and a fine-tuning head (``echoprime.training.heads``)
-run the same loop. The Ray job (``ray_jobs/_train.py``) prepares the model for DDP and passes in,
+run the same loop. The Ray job (``ray_jobs/_worker.py``) prepares the model for DDP and passes in,
 as a :class:`RunIO`, what only it can do: hand out the data shard's batches, report metrics
 with a checkpoint folder to Ray Train, and move the driver's progress bar. Everything else here
 is plain code, unit-tested on one process (``tests/unit/test_training_run.py``).
@@ -294,7 +294,7 @@ def build_model(
 
     Args:
         config: the run's loop config (``train``, ``model``, ``spec``, ``vocab_size``, ``init``,
-            ``task``: ``ray_jobs/_train.py``).
+            ``task``: ``ray_jobs/_train.py`` builds it).
         init_state: the ``--init`` bundle's tensors (``config["init"]["towers"]`` are taken).
         encoder: the bundle's video tower a head reads.
     """
@@ -437,7 +437,7 @@ def shuffle_seed(seed: int, epoch: int, rank: int) -> int:
 
 @dataclass(frozen=True)
 class RunIO:
-    """What only the job can do, as callables (Ray Train in ``ray_jobs/_train.py``).
+    """What only the job can do, as callables (Ray Train in ``ray_jobs/_worker.py``).
 
     Attributes:
         train_batches: an epoch's batches of this rank's shard (``epoch`` seeds its shuffle).
