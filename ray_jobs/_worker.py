@@ -16,16 +16,9 @@ import ray.train
 import ray.train.torch
 import torch
 
-from echoprime.training.run import (
-    FaultHooks,
-    Objective,
-    RunIO,
-    batch_dtypes,
-    build_model,
-    restore,
-    run_epochs,
-    shuffle_seed,
-)
+from echoprime.training.faults import FaultHooks
+from echoprime.training.objective import Objective, build_model
+from echoprime.training.run import RunIO, batch_dtypes, restore, run_epochs, shuffle_seed
 from echoprime.training.setup import set_threads
 
 

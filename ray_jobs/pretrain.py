@@ -68,7 +68,7 @@ def run_pretrain(
         shards: ingest output with committed train and val splits.
         out: output folder (local or s3://).
         resume: continue ``train.run_name`` from its last checkpoint instead of refusing to reuse it.
-        fault: test hooks (echoprime.training.run.FaultHooks): ``"probe": folder``: each rank
+        fault: test hooks (echoprime.training.faults.FaultHooks): ``"probe": folder``: each rank
             writes there the optimizer and scheduler state it restored and, per step, the clips
             it took; ``{"pause_at_step": k, "pause_dir": folder}``: every rank waits once after
             step k while a test removes a node.

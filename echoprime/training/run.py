@@ -1,8 +1,10 @@
-"""A training run on one worker, without Ray: the model and its objective, resuming, the epoch
-loop and its policy (when to checkpoint, when to stop, what the history records).
+"""A training run on one worker, without Ray: its plan and state, resuming, the epoch loop and
+its policy (when to checkpoint, when to stop, what the history records).
 
 Pretraining (CLIP, optionally with label heads) and a fine-tuning head (``echoprime.training.heads``)
-run the same loop. The Ray job (``ray_jobs/_worker.py``) prepares the model for DDP and passes in,
+run the same loop, each with its :class:`echoprime.training.objective.Objective` (the model, its
+optimizer and loss) and the test hooks of :mod:`echoprime.training.faults`. The Ray job
+(``ray_jobs/_worker.py``) prepares the model for DDP and passes in,
 as a :class:`RunIO`, what only it can do: hand out the data shard's batches, report metrics
 with a checkpoint folder to Ray Train, and move the driver's progress bar. Everything else here
 is plain code, unit-tested on one process (``tests/unit/test_training_run.py``).
@@ -14,30 +16,25 @@ epoch if need be (docs/training.md, "Resuming").
 
 from __future__ import annotations
 
-import json
-import math
-import os
 import posixpath
 import tempfile
 import time
-import zlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn as nn
 
-from echoprime.training.batch import Augmentation
 from echoprime.training.checkpoint import load_checkpoint, save_checkpoint, unwrap
-from echoprime.training.finetune import apply_init, freeze_layers, freeze_text, param_groups, should_stop
+from echoprime.training.faults import FaultHooks
+from echoprime.training.finetune import should_stop
+from echoprime.training.objective import Objective
 from echoprime.training.resume import local_copy, newest_checkpoint
 
 if TYPE_CHECKING:
     from echoprime.config import TrainCfg
-    from echoprime.training.heads import Task
 
 PROGRESS_EVERY = 2
 """Steps between two updates of the driver's progress bar (rank 0 only)."""
@@ -187,227 +184,6 @@ class RunState:
             else:
                 self.stopped_early = True
             self.epoch = epochs
-
-
-@dataclass(frozen=True)
-class FaultHooks:
-    """Test hooks of a run (``run_pretrain(fault=...)``); all off by default.
-
-    Attributes:
-        probe: a folder where each rank writes the optimizer and scheduler state it restored
-            (:meth:`record_restored`) and, per step, the clips it took (:meth:`log_batches`).
-        pause_at_step: every rank waits once after this step (:meth:`after_step`) while a test
-            removes a node (tests/ray/_multinode.py).
-        pause_dir: where a pausing rank writes ``paused-rank{rank}.json``.
-        pause_s: the longest wait.
-        node_id: the worker's node, written into the pause mark (the job knows it).
-    """
-
-    probe: Path | None = None
-    pause_at_step: int | None = None
-    pause_dir: Path | None = None
-    pause_s: float = 240.0
-    node_id: str = ""
-
-    @classmethod
-    def from_dict(cls, fault: Mapping[str, Any] | None, node_id: str = "") -> FaultHooks:
-        """The hooks of ``run_pretrain``'s ``fault`` dict (``probe``, ``pause_at_step``,
-        ``pause_dir``, ``pause_s``)."""
-        f = fault or {}
-        return cls(
-            probe=Path(f["probe"]) if f.get("probe") else None,
-            pause_at_step=f.get("pause_at_step"),
-            pause_dir=Path(f["pause_dir"]) if f.get("pause_dir") else None,
-            pause_s=float(f.get("pause_s", 240.0)),
-            node_id=node_id,
-        )
-
-    def pauses_after(self, step: int) -> bool:
-        """This step is the one every rank waits after."""
-        return self.pause_at_step is not None and self.pause_at_step == step
-
-    def after_step(self, rank: int, step: int) -> None:
-        """Once per rank (the first time it reaches ``pause_at_step``), write
-        ``pause_dir/paused-rank{rank}.json`` (rank, step, node id, pid) and wait there for at most
-        ``pause_s`` seconds while the test removes a node. Every rank stops after the same
-        optimizer step, so the test knows what the run had done; the restarted group goes on."""
-        if not self.pauses_after(step) or self.pause_dir is None:
-            return
-        mark = self.pause_dir / f"paused-rank{rank}.json"
-        if mark.exists():
-            return
-        tmp = mark.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"rank": rank, "step": step, "node_id": self.node_id, "pid": os.getpid()}))
-        tmp.rename(mark)
-        deadline = time.monotonic() + self.pause_s
-        while time.monotonic() < deadline:
-            time.sleep(0.2)
-
-    def record_restored(self, optimizer: torch.optim.Optimizer, scheduler: Any, rank: int) -> None:
-        """The optimizer and scheduler state as restored on this rank, to ``probe``."""
-        if self.probe is not None:
-            torch.save(
-                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()},
-                self.probe / f"restored-rank{rank}.pt",
-            )
-
-    def log_batches(
-        self,
-        batches: Iterable[Mapping[str, Any]],
-        rank: int,
-        state: RunState,
-        optimizer: torch.optim.Optimizer,
-    ) -> Iterable[Mapping[str, Any]]:
-        """With a ``probe``: before each step, one JSON line with the step it feeds, the learning
-        rate it will use and a CRC32 of each of its clips, so a test can see what a resumed run
-        took; without one, ``batches`` unchanged."""
-        if self.probe is None:
-            return batches
-        return _logged(batches, self.probe / f"batches-rank{rank}.jsonl", state, optimizer)
-
-
-def _logged(
-    batches: Iterable[Mapping[str, Any]], path: Path, state: RunState, optimizer: torch.optim.Optimizer
-) -> Iterator[Mapping[str, Any]]:
-    for b in batches:
-        rec = {
-            "epoch": state.epoch,
-            "step": state.step + 1,
-            "lr": float(optimizer.param_groups[0]["lr"]),
-            "clips": [zlib.crc32(c.numpy().tobytes()) for c in b["clip"]],
-        }
-        with open(path, "a") as f:
-            f.write(json.dumps(rec) + "\n")
-        yield b
-
-
-# ------------------------------------------------------------------------------- the model
-def build_model(
-    config: Mapping[str, Any],
-    *,
-    init_state: Mapping[str, torch.Tensor] | None = None,
-    encoder: nn.Module | None = None,
-) -> nn.Module:
-    """The model a run trains, layers frozen as ``train.*`` asks: a fine-tuning head's
-    ``TaskModel`` over ``encoder`` when ``config["task"]`` is set, else the config's EchoClip
-    (with ``init_state``'s towers for ``--init``; a checkpoint restored later takes precedence).
-
-    Args:
-        config: the run's loop config (``train``, ``model``, ``spec``, ``vocab_size``, ``init``,
-            ``task``: ``ray_jobs/_train.py`` builds it).
-        init_state: the ``--init`` bundle's tensors (``config["init"]["towers"]`` are taken).
-        encoder: the bundle's video tower a head reads.
-    """
-    tc, head = config["train"], config.get("task")
-    if head is not None:
-        from echoprime.training.heads import Task, TaskModel
-
-        model: nn.Module = TaskModel(
-            encoder, Task.from_dict(head["task"]), head["embed_dim"], head["normalize"]
-        )
-        freeze_layers(model.video_encoder, tc["video_trainable_layers"])
-        return model
-    from echoprime.training.setup import build_clip
-
-    model = build_clip(config["model"], config["spec"], config["vocab_size"])
-    if init_state is not None:
-        apply_init(model, init_state, config["init"]["towers"])
-    freeze_text(model, tc["text_trainable_layers"])
-    return model
-
-
-@dataclass
-class Objective:
-    """What each step runs: the (DDP-prepared) model, its optimizer, schedule and loss, and how
-    batches become inputs on the device."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    scheduler: Any
-    loss_fn: Callable[..., Mapping[str, torch.Tensor]]
-    device: torch.device
-    spec: Mapping[str, Any]
-    autocast_dtype: torch.dtype | None
-    grad_clip: float | None
-    augmentation: Augmentation
-    task: Task | None = None
-
-    @classmethod
-    def create(
-        cls,
-        model: nn.Module,
-        config: Mapping[str, Any],
-        plan: RunPlan,
-        rank: int,
-        world: int,
-        device: torch.device,
-    ) -> Objective:
-        """AdamW over ``model``'s parameter groups (``train.layer_decay``), the cosine schedule of
-        ``plan``, and the loss: a head's task loss, CLIP's (global batch over ``world`` ranks),
-        or CLIP's with the findings' label loss when ``train.label_weight_*`` asks for it."""
-        from echoprime.losses import ClipLabelLoss, ClipLoss, LabelLoss
-        from echoprime.training.labels import column_weights, regression_columns
-        from echoprime.training.schedule import cosine_scheduler
-
-        tc, head = config["train"], config.get("task")
-        opt = torch.optim.AdamW(
-            param_groups(unwrap(model), tc["layer_decay"]), lr=tc["lr"], weight_decay=tc["weight_decay"]
-        )
-        sched = cosine_scheduler(opt, tc["lr"], plan.warmup_steps, plan.total_steps, tc["min_lr"])
-        loss_fn: Any = ClipLoss(rank=rank, world_size=world, gather_with_grad=True)
-        task = None
-        if head is not None:
-            from echoprime.training.heads import Task, TaskLoss
-
-            task = Task.from_dict(head["task"])
-            loss_fn = TaskLoss(task)
-        elif tc["label_weight_video"] > 0 or tc["label_weight_text"] > 0:
-            loss_fn = ClipLabelLoss(
-                loss_fn,
-                LabelLoss(
-                    regression_columns(tc["label_grades"]),
-                    tc["label_weight_video"],
-                    tc["label_weight_text"],
-                    video_balance=tc.get("label_balance", 0.0),
-                    column_weight=column_weights(tc["label_grades"], tc["label_grade_weight"]),
-                ),
-                pool_studies=tc["label_pool"] == "study",
-            )
-        return cls(
-            model=model,
-            optimizer=opt,
-            scheduler=sched,
-            loss_fn=loss_fn,
-            device=device,
-            spec=config["spec"],
-            autocast_dtype=torch.bfloat16 if tc["precision"] == "bf16" else None,
-            grad_clip=tc["grad_clip"],
-            augmentation=config["augmentation"],
-            task=task,
-        )
-
-    def validate(self, batches: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-        """The validation numbers, keyed ``val_*``: a head's task metrics, or CLIP's retrieval."""
-        if self.task is not None:
-            from echoprime.training.heads import predict, task_metrics
-
-            out = predict(
-                self.model, batches, self.device, spec=self.spec, autocast_dtype=self.autocast_dtype
-            )
-            return {f"val_{k}": v for k, v in task_metrics(self.task, *out).items()}
-        from echoprime.training.loop import embed_for_retrieval, retrieval_metrics
-
-        emb = embed_for_retrieval(
-            self.model, batches, self.device, spec=self.spec, autocast_dtype=self.autocast_dtype
-        )
-        return {f"val_{k}": v for k, v in retrieval_metrics(**emb).items()}
-
-    def temperature(self) -> float | None:
-        """CLIP's softmax temperature as the loss uses it (clamped); None for a head."""
-        if self.task is not None:
-            return None
-        clip = unwrap(self.model)
-        return float(1.0 / clip.logit_scale.detach().exp().clamp(max=math.exp(clip.max_logit_scale)))
 
 
 # ------------------------------------------------------------------------------- the run

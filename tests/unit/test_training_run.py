@@ -1,4 +1,4 @@
-"""The policy of a training run (echoprime.training.run), without Ray: the plan's step
+"""The policy of a training run (echoprime.training.run, objective, faults), without Ray: the plan's step
 arithmetic, when a checkpoint is written, when the run stops, what a checkpoint keeps, the
 fault hooks, and a whole run on one process with the job's callables replaced by lists."""
 
@@ -16,15 +16,14 @@ from echoprime.config import TrainCfg
 from echoprime.taxonomy import RELEASE_MEAN, RELEASE_STD
 from echoprime.training.batch import Augmentation
 from echoprime.training.checkpoint import save_checkpoint
+from echoprime.training.faults import FaultHooks
+from echoprime.training.objective import Objective, build_model
 from echoprime.training.resume import newest_checkpoint
 from echoprime.training.run import (
-    FaultHooks,
-    Objective,
     RunIO,
     RunPlan,
     RunState,
     batch_dtypes,
-    build_model,
     epoch_record,
     restore,
     run_epochs,
