@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     from echoprime.config import load_config
     from echoprime.inference import StudyInterpreter
     from echoprime.training.heads import resolve_task
-    from ray_jobs.finetune import parse_unfreeze, run_finetune
+    from echoprime.training.prepare import parse_unfreeze
+    from ray_jobs.finetune import run_finetune
 
     task = resolve_task(args.task)
     if task.kind not in ("regression", "binary"):

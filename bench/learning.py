@@ -79,6 +79,7 @@ from echoprime.data.shards import read_manifest  # noqa: E402
 from echoprime.losses import ClipLabelLoss, ClipLoss, LabelLoss  # noqa: E402
 from echoprime.models import create_clip  # noqa: E402
 from echoprime.models.tokenizer import ReportTokenizer  # noqa: E402
+from echoprime.training.batch import Augmentation  # noqa: E402
 from echoprime.training.labels import LABEL_NAMES, column_weights, regression_columns  # noqa: E402
 from echoprime.training.loop import embed_for_retrieval, retrieval_metrics, train_one_epoch  # noqa: E402
 from echoprime.training.schedule import cosine_scheduler  # noqa: E402
@@ -179,7 +180,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         from echoprime.training.finetune import apply_init
 
         apply_init(model, init.state, init.towers)
-    aug = {"brightness": tc.brightness, "contrast": tc.contrast, **parse_kv(args.aug)}
+    aug_kw = {"brightness": tc.brightness, "contrast": tc.contrast, **parse_kv(args.aug)}
+    aug = Augmentation(**aug_kw)
     n_ev = len(set(ev["study"]))
     record: dict[str, Any] = {
         "tag": args.tag,
@@ -191,7 +193,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "model": mc.model_dump(),
             "video": video_kw,
             "text": text_kw,
-            "aug": aug,
+            "aug": aug_kw,
             "sampler": args.sampler,
             "seed": args.seed,
             "threads": args.threads,

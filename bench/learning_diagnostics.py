@@ -23,7 +23,7 @@ from learning_lib import PHENOTYPE_FIELD, _auc, batches, epoch_order
 from echoprime.losses import ClipLoss, pool_by_study
 from echoprime.synth.state import VISIBILITY
 from echoprime.taxonomy import PHENOTYPES
-from echoprime.training.batch import prepare_batch
+from echoprime.training.batch import Augmentation, prepare_batch
 from echoprime.training.schedule import cosine_scheduler
 
 
@@ -46,7 +46,7 @@ def label_matrix(data: dict[str, Any]) -> torch.Tensor:
 
 
 def supervised_run(
-    video: torch.nn.Module, d: dict[str, Any], tc: Any, aug: dict[str, Any], args: argparse.Namespace
+    video: torch.nn.Module, d: dict[str, Any], tc: Any, aug: Augmentation, args: argparse.Namespace
 ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], int, float]:
     """Train the video tower on the labels directly (each clip on the findings its view shows).
 

@@ -24,7 +24,7 @@ from echoprime.models.tokenizer import ReportTokenizer  # noqa: E402
 from echoprime.reports import extract_findings  # noqa: E402
 from echoprime.synth.state import PHENOTYPE_FIELD, VISIBILITY  # noqa: E402
 from echoprime.taxonomy import PHENOTYPE_BY_NAME, PHENOTYPES, grade_column  # noqa: E402
-from echoprime.training.batch import prepare_batch  # noqa: E402
+from echoprime.training.batch import Augmentation, prepare_batch  # noqa: E402
 from echoprime.training.labels import label_row  # noqa: E402
 from echoprime.training.loop import embed_for_retrieval  # noqa: E402
 from echoprime.training.setup import study_index  # noqa: E402
@@ -216,7 +216,7 @@ def batches(
     order: torch.Tensor,
     batch_size: int,
     spec: dict[str, Any],
-    aug: dict[str, Any],
+    aug: Augmentation,
     g: torch.Generator,
     device: str,
 ) -> Iterator[dict[str, torch.Tensor]]:
@@ -227,7 +227,7 @@ def batches(
     """
     for i in range(len(order) // batch_size):
         idx = order[i * batch_size : (i + 1) * batch_size]
-        b = prepare_batch({k: v[idx] for k, v in data.items()}, spec, device, generator=g, **aug)
+        b = prepare_batch({k: v[idx] for k, v in data.items()}, spec, device, augmentation=aug, generator=g)
         b["clip"] = b.pop("video")
         yield b
 

@@ -92,7 +92,7 @@ def embed_dataset(
     cfg: Any, ds: Any, bundle_dir: str, *, with_views: bool, udf: Any = None, udf_args: tuple = ()
 ) -> dict[str, Any]:
     """Embed every row of a Ray Dataset of clips (shard rows, or rendered stream rows from
-    ``ray_jobs.common.stream_dataset``): numpy columns, those of :data:`PASS_THROUGH` the rows
+    ``ray_jobs._datasets.stream_dataset``): numpy columns, those of :data:`PASS_THROUGH` the rows
     have plus ``emb`` and ``view_probs``.
 
     ``udf`` (with its constructor's ``udf_args``) replaces :class:`EmbedClips` in the actor

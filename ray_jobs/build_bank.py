@@ -128,11 +128,11 @@ def run_build_bank(
         ValueError: ``id_map`` inside the bundle, or a site secret that is too short.
     """
     from echoprime.bundle_build import bank
-    from echoprime.data.stream import stream_reports
+    from echoprime.data.stream import check_stream_seed, stream_reports
     from echoprime.reports import default_vocabulary
     from echoprime.retrieval.pseudonyms import check_map_outside, site_secret
     from ray_jobs._embed import embed_split
-    from ray_jobs.common import check_stream_seed, configure_ray_data, ray_session
+    from ray_jobs.common import configure_ray_data, ray_session
 
     t0 = time.perf_counter()
     if id_map is not None:

@@ -98,8 +98,8 @@ def probe_columns(cfg: EchoPrimeConfig, bundle_dir: str, train: dict[str, Any], 
     reads the train split)."""
     from echoprime.data.stream import STREAM_COLUMNS
     from echoprime.staging import spec_of
+    from ray_jobs._datasets import stream_dataset
     from ray_jobs._embed import embed_dataset
-    from ray_jobs.common import stream_dataset
 
     columns = tuple(c for c in STREAM_COLUMNS if c != "clip" and c in train)
     stream = embed_dataset(
@@ -127,9 +127,10 @@ def run_evaluate(
         echoprime.eval.suite.EvaluationInputError: different preprocessing or label sets.
         echoprime.bundle.BundleError, echoprime.data.shards.ShardError: unusable inputs.
     """
+    from echoprime.data.stream import check_stream_seed
     from echoprime.eval.evaluation import check_inputs, evaluate_embedded
     from echoprime.runlog import ensure_writable_dir
-    from ray_jobs.common import check_stream_seed, configure_ray_data, ray_session
+    from ray_jobs.common import configure_ray_data, ray_session
 
     t0 = time.perf_counter()
     out = Path(out)

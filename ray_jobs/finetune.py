@@ -6,8 +6,8 @@
 
 The shards may be label-only (``echoprime synth --label-only``, or an archive ingested with a
 labels table and no reports): a task reads the shards' ``labels`` (and ``view``) columns only.
-Training is the pretraining run's (ray_jobs.pretrain: the same Ray Data -> Ray Train path,
-``_train_fn``, checkpoints, failure handling and ``--resume``) with a task model and loss in
+Training is the pretraining run's (the same Ray Data -> Ray Train path, echoprime.training.run,
+checkpoints, failure handling and ``--resume``) with a task model and loss in
 place of CLIP's: echoprime.training.heads. The head's validation numbers (MAE in the task's
 unit, AUC or accuracy on the val split) are logged before the first step and after every
 epoch, and ``train.early_stop_patience`` watches ``val_score``.
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import shutil
 import tempfile
 import time
@@ -65,65 +64,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_config_arguments(p, default=default_config_path())
 
 
-def parse_unfreeze(value: str | int | None) -> int | None:
-    """``--unfreeze``: ``all`` -> None (everything trains), ``N`` -> N.
-
-    Raises:
-        ValueError: neither ``all`` nor a non-negative integer.
-    """
-    if value is None or str(value).strip().lower() == "all":
-        return None
-    try:
-        n = int(str(value))
-    except ValueError:
-        n = -1
-    if n < 0:
-        raise ValueError(f"--unfreeze takes a number of layers (0, 1, 2, ...) or 'all', got {value!r}")
-    return n
-
-
-# ------------------------------------------------------------------------------------ data side
-def _task_columns(batch: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
-    """Ray Data map: shard rows -> ``clip``, ``study_idx`` and the task's target as ``labels``
-    (``N x 1``); rows that say nothing about the task are dropped."""
-    import numpy as np
-
-    from echoprime.training.heads import Task, task_targets
-    from echoprime.training.setup import study_index
-
-    t = Task.from_dict(task)
-    y = task_targets(t, list(batch["labels"]), list(batch["view"]), list(batch["report"]))
-    keep = np.isfinite(y[:, 0])
-    idx = np.array([study_index(str(s)) for s in batch["study_id"]], dtype=np.int64)
-    return {"clip": batch["clip"][keep], "study_idx": idx[keep], "labels": y[keep]}
-
-
-def _labelled(files: list[str], task: Any) -> tuple[int, int, dict[str, int]]:
-    """(rows with a target, studies with one, class counts) of a split, read without its clips."""
-    import numpy as np
-    import pyarrow.parquet as pq
-
-    from echoprime import storage
-    from echoprime.training.heads import task_targets
-
-    rows, studies, counts = 0, set(), {}
-    for f in files:
-        loc = storage.locate(f)
-        t = pq.read_table(loc.path, filesystem=loc.fs, columns=["study_id", "labels", "view", "report"])
-        y = task_targets(task, *(t.column(c).to_pylist() for c in ("labels", "view", "report")))[:, 0]
-        keep = np.isfinite(y)
-        rows += int(keep.sum())
-        studies.update(s for s, k in zip(t.column("study_id").to_pylist(), keep, strict=True) if k)
-        if task.kind != "regression":
-            for v in y[keep]:
-                name = task.classes[int(v)] if task.classes else str(int(v))
-                counts[name] = counts.get(name, 0) + 1
-    if task.classes:  # in the scale's (or the views') order
-        counts = {c: counts[c] for c in task.classes if c in counts}
-    return rows, len(studies), counts
-
-
-# ------------------------------------------------------------------------------- the driver
 def run_finetune(
     cfg: EchoPrimeConfig,
     task_name: str,
@@ -157,184 +97,48 @@ def run_finetune(
     """
     import ray
 
-    from echoprime import storage
-    from echoprime.bundle import fetch, read_manifest
-    from echoprime.data.shards import read_manifest as read_shard_manifest
-    from echoprime.data.shards import validate_split
-    from echoprime.inference import load_bundle_parts
     from echoprime.training.checkpoint import load_checkpoint
-    from echoprime.training.finetune import check_spec
-    from echoprime.training.heads import TaskModel, resolve_task, write_bundle_with_head
-    from ray_jobs.common import configure_ray_data, ray_session, require_resources
-    from ray_jobs.pretrain import _finished_checkpoint, _local_copy, _read_split, fit
+    from echoprime.training.finish import export_head, finetune_summary
+    from echoprime.training.heads import TaskModel, resolve_task
+    from echoprime.training.prepare import bundle_tower, finetune_config, prepare_finetune
+    from echoprime.training.rows import TASK_COLUMNS, task_columns
+    from ray_jobs._datasets import held, read_split
+    from ray_jobs._train import trained
 
-    t0 = time.perf_counter()
-    task = resolve_task(task_name)
-    if storage.locate(out).uri.rstrip("/") == storage.locate(bundle).uri.rstrip("/"):
-        raise ValueError(
-            f"--out {out} is the bundle it starts from; a committed bundle never changes: name a new one"
-        )
-    tc = cfg.train.model_copy(
-        update={
-            "video_trainable_layers": unfreeze,
-            "run_name": run_name or f"finetune-{task.folder}",
-            "early_stop_metric": "val_score",
-        }
-    )
-    cfg = cfg.model_copy(update={"train": tc})
-    # Everything that can be wrong is checked before a worker starts.
-    manifest = read_shard_manifest(shards)
-    train_files, val_files = validate_split(shards, "train"), validate_split(shards, "val")
-    spec = dict(manifest.spec)
-    root = fetch(bundle)
-    bman = read_manifest(root, verify=True)
-    check_spec(bundle, bman, spec)
-    n_train, train_studies, train_classes = _labelled(train_files, task)
-    n_val, val_studies, val_classes = _labelled(val_files, task)
-    for split, n, classes in (("train", n_train, train_classes), ("val", n_val, val_classes)):
-        if n == 0:
-            raise ValueError(
-                f"the {split} split of {shards} has no row labelled for task {task.name!r} "
-                f"({'the view column' if task.kind == 'views' else 'labels key ' + repr(task.target if task.kind != 'graded' else task.target + '_grade')})"
-            )
-        if task.kind == "binary" and len(classes) < 2:
-            raise ValueError(
-                f"the {split} split of {shards} holds only {classes} for {task.name!r}: a binary head needs both classes"
-            )
-    steps_per_epoch = n_train // tc.num_workers // tc.batch_size
-    if steps_per_epoch < 1:
-        raise ValueError(
-            f"the train split has {n_train} clips labelled for {task.name!r}: too few for {tc.num_workers} "
-            f"workers x batch {tc.batch_size} (lower train.batch_size or train.num_workers)"
-        )
-    total_steps = (
-        steps_per_epoch * tc.epochs
-        if tc.max_steps is None
-        else min(steps_per_epoch * tc.epochs, tc.max_steps)
-    )
-    warmup_steps = min(tc.warmup_steps, total_steps // 4)
-    storage_uri = tc.storage_path if storage.is_s3(tc.storage_path) else str(Path(tc.storage_path).resolve())
-    storage.ensure_dir(storage_uri)
-    run_dir = storage.locate(storage_uri).join(tc.run_name)
-    if storage.exists(run_dir.uri) and not resume:
-        raise ValueError(
-            f"a run named {tc.run_name!r} already exists at {storage_uri}; pass --resume to continue it, "
-            f"or --run-name <new name>"
-        )
-
-    parts = load_bundle_parts(str(root), verify=False, components=["video_encoder"])
-    encoder, normalize = parts.video_encoder, parts.normalize_embeddings
-    embed_dim = int(getattr(encoder, "embed_dim", 0) or 512)  # the towers' default width
+    t0, task = time.perf_counter(), resolve_task(task_name)
+    cfg = finetune_config(cfg, task, unfreeze, run_name)
+    p = prepare_finetune(cfg, task, bundle, shards, out, resume=resume)  # fails before a worker starts
+    encoder, embed_dim, normalize = bundle_tower(p.bundle_root)
     work = Path(tempfile.mkdtemp(prefix="echoprime-finetune-"))
     try:
-        finished = _finished_checkpoint(run_dir.uri, tc.epochs, total_steps) if resume else None
-        if finished is None:
-            with ray_session(cfg.ray):
-                configure_ray_data()
-                require_resources(
-                    tc.num_workers * tc.cpus_per_worker,
-                    tc.num_workers * (1 if tc.use_gpu else 0),
-                    cfg.ray.resource_wait_s,
-                    f"fine-tuning ({tc.num_workers} workers)",
-                )
-                columns = ["clip", "study_id", "report", "labels", "view"]
-                kw = {"fn_kwargs": {"task": task.to_dict()}, "batch_size": 64}
-                train_ds = _read_split(train_files, columns).map_batches(_task_columns, **kw)
-                val_ds = _read_split(val_files, columns).map_batches(_task_columns, **kw).materialize()
-                # Held in the object store as pretraining does (train.materialize): when it fits.
-                store = ray.available_resources().get("object_store_memory", 0)
-                bytes_est = n_train * math.prod(manifest.clip_shape)
-                if tc.materialize == "always" or (tc.materialize == "auto" and bytes_est < store / 3):
-                    train_ds = train_ds.materialize()
-                result = fit(
-                    cfg,
-                    {
-                        "spec": spec,
-                        "steps_per_epoch": steps_per_epoch,
-                        "total_steps": total_steps,
-                        "warmup_steps": warmup_steps,
-                        "run_uri": run_dir.uri,
-                        "fault": fault,
-                        "init": None,
-                        "task": {
-                            "task": task.to_dict(),
-                            "encoder": ray.put(encoder),
-                            "embed_dim": embed_dim,
-                            "normalize": normalize,
-                            "source": bundle,
-                        },
-                    },
-                    train_ds,
-                    val_ds,
-                    storage_uri,
-                    f"finetune {task.name}",
-                )
-            if result.checkpoint is None:
-                raise RuntimeError(f"fine-tuning produced no checkpoint (error: {result.error})")
-            ckpt_ctx: Any = result.checkpoint.as_directory()
-        else:
-            print(f"finetune: run {tc.run_name!r} has finished ({finished}); exporting its last checkpoint")
-            import contextlib
 
-            ckpt_ctx = contextlib.nullcontext(_local_copy(finished, work / "finished"))
-        model = TaskModel(encoder, task, embed_dim, normalize)
-        with ckpt_ctx as d:
+        def inputs() -> tuple[Any, Any, dict[str, Any]]:
+            kw = {"fn_kwargs": {"task": task.to_dict()}, "batch_size": 64}
+            train_ds = read_split(p.train_files, TASK_COLUMNS).map_batches(task_columns, **kw)
+            val_ds = read_split(p.val_files, TASK_COLUMNS).map_batches(task_columns, **kw).materialize()
+            head = {"task": task.to_dict(), "encoder": ray.put(encoder), "embed_dim": embed_dim}
+            loop = {
+                "spec": p.spec,
+                "fault": fault,
+                "init": None,
+                "task": {**head, "normalize": normalize, "source": bundle},
+            }
+            # Held in the object store as pretraining does (train.materialize): when it fits.
+            return held(train_ds, p.n_train, p.clip_shape, cfg.train.materialize), val_ds, loop
+
+        how = {"job": "finetune", "doing": "fine-tuning", "work": work, "label": f"finetune {task.name}"}
+        with trained(cfg, p, inputs, resume=resume, **how) as (d, done):
+            model = TaskModel(encoder, task, embed_dim, normalize)
             st = load_checkpoint(d, model)
-        history = st["extra"].get("history", [])
-        epochs = [h for h in history if h.get("kind") == "epoch"]
-        started = next((h for h in history if h.get("kind") == "init"), {})
-        last = epochs[-1] if epochs else {}
-        metrics = {k[4:]: v for k, v in last.items() if k.startswith("val_")}
-
-        trained = unfreeze != 0
-        out_uri = write_bundle_with_head(
-            root,
-            out,
-            model,
-            encoder_trained=trained,
-            metrics={**metrics, "history": history},
-            note={"shards": shards, "steps": st["step"], **metrics},
-        )
-        return {
-            "task": task.name,
-            "kind": task.kind,
-            "out": out_uri,
-            "run": run_dir.uri,
-            "already_finished": finished is not None,
-            "encoder": "tuned" if trained else "frozen",
-            "unfreeze": "all" if unfreeze is None else unfreeze,
-            "steps": st["step"],
-            "planned_steps": total_steps,
-            "epochs": len(epochs),
-            "stopped_early": bool(st["extra"].get("stopped_early", False)),
-            "train_clips": n_train,
-            "train_studies": train_studies,
-            "val_clips": n_val,
-            "val_studies": val_studies,
-            "classes_train": train_classes,
-            "init_val": {k[4:]: v for k, v in started.items() if k.startswith("val_")},
-            "val": metrics,
-            "loss_first": epochs[0].get("loss") if epochs else None,
-            "loss_last": last.get("loss"),
-            "wall_s": round(time.perf_counter() - t0, 1),
-        }
+        out_uri = export_head(p.bundle_root, out, model, st, shards=shards, encoder_trained=unfreeze != 0)
+        return finetune_summary(st, p, task, out=out_uri, unfreeze=unfreeze, finished=done, t0=t0)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def _describe(m: dict[str, Any], kind: str, unit: str = "") -> str:
-    if not m:
-        return "n/a"
-    if kind == "regression":
-        return f"MAE {m.get('mae', math.nan):.2f}{' ' + unit if unit else ''}"
-    if kind == "binary":
-        return f"AUC {m.get('auc', math.nan):.3f}"
-    kappa = f", kappa {m['kappa']:.2f}" if "kappa" in m else ""
-    return f"accuracy {m.get('accuracy', math.nan):.3f}{kappa}"
-
-
 def run(args: argparse.Namespace) -> int:
-    from echoprime.training.heads import resolve_task
+    from echoprime.training.finish import describe_finetune
+    from echoprime.training.prepare import parse_unfreeze
     from ray_jobs.common import resolve_config
 
     cfg = resolve_config(args)
@@ -348,13 +152,7 @@ def run(args: argparse.Namespace) -> int:
         run_name=args.run_name,
         resume=args.resume,
     )
-    task = resolve_task(args.task)
-    print(
-        f"finetune {res['task']}: {res['steps']}/{res['planned_steps']} steps in {res['epochs']} epochs "
-        f"(tower {res['encoder']}); val {res['val_studies']} studies: "
-        f"{_describe(res['init_val'], task.kind, task.unit)} before -> {_describe(res['val'], task.kind, task.unit)} "
-        f"after; bundle with the head in {res['out']}"
-    )
+    print(describe_finetune(res))
     print(json.dumps(res, indent=2, default=str))
     return 0
 

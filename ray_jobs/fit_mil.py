@@ -49,9 +49,11 @@ def run_fit_mil(
     """
     from echoprime.bundle_build.mil import fit_attention
     from echoprime.data.shards import validate_split
+    from echoprime.data.stream import check_stream_seed
     from echoprime.staging import spec_of
+    from ray_jobs._datasets import stream_dataset
     from ray_jobs._embed import embed_dataset, embed_splits
-    from ray_jobs.common import check_stream_seed, configure_ray_data, ray_session, stream_dataset
+    from ray_jobs.common import configure_ray_data, ray_session
 
     t0 = time.perf_counter()
     validate_split(shards, "train"), validate_split(shards, "val")  # before Ray starts: fail fast

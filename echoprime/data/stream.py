@@ -16,12 +16,15 @@ the held-out test studies come from a namespace ``make_study(seed, index)`` neve
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from echoprime.preprocess import PreprocessSpec
+
+if TYPE_CHECKING:
+    from echoprime.config import EchoPrimeConfig
 
 STREAM_COLUMNS: tuple[str, ...] = ("clip", "study_id", "view", "report", "labels", "hidden_labels")
 """What a stream row holds: the shard columns pretraining, view training, attention fitting and
@@ -123,3 +126,58 @@ def stream_clip_count(
         study_video_count(seed, i, min_videos=min_videos, max_videos=max_videos) for i in range(n_studies)
     )
     return videos * per_video
+
+
+def stream_options(cfg: EchoPrimeConfig, spec: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`stream_rows`' keyword arguments for the config's stream (``stream.seed``, the
+    studies' shape from ``synth``, clips per video from ``ingest``) at the clip ``spec``."""
+    return {
+        "seed": cfg.stream.seed,
+        "spec": PreprocessSpec.from_dict(spec),
+        "min_videos": cfg.synth.min_videos,
+        "max_videos": cfg.synth.max_videos,
+        "frames": cfg.synth.frames,
+        "size": cfg.synth.size,
+        "clips_per_video": cfg.ingest.clips_per_video,
+    }
+
+
+def stream_clips(cfg: EchoPrimeConfig, spec: Mapping[str, Any], n_studies: int) -> int:
+    """How many clip rows the config's stream of ``n_studies`` studies yields at ``spec``: exact,
+    drawn without rendering (:func:`stream_clip_count`)."""
+    kw = stream_options(cfg, spec)
+    del kw["size"]
+    return stream_clip_count(n_studies, **kw)
+
+
+def check_stream_seed(cfg: EchoPrimeConfig, shards: str) -> None:
+    """Refuse a stream that would replay the shards' own studies (they were synthesised with the
+    stream's seed): its validation and test studies would be trained on, or voted with.
+
+    The config already refuses ``stream.seed == seed``; this catches shards made with another
+    seed than the config's (``echoprime synth --seed N``).
+
+    Raises:
+        ValueError: naming the seed and a few of the studies.
+    """
+    from echoprime.data.shards import SPLITS, read_manifest, read_split
+
+    m = read_manifest(shards)
+    deid = m.extra.get("deidentified") or {}
+    if deid.get("enabled"):
+        # The shards hold pseudonyms: ingest recorded the synth seeds of the original ids.
+        if cfg.stream.seed in deid.get("synthetic_seeds", []):
+            raise ValueError(
+                f"stream.seed={cfg.stream.seed} would draw studies these shards already hold: they were "
+                f"synthesised with seed {cfg.stream.seed} (recorded at ingest); choose another stream.seed"
+            )
+        return
+    ids: set[str] = set()
+    for split in SPLITS:
+        if m.rows.get(split, 0):
+            ids.update(read_split(shards, split, columns=["study_id"]).column("study_id").to_pylist())
+    if clash := stream_overlap(cfg.stream.seed, ids):
+        raise ValueError(
+            f"stream.seed={cfg.stream.seed} would draw {len(clash)} studies these shards already hold "
+            f"(e.g. {clash[:3]}): they were synthesised with seed {cfg.stream.seed}; choose another stream.seed"
+        )

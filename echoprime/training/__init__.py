@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from echoprime.training.batch import normalize_clip, prepare_batch
+from echoprime.training.batch import Augmentation, normalize_clip, prepare_batch
 from echoprime.training.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from echoprime.training.loop import (
     EpochStats,
@@ -15,6 +15,7 @@ from echoprime.training.loop import (
 from echoprime.training.schedule import cosine_scheduler, lr_at
 
 __all__ = [
+    "Augmentation",
     "EpochStats",
     "StepInfo",
     "cosine_scheduler",

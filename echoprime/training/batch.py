@@ -16,18 +16,57 @@ The batch dict (what ``iter_torch_batches`` over study shards yields, after toke
 Normalisation happens here, on the device, because uint8 clips are 4x smaller to move from the
 data workers than float ones. Flips are never applied: echo orientation carries meaning (left
 and right heart). Optional augmentation runs here too (:func:`augment_clip`): brightness and
-contrast jitter, a random translation of a few pixels, additive noise and time reversal.
-Temporal offsets are the data side's job (which frames it samples).
+contrast jitter, a random translation of a few pixels, additive noise and time reversal, as
+set by one :class:`Augmentation` (built once from the ``train`` config section). Temporal
+offsets are the data side's job (which frames it samples).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import torch
 
+if TYPE_CHECKING:
+    from echoprime.config import TrainCfg
+
 TEXT_KEYS: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class Augmentation:
+    """The training-time augmentation of clips, one value passed whole from the config to
+    :func:`augment_clip` (the default changes nothing: evaluation batches use it).
+
+    Attributes:
+        brightness: max brightness shift in normalised units (:func:`jitter_intensity`).
+        contrast: max relative contrast change (:func:`jitter_intensity`).
+        shift: max translation in pixels (:func:`shift_clip`).
+        noise: std of additive Gaussian noise per pixel, frame and channel (normalised units).
+        reverse: probability of playing a clip backwards.
+    """
+
+    brightness: float = 0.0
+    contrast: float = 0.0
+    shift: int = 0
+    noise: float = 0.0
+    reverse: float = 0.0
+
+    @classmethod
+    def from_train(cls, train: TrainCfg) -> Augmentation:
+        """The augmentation a ``train`` config section asks for (the config validates the ranges)."""
+        return cls(
+            brightness=float(train.brightness),
+            contrast=float(train.contrast),
+            shift=int(train.shift),
+            noise=float(train.noise),
+            reverse=float(train.reverse),
+        )
+
+
+NO_AUGMENTATION = Augmentation()
 
 
 def _as_tensor(x: Any, key: str) -> torch.Tensor:
@@ -115,43 +154,34 @@ def shift_clip(
 
 def augment_clip(
     x: torch.Tensor,
+    aug: Augmentation,
     *,
-    brightness: float = 0.0,
-    contrast: float = 0.0,
-    shift: int = 0,
-    noise: float = 0.0,
-    reverse: float = 0.0,
     fill: torch.Tensor | float = 0.0,
     generator: torch.Generator | None = None,
 ) -> torch.Tensor:
-    """The training-time augmentation of normalised clips ``B x 3 x T x H x W``.
+    """The training-time augmentation ``aug`` of normalised clips ``B x 3 x T x H x W``.
 
     Args:
         x: normalised clips.
-        brightness: see :func:`jitter_intensity`.
-        contrast: see :func:`jitter_intensity`.
-        shift: see :func:`shift_clip`.
-        noise: standard deviation of additive Gaussian noise per pixel, frame and channel
-            (normalised units).
-        reverse: probability of playing a clip backwards.
+        aug: what to apply (:class:`Augmentation`).
         fill: the normalised value of black (for the pixels a shift brings in).
         generator: random source for every draw, in a fixed order.
     """
     # Shift before the intensity jitter, so the pixels shifted in get the clip's gain like the
     # rest of its background (no seam for the model to latch onto).
-    if shift > 0:
-        x = shift_clip(x, shift, fill, generator)
-    if reverse > 0:
-        flip = torch.rand(x.shape[0], generator=generator, device="cpu") < reverse
+    if aug.shift > 0:
+        x = shift_clip(x, aug.shift, fill, generator)
+    if aug.reverse > 0:
+        flip = torch.rand(x.shape[0], generator=generator, device="cpu") < aug.reverse
         if bool(flip.any()):
             idx = flip.nonzero().flatten().to(x.device)
             x = x.clone()
             x[idx] = x[idx].flip(2)  # time is dim 2 of B x 3 x T x H x W
-    if brightness > 0 or contrast > 0:
-        x = jitter_intensity(x, brightness, contrast, generator)
-    if noise > 0:
+    if aug.brightness > 0 or aug.contrast > 0:
+        x = jitter_intensity(x, aug.brightness, aug.contrast, generator)
+    if aug.noise > 0:
         eps = torch.randn(x.shape, generator=generator, device="cpu").to(x.device)
-        x = x + noise * eps
+        x = x + aug.noise * eps
     return x
 
 
@@ -160,11 +190,7 @@ def prepare_batch(
     spec: Mapping[str, Any] | None,
     device: torch.device | str,
     *,
-    brightness: float = 0.0,
-    contrast: float = 0.0,
-    shift: int = 0,
-    noise: float = 0.0,
-    reverse: float = 0.0,
+    augmentation: Augmentation = NO_AUGMENTATION,
     generator: torch.Generator | None = None,
 ) -> dict[str, torch.Tensor]:
     """Move a data-side batch to ``device`` and make the clip a normalised float tensor.
@@ -174,11 +200,7 @@ def prepare_batch(
             and ``study_idx`` (see the module docstring).
         spec: preprocessing spec with ``mean`` and ``std`` (pixel units); required for uint8 clips.
         device: target device.
-        brightness: max brightness shift (normalised units); 0 disables.
-        contrast: max relative contrast change; 0 disables.
-        shift: max translation in pixels (:func:`shift_clip`); 0 disables.
-        noise: std of additive Gaussian noise (normalised units); 0 disables.
-        reverse: probability of reversing a clip in time; 0 disables.
+        augmentation: applied to the normalised clips (:func:`augment_clip`); none by default.
         generator: random source for the augmentation.
 
     Returns:
@@ -217,16 +239,7 @@ def prepare_batch(
         raise ValueError(
             f"batch['clip'] must be uint8 (B x T x H x W x 3) or float (B x 3 x T x H x W), got {clip.dtype}"
         )
-    video = augment_clip(
-        video,
-        brightness=brightness,
-        contrast=contrast,
-        shift=shift,
-        noise=noise,
-        reverse=reverse,
-        fill=fill,
-        generator=generator,
-    )
+    video = augment_clip(video, augmentation, fill=fill, generator=generator)
     out: dict[str, torch.Tensor] = {"video": video}
     for key in (*TEXT_KEYS, "study_idx"):
         if key in batch and batch[key] is not None:

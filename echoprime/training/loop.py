@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 
 from echoprime.metrics import median_rank_chunked, recall_at_k_chunked
-from echoprime.training.batch import prepare_batch
+from echoprime.training.batch import NO_AUGMENTATION, Augmentation, prepare_batch
 from echoprime.training.checkpoint import unwrap
 
 
@@ -97,11 +97,7 @@ def train_one_epoch(
     grad_clip: float | None = None,
     on_step: Callable[[StepInfo], bool | None] | None = None,
     max_steps: int | None = None,
-    brightness: float = 0.0,
-    contrast: float = 0.0,
-    shift: int = 0,
-    noise: float = 0.0,
-    reverse: float = 0.0,
+    augmentation: Augmentation = NO_AUGMENTATION,
     generator: torch.Generator | None = None,
 ) -> EpochStats:
     """Train a CLIP model for one pass over ``batches`` (or ``max_steps`` steps).
@@ -122,11 +118,7 @@ def train_one_epoch(
         on_step: called after every step with a :class:`StepInfo`; returning True ends the epoch
             (time budgets, preemption).
         max_steps: stop after this many steps without requesting another batch.
-        brightness: intensity jitter (see :func:`echoprime.training.batch.jitter_intensity`).
-        contrast: contrast jitter.
-        shift: random translation of each clip by up to this many pixels.
-        noise: std of additive Gaussian noise (normalised units).
-        reverse: probability of reversing a clip in time.
+        augmentation: applied to every batch's clips (:class:`echoprime.training.batch.Augmentation`).
         generator: random source for the augmentation.
 
     Raises:
@@ -146,17 +138,7 @@ def train_one_epoch(
         except StopIteration:
             break
         data_wait += time.perf_counter() - t0
-        b = prepare_batch(
-            raw,
-            spec,
-            device,
-            brightness=brightness,
-            contrast=contrast,
-            shift=shift,
-            noise=noise,
-            reverse=reverse,
-            generator=generator,
-        )
+        b = prepare_batch(raw, spec, device, augmentation=augmentation, generator=generator)
         with _autocast(device, autocast_dtype):
             out = model(b["video"], b.get("input_ids"), b.get("attention_mask"), b.get("token_type_ids"))
         # The loss runs outside autocast: logits and softmax in fp32 (a bf16 softmax over a

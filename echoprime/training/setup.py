@@ -170,6 +170,19 @@ def load_pretrained(pretrained_dir: str | os.PathLike, model_cfg: Mapping[str, A
     return model, tok, spec, config
 
 
+def prepare_tokenizer(
+    model_cfg: Mapping[str, Any],
+    reports: Iterable[str],
+    out_dir: str | os.PathLike,
+    init_tokenizer: str | os.PathLike | None = None,
+) -> Path:
+    """The run's tokenizer in ``out_dir``: a copy of the ``--init`` bundle's (its towers read
+    those tokens), else :func:`build_tokenizer` on the training reports."""
+    if init_tokenizer is not None:
+        return Path(shutil.copytree(init_tokenizer, out_dir))
+    return build_tokenizer(model_cfg, reports, out_dir)
+
+
 def set_threads(n: float) -> None:
     """Intra-op threads for a worker given its CPU share (at least 1)."""
     torch.set_num_threads(max(1, int(n)))

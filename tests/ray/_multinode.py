@@ -8,7 +8,7 @@ process is already joined to the session's single-node Ray.
 ``train``: the head node (1 CPU; the driver, the Ray Train controller, the Ray Data blocks) and a
 second node of 1 CPU, so the two Ray Train workers land one on each. Pretraining runs twice: once
 without a failure, then with every rank pausing after step ``--pause-at`` (the ``pause_at_step``
-hook of ray_jobs/pretrain.py), when the node of the worker that is not on the head is removed
+hook of echoprime/training/run.py), when the node of the worker that is not on the head is removed
 (its processes killed, as a lost machine) and a replacement node joins (as an autoscaler would
 bring one), so the group of two can be placed again.
 

@@ -12,8 +12,8 @@ import pytest
 import torch
 
 from echoprime.data.shards import ShardError, read_manifest, write_manifest
+from echoprime.data.stream import stream_clips
 from echoprime.training.setup import load_pretrained
-from ray_jobs.common import stream_clips
 from ray_jobs.pretrain import run_pretrain
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from echoprime.training.batch import augment_clip, prepare_batch, shift_clip
+from echoprime.training.batch import Augmentation, augment_clip, prepare_batch, shift_clip
 
 SPEC = {"mean": [30.0, 30.0, 30.0], "std": [50.0, 50.0, 50.0]}
 
@@ -51,14 +51,14 @@ def test_shift_zero_is_identity_and_too_large_is_an_error():
 
 def test_reverse_plays_clips_backwards():
     x = torch.randn(6, 3, 5, 4, 4)
-    y = augment_clip(x, reverse=1.0, generator=torch.Generator().manual_seed(0))
+    y = augment_clip(x, Augmentation(reverse=1.0), generator=torch.Generator().manual_seed(0))
     assert torch.equal(y, x.flip(2))
-    assert torch.equal(augment_clip(x, reverse=0.0), x)
+    assert torch.equal(augment_clip(x, Augmentation(reverse=0.0)), x)
 
 
 def test_augmentation_is_seeded_and_changes_the_clip():
     b = _batch()
-    kw = dict(shift=2, noise=0.1, reverse=0.5, brightness=0.1, contrast=0.1)
+    kw = dict(augmentation=Augmentation(shift=2, noise=0.1, reverse=0.5, brightness=0.1, contrast=0.1))
     a1 = prepare_batch(b, SPEC, "cpu", generator=torch.Generator().manual_seed(7), **kw)["video"]
     a2 = prepare_batch(b, SPEC, "cpu", generator=torch.Generator().manual_seed(7), **kw)["video"]
     a3 = prepare_batch(b, SPEC, "cpu", generator=torch.Generator().manual_seed(8), **kw)["video"]
@@ -71,7 +71,9 @@ def test_augmentation_is_seeded_and_changes_the_clip():
 def test_prepare_batch_shift_brings_in_black_pixels():
     b = _batch(n=8)
     b["clip"][:] = 200  # a bright clip: any pixel shifted in must be black (0 in pixel units)
-    out = prepare_batch(b, SPEC, "cpu", shift=3, generator=torch.Generator().manual_seed(1))["video"]
+    out = prepare_batch(
+        b, SPEC, "cpu", augmentation=Augmentation(shift=3), generator=torch.Generator().manual_seed(1)
+    )["video"]
     black = (0 - 30.0) / 50.0
     bright = (200 - 30.0) / 50.0
     is_black = torch.isclose(out, torch.tensor(black), atol=1e-5)

@@ -12,6 +12,7 @@ from echoprime.losses import ClipLoss
 from echoprime.models import create_clip
 from echoprime.taxonomy import RELEASE_MEAN, RELEASE_STD
 from echoprime.training import (
+    Augmentation,
     cosine_scheduler,
     evaluate_retrieval,
     load_checkpoint,
@@ -89,10 +90,18 @@ def test_prepare_batch_normalises_uint8_channels_first():
 def test_prepare_batch_jitter_is_seeded_per_clip():
     b = _batch(np.random.default_rng(0))
     a1 = prepare_batch(
-        b, SPEC, "cpu", brightness=0.2, contrast=0.2, generator=torch.Generator().manual_seed(5)
+        b,
+        SPEC,
+        "cpu",
+        augmentation=Augmentation(brightness=0.2, contrast=0.2),
+        generator=torch.Generator().manual_seed(5),
     )["video"]
     a2 = prepare_batch(
-        b, SPEC, "cpu", brightness=0.2, contrast=0.2, generator=torch.Generator().manual_seed(5)
+        b,
+        SPEC,
+        "cpu",
+        augmentation=Augmentation(brightness=0.2, contrast=0.2),
+        generator=torch.Generator().manual_seed(5),
     )["video"]
     plain = prepare_batch(b, SPEC, "cpu")["video"]
     assert torch.equal(a1, a2) and not torch.allclose(a1, plain)
