@@ -45,7 +45,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "fit a supervised head (EF, a finding, its grade, views) on a bundle's video tower; label-only shards work",
     ),
     "probe": (
-        "ray_jobs.probe",
+        "echoprime.commands.probe",
         "ray_jobs.probe:run",
         "score a bundle's frozen video tower on a labelled dataset: attentive, linear and kNN probes, report.md, a head",
     ),
