@@ -55,7 +55,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "train the view classifier on Ray Train (accuracy, confusion matrix)",
     ),
     "fit-mil": (
-        "ray_jobs.fit_mil",
+        "echoprime.commands.fit_mil",
         "ray_jobs.fit_mil:run",
         "fit the anatomical attention over a study's videos, per report section",
     ),
