@@ -60,7 +60,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "fit the anatomical attention over a study's videos, per report section",
     ),
     "build-bank": (
-        "ray_jobs.build_bank",
+        "echoprime.commands.build_bank",
         "ray_jobs.build_bank:run",
         "embed the report bank, fit thresholds and commit the model bundle",
     ),
