@@ -70,7 +70,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "convert a copy of the published EchoPrime release into a pickle-free bundle",
     ),
     "batch-interpret": (
-        "ray_jobs.batch_interpret",
+        "echoprime.commands.batch_interpret",
         "ray_jobs.batch_interpret:run",
         "interpret every study of an archive (local or s3://) with Ray Data: Parquet results + rejects, resumable",
     ),
