@@ -75,7 +75,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "interpret every study of an archive (local or s3://) with Ray Data: Parquet results + rejects, resumable",
     ),
     "evaluate": (
-        "ray_jobs.evaluate",
+        "echoprime.commands.evaluate",
         "ray_jobs.evaluate:run",
         "evaluate a bundle on held-out shards: retrieval, phenotypes, ablation, views, zero-shot (report.md)",
     ),

@@ -68,7 +68,6 @@ PENDING_LEAD: set[tuple[str, str]] = {
     ("echoprime.cli", "ray_jobs.pretrain"),
     ("echoprime.cli", "ray_jobs.finetune"),
     ("echoprime.cli", "ray_jobs.train_views"),
-    ("echoprime.cli", "ray_jobs.evaluate"),
 }
 
 
