@@ -1,26 +1,30 @@
 """``batch-interpret`` on the driver, without Ray: the run's plan, its inputs, its names, its summary.
 
 The job (``ray_jobs/batch_interpret.py``) checks its arguments (:func:`plan_batch`), lists the
-archive (:func:`list_archive`; or queries a DICOMweb archive), groups the files into studies
-(:func:`echoprime.batch_interpret.group_studies`, DICOM headers read by Ray Data tasks on a big
-archive), names them (:func:`name_studies`: keyed pseudonyms by default) and runs
-:class:`echoprime.batch_interpret.BatchInterpreter` over chunks in an actor pool;
-:func:`run_summary` counts what came back and :func:`summary_lines` is what it prints.
+archive (:func:`list_archive`; or queries a DICOMweb archive, :func:`archive_studies`), groups
+the files into studies (:func:`echoprime.batch_interpret.group_studies`, DICOM headers read by
+threads, :func:`probe_study_uids`, or by Ray Data tasks on a big archive), names them
+(:func:`name_studies`: keyed pseudonyms by default) and runs
+:class:`echoprime.batch_interpret.BatchInterpreter` (:func:`interpreter_options`) over chunks in
+an actor pool; :func:`run_summary` counts what came back and :func:`summary_lines` is what it
+prints.
 """
 
 from __future__ import annotations
 
 import posixpath
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from echoprime import storage
+from echoprime.batch_interpret import probe_study_uid
 from echoprime.bundle import manifest_sha256
 from echoprime.config import EchoPrimeConfig
 from echoprime.data.deid import Deidentifier
 from echoprime.data.ingest import METADATA_FILES, load_table
-from echoprime.hospital.dicomweb import check_url
+from echoprime.hospital.dicomweb import Archive, check_url
 from echoprime.retrieval.pseudonyms import check_map_outside, write_id_map
 
 
@@ -117,6 +121,26 @@ def list_archive(input_uri: str, manifest: str | None) -> tuple[list[str], dict[
     return files, videos, root
 
 
+def archive_studies(plan: BatchPlan, query: Mapping[str, Any] | None) -> dict[str, list[str]]:
+    """``{StudyInstanceUID: [SOPInstanceUID, ...]}`` of the studies the QIDO-RS ``query``
+    (``Archive.search_studies`` arguments) finds on the DICOMweb archive ``plan.source``.
+
+    Raises:
+        ValueError: the query found no study.
+    """
+    grouped = Archive(plan.source).study_instances(**dict(query or {}))
+    if not grouped:
+        raise ValueError(f"the DICOMweb query {query or {}} found no study on {plan.source}")
+    return grouped
+
+
+def probe_study_uids(files: Sequence[str]) -> dict[str, str]:
+    """StudyInstanceUID of each of ``files`` that has one (headers only), read by threads on the
+    driver: S3 range reads wait on the network, not the CPU."""
+    with ThreadPoolExecutor(8) as pool:
+        return {f: u for f, u in zip(files, pool.map(probe_study_uid, files), strict=True) if u}
+
+
 @dataclass
 class NamedStudies:
     """The studies as the output names them: ``studies`` (output name -> the files),
@@ -160,6 +184,20 @@ def name_studies(
         if id_map is not None:
             write_id_map(id_map, {}, source=deid.source, keyed=keyed)
     return NamedStudies(studies, originals, names)
+
+
+def interpreter_options(cfg: EchoPrimeConfig, plan: BatchPlan, write_json: bool) -> dict[str, Any]:
+    """The keyword arguments of each actor's :class:`~echoprime.batch_interpret.BatchInterpreter`
+    (after the bundle and the output)."""
+    return {
+        "device": "cuda" if plan.gpus else "cpu",
+        "readers": max(1, int(plan.cpus)),
+        "write_json": write_json,
+        "k": plan.k,
+        "batch_size": cfg.interpret.batch_size,
+        "precision": cfg.interpret.precision,
+        "archive_url": plan.source if plan.archive else None,
+    }
 
 
 def run_summary(

@@ -45,7 +45,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "fit a supervised head (EF, a finding, its grade, views) on a bundle's video tower; label-only shards work",
     ),
     "probe": (
-        "ray_jobs.probe",
+        "echoprime.commands.probe",
         "ray_jobs.probe:run",
         "score a bundle's frozen video tower on a labelled dataset: attentive, linear and kNN probes, report.md, a head",
     ),
@@ -55,12 +55,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "train the view classifier on Ray Train (accuracy, confusion matrix)",
     ),
     "fit-mil": (
-        "ray_jobs.fit_mil",
+        "echoprime.commands.fit_mil",
         "ray_jobs.fit_mil:run",
         "fit the anatomical attention over a study's videos, per report section",
     ),
     "build-bank": (
-        "ray_jobs.build_bank",
+        "echoprime.commands.build_bank",
         "ray_jobs.build_bank:run",
         "embed the report bank, fit thresholds and commit the model bundle",
     ),
@@ -70,12 +70,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "convert a copy of the published EchoPrime release into a pickle-free bundle",
     ),
     "batch-interpret": (
-        "ray_jobs.batch_interpret",
+        "echoprime.commands.batch_interpret",
         "ray_jobs.batch_interpret:run",
         "interpret every study of an archive (local or s3://) with Ray Data: Parquet results + rejects, resumable",
     ),
     "evaluate": (
-        "ray_jobs.evaluate",
+        "echoprime.commands.evaluate",
         "ray_jobs.evaluate:run",
         "evaluate a bundle on held-out shards: retrieval, phenotypes, ablation, views, zero-shot (report.md)",
     ),

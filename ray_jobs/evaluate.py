@@ -1,52 +1,36 @@
-"""Evaluate a committed bundle on the held-out studies of ingested shards.
+"""``echoprime evaluate`` on Ray: every clip of the three splits (and of ``stream.probe_studies``
+rendered studies) embedded by an actor pool of the bundle's video encoder and view classifier.
 
-Ray Data embeds every clip of the train, val and test splits with an actor pool (each actor
-loads the bundle's video encoder and view classifier once; it embeds each clip and a copy of
-the clip made of its first frame only, for the ablation). The driver then computes, without
-Ray (echoprime.eval.suite):
-
-  retrieval      video->text and text->video recall@1/5/10 and median rank, video and study level
-  clinical       the 21 phenotypes: kNN through the bank and a linear probe; AUC with a bootstrap
-                 95 % interval, sensitivity/specificity at fitted thresholds, calibration; MAE
-  hidden         diagnoses never written in a report (synthetic cohorts): kNN and linear probes
-  ablation       one frame / one video / mean / section x view table / attention module (/ oracle)
-  views          accuracy, confusion matrix; learned attention next to the visibility table
-  zero-shot      phenotypes from report-text prompts, next to kNN
-
-Writes OUT/metrics.json, OUT/*.png and OUT/report.md, and prints the headline table.
-
-Example:
-  echoprime evaluate --bundle quickstart-out/bundle --shards quickstart-out/shards --out quickstart-out/eval
+The command's arguments are :mod:`echoprime.commands.evaluate`; a batch's embeddings are
+:func:`echoprime.eval.studies.embed_clip_batch`, and everything after the embedding (checks,
+metrics, plots, report.md) is :mod:`echoprime.eval.evaluation`.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from echoprime.commands import command_main, config_of
+from echoprime.commands.evaluate import add_arguments
 from echoprime.config import EchoPrimeConfig
+from echoprime.data.stream import STREAM_COLUMNS, check_stream_seed
+from echoprime.eval.evaluation import SPLITS, check_inputs, evaluate_embedded, summary_lines
+from echoprime.eval.studies import embed_clip_batch
+from echoprime.inference import Towers, load_bundle_parts
+from echoprime.runlog import ensure_writable_dir
+from echoprime.staging import spec_of
+from ray_jobs._datasets import stream_dataset
+from ray_jobs._embed import ACTOR_BATCH, by_split, embed_dataset, read_splits
+from ray_jobs.common import configure_ray_data, ray_session
 
 PASS_THROUGH = ("study_id", "video_id", "view", "labels", "hidden_labels", "report")
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bundle", required=True, help="a committed model bundle (folder or s3://)")
-    p.add_argument("--shards", required=True, help="ingest output with train, val and test splits")
-    p.add_argument("--out", default="evaluation", help="output folder (default: ./evaluation)")
-    p.add_argument(
-        "--boot", type=int, default=1000, help="bootstrap resamples of each interval (default 1000)"
-    )
-    p.add_argument(
-        "--draws", type=int, default=5, help="single-video draws averaged in the ablation (default 5)"
-    )
-    from echoprime.commands import add_config_arguments
-    from ray_jobs.common import default_config_path
-
-    add_config_arguments(p, default=default_config_path())
 
 
 class EmbedForEval:
@@ -54,19 +38,12 @@ class EmbedForEval:
     view probabilities."""
 
     def __init__(self, bundle: str, columns: tuple[str, ...], static: bool = True) -> None:
-        import torch
-
-        from echoprime.inference import Towers, load_bundle_parts
-        from ray_jobs._embed import ACTOR_BATCH
-
         torch.set_num_threads(1)  # one intra-op thread per actor: several actors share the cores
         parts = load_bundle_parts(bundle, verify=False, components={"video_encoder", "view_classifier"})
         self.towers = Towers.of(parts, device="cpu", batch_size=ACTOR_BATCH)
         self.columns, self.static = columns, static
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
-        from echoprime.eval.studies import embed_clip_batch
-
         n_valid = batch.get("n_valid")  # absent on stream rows: every frame is real
         out = embed_clip_batch(self.towers, batch["clip"], n_valid, static=self.static)
         return {**{c: batch[c] for c in self.columns}, **out}
@@ -76,9 +53,6 @@ def embed_for_eval(
     cfg: EchoPrimeConfig, shards: str, bundle: str, with_hidden: bool
 ) -> dict[str, dict[str, Any]]:
     """Every clip of the three splits through one Ray Data pipeline: ``{split: numpy columns}``."""
-    from echoprime.eval.evaluation import SPLITS
-    from ray_jobs._embed import by_split, embed_dataset, read_splits
-
     columns = tuple(c for c in PASS_THROUGH if with_hidden or c != "hidden_labels")
     n_actors = max(1, min(cfg.ingest.decode_actors, 2))
     # One read block per file (V1 datasource, configure_ray_data); a shard set of only a few files
@@ -96,11 +70,6 @@ def probe_columns(cfg: EchoPrimeConfig, bundle_dir: str, train: dict[str, Any], 
 
     Only the columns both have are kept (no first-frame embeddings for the stream: the ablation
     reads the train split)."""
-    from echoprime.data.stream import STREAM_COLUMNS
-    from echoprime.staging import spec_of
-    from ray_jobs._datasets import stream_dataset
-    from ray_jobs._embed import embed_dataset
-
     columns = tuple(c for c in STREAM_COLUMNS if c != "clip" and c in train)
     stream = embed_dataset(
         cfg,
@@ -127,11 +96,6 @@ def run_evaluate(
         echoprime.eval.suite.EvaluationInputError: different preprocessing or label sets.
         echoprime.bundle.BundleError, echoprime.data.shards.ShardError: unusable inputs.
     """
-    from echoprime.data.stream import check_stream_seed
-    from echoprime.eval.evaluation import check_inputs, evaluate_embedded
-    from echoprime.runlog import ensure_writable_dir
-    from ray_jobs.common import configure_ray_data, ray_session
-
     t0 = time.perf_counter()
     out = Path(out)
     ensure_writable_dir(out)
@@ -161,23 +125,16 @@ def run_evaluate(
 
 
 def run(args: argparse.Namespace) -> int:
-    from echoprime.eval.evaluation import summary_lines
-    from ray_jobs.common import resolve_config
-
     res = run_evaluate(
-        resolve_config(args), args.bundle, args.shards, args.out, n_boot=args.boot, draws=args.draws
+        config_of(args), args.bundle, args.shards, args.out, n_boot=args.boot, draws=args.draws
     )
     print("\n".join(summary_lines(res)))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from echoprime.commands import command_main
-
     return command_main("evaluate", add_arguments, run, argv)
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main(sys.argv[1:]))

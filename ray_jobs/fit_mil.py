@@ -1,39 +1,27 @@
-"""Fit the anatomical attention (multiple-instance learning over a study's videos, per section).
+"""``echoprime fit-mil`` on Ray: the train and val clips (or rendered stream studies) embedded by
+an actor pool of the staged video encoder and view classifier.
 
-Embeds every clip of the train and val splits (or, with ``mil.stream_studies``, of that many
-rendered synthetic studies instead of the train split) with the pretrained video encoder and the
-trained view classifier (Ray Data, an actor pool), embeds each study's report section by section with
-the text tower, then trains a gated attention module so that each section's attention-pooled
-study embedding retrieves that section's own text. The learned module is also exported as the
-release's 15 x 11 section x view table, and compared with the synthetic generator's visibility
-table when the shards carry synthetic studies.
-
-Writes BUNDLE/mil/{mil.safetensors, mil_table.csv, metrics.json, component.json}.
-
-Example:
-  echoprime fit-mil --shards shards --bundle bundle --config configs/tiny-cpu.yaml
-  echoprime fit-mil ... mil.mode=table     # skip learning: keep only the table form
-  echoprime fit-mil ... mil.stream_studies=2000   # fit on 2000 rendered studies
+The command's arguments are :mod:`echoprime.commands.fit_mil`; the attention's fit, its table
+and its metrics are :func:`echoprime.bundle_build.mil.fit_attention`.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
+from echoprime.bundle_build.mil import fit_attention, summary_line
+from echoprime.commands import command_main, config_of
+from echoprime.commands.fit_mil import add_arguments
 from echoprime.config import EchoPrimeConfig
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--shards", required=True, help="ingest output (train and val splits)")
-    p.add_argument(
-        "--bundle", required=True, help="the bundle folder being built (pretrained/ and views/ done)"
-    )
-    from echoprime.commands import add_config_arguments
-    from ray_jobs.common import default_config_path
-
-    add_config_arguments(p, default=default_config_path())
+from echoprime.data.shards import validate_split
+from echoprime.data.stream import check_stream_seed
+from echoprime.staging import spec_of
+from ray_jobs._datasets import stream_dataset
+from ray_jobs._embed import embed_dataset, embed_splits
+from ray_jobs.common import configure_ray_data, ray_session
 
 
 def run_fit_mil(
@@ -47,14 +35,6 @@ def run_fit_mil(
             "train" holds the rendered studies' clips with ``mil.stream_studies``) so that a
             following build-bank in the same process need not embed the val clips again.
     """
-    from echoprime.bundle_build.mil import fit_attention
-    from echoprime.data.shards import validate_split
-    from echoprime.data.stream import check_stream_seed
-    from echoprime.staging import spec_of
-    from ray_jobs._datasets import stream_dataset
-    from ray_jobs._embed import embed_dataset, embed_splits
-    from ray_jobs.common import configure_ray_data, ray_session
-
     t0 = time.perf_counter()
     validate_split(shards, "train"), validate_split(shards, "val")  # before Ray starts: fail fast
     n_stream = cfg.mil.stream_studies
@@ -74,20 +54,13 @@ def run_fit_mil(
 
 
 def run(args: argparse.Namespace) -> int:
-    from echoprime.bundle_build.mil import summary_line
-    from ray_jobs.common import resolve_config
-
-    print(summary_line(run_fit_mil(resolve_config(args), args.shards, args.bundle)))
+    print(summary_line(run_fit_mil(config_of(args), args.shards, args.bundle)))
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    from echoprime.commands import command_main
-
     return command_main("fit-mil", add_arguments, run, argv)
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main(sys.argv[1:]))

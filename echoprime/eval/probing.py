@@ -1,8 +1,8 @@
 """``probe`` without Ray: its targets, its study sets, its document, its head and its summary.
 
-The job (``ray_jobs/probe.py``) checks the inputs, chooses the targets from the train split's
-labels (:func:`train_targets`), embeds every clip with an actor pool, and hands the columns
-here: :func:`study_sets` per split, the probes (:func:`echoprime.eval.dataset_probe.run_all`),
+The job (``ray_jobs/probe.py``) checks the inputs and chooses the targets from the train split's
+labels (:func:`probe_inputs`), embeds every clip with an actor pool of :class:`EmbedWithBundle`,
+and hands the columns here: :func:`study_sets` per split, the probes (:func:`echoprime.eval.dataset_probe.run_all`),
 :func:`probe_document`, then :func:`write_outputs` (plots, the optional head bundle,
 metrics.json, report.md). :func:`summary_lines` is what ``echoprime probe`` prints.
 """
@@ -19,11 +19,14 @@ import pyarrow.parquet as pq
 import torch
 
 from echoprime import storage
-from echoprime.bundle import fetch, manifest_sha256
+from echoprime.bundle import fetch, manifest_sha256, read_manifest
 from echoprime.config import EchoPrimeConfig
+from echoprime.data.shards import read_manifest as read_shard_manifest
+from echoprime.data.shards import validate_split
 from echoprime.eval import dataset_probe as dp
-from echoprime.inference import load_bundle_parts
+from echoprime.inference import Towers, load_bundle_parts
 from echoprime.taxonomy import FINDING_BY_NAME
+from echoprime.training.finetune import check_spec
 from echoprime.training.heads import Task, TaskModel, write_bundle_with_head
 
 SPLITS = ("train", "val", "test")
@@ -61,6 +64,49 @@ def count_rows(files: Mapping[str, list[str]]) -> int:
     """Clip rows in the shard ``files`` (split -> files), from the Parquet footers."""
     return sum(pq.ParquetFile(loc.path, filesystem=loc.fs).metadata.num_rows
                for fl in files.values() for loc in map(storage.locate, fl))  # fmt: skip
+
+
+def probe_inputs(
+    bundle: str, shards: str, fit_shards: str | None, targets: str
+) -> tuple[dict[str, list[str]], Path, dict[str, str]]:
+    """Everything checked before any embedding: the split files (train and val of ``fit_shards``
+    or ``shards``, test of ``shards``), the fetched bundle (manifest verified) and the targets.
+
+    Raises:
+        ValueError: shards whose preprocessing differs from the bundle's, a missing split or a
+            wanted target no train study has.
+    """
+    fit = fit_shards or shards  # the transfer protocol fits on other shards than it scores on
+    files = {s: validate_split(fit, s) for s in ("train", "val")} | {"test": validate_split(shards, "test")}
+    root = fetch(bundle)
+    bman = read_manifest(root, verify=True)
+    for sh in dict.fromkeys((fit, shards)):
+        check_spec(bundle, bman, dict(read_shard_manifest(sh).spec))
+    return files, root, train_targets(files["train"], targets)
+
+
+class EmbedWithBundle:
+    """Ray Data UDF: shard rows -> unit video embeddings by the bundle's tower (the interpreter's
+    own normalisation and forward; one model per actor)."""
+
+    def __init__(self, bundle: str, split_of: dict[str, str], threads: int = 1, tokens: bool = False) -> None:
+        torch.set_num_threads(threads)
+        self.split_of = split_of  # shard file -> split
+        self.tokens = tokens  # also the tower's last tokens (float16), for the attentive probe
+        parts = load_bundle_parts(bundle, components={"video_encoder"})
+        # unit embeddings whatever the bundle pools (a converted release pools raw ones)
+        self.towers = Towers(parts.spec, parts.video_encoder, normalize=True, device="cpu")
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        x = self.towers.normalise(np.asarray(batch["clip"]), batch["n_valid"])
+        split = np.array([self.split_of[str(p)] for p in batch["path"]])
+        got = {"study_id": batch["study_id"], "labels": batch["labels"], "split": split}
+        if self.tokens:
+            emb, tok = self.towers.embed_with_tokens(x)
+            got["tokens"] = tok.numpy().astype(np.float16)
+        else:
+            emb = self.towers.embed(x)
+        return got | {"emb": emb.numpy()}
 
 
 def study_sets(cols: Mapping[str, np.ndarray]) -> dict[str, dp.Studies]:

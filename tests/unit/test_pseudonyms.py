@@ -107,8 +107,8 @@ def test_results_name_neighbours_by_pseudonym_and_the_map_leads_back(bundle_and_
 
 
 def test_build_bank_refuses_a_map_inside_the_bundle(tmp_path):
+    from echoprime.commands.build_bank import add_arguments
     from echoprime.retrieval.pseudonyms import check_map_outside
-    from ray_jobs.build_bank import add_arguments
 
     def _check_outside(path: str, bundle: str) -> None:
         check_map_outside(path, bundle, "the bundle")
