@@ -62,6 +62,12 @@ def plan_batch(
 ) -> BatchPlan:
     """Check a batch-interpret request before anything is read or written.
 
+    With ``deidentify`` (the default) the output names each study by a keyed pseudonym and each
+    file by a keyed file key (:class:`echoprime.data.deid.Deidentifier`: the site secret of the
+    environment, or ``secret`` = ``(key, kind)``); ``id_map`` (a local file outside the output)
+    receives the map back to the archive's study ids and paths. An archive study's instances
+    (``dicomweb``) are named by SOPInstanceUID, keyed like files.
+
     Raises:
         ValueError: ``id_map`` without keyed names or inside the output, fewer than one actor
             or study per chunk, both or neither of ``input_uri`` and ``dicomweb``, a bad URL, a

@@ -33,12 +33,9 @@ def _probe(batch: dict[str, Any]) -> dict[str, Any]:
     return {"uri": uris, "uid": [probe_study_uid(u) or "" for u in uris]}
 
 
-# Ray Data's actor pools default to max_restarts=-1 and max_task_retries=-1: a chunk whose
-# actor is killed (a decoder crash, the memory monitor's OOM kill, which for actors counts
-# against these limits and not RAY_task_oom_retries) would be retried for ever, taking a new
-# actor down each time. Bounded here: an actor is replaced at most ACTOR_RESTARTS times, a chunk
-# that lost its actor is run once more (a node short of memory may pass the second time), and
-# then the job stops with Ray Data's error instead of looping; header-probe tasks likewise.
+# Ray Data's actor pools retry for ever by default (max_restarts=-1, max_task_retries=-1): a chunk
+# that kills its actor (a decoder crash, an OOM kill) would take a new one down each time. Bounded:
+# an actor is replaced ACTOR_RESTARTS times, a chunk runs once more, then the job stops with the error.
 ACTOR_RESTARTS = 3
 CHUNK_RETRIES = 1
 PROBE_RETRIES = 2
@@ -82,20 +79,13 @@ def run_batch_interpret(
     dicomweb: str | None = None,
     query: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Interpret every study of ``input_uri`` (or, with ``dicomweb``, of that archive: the studies
-    the QIDO-RS ``query`` finds, ``Archive.search_studies`` arguments) not yet written under
-    ``out_uri``; returns counts. An archive study's instances are named by SOPInstanceUID (keyed,
-    like files) and streamed to the actors one at a time.
-
-    With ``deidentify`` (the default) the output names each study by a keyed pseudonym and each
-    file by a keyed file key (:class:`echoprime.data.deid.Deidentifier`, the site secret of the
-    environment, or ``secret`` = ``(key, kind)``); ``id_map`` (a local file outside the output)
-    receives the map back to the archive's study ids and paths relative to ``input_uri``.
+    """Interpret every study of ``input_uri`` (or of the DICOMweb archive ``dicomweb``, the studies
+    the QIDO-RS ``query`` finds) not yet written under ``out_uri``; returns the run's counts. The
+    arguments are checked by :func:`echoprime.batch_run.plan_batch` (docs/batch-interpret.md:
+    de-identification, ``id_map``, ``secret``) before Ray starts.
 
     Raises:
-        FileNotFoundError: the input does not exist.
-        ValueError: the input holds no studies, bad arguments, the output is not writable or holds
-            another bundle's results.
+        FileNotFoundError, ValueError: the input, the arguments or the output (named).
         echoprime.locks.OutputBusy: another job is writing the same output (named in the message).
         echoprime.bundle.BundleError: the bundle is missing or incomplete.
         RuntimeError: the cluster cannot give the actors their CPUs/GPUs (after ray.resource_wait_s).
