@@ -89,7 +89,7 @@ def run_evaluate(
     (echoprime.eval.evaluation does all but the embedding).
 
     Returns:
-        The headline numbers (:func:`echoprime.eval.report.headline`) plus ``wall_s``,
+        The headline numbers (:func:`echoprime.eval.document.headline`) plus ``wall_s``,
         ``embed_s`` and ``out``.
 
     Raises:

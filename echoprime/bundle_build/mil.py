@@ -19,7 +19,7 @@ from safetensors.torch import save_model
 
 from echoprime.bundle import write_mil_table
 from echoprime.config import EchoPrimeConfig
-from echoprime.eval.views import visibility_alignment
+from echoprime.eval.view_scores import visibility_alignment
 from echoprime.inference import embed_reports
 from echoprime.models import create_model
 from echoprime.models.mil import TableMIL, export_table

@@ -21,8 +21,8 @@ from echoprime.bundle import fetch, read_manifest, read_mil_table
 from echoprime.config import EchoPrimeConfig
 from echoprime.data.shards import read_manifest as read_shard_manifest
 from echoprime.data.shards import read_split, validate_split
+from echoprime.eval.document import format_headline, headline, jsonable, write_report
 from echoprime.eval.plots import write_plots
-from echoprime.eval.report import format_headline, headline, jsonable, write_report
 from echoprime.eval.studies import StudySet
 from echoprime.eval.suite import check_compatible, check_spec_compatible, evaluate_sets
 from echoprime.inference import StudyInterpreter, load_bundle_parts
@@ -83,7 +83,7 @@ def evaluate_embedded(
     with ``stream.probe_studies``) and write OUT/metrics.json, the plots and OUT/report.md.
 
     Returns:
-        The headline numbers (:func:`echoprime.eval.report.headline`) plus ``embed_s``,
+        The headline numbers (:func:`echoprime.eval.document.headline`) plus ``embed_s``,
         ``wall_s`` (from ``started``, a ``time.perf_counter()``) and ``out``.
     """
     sets = {s: StudySet.from_columns(c) for s, c in cols.items()}

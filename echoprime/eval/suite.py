@@ -21,7 +21,7 @@ from echoprime.eval.crossmodal import video_text_retrieval
 from echoprime.eval.graded import graded_evaluation
 from echoprime.eval.studies import StudySet
 from echoprime.eval.tasks import binary_result, clinical_tasks, hidden_tasks, regression_result
-from echoprime.eval.views import attention_tables, view_metrics
+from echoprime.eval.view_scores import attention_tables, view_metrics
 from echoprime.eval.zeroshot import zero_shot_scores, zero_shot_values
 from echoprime.taxonomy import MIL_SECTIONS, PHENOTYPE_NAMES, VIEWS
 

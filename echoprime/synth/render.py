@@ -1,7 +1,7 @@
 """Render one synthetic echocardiography video of a patient in a view.
 
 A video is a speckled B-mode fan (apex at the top centre) whose chambers, walls, valves and
-devices are laid out as in the named view (``views.py``), moving with the patient's cardiac
+devices are laid out as in the named view (``layouts.py``), moving with the patient's cardiac
 cycle; Doppler views add colour-flow jets inside a colour box; text, depth marks, an ECG with
 a sweeping cursor and (Doppler) a colour bar are burned in outside the fan.
 
@@ -29,8 +29,8 @@ import numpy as np
 from echoprime.synth.anatomy import TISSUE, Scene, make_cycle
 from echoprime.synth.annotations import annotate
 from echoprime.synth.canvas import ALIAS, BLUE, MOSAIC, RED, Painter, Placement
+from echoprime.synth.layouts import LAYOUTS
 from echoprime.synth.state import VISIBILITY, PatientState
-from echoprime.synth.views import LAYOUTS
 from echoprime.taxonomy import DOPPLER_VIEWS, VIEWS
 
 APEX_Y = 0.02  # fan apex row, as a fraction of the height

@@ -10,9 +10,9 @@ import pytest
 from scipy.stats import spearmanr
 
 from echoprime.eval.crossmodal import video_text_retrieval
-from echoprime.eval.report import format_headline, headline
+from echoprime.eval.document import format_headline, headline
 from echoprime.eval.tasks import summarise
-from echoprime.eval.views import attention_tables, table_spearman, visibility_alignment
+from echoprime.eval.view_scores import attention_tables, table_spearman, visibility_alignment
 from echoprime.training.mil_fit import table_alignment
 
 

@@ -14,7 +14,7 @@ from echoprime.eval.calibration import expected_calibration_error, reliability_c
 from echoprime.eval.crossmodal import _chance_any, video_text_retrieval
 from echoprime.eval.probes import NotComputable
 from echoprime.eval.tasks import binary_result, regression_result, summarise, youden_or_default
-from echoprime.eval.views import view_metrics
+from echoprime.eval.view_scores import view_metrics
 
 
 def test_ece_and_reliability_by_hand():

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from echoprime.eval.ablation import view_limited_phenotypes
-from echoprime.eval.report import format_headline, headline, jsonable, write_report
+from echoprime.eval.document import format_headline, headline, jsonable, write_report
 from echoprime.eval.studies import StudySet
 from echoprime.eval.suite import EvaluationInputError, check_compatible, evaluate_sets
 from echoprime.models.mil import TableMIL
