@@ -65,10 +65,7 @@ _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 # fix the import instead. (A listed edge that no longer exists fails the last test below.)
 PENDING_LEAD: set[tuple[str, str]] = {
     # the CLI names every ray_jobs module in its job table: goes with the job registry's move
-    ("echoprime.cli", "ray_jobs.pretrain"),
-    ("echoprime.cli", "ray_jobs.finetune"),
     ("echoprime.cli", "ray_jobs.probe"),
-    ("echoprime.cli", "ray_jobs.train_views"),
     ("echoprime.cli", "ray_jobs.fit_mil"),
     ("echoprime.cli", "ray_jobs.build_bank"),
     ("echoprime.cli", "ray_jobs.batch_interpret"),
