@@ -35,12 +35,12 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "turn an archive of DICOM/MP4 studies into Parquet study shards (Ray Data; local or s3://)",
     ),
     "pretrain": (
-        "ray_jobs.pretrain",
+        "echoprime.commands.pretrain",
         "ray_jobs.pretrain:run",
         "contrastive video-report pretraining on Ray Train (DDP; checkpoints survive worker failures)",
     ),
     "finetune": (
-        "ray_jobs.finetune",
+        "echoprime.commands.finetune",
         "ray_jobs.finetune:run",
         "fit a supervised head (EF, a finding, its grade, views) on a bundle's video tower; label-only shards work",
     ),
@@ -50,7 +50,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "score a bundle's frozen video tower on a labelled dataset: attentive, linear and kNN probes, report.md, a head",
     ),
     "train-views": (
-        "ray_jobs.train_views",
+        "echoprime.commands.train_views",
         "ray_jobs.train_views:run",
         "train the view classifier on Ray Train (accuracy, confusion matrix)",
     ),

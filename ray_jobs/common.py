@@ -1,34 +1,24 @@
-"""What every Ray job shares: starting or joining Ray, config arguments, progress over futures.
+"""What every Ray job shares: starting or joining Ray, Ray Data settings, resources, progress
+over futures.
 
-Jobs import Ray inside functions so that ``echoprime --help`` and the library never pay for it.
+The commands' arguments and config (what needs no Ray) are :mod:`echoprime.commands`; nothing in
+echoprime/ imports this module, so ``echoprime --help`` and the library never pay for Ray.
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-from echoprime.config import EchoPrimeConfig, RayCfg, load_config
+import ray
+import ray.data
+from tqdm import tqdm
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-
-def default_config_path(name: str = "tiny-cpu.yaml") -> str:
-    """``configs/<name>`` in the working directory, else in the source tree beside this package."""
-    here = Path("configs") / name
-    return str(here if here.is_file() else REPO_ROOT / "configs" / name)
-
-
-def resolve_config(args: Any, default: str | None = None) -> EchoPrimeConfig:
-    """The config named by ``args.config`` (or ``default``) with ``args.overrides`` applied."""
-    path = getattr(args, "config", None) or default
-    return load_config(path, list(getattr(args, "overrides", []) or []))
+from echoprime.config import RayCfg
 
 
 def _quiet_ray_env(cfg: RayCfg, local: bool) -> None:
@@ -52,8 +42,6 @@ def ray_session(cfg: RayCfg) -> Iterator[None]:
     Inside an already initialised Ray (a test session, a submitted job) the block runs there and
     nothing is shut down afterwards.
     """
-    import ray
-
     if ray.is_initialized():
         yield
         return
@@ -109,8 +97,6 @@ def configure_ray_data() -> None:
       V1 makes one read task per file, so
       ``override_num_blocks`` and actor pools work as written.
     """
-    import ray.data
-
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
@@ -131,9 +117,6 @@ def wait_with_progress(
     refs: list[Any], desc: str, unit: str = "it", total: int | None = None
 ) -> Iterable[Any]:
     """Yield results of Ray object refs as they finish, with a progress bar on the driver."""
-    import ray
-    from tqdm import tqdm
-
     pending = list(refs)
     with tqdm(total=total or len(pending), desc=desc, unit=unit, dynamic_ncols=True, leave=False) as bar:
         while pending:
@@ -152,8 +135,6 @@ def require_resources(cpus: float, gpus: float, wait_s: float, what: str) -> Non
     Raises:
         RuntimeError: naming the resources asked for and those the cluster has.
     """
-    import ray
-
     deadline = time.monotonic() + wait_s
     while True:
         total = ray.cluster_resources()
@@ -167,51 +148,3 @@ def require_resources(cpus: float, gpus: float, wait_s: float, what: str) -> Non
                 f"set train.use_gpu=false, or add nodes"
             )
         time.sleep(min(5.0, max(0.1, deadline - time.monotonic())))
-
-
-def add_dicomweb_arguments(p: argparse.ArgumentParser, source: Any) -> None:
-    """``--dicomweb URL`` (into the ``source`` group: the input's alternatives) and its QIDO-RS
-    query, ``--study``, ``--modality`` and ``--dates`` (read back by :func:`dicomweb_query`)."""
-    source.add_argument(
-        "--dicomweb",
-        metavar="URL",
-        help="a DICOMweb archive instead: the studies a QIDO-RS query finds (--study, --modality, "
-        "--dates); credentials from ECHOPRIME_DICOMWEB_TOKEN, or _USER and _PASSWORD",
-    )
-    p.add_argument(
-        "--study",
-        action="append",
-        default=None,
-        metavar="UID",
-        help="with --dicomweb: this study (repeatable)",
-    )
-    p.add_argument("--modality", default="US", help="with --dicomweb: modality in the study (default US)")
-    p.add_argument(
-        "--dates",
-        default=None,
-        metavar="FROM-TO",
-        help="with --dicomweb: study dates, e.g. 20260101-20260131",
-    )
-
-
-def dicomweb_query(args: argparse.Namespace) -> dict[str, Any] | None:
-    """The QIDO-RS query of ``--study``, ``--modality`` and ``--dates``
-    (``Archive.search_studies``' arguments); None without ``--dicomweb``.
-
-    Raises:
-        ValueError: ``--dates`` is not ``YYYYMMDD-YYYYMMDD``, or ``--study`` / ``--dates`` were
-            given without ``--dicomweb`` (they would be ignored).
-    """
-    if not args.dicomweb:
-        if args.study or args.dates:
-            raise ValueError(
-                "--study and --dates choose the studies of a --dicomweb archive; add --dicomweb URL"
-            )
-        return None
-    dates = None
-    if args.dates:
-        a, sep, b = args.dates.partition("-")
-        if not (sep and len(a) == len(b) == 8 and (a + b).isdigit()):
-            raise ValueError(f"--dates takes FROM-TO as YYYYMMDD-YYYYMMDD, got {args.dates!r}")
-        dates = (a, b)
-    return {"modality": args.modality or None, "date_range": dates, "uids": args.study}

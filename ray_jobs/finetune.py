@@ -1,22 +1,9 @@
-"""``echoprime finetune``: a supervised head on a bundle's video tower, on labelled shards.
+"""``echoprime finetune`` on Ray: a task's labelled shard columns through Ray Data into the
+pretraining's Ray Train run (ray_jobs/_train.py) with a task model; the head is exported into a
+new bundle.
 
-  echoprime finetune --task ef --bundle BUNDLE --shards SHARDS --out NEW_BUNDLE
-  echoprime finetune --task aortic_stenosis:grade --unfreeze 2 ...   # the tower's last 2 layers too
-  echoprime finetune --task views ...                                 # each video's view
-
-The shards may be label-only (``echoprime synth --label-only``, or an archive ingested with a
-labels table and no reports): a task reads the shards' ``labels`` (and ``view``) columns only.
-Training is the pretraining run's (the same Ray Data -> Ray Train path, echoprime.training.run,
-checkpoints, failure handling and ``--resume``) with a task model and loss in
-place of CLIP's: echoprime.training.heads. The head's validation numbers (MAE in the task's
-unit, AUC or accuracy on the val split) are logged before the first step and after every
-epoch, and ``train.early_stop_patience`` watches ``val_score``.
-
-The output is a new bundle: a copy of ``--bundle`` with the head added under ``heads/<task>/``
-(a head of the same task is replaced), committed and hashed like any bundle. ``interpret``,
-``serve`` and ``batch-interpret`` answer with it (``tasks`` in a study's result). With
-``--unfreeze`` the head keeps its own tuned copy of the video tower; the bundle's tower, bank
-and attention stay as they were, so retrieval and the report are unchanged.
+The command's arguments and description are :mod:`echoprime.commands.finetune`; the task, its
+model and loss are :mod:`echoprime.training.heads`.
 """
 
 from __future__ import annotations
@@ -24,44 +11,24 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import ray
+
+from echoprime.commands import command_main, config_of
+from echoprime.commands.finetune import add_arguments
 from echoprime.config import EchoPrimeConfig
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--task",
-        required=True,
-        help="what the head predicts: ef, pasp, heart_rate, a binary finding by name (aortic_stenosis), "
-        "<graded finding>:grade (mitral_regurgitation:grade) or views",
-    )
-    p.add_argument(
-        "--bundle", required=True, help="the bundle whose video tower the head reads (folder or s3://)"
-    )
-    p.add_argument(
-        "--shards",
-        required=True,
-        help="ingest output with train and val splits (labels may be all they hold)",
-    )
-    p.add_argument("--out", required=True, help="the new bundle: --bundle plus the head (folder or s3://)")
-    p.add_argument(
-        "--unfreeze",
-        default="0",
-        help="0 (default): the video tower stays frozen and only the head trains (a linear probe); "
-        "N: its last N layers train too; all: the whole tower (train.video_trainable_layers)",
-    )
-    p.add_argument(
-        "--run-name", default=None, help="the run's name under train.storage_path (default: finetune-<task>)"
-    )
-    p.add_argument("--resume", action="store_true", help="continue the run from its last checkpoint")
-    from echoprime.commands import add_config_arguments
-    from ray_jobs.common import default_config_path
-
-    add_config_arguments(p, default=default_config_path())
+from echoprime.training.checkpoint import load_checkpoint
+from echoprime.training.finish import describe_finetune, export_head, finetune_summary
+from echoprime.training.heads import TaskModel, resolve_task
+from echoprime.training.prepare import bundle_tower, finetune_config, parse_unfreeze, prepare_finetune
+from echoprime.training.rows import TASK_COLUMNS, task_columns
+from ray_jobs._datasets import held, read_split
+from ray_jobs._train import trained
 
 
 def run_finetune(
@@ -95,16 +62,6 @@ def run_finetune(
             one class only), shards whose preprocessing differs from the bundle's, a run of that
             name without ``resume``.
     """
-    import ray
-
-    from echoprime.training.checkpoint import load_checkpoint
-    from echoprime.training.finish import export_head, finetune_summary
-    from echoprime.training.heads import TaskModel, resolve_task
-    from echoprime.training.prepare import bundle_tower, finetune_config, prepare_finetune
-    from echoprime.training.rows import TASK_COLUMNS, task_columns
-    from ray_jobs._datasets import held, read_split
-    from ray_jobs._train import trained
-
     t0, task = time.perf_counter(), resolve_task(task_name)
     cfg = finetune_config(cfg, task, unfreeze, run_name)
     p = prepare_finetune(cfg, task, bundle, shards, out, resume=resume)  # fails before a worker starts
@@ -137,11 +94,7 @@ def run_finetune(
 
 
 def run(args: argparse.Namespace) -> int:
-    from echoprime.training.finish import describe_finetune
-    from echoprime.training.prepare import parse_unfreeze
-    from ray_jobs.common import resolve_config
-
-    cfg = resolve_config(args)
+    cfg = config_of(args)
     res = run_finetune(
         cfg,
         args.task,
@@ -158,12 +111,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from echoprime.commands import command_main
-
     return command_main("finetune", add_arguments, run, argv)
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main(sys.argv[1:]))

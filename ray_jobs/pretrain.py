@@ -1,25 +1,8 @@
-"""Contrastive video-report pretraining on Ray Train (the EchoPrime joint space).
+"""``echoprime pretrain`` on Ray: the tokenised shards (or the synthetic stream) through Ray Data
+into a Ray Train run (ray_jobs/_train.py), its last checkpoint exported as BUNDLE/pretrained.
 
-Ray Data streams (or, when small, holds) the ingest shards' training split into TorchTrainer
-workers (DDP: gloo on CPU, NCCL on GPU), or, with stream.studies > 0, synthetic studies rendered
-on the fly into the same rows; each clip is pulled towards its study's report and pushed away
-from every other report in the global batch (and, with model.label_heads and
-train.label_weight_*, both towers also predict the report's findings: docs/training.md).
-Each epoch ends with video<->report recall@1/5/10 on the validation split. Checkpoints (model, optimizer, scheduler, step, config,
-tokenizer) go to train.storage_path (local or s3://) every train.checkpoint_every_steps steps and
-at each epoch end; a run survives train.max_failures worker failures by resuming from the last.
-
-Writes the first stage of the bundle being built, BUNDLE/pretrained/: clip.safetensors,
-tokenizer/, config.yaml, preprocess.json, metrics.json (see docs/training.md). The later stages
-(train-views, fit-mil, build-bank) add to the same BUNDLE folder.
-
-Examples:
-  echoprime pretrain --shards shards --bundle bundle --config configs/tiny-cpu.yaml
-  echoprime pretrain --shards s3://b/shards --bundle /shared/bundles/v1 --config configs/a6000x2.yaml
-  echoprime pretrain ... --resume          # continue the run named train.run_name
-  echoprime pretrain --shards mine --bundle ft --init quickstart-out/bundle train.text_trainable_layers=0
-                                           # fine-tune an existing bundle's towers (docs/training.md)
-  echoprime pretrain ... stream.studies=2000 model.label_heads=separate train.label_weight_text=20
+The command's arguments and description are :mod:`echoprime.commands.pretrain`; what is checked
+before a worker starts is :func:`echoprime.training.prepare.prepare_pretrain`.
 """
 
 from __future__ import annotations
@@ -27,35 +10,24 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import ray
+
+from echoprime import storage
+from echoprime.commands import command_main
+from echoprime.commands.pretrain import add_arguments, pretrain_config
 from echoprime.config import EchoPrimeConfig
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--shards", required=True, help="ingest output (folder or s3://) with train and val splits"
-    )
-    p.add_argument(
-        "--bundle", required=True, help="the bundle folder being built; the model goes to BUNDLE/pretrained"
-    )
-    p.add_argument(
-        "--resume", action="store_true", help="continue the run train.run_name from its last checkpoint"
-    )
-    p.add_argument(
-        "--init",
-        metavar="BUNDLE",
-        default=None,
-        help="start from this bundle's towers and tokenizer (ours, or a converted published release) "
-        "instead of random weights: a fine-tune (train.init; docs/training.md)",
-    )
-    from echoprime.commands import add_config_arguments
-    from ray_jobs.common import default_config_path
-
-    add_config_arguments(p, default=default_config_path())
+from echoprime.models.tokenizer import ReportTokenizer
+from echoprime.training.finish import export_checkpoint, pretrain_summary
+from echoprime.training.prepare import prepare_pretrain
+from echoprime.training.setup import prepare_tokenizer
+from ray_jobs._datasets import token_datasets
+from ray_jobs._train import trained
 
 
 def run_pretrain(
@@ -77,16 +49,6 @@ def run_pretrain(
         ShardError: missing/empty split, missing column or wrong clip shape (before training).
         ValueError: unwritable storage path or output, or a run of that name exists without --resume.
     """
-    import ray
-
-    from echoprime import storage
-    from echoprime.models.tokenizer import ReportTokenizer
-    from echoprime.training.finish import export_checkpoint, pretrain_summary
-    from echoprime.training.prepare import prepare_pretrain
-    from echoprime.training.setup import prepare_tokenizer
-    from ray_jobs._datasets import token_datasets
-    from ray_jobs._train import trained
-
     t0, tc, model_cfg = time.perf_counter(), cfg.train, cfg.model.model_dump()
     p = prepare_pretrain(cfg, shards, out, resume=resume)  # what can be wrong fails before a worker starts
     work = Path(tempfile.mkdtemp(prefix="echoprime-pretrain-"))
@@ -117,13 +79,7 @@ def run_pretrain(
 
 
 def run(args: argparse.Namespace) -> int:
-    from ray_jobs.common import resolve_config
-
-    cfg = resolve_config(args)
-    if args.init is not None:
-        cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"init": args.init})})
-    from echoprime import storage
-
+    cfg = pretrain_config(args)
     res = run_pretrain(
         cfg, args.shards, storage.locate(args.bundle).join("pretrained").uri, resume=args.resume
     )
@@ -138,12 +94,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from echoprime.commands import command_main
-
     return command_main("pretrain", add_arguments, run, argv)
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main(sys.argv[1:]))

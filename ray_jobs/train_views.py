@@ -1,47 +1,47 @@
-"""Train the view classifier on Ray Train from the shards' view labels.
+"""``echoprime train-views`` on Ray: the shards' labelled clips (or the synthetic stream) through
+Ray Data into a Ray Train ``TorchTrainer``; its weights are written as BUNDLE/views.
 
-The classifier sees each clip's first frame (the release's rule; tiny_views can take a few
-frames) and predicts one of the 11 coarse views. Rows without a view label are skipped.
-Reports accuracy and the confusion matrix on the validation split, and writes the model into
-the bundle being built: BUNDLE/views/{view_classifier.safetensors, metrics.json, component.json}.
-
-Example:
-  echoprime train-views --shards shards --bundle bundle --config configs/tiny-cpu.yaml
+The command's arguments and description are :mod:`echoprime.commands.train_views`; the epochs,
+metrics and the stage written are :mod:`echoprime.training.views`.
 """
 
 from __future__ import annotations
 
 import argparse
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import DataConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from echoprime.commands import command_main, config_of
+from echoprime.commands.train_views import add_arguments
 from echoprime.config import EchoPrimeConfig
-
-
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--shards", required=True, help="ingest output with view labels in the train and val splits"
-    )
-    p.add_argument("--bundle", required=True, help="the bundle folder being built (holds pretrained/)")
-    from echoprime.commands import add_config_arguments
-    from ray_jobs.common import default_config_path
-
-    add_config_arguments(p, default=default_config_path())
+from echoprime.data.shards import read_manifest, validate_split
+from echoprime.data.stream import check_stream_seed, stream_clips
+from echoprime.models import create_model
+from echoprime.staging import spec_of
+from echoprime.training.checkpoint import unwrap
+from echoprime.training.views import (
+    WEIGHTS_FILE,
+    run_view_epochs,
+    view_model_overrides,
+    views_summary,
+    write_views_stage,
+)
+from ray_jobs._datasets import labelled_views, read_split, stream_dataset
+from ray_jobs.common import configure_ray_data, ray_session, require_resources
 
 
 def _train_fn(config: dict[str, Any]) -> None:
     """One Ray Train worker: the classifier prepared for DDP, then the plain epochs on its shard."""
-    import ray.train
-    import ray.train.torch
-    import torch
-
-    from echoprime.models import create_model
-    from echoprime.training.checkpoint import unwrap
-    from echoprime.training.views import run_view_epochs
-
     torch.set_num_threads(1)
     torch.manual_seed(config["seed"])
     model = ray.train.torch.prepare_model(create_model(config["model"], **config["overrides"]))
@@ -73,16 +73,6 @@ def _train_fn(config: dict[str, Any]) -> None:
 
 def run_train_views(cfg: EchoPrimeConfig, shards: str, bundle: str) -> dict[str, Any]:
     """Train the view classifier; returns accuracy numbers (and writes BUNDLE/views/)."""
-    from ray.train import DataConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    from echoprime.data.shards import read_manifest, validate_split
-    from echoprime.data.stream import check_stream_seed, stream_clips
-    from echoprime.staging import spec_of
-    from echoprime.training.views import WEIGHTS_FILE, view_model_overrides, views_summary, write_views_stage
-    from ray_jobs._datasets import labelled_views, read_split, stream_dataset
-    from ray_jobs.common import configure_ray_data, ray_session, require_resources
-
     t0, vc, gpu = time.perf_counter(), cfg.views, cfg.train.use_gpu
     train_files, val_files = validate_split(shards, "train"), validate_split(shards, "val")
     if vc.stream_studies:
@@ -137,9 +127,7 @@ def run_train_views(cfg: EchoPrimeConfig, shards: str, bundle: str) -> dict[str,
 
 
 def run(args: argparse.Namespace) -> int:
-    from ray_jobs.common import resolve_config
-
-    res = run_train_views(resolve_config(args), args.shards, args.bundle)
+    res = run_train_views(config_of(args), args.shards, args.bundle)
     print(
         f"train-views: val accuracy {res['val_accuracy']:.3f} on {res['val_clips']} clips (chance {res['chance']:.3f}); "
         f"confusion matrix in {Path(args.bundle) / 'views' / 'metrics.json'}"
@@ -148,12 +136,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from echoprime.commands import command_main
-
     return command_main("train-views", add_arguments, run, argv)
 
 
 if __name__ == "__main__":
-    import sys
-
     sys.exit(main(sys.argv[1:]))

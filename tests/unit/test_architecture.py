@@ -61,15 +61,6 @@ FORBIDDEN = ("ray", "ray_jobs", "serve")
 
 _DOTTED = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)+")
 
-# Edges that issue 19's other parts remove; each says which. Nothing else may be listed here:
-# fix the import instead. (A listed edge that no longer exists fails the last test below.)
-PENDING_LEAD: set[tuple[str, str]] = {
-    # the CLI names every ray_jobs module in its job table: goes with the job registry's move
-    ("echoprime.cli", "ray_jobs.pretrain"),
-    ("echoprime.cli", "ray_jobs.finetune"),
-    ("echoprime.cli", "ray_jobs.train_views"),
-}
-
 
 @dataclass(frozen=True)
 class Edge:
@@ -267,10 +258,6 @@ def graph() -> tuple[dict[str, Path], list[Edge]]:
     return modules, _edges(modules, PACKAGE.parent)
 
 
-def _pending(edge: Edge) -> bool:
-    return (edge.source, edge.target) in PENDING_LEAD
-
-
 def test_every_module_has_a_layer(graph):
     modules, _ = graph
     missing = sorted(m for m in modules if _layer_of(m) is None)
@@ -281,7 +268,7 @@ def test_every_module_has_a_layer(graph):
 
 def test_no_import_cycle(graph):
     modules, edges = graph
-    live = [e for e in _internal(edges, modules) if not _pending(e)]
+    live = _internal(edges, modules)
     cycles = _cycles(live)
     message = "\n\n".join(
         " -> ".join([chain[0].source] + [e.target for e in chain])
@@ -297,10 +284,7 @@ def test_no_import_from_a_lower_layer_into_a_higher_one(graph):
     upward = [
         e
         for e in _internal(edges, modules)
-        if not _pending(e)
-        and (lo := _layer_of(e.source)) is not None
-        and (hi := _layer_of(e.target)) is not None
-        and hi > lo
+        if (lo := _layer_of(e.source)) is not None and (hi := _layer_of(e.target)) is not None and hi > lo
     ]
     message = "\n".join(f"  {e.where()} (L{_layer_of(e.source)} -> L{_layer_of(e.target)})" for e in upward)
     assert not upward, f"imports from a lower layer into a higher one (see LAYERS):\n{message}"
@@ -308,22 +292,10 @@ def test_no_import_from_a_lower_layer_into_a_higher_one(graph):
 
 def test_echoprime_never_imports_ray_or_the_adapters(graph):
     _, edges = graph
-    bad = [
-        e
-        for e in edges
-        if not _pending(e) and any(e.target == f or e.target.startswith(f + ".") for f in FORBIDDEN)
-    ]
+    bad = [e for e in edges if any(e.target == f or e.target.startswith(f + ".") for f in FORBIDDEN)]
     assert not bad, (
         "echoprime must not import " + ", ".join(FORBIDDEN) + ":\n" + "\n".join("  " + e.where() for e in bad)
     )
-
-
-def test_pending_lead_edges_still_exist(graph):
-    """An allow-listed edge that is gone must leave the list, so the list never outlives its reason."""
-    _, edges = graph
-    present = {(e.source, e.target) for e in edges}
-    stale = sorted(PENDING_LEAD - present)
-    assert not stale, f"PENDING_LEAD lists edges that no longer exist (remove them): {stale}"
 
 
 def test_the_walk_reads_imports_as_documented(tmp_path):
