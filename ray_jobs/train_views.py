@@ -2,7 +2,7 @@
 Ray Data into a Ray Train ``TorchTrainer``; its weights are written as BUNDLE/views.
 
 The command's arguments and description are :mod:`echoprime.commands.train_views`; the epochs,
-metrics and the stage written are :mod:`echoprime.training.views`.
+metrics and the stage written are :mod:`echoprime.training.view_classifier`.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from echoprime.data.stream import check_stream_seed, stream_clips
 from echoprime.models import create_model
 from echoprime.staging import spec_of
 from echoprime.training.checkpoint import unwrap
-from echoprime.training.views import (
+from echoprime.training.view_classifier import (
     WEIGHTS_FILE,
     run_view_epochs,
     view_model_overrides,

@@ -65,7 +65,7 @@ def task_columns(batch: dict[str, Any], task: dict[str, Any]) -> dict[str, Any]:
 
 def view_columns(batch: dict[str, Any]) -> dict[str, Any]:
     """Shard rows -> ``clip`` and ``view_idx`` (-1 for no view), for the view classifier."""
-    from echoprime.training.views import view_ids
+    from echoprime.training.view_classifier import view_ids
 
     return {"clip": batch["clip"], "view_idx": view_ids(batch["view"])}
 
