@@ -325,7 +325,7 @@ class SectionBagTextEncoder(nn.Module):
     Pericardium section and "moderate" in the Mitral Valve section are different features; the
     pair embeddings are mean-pooled over the attended tokens, then an MLP and the projection
     follow. Word order within a section is ignored, which costs little on phrase-built reports
-    and makes the tower far cheaper than a transformer (learning-notes point 2).
+    and makes the tower far cheaper than a transformer (docs/learning.md measures both).
 
     Args:
         vocab_size: tokenizer vocabulary size.

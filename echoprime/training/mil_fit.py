@@ -1,5 +1,6 @@
 """Fitting the anatomical attention: each section's pooled study embedding should retrieve that
-section's own text (per-section matching, learning-notes point 4).
+section's own text (per-section matching: a study-level target lets one section's strong signal
+stand in for the others; docs/learning.md).
 
 Inputs are frozen: per study, its videos' embeddings (``N x D``) and view indices, and the text
 embedding of each of its report's 15 MIL sections (``15 x D``, with a presence mask: a study

@@ -1,4 +1,5 @@
-"""The library never imports Ray (STYLE.md habit 1): every echoprime module imports with ray blocked."""
+"""The library never imports Ray (Ray is plumbing around it, docs/architecture.md): every echoprime
+module imports with ray blocked (tests/unit/test_architecture.py reads the same rule from the source)."""
 
 from __future__ import annotations
 
