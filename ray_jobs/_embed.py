@@ -9,6 +9,14 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import ray
+import torch
+
+from echoprime import storage
+from echoprime.data.shards import validate_split
+from echoprime.inference import Towers
+from echoprime.staging import load_component, spec_of
+from ray_jobs.common import POOL_RETRIES
 
 PASS_THROUGH: tuple[str, ...] = ("study_id", "video_id", "view", "labels", "report", "path")
 """Row columns an embedded batch keeps (those the source has: stream rows carry no ``video_id``
@@ -23,11 +31,6 @@ class EmbedClips:
     """Ray Data UDF: shard or stream rows -> video embeddings (+ view probabilities when available)."""
 
     def __init__(self, bundle_dir: str, with_views: bool, threads: int = 1) -> None:
-        import torch
-
-        from echoprime.inference import Towers
-        from echoprime.staging import load_component, spec_of
-
         torch.set_num_threads(threads)
         video = load_component(bundle_dir, "video_encoder")
         views = load_component(bundle_dir, "view_classifier") if with_views else None
@@ -58,7 +61,6 @@ def read_splits(
     shards: str, splits: tuple[str, ...], columns: list[str], *, min_blocks: int | None = None
 ) -> tuple[Any, dict[str, str]]:
     """:func:`read_split_files` of the shard files of ``splits``."""
-    from echoprime.data.shards import validate_split
 
     return read_split_files({s: validate_split(shards, s) for s in splits}, columns, min_blocks=min_blocks)
 
@@ -69,9 +71,6 @@ def read_split_files(
     """A Ray Dataset of the rows of shard ``files`` (split -> files; ``columns``, which name
     ``path`` for :func:`by_split`) and each file's split; ``min_blocks``: read in at least that
     many blocks (default one per file)."""
-    import ray
-
-    from echoprime import storage
 
     locs = [(storage.locate(f), split) for split, fs in files.items() for f in fs]
     owner = {loc.path: split for loc, split in locs}  # the paths Ray Data reports (s3: bucket/key)
@@ -97,10 +96,6 @@ def embed_dataset(
 
     ``udf`` (with its constructor's ``udf_args``) replaces :class:`EmbedClips` in the actor
     pool: evaluation's, which also embeds each clip's first frame."""
-    import ray
-
-    from ray_jobs.common import POOL_RETRIES
-
     n_actors = max(1, min(cfg.ingest.decode_actors, 2))
     ds = ds.map_batches(
         udf or EmbedClips,

@@ -24,6 +24,7 @@ from echoprime.api.security import log_exposure
 from echoprime.api.uploads import Limits, Study
 from serve.args import ServeArgs
 from serve.calls import GraphCalls
+from serve.routes import create_api
 
 DEPLOYMENTS = ("Preprocess", "ViewClassifier", "VideoEncoder", "AnatomicalAttention", "RAIRetriever")
 
@@ -64,8 +65,6 @@ class Ingress(GraphCalls):
         self._archive: ArchiveStudies | None = None
 
     def __serve_build_asgi_app__(self) -> Any:
-        from serve.routes import create_api
-
         return create_api(self)
 
     async def interpret(self, study: Study, previews: bool = False, loops: bool = False) -> dict[str, Any]:
