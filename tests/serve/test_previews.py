@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from echoprime.api import schemas
 from echoprime.api.examples import synthetic_truth
 from echoprime.api.previews import (
     LOOP_COLUMNS,
@@ -23,7 +24,6 @@ from echoprime.api.previews import (
 )
 from echoprime.io import FileReport
 from echoprime.taxonomy import FINDING_BY_NAME, GRADE_SCALES
-from serve import schemas
 from serve.routes import STATIC
 from tests.fixtures_viewer import moving_clip, study_result
 
