@@ -19,6 +19,7 @@ from echoprime.api.answers import bundle_summary
 from echoprime.api.archive import ArchiveStudies
 from echoprime.api.auth import ApiKeyAuth
 from echoprime.api.errors import ApiError, log
+from echoprime.api.examples import EXAMPLE_COUNT, EXAMPLE_SEED, example_study
 from echoprime.api.guards import UploadSlots
 from echoprime.api.security import log_exposure
 from echoprime.api.uploads import Limits, Study
@@ -127,7 +128,9 @@ class Ingress(GraphCalls):
         return {"results": hits}
 
     async def example(self, index: int) -> dict[str, Any]:
+        """Synthetic example study ``index``, made here from the synthetic cohort (no replica)."""
         if not self.args.examples:
             raise ApiError(404, "not_found", "synthetic examples are switched off (args.examples: false)")
-        _, ex = await self.call(self.preprocess.example, index)
-        return ex
+        if not 0 <= index < EXAMPLE_COUNT:
+            raise ApiError(404, "not_found", f"example index must be in 0..{EXAMPLE_COUNT - 1}, got {index}")
+        return await asyncio.to_thread(example_study, EXAMPLE_SEED, index)

@@ -9,8 +9,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from echoprime.api.errors import ApiError
-from echoprime.api.examples import EXAMPLE_COUNT, EXAMPLE_SEED, example_study
 from echoprime.api.previews import first_frame_png, study_loops
 from echoprime.api.uploads import Limits, Study, fetch_s3
 from echoprime.inference import load_bundle_parts, read_study
@@ -68,14 +66,3 @@ class Preprocess:
         if loops:
             out["loops"] = await asyncio.to_thread(study_loops, clips, n_valid, files, self.spec.stride)
         return out
-
-    @answers_errors
-    def example(self, index: int) -> dict[str, Any]:
-        """Synthetic example study ``index`` (:func:`echoprime.api.examples.example_study`).
-
-        Raises:
-            ApiError: 404 for an index outside ``0..EXAMPLE_COUNT-1``.
-        """
-        if not 0 <= index < EXAMPLE_COUNT:
-            raise ApiError(404, "not_found", f"example index must be in 0..{EXAMPLE_COUNT - 1}, got {index}")
-        return example_study(EXAMPLE_SEED, index)
