@@ -16,6 +16,7 @@ live here too: the other two places a model runs at inference.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -286,7 +287,9 @@ def attend(
         raise ValueError(
             f"attention takes embeddings N x D with N >= 1 and N view ids, got {tuple(emb.shape)} and {tuple(views.shape)}"
         )
-    device = device or next(iter(mil.parameters()), emb).device
+    device = (
+        device or next(itertools.chain(mil.parameters(), mil.buffers()), emb).device
+    )  # a table has no parameters
     out = mil(emb.float().to(device), views.long().to(device))
     return out["section_embeddings"].float().cpu().numpy(), out["weights"].float().cpu().numpy()
 

@@ -192,7 +192,7 @@ def test_submitted_job_joins_the_head_and_writes_its_output(
     # The studies were made by Ray tasks of this job on this head, not by a Ray the job started itself.
     ray_job_id = client.get_job_info(job).driver_info.id
     tasks = list_tasks(address=ray_head, filters=[("job_id", "=", ray_job_id)], raise_on_missing_output=False)
-    chunk_tasks = [t for t in tasks if t.name.endswith("_make_chunk")]
+    chunk_tasks = [t for t in tasks if t.name.endswith("make_chunk")]  # echoprime.synth.chunked.make_chunk
     assert chunk_tasks and all(t.state == "FINISHED" for t in chunk_tasks), [(t.name, t.state) for t in tasks]
 
     studies = pq.read_table(out / "studies.parquet").column("study_id").to_pylist()
