@@ -198,5 +198,6 @@ def embed_clip_batch(
     emb, probs = towers.encode_uint8(clips, n_valid, tasks=False)
     out = {"emb": emb.numpy(), "view_probs": probs.numpy()}
     if static:
-        out["emb_static"] = towers.embed_uint8(first_frame_clips(np.asarray(clips)), n_valid).numpy()
+        static_clips = first_frame_clips(np.asarray(clips))
+        out["emb_static"] = towers.encode_uint8(static_clips, n_valid, tasks=False, views=False)[0].numpy()
     return out

@@ -228,10 +228,12 @@ class Towers:
         n_valid: Sequence[int] | np.ndarray | None = None,
         *,
         tasks: bool = True,
+        views: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """uint8 clips -> (embeddings ``N x D``, then the heads' logits when ``tasks``;
-        view probabilities ``N x V``), normalised on the device one batch at a time: only
-        ``batch_size`` clips' float32 input ever exists, and both towers share each batch.
+        view probabilities ``N x V``, ``N x 0`` unless ``views``), normalised on the device one
+        batch at a time: only ``batch_size`` clips' float32 input ever exists, and both towers
+        share each batch.
 
         Raises:
             ValueError: clips not uint8 ``N x T x S x S x 3`` for this spec, or ``n_valid`` of
@@ -240,30 +242,20 @@ class Towers:
         self.check_uint8(clips, n_valid)
         embed = self._embed_tasks if tasks else self._embed
         width = self.embed_dim + (self.task_width if tasks else 0)
-        n_views = len(VIEWS) if self.views is not None else 0
+        views = views and self.views is not None
+        n_views = len(VIEWS) if views else 0
         embs, probs = [], []
         for i in range(0, clips.shape[0], self.batch_size):
             nv = None if n_valid is None else n_valid[i : i + self.batch_size]
             x = self.normalise(clips[i : i + self.batch_size], nv)
             if self.video is not None:
                 embs.append(embed(x).cpu())
-            probs.append(self._classify(x).cpu())
+            if views:
+                probs.append(self._classify(x).cpu())
         return (
             torch.cat(embs) if embs else torch.zeros((0, width)),
             torch.cat(probs) if probs else torch.zeros((0, n_views)),
         )
-
-    @torch.no_grad()
-    def embed_uint8(
-        self, clips: np.ndarray | torch.Tensor, n_valid: Sequence[int] | np.ndarray | None = None
-    ) -> torch.Tensor:
-        """uint8 clips -> embeddings ``N x D`` (no view classifier, no heads)."""
-        self.check_uint8(clips, n_valid)
-        outs = []
-        for i in range(0, clips.shape[0], self.batch_size):
-            nv = None if n_valid is None else n_valid[i : i + self.batch_size]
-            outs.append(self._embed(self.normalise(clips[i : i + self.batch_size], nv)).cpu())
-        return torch.cat(outs) if outs else torch.zeros((0, self.embed_dim))
 
 
 @torch.no_grad()
